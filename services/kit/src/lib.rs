@@ -1,0 +1,25 @@
+//! The service kit: everything that makes a binary a well-behaved msctl service, in one call.
+//!
+//! A service builds its `Router`, then hands it to [`Kit::serve`], which binds loopback, answers
+//! `GET /health`, turns every error into the JSON error shape, propagates `traceparent`, logs
+//! structured lines and shuts down gracefully on SIGTERM or SIGINT.
+
+pub mod client;
+pub mod discovery;
+pub mod env;
+pub mod error;
+pub mod log;
+pub mod params;
+pub mod registry;
+pub mod server;
+pub mod span;
+pub mod testing;
+pub mod trace_context;
+
+pub use client::{PeerError, PeerRequest, PeerResponse, Peers};
+pub use discovery::{Discovery, DiscoveryError, Endpoint};
+pub use env::ServiceEnv;
+pub use error::ApiError;
+pub use server::{Kit, RequestContext};
+pub use trace_context::TraceParent;
+pub use span::Tracer;

@@ -1,0 +1,204 @@
+//! Spans: recorded per request, shaped like OpenTelemetry spans (DESIGN.md), written as JSON lines
+//! by a background task so that no request ever waits for the disk.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+pub const KIND_SERVER: u8 = 2;
+pub const KIND_CLIENT: u8 = 3;
+
+/// One finished span, one line of `traces/<instance>.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: u8,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status: SpanStatus,
+    pub attributes: Map<String, Value>,
+    pub resource: Resource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanStatus {
+    /// 0 unset, 1 ok, 2 error.
+    pub code: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    #[serde(rename = "service.name")]
+    pub service_name: String,
+    #[serde(rename = "service.instance.id")]
+    pub service_instance_id: String,
+}
+
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+}
+
+/// Hands finished spans to the background writer. Cheap to clone; a disabled tracer drops spans.
+#[derive(Debug, Clone)]
+pub struct Tracer {
+    tx: Option<mpsc::Sender<Span>>,
+    resource: Resource,
+}
+
+/// Spans that may wait for the writer; past this a burst drops spans rather than slow requests.
+const QUEUE: usize = 16 * 1024;
+/// A trace file is rotated to `<file>.1` when it grows past this.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The writer flushes at least this often, so `msctl trace last` sees a request at once.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+impl Tracer {
+    /// A tracer that records nothing (`MSCTL_TRACE=off`, or no trace folder).
+    pub fn disabled(service: &str, instance: &str) -> Self {
+        Self { tx: None, resource: resource(service, instance) }
+    }
+
+    /// Starts the writer task appending to `dir/<instance>.jsonl`. Must run inside a Tokio runtime.
+    pub fn start(dir: &Path, service: &str, instance: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{instance}.jsonl"));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_spans(path, rx));
+        Ok(Self { tx: Some(tx), resource: resource(service, instance) })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+
+    pub fn record(&self, span: Span) {
+        if let Some(tx) = &self.tx {
+            // A full queue means the disk is behind: drop the span, never block the request.
+            let _ = tx.try_send(span);
+        }
+    }
+}
+
+fn resource(service: &str, instance: &str) -> Resource {
+    Resource { service_name: service.to_string(), service_instance_id: instance.to_string() }
+}
+
+async fn write_spans(path: PathBuf, mut rx: mpsc::Receiver<Span>) {
+    let mut file = match TraceFile::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::log::error("cannot open the trace file; spans are dropped", serde_json::json!({"path": path, "error": e.to_string()}));
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            span = rx.recv() => match span {
+                Some(span) => file.append(&span),
+                None => break,
+            },
+            _ = tick.tick() => file.flush(),
+        }
+    }
+    file.flush();
+}
+
+struct TraceFile {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    len: u64,
+}
+
+impl TraceFile {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Self { path: path.to_path_buf(), out: std::io::BufWriter::new(file), len })
+    }
+
+    fn append(&mut self, span: &Span) {
+        let Ok(mut line) = serde_json::to_vec(span) else { return };
+        line.push(b'\n');
+        if self.len + line.len() as u64 > MAX_FILE_BYTES {
+            self.rotate();
+        }
+        if self.out.write_all(&line).is_ok() {
+            self.len += line.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.flush();
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        let _ = std::fs::rename(&self.path, &old);
+        if let Ok(fresh) = Self::open(&self.path) {
+            *self = fresh;
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(i: usize) -> Span {
+        Span {
+            trace_id: format!("{i:032x}"),
+            span_id: format!("{i:016x}"),
+            parent_span_id: None,
+            name: "GET /x".into(),
+            kind: KIND_SERVER,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            status: SpanStatus { code: 0, message: None },
+            attributes: Map::new(),
+            resource: resource("s", "s-1"),
+        }
+    }
+
+    #[tokio::test]
+    async fn spans_reach_the_file_within_a_flush_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracer = Tracer::start(dir.path(), "s", "s-1").unwrap();
+        tracer.record(span(1));
+        tracer.record(span(2));
+        tokio::time::sleep(FLUSH_EVERY * 3).await;
+        let text = std::fs::read_to_string(dir.path().join("s-1.jsonl")).unwrap();
+        let spans: Vec<Span> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(spans, vec![span(1), span(2)]);
+        assert!(text.contains("\"traceId\"") && text.contains("\"service.instance.id\":\"s-1\""));
+    }
+
+    #[test]
+    fn a_full_file_is_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.jsonl");
+        std::fs::write(&path, vec![b'x'; MAX_FILE_BYTES as usize]).unwrap();
+        let mut file = TraceFile::open(&path).unwrap();
+        file.append(&span(3));
+        file.flush();
+        assert_eq!(std::fs::metadata(dir.path().join("s-1.jsonl.1")).unwrap().len(), MAX_FILE_BYTES);
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(fresh.lines().count(), 1);
+    }
+}

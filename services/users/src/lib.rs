@@ -1,0 +1,151 @@
+//! The users service: people, in the service's own SQLite database.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use msctl_kit::ApiError;
+use msctl_kit::params::{Paging, parse_id};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The seeded people: stable ids 1..=10, so examples and tests can name them.
+const SEED: [(&str, &str); 10] = [
+    ("Ada Lovelace", "ada@example.com"),
+    ("Alan Turing", "alan@example.com"),
+    ("Grace Hopper", "grace@example.com"),
+    ("Edsger Dijkstra", "edsger@example.com"),
+    ("Barbara Liskov", "barbara@example.com"),
+    ("Donald Knuth", "donald@example.com"),
+    ("Margaret Hamilton", "margaret@example.com"),
+    ("Ken Thompson", "ken@example.com"),
+    ("Frances Allen", "frances@example.com"),
+    ("John McCarthy", "john@example.com"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+}
+
+/// The service's state: its database, and nothing of anyone else's.
+#[derive(Debug, Clone)]
+pub struct Users {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl Users {
+    /// Opens (creating and seeding on first start) the database at `path`.
+    pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS users (
+                 id INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 email TEXT NOT NULL UNIQUE
+             );
+             CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
+        )?;
+        let seeded: bool = conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
+        if !seeded {
+            let tx = conn.unchecked_transaction()?;
+            for (i, (name, email)) in SEED.iter().enumerate() {
+                tx.execute("INSERT INTO users (id, name, email) VALUES (?1, ?2, ?3)", params![i as i64 + 1, name, email])?;
+            }
+            tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
+            tx.commit()?;
+        }
+        Ok(Self { db: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub fn app(state: Users) -> Router {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", get(show).delete(remove))
+        .with_state(state)
+}
+
+fn db_error(e: rusqlite::Error) -> ApiError {
+    ApiError::internal(format!("database error: {e}"))
+}
+
+async fn list(State(users): State<Users>, Query(query): Query<HashMap<String, String>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = Paging::from_query(&query)?;
+    let db = users.db();
+    let total: i64 = db.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).map_err(db_error)?;
+    let mut stmt = db.prepare_cached("SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2").map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![page.limit, page.offset], |r| Ok(User { id: r.get(0)?, name: r.get(1)?, email: r.get(2)? }))
+        .map_err(db_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    Ok(Json(serde_json::json!({"users": rows, "total": total, "limit": page.limit, "offset": page.offset})))
+}
+
+async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+    let id = parse_id(&id, "user id")?;
+    let user = users
+        .db()
+        .query_row("SELECT id, name, email FROM users WHERE id = ?1", [id], |r| Ok(User { id: r.get(0)?, name: r.get(1)?, email: r.get(2)? }))
+        .optional()
+        .map_err(db_error)?;
+    user.map(Json).ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
+}
+
+fn validate(new: &NewUser) -> Result<(String, String), ApiError> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::unprocessable("name must be 1 to 100 characters"));
+    }
+    let email = new.email.trim();
+    let well_formed = email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+    if !well_formed {
+        return Err(ApiError::unprocessable(format!("email {email:?} is not an address like name@example.com")));
+    }
+    Ok((name.to_string(), email.to_string()))
+}
+
+async fn create(State(users): State<Users>, Json(new): Json<NewUser>) -> Result<Response, ApiError> {
+    let (name, email) = validate(&new)?;
+    let db = users.db();
+    match db.execute("INSERT INTO users (name, email) VALUES (?1, ?2)", params![name, email]) {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("a user with email {email:?} exists already")));
+        }
+        Err(e) => return Err(db_error(e)),
+    }
+    let user = User { id: db.last_insert_rowid(), name, email };
+    let location = format!("/users/{}", user.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)).into_response())
+}
+
+async fn remove(State(users): State<Users>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id, "user id")?;
+    let deleted = users.db().execute("DELETE FROM users WHERE id = ?1", [id]).map_err(db_error)?;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!("user {id} does not exist")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
