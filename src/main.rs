@@ -1,1 +1,5 @@
-fn main() {}
+//! The msctl binary: everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    msctl::run()
+}

@@ -26,6 +26,9 @@ pub struct Supervisor {
     pub started_at_ms: u64,
     /// Foreground (`msctl up`) or detached (`msctl up -d`).
     pub detached: bool,
+    /// Required by the control API; the registry is readable by its owner only.
+    #[serde(default)]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

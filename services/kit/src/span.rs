@@ -126,7 +126,12 @@ struct TraceFile {
 
 impl TraceFile {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // Spans name paths and peers; like the rest of .msctl/, only the owner reads them.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
         let len = file.metadata()?.len();
         Ok(Self { path: path.to_path_buf(), out: std::io::BufWriter::new(file), len })
     }

@@ -1,0 +1,38 @@
+//! `msctl down`: stops everything gracefully and frees every port; with nothing up, says so.
+
+use crate::cmd::Context;
+use crate::running::{self, System};
+use crate::supervisor::process;
+use std::time::{Duration, Instant};
+
+/// How long `down` waits for the supervisor process to exit after it has stopped the services.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn down(ctx: &Context) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    match running::inspect(&project).await? {
+        System::NotRunning => {
+            eprintln!("nothing is running in {}", project.root.display());
+        }
+        System::Stale { registry } => {
+            let cleaned = running::clean_stale(&project, &registry).await;
+            eprintln!(
+                "the supervisor (pid {}) had died; stopped {} instance(s) it left: {}",
+                registry.supervisor.pid,
+                cleaned.len(),
+                if cleaned.is_empty() { "none".to_string() } else { cleaned.join(", ") }
+            );
+        }
+        System::Running { registry, control } => {
+            let count: usize = registry.services.values().map(|s| s.instances.iter().filter(|i| i.pid.is_some()).count()).sum();
+            // The supervisor may go before its answer arrives; its exit is what counts.
+            let _ = control.post("/v1/down", serde_json::json!({})).await;
+            let deadline = Instant::now() + EXIT_WAIT;
+            while process::alive(registry.supervisor.pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            eprintln!("stopped {count} instance(s)");
+        }
+    }
+    Ok(0)
+}

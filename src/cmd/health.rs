@@ -1,0 +1,65 @@
+//! `msctl health`: probes every instance now; exit 0 only when all are healthy.
+
+use crate::cli::JsonArg;
+use crate::cmd::Context;
+use crate::config::Health;
+use crate::error::MsctlError;
+use crate::running::{self, System};
+use crate::supervisor::health::Prober;
+use crate::table;
+use serde_json::json;
+
+pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
+    let (project, config) = ctx.load()?;
+    let registry = match running::inspect(&project).await? {
+        System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
+        System::Running { registry, .. } | System::Stale { registry } => registry,
+    };
+    let prober = Prober::default();
+    let mut checks = Vec::new();
+    for (service, entry) in &registry.services {
+        let spec = config.services.get(service).map(|s| s.health.clone()).unwrap_or(Health::Http("/health".into()));
+        for i in &entry.instances {
+            let prober = prober.clone();
+            let spec = spec.clone();
+            let (service, id, address) = (service.clone(), i.id.clone(), i.address.clone());
+            checks.push(tokio::spawn(async move {
+                let result = match address.parse() {
+                    Ok(addr) => prober.probe(&spec, addr, &id).await.map_err(|e| e.to_string()),
+                    Err(_) => Err("not running".to_string()),
+                };
+                (service, id, address, result)
+            }));
+        }
+    }
+    let mut results = Vec::new();
+    for c in checks {
+        results.push(c.await?);
+    }
+    let unhealthy = results.iter().filter(|r| r.3.is_err()).count();
+    if args.json {
+        let list: Vec<_> = results
+            .iter()
+            .map(|(service, id, address, r)| {
+                json!({"service": service, "instance": id, "address": address, "healthy": r.is_ok(), "result": match r { Ok(s) | Err(s) => s }})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|(_, id, address, r)| {
+                let (state, detail) = match r {
+                    Ok(s) => ("healthy", s.clone()),
+                    Err(e) => ("UNHEALTHY", e.clone()),
+                };
+                vec![id.clone(), address.clone(), state.into(), detail]
+            })
+            .collect();
+        println!("{}", table::render(&["INSTANCE", "ADDRESS", "HEALTH", "RESULT"], &rows));
+    }
+    if unhealthy > 0 {
+        return Err(MsctlError::Unhealthy { unhealthy, total: results.len() }.into());
+    }
+    Ok(0)
+}

@@ -1,0 +1,98 @@
+//! `msctl logs`: the instances' log files, prefixed as in `up`; `-f` follows them across restarts.
+
+use crate::cli::LogsArgs;
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::log_view::Prefixes;
+use crate::project::Project;
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often `-f` looks for new lines and new instances.
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let mut files = instance_logs(&project, args.service.as_deref());
+    if let (Some(service), true) = (&args.service, files.is_empty()) {
+        if let Ok((_, config)) = ctx.load() {
+            if !config.services.contains_key(service) {
+                let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
+                return Err(MsctlError::Usage(format!("no service `{service}`; services: {}", names.join(", "))).into());
+            }
+        }
+        eprintln!("no logs for `{service}` yet");
+    }
+    let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
+    let mut offsets: HashMap<PathBuf, u64> = HashMap::new();
+    for (instance, path) in &files {
+        let text = std::fs::read(path).unwrap_or_default();
+        offsets.insert(path.clone(), text.len() as u64);
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
+        for line in &lines[skip..] {
+            println!("{}", prefixes.line(instance, line));
+        }
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    loop {
+        let running = project.registry().exists();
+        files = instance_logs(&project, args.service.as_deref());
+        for (instance, path) in &files {
+            let offset = offsets.entry(path.clone()).or_insert(0);
+            for line in new_lines(path, offset) {
+                println!("{}", prefixes.line(instance, &line));
+            }
+        }
+        // Lines written before the system stopped have been printed above.
+        if !running {
+            return Ok(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
+/// The instance log files, for one service or all, in instance order.
+fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathBuf)> {
+    let Ok(dir) = std::fs::read_dir(project.logs_dir()) else { return Vec::new() };
+    let mut found: Vec<(String, u64, PathBuf)> = dir
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let stem = path.file_name()?.to_str()?.strip_suffix(".log")?.to_string();
+            let (name, index) = stem.rsplit_once('-')?;
+            let index: u64 = index.parse().ok()?;
+            service.is_none_or(|s| s == name).then(|| (stem.clone(), index, path))
+        })
+        .collect();
+    found.sort_by(|a, b| (a.0.rsplit_once('-').map(|x| x.0), a.1).cmp(&(b.0.rsplit_once('-').map(|x| x.0), b.1)));
+    found.into_iter().map(|(stem, _, path)| (stem, path)).collect()
+}
+
+/// Complete lines written to `path` since `offset`, which moves past them. A file that shrank was
+/// truncated, and is read again from its start.
+fn new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0;
+    }
+    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+    *offset += last_newline as u64 + 1;
+    String::from_utf8_lossy(&buf[..last_newline]).lines().map(str::to_string).collect()
+}

@@ -1,0 +1,69 @@
+//! `msctl ps`: the instances, from the registry, even when the supervisor has died.
+
+use crate::cli::JsonArg;
+use crate::cmd::Context;
+use crate::running::{self, System};
+use crate::table;
+use msctl_kit::registry::InstanceState;
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let (registry, stale) = match running::inspect(&project).await? {
+        System::NotRunning => {
+            if args.json {
+                println!("[]");
+            } else {
+                eprintln!("nothing is running in {}", project.root.display());
+            }
+            return Ok(0);
+        }
+        System::Running { registry, .. } => (registry, false),
+        System::Stale { registry } => (registry, true),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let mut rows = Vec::new();
+    let mut objects = Vec::new();
+    for (service, entry) in &registry.services {
+        for i in &entry.instances {
+            let running = i.state != InstanceState::Stopped && i.pid.is_some();
+            let uptime = running.then(|| now.saturating_sub(i.started_at_ms));
+            objects.push(json!({
+                "service": service,
+                "instance": i.id,
+                "pid": i.pid,
+                "address": i.address,
+                "state": i.state,
+                "uptime_ms": uptime,
+                "restarts": i.restarts,
+                "last_health": i.last_health,
+                "reason": i.reason,
+                "stale": stale,
+            }));
+            let state = if stale { format!("{} (stale)", i.state) } else { i.state.to_string() };
+            rows.push(vec![
+                service.clone(),
+                i.id.clone(),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                if i.address.is_empty() { "-".into() } else { i.address.clone() },
+                state,
+                uptime.map(|u| table::duration(Duration::from_millis(u))).unwrap_or_else(|| "-".into()),
+                i.restarts.to_string(),
+                i.reason.clone().or_else(|| i.last_health.clone()).unwrap_or_default(),
+            ]);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&objects)?);
+    } else {
+        println!("{}", table::render(&["SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS", "HEALTH"], &rows));
+    }
+    if stale {
+        eprintln!(
+            "warning: the supervisor (pid {}) is gone; this is what it left. `msctl down` cleans up.",
+            registry.supervisor.pid
+        );
+    }
+    Ok(0)
+}

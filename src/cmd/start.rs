@@ -1,0 +1,10 @@
+//! `msctl start SERVICE`: starts a stopped service and what it depends on, through the running supervisor.
+
+use crate::cli::ServiceArg;
+use crate::cmd::Context;
+
+pub async fn start(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
+    super::act_on_service(ctx, &args.service, "start").await?;
+    eprintln!("{} started", args.service);
+    Ok(0)
+}

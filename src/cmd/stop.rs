@@ -1,0 +1,10 @@
+//! `msctl stop SERVICE`: stops a service's instances, through the running supervisor.
+
+use crate::cli::ServiceArg;
+use crate::cmd::Context;
+
+pub async fn stop(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
+    super::act_on_service(ctx, &args.service, "stop").await?;
+    eprintln!("{} stopped", args.service);
+    Ok(0)
+}

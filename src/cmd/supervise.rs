@@ -1,0 +1,38 @@
+//! `msctl supervise` (internal): the detached supervisor that `up -d` starts. It reports start-up
+//! events as JSON lines on stdout until the system is ready, then only supervises.
+
+use crate::cli::SuperviseArgs;
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::supervisor::{self, events::Event};
+use std::io::Write;
+use tokio::sync::mpsc;
+
+pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8> {
+    let (project, config) = ctx.load()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let forward = tokio::spawn(async move {
+        let mut reporting = true;
+        while let Some(event) = rx.recv().await {
+            if !reporting || matches!(event, Event::Log { .. }) {
+                continue;
+            }
+            let done = matches!(event, Event::Ready { .. } | Event::Aborted { .. });
+            let mut out = std::io::stdout().lock();
+            // Once `up -d` has its answer it exits; nothing reads this pipe any more.
+            if writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default()).and_then(|_| out.flush()).is_err() || done {
+                reporting = false;
+            }
+        }
+    });
+    let result = supervisor::run(project, config, args.services, true, tx.clone(), super::shutdown_signal()).await;
+    if let Err(e) = &result {
+        if !matches!(e, MsctlError::Start { .. }) {
+            tx.send(Event::Aborted { message: e.to_string(), instance: None, log: None }).ok();
+        }
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), forward).await;
+    result?;
+    Ok(0)
+}

@@ -1,0 +1,151 @@
+//! `msctl up`: build, start in dependency order, and supervise, in the foreground or detached.
+
+use crate::cli::UpArgs;
+use crate::cmd::Context;
+use crate::config::{Config, Port};
+use crate::error::MsctlError;
+use crate::progress::Progress;
+use crate::project::Project;
+use crate::running::{self, System};
+use crate::supervisor::{self, events::Event};
+use crate::{build_step, ports};
+use anyhow::Context as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
+    let (project, config) = ctx.load()?;
+    let order = config.start_order(&args.services).map_err(MsctlError::Usage)?;
+    match running::inspect(&project).await? {
+        System::Running { registry, control } => {
+            let missing: Vec<String> = order
+                .iter()
+                .filter(|s| {
+                    let healthy = registry.healthy_addresses(&s.name).len();
+                    healthy < s.replicas as usize
+                })
+                .map(|s| s.name.clone())
+                .collect();
+            if missing.is_empty() {
+                return Err(MsctlError::AlreadyRunning { pid: registry.supervisor.pid }.into());
+            }
+            if !args.no_build {
+                let to_build: Vec<_> = order.iter().filter(|s| missing.contains(&s.name)).copied().collect();
+                build_step::run(&project, &to_build).await?;
+            }
+            eprintln!("starting {} in the running system", missing.join(", "));
+            control
+                .post("/v1/start", serde_json::json!({ "services": missing }))
+                .await
+                .map_err(|reason| MsctlError::Start { instance: missing.join(", "), reason, log: None })?;
+            eprintln!("{} started", missing.join(", "));
+            return Ok(0);
+        }
+        System::Stale { registry } => {
+            let cleaned = running::clean_stale(&project, &registry).await;
+            if !cleaned.is_empty() {
+                eprintln!(
+                    "stopped {} left running by a supervisor that died (pid {})",
+                    cleaned.join(", "),
+                    registry.supervisor.pid
+                );
+            }
+        }
+        System::NotRunning => {}
+    }
+    if !args.no_build {
+        build_step::run(&project, &order).await?;
+    }
+    for service in &order {
+        if let Port::Fixed(port) = service.port {
+            if !ports::is_free(port) {
+                return Err(MsctlError::PortTaken { service: service.name.clone(), port, holder: ports::holder(port) }.into());
+            }
+        }
+    }
+    let instances: Vec<String> = order.iter().flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name))).collect();
+    if args.detach {
+        detached(&project, &args.services, instances).await
+    } else {
+        foreground(project, config, args.services, instances).await
+    }
+}
+
+async fn foreground(project: Project, config: Config, services: Vec<String>, instances: Vec<String>) -> anyhow::Result<u8> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut progress = Progress::new(instances.clone(), true);
+    let started = Instant::now();
+    let render = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            progress.handle(&event);
+            if let Event::Ready { .. } = event {
+                eprintln!(
+                    "{} instances healthy in {}; Ctrl-C stops them",
+                    instances.len(),
+                    crate::supervisor::health::ms(started.elapsed())
+                );
+            }
+        }
+    });
+    let result = supervisor::run(project, config, services, false, tx, super::shutdown_signal()).await;
+    // The renderer ends when the last sender goes; don't hang on a straggler.
+    let _ = tokio::time::timeout(Duration::from_secs(1), render).await;
+    result?;
+    eprintln!("stopped");
+    Ok(0)
+}
+
+/// Starts `msctl supervise` in a session of its own and relays its start-up events until the
+/// system is ready or start-up failed.
+async fn detached(project: &Project, services: &[String], instances: Vec<String>) -> anyhow::Result<u8> {
+    project.create_state_dirs().with_context(|| format!("cannot create {}", project.state.display()))?;
+    let log_path = project.supervisor_log();
+    let log = Project::open_private(&log_path, false).with_context(|| format!("cannot write {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the msctl executable")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--file")
+        .arg(&project.manifest)
+        .arg("supervise")
+        .args(services)
+        .current_dir(&project.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    #[cfg(unix)]
+    // SAFETY: setsid is async-signal-safe; it detaches the supervisor from this terminal so that
+    // a Ctrl-C here does not reach it.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("cannot start the supervisor")?;
+    let stdout = child.stdout.take().context("the supervisor has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut progress = Progress::new(instances, false);
+    let started = Instant::now();
+    while let Some(line) = lines.next_line().await.context("cannot read from the supervisor")? {
+        let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
+        progress.handle(&event);
+        match event {
+            Event::Ready { supervisor_pid } => {
+                eprintln!(
+                    "ready in {}; supervisor pid {supervisor_pid}; `msctl down` stops it",
+                    crate::supervisor::health::ms(started.elapsed())
+                );
+                return Ok(0);
+            }
+            Event::Aborted { message, instance, log } => {
+                let err = match instance {
+                    Some(instance) => MsctlError::Start { instance, reason: message, log },
+                    None => MsctlError::Unreachable(message),
+                };
+                let _ = child.wait().await;
+                return Err(err.into());
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().await.map(|s| crate::supervisor::process::describe_exit(&s)).unwrap_or_default();
+    Err(MsctlError::Start { instance: "supervisor".into(), reason: format!("it {status} before the system was ready"), log: Some(log_path) }.into())
+}

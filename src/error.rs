@@ -1,0 +1,118 @@
+//! The failures msctl expects, each with its documented exit code and, where it helps, a hint.
+
+use crate::config::{ConfigError, LoadError};
+use std::path::PathBuf;
+
+/// Exit codes: stable, documented in the README, relied on by scripts.
+pub mod code {
+    pub const OK: u8 = 0;
+    /// Something unexpected failed.
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// msctl.toml is missing or invalid.
+    pub const CONFIG: u8 = 3;
+    /// A build step failed.
+    pub const BUILD: u8 = 4;
+    /// A service did not start: it exited, timed out, or its port is taken.
+    pub const START: u8 = 5;
+    /// The system is not running.
+    pub const NOT_RUNNING: u8 = 6;
+    /// The system is already running.
+    pub const ALREADY_RUNNING: u8 = 7;
+    /// `msctl health`: at least one instance is not healthy.
+    pub const UNHEALTHY: u8 = 8;
+    /// `msctl call`: the answer was a 4xx.
+    pub const HTTP_4XX: u8 = 10;
+    /// `msctl call`: the answer was a 5xx.
+    pub const HTTP_5XX: u8 = 11;
+    /// `msctl call`: the service could not be reached.
+    pub const UNREACHABLE: u8 = 12;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MsctlError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no msctl.toml in {} or any parent folder", .0.display())]
+    NoManifest(PathBuf),
+    #[error("cannot read {}: {message}", path.display())]
+    ManifestUnreadable { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("build failed: `{command}` {status}")]
+    Build { command: String, status: String, log: PathBuf },
+    #[error("`{instance}` did not start: {reason}")]
+    Start { instance: String, reason: String, log: Option<PathBuf> },
+    #[error("port {port} for `{service}` is already taken{}", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    PortTaken { service: String, port: u16, holder: Option<String> },
+    #[error("nothing is running in {}", .0.display())]
+    NotRunning(PathBuf),
+    #[error("the system is already running (supervisor pid {pid})")]
+    AlreadyRunning { pid: u32 },
+    #[error("{unhealthy} of {total} instances are not healthy")]
+    Unhealthy { unhealthy: usize, total: usize },
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{status}")]
+    Http { status: u16 },
+}
+
+impl From<LoadError> for MsctlError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::NotFound(dir) => Self::NoManifest(dir),
+            LoadError::Io { path, source } => Self::ManifestUnreadable { path, message: source.to_string() },
+            LoadError::Invalid(c) => Self::Config(c),
+        }
+    }
+}
+
+/// Lines of a failed instance's log shown with the error.
+const LOG_TAIL: usize = 20;
+
+impl MsctlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::NoManifest(_) | Self::ManifestUnreadable { .. } => code::CONFIG,
+            Self::Usage(_) => code::USAGE,
+            Self::Build { .. } => code::BUILD,
+            Self::Start { .. } | Self::PortTaken { .. } => code::START,
+            Self::NotRunning(_) => code::NOT_RUNNING,
+            Self::AlreadyRunning { .. } => code::ALREADY_RUNNING,
+            Self::Unhealthy { .. } => code::UNHEALTHY,
+            Self::Unreachable(_) => code::UNREACHABLE,
+            Self::Http { status } if *status >= 500 => code::HTTP_5XX,
+            Self::Http { .. } => code::HTTP_4XX,
+        }
+    }
+
+    /// Extra lines printed under the error: a source snippet, the build output, a log tail.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Config(c) => Some(c.snippet.clone()),
+            Self::Build { log, .. } => std::fs::read_to_string(log).ok().map(|text| format!("build output:\n{}", text.trim_end())),
+            Self::Start { instance, log: Some(log), .. } => {
+                let text = std::fs::read_to_string(log).ok()?;
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+                (!tail.is_empty()).then(|| format!("last lines of {instance}'s log:\n{}", tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Config(c) => c.hint.clone(),
+            Self::NoManifest(_) => Some("run msctl in a project folder, or pass -f path/to/msctl.toml".into()),
+            Self::Build { log, .. } => Some(format!("the whole build output is in {}", log.display())),
+            Self::Start { log: Some(log), .. } => Some(format!("the whole log is in {}; see also `msctl logs`", log.display())),
+            Self::PortTaken { .. } => Some("stop what holds the port, or use `port = \"auto\"` in msctl.toml".into()),
+            Self::NotRunning(_) => Some("start it with `msctl up -d`".into()),
+            Self::AlreadyRunning { .. } => Some("see it with `msctl ps`; stop it with `msctl down`".into()),
+            Self::Unhealthy { .. } => Some("see `msctl ps` and `msctl logs SERVICE`".into()),
+            _ => None,
+        }
+    }
+}

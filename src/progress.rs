@@ -1,0 +1,97 @@
+//! Start-up progress for `up`: on a terminal a spinner per instance that turns into a tick with
+//! its address and start-up time; elsewhere plain lines with no control characters.
+
+use crate::log_view::Prefixes;
+use crate::supervisor::events::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+    /// Foreground `up` shows the services' log lines too.
+    show_logs: bool,
+    prefixes: Prefixes,
+}
+
+pub fn stderr_is_terminal() -> bool {
+    console::Term::stderr().is_term()
+}
+
+impl Progress {
+    pub fn new(instances: Vec<String>, show_logs: bool) -> Self {
+        let multi = stderr_is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self { multi, bars: HashMap::new(), show_logs, prefixes: Prefixes::new(instances, true) }
+    }
+
+    fn say(&self, line: String) {
+        match &self.multi {
+            Some(m) if self.bars.values().any(|b| !b.is_finished()) => {
+                let _ = m.println(line);
+            }
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        let ok = console::style("✔").green().for_stderr();
+        let bad = console::style("✘").red().for_stderr();
+        match event {
+            Event::Starting { instance } => match &self.multi {
+                Some(m) => {
+                    let bar = self.bars.entry(instance.clone()).or_insert_with(|| m.add(ProgressBar::new_spinner()));
+                    bar.reset();
+                    bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg}").expect("template is valid"));
+                    bar.set_message(format!("{instance} starting"));
+                    bar.enable_steady_tick(Duration::from_millis(80));
+                }
+                None => eprintln!("{instance} starting"),
+            },
+            Event::Healthy { instance, address, startup_ms } => {
+                let msg = format!("{instance} healthy at {address} in {startup_ms:.1} ms");
+                match self.bars.get(instance) {
+                    Some(bar) if !bar.is_finished() => {
+                        bar.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
+                        bar.finish_with_message(format!("{ok} {msg}"));
+                    }
+                    _ => self.say(msg),
+                }
+            }
+            Event::Failed { instance, reason, .. } => {
+                let msg = format!("{instance} failed: {reason}");
+                match self.bars.get(instance) {
+                    Some(bar) if !bar.is_finished() => {
+                        bar.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
+                        bar.finish_with_message(format!("{bad} {msg}"));
+                    }
+                    _ => self.say(msg),
+                }
+            }
+            Event::Exited { instance, reason } => self.say(format!("{instance} {reason}")),
+            Event::Unhealthy { instance, reason } => self.say(format!("{instance} unhealthy: {reason}")),
+            Event::Restarting { instance, after_ms, restarts } => {
+                self.say(format!("{instance} restarting in {after_ms} ms (restart {restarts})"))
+            }
+            Event::GaveUp { instance, reason } => self.say(format!("{instance} left down: {reason}")),
+            Event::Stopping { .. } | Event::Stopped { .. } => {}
+            Event::Log { instance, line } => {
+                if self.show_logs {
+                    let line = self.prefixes.line(instance, line);
+                    self.say(line);
+                }
+            }
+            Event::Ready { .. } | Event::Aborted { .. } => self.finish(),
+        }
+    }
+
+    /// Clears any spinner still turning, so later output starts on a clean line.
+    pub fn finish(&mut self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Where a project's runtime state lives: `.msctl/` beside msctl.toml (DESIGN.md).
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The folder holding msctl.toml; services run with it as their working folder.
+    pub root: PathBuf,
+    pub manifest: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Project {
+    pub fn new(manifest: &Path) -> Self {
+        let manifest = std::path::absolute(manifest).unwrap_or_else(|_| manifest.to_path_buf());
+        let root = manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let state = root.join(".msctl");
+        Self { root, manifest, state }
+    }
+
+    pub fn registry(&self) -> PathBuf {
+        self.state.join("registry.json")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+
+    pub fn log(&self, instance: &str) -> PathBuf {
+        self.logs_dir().join(format!("{instance}.log"))
+    }
+
+    pub fn traces_dir(&self) -> PathBuf {
+        self.state.join("traces")
+    }
+
+    pub fn data_dir(&self, service: &str) -> PathBuf {
+        self.state.join("data").join(service)
+    }
+
+    /// Held by the running supervisor, so that two cannot run for one project.
+    pub fn lock(&self) -> PathBuf {
+        self.state.join("supervisor.lock")
+    }
+
+    /// Outside logs/, so that logs/ holds instance logs only.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.state.join("supervisor.log")
+    }
+
+    pub fn build_log(&self) -> PathBuf {
+        self.state.join("build.log")
+    }
+
+    /// Opens a state file readable by its owner only; `append` keeps what it holds.
+    pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).write(true);
+        if append {
+            options.append(true);
+        } else {
+            options.truncate(true);
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)
+    }
+
+    /// Creates `.msctl/` and its folders, readable by their owner only.
+    pub fn create_state_dirs(&self) -> std::io::Result<()> {
+        for dir in [self.state.clone(), self.logs_dir(), self.traces_dir(), self.state.join("data")] {
+            std::fs::create_dir_all(&dir)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        Ok(())
+    }
+}

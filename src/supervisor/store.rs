@@ -1,0 +1,54 @@
+//! The registry as the supervisor keeps it: in memory, and written through to the file atomically
+//! on every change, so the file reflects reality at all times.
+
+use msctl_kit::registry::{self, Instance, Registry, ServiceEntry, Supervisor};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Debug)]
+pub struct RegistryStore {
+    path: PathBuf,
+    registry: Mutex<Registry>,
+}
+
+impl RegistryStore {
+    pub fn create(path: PathBuf, supervisor: Supervisor) -> std::io::Result<Self> {
+        let registry = Registry { version: registry::REGISTRY_VERSION, supervisor, services: Default::default() };
+        registry::write(&path, &registry)?;
+        Ok(Self { path, registry: Mutex::new(registry) })
+    }
+
+    /// Adds or replaces `instance` under `service`, and writes the file.
+    pub fn upsert(&self, service: &str, instance: Instance) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = reg.services.entry(service.to_string()).or_insert_with(ServiceEntry::default);
+        match entry.instances.iter_mut().find(|i| i.id == instance.id) {
+            Some(existing) => *existing = instance,
+            None => {
+                entry.instances.push(instance);
+                entry.instances.sort_by(|a, b| natural_key(&a.id).cmp(&natural_key(&b.id)));
+            }
+        }
+        // Written under the lock, so the file never goes back to an older state.
+        if let Err(e) = registry::write(&self.path, &reg) {
+            eprintln!("msctl: cannot write the registry {}: {e}", self.path.display());
+        }
+    }
+
+    pub fn snapshot(&self) -> Registry {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Removes the file: nothing runs any more.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `users-10` sorts after `users-9`.
+fn natural_key(id: &str) -> (String, u64) {
+    match id.rsplit_once('-') {
+        Some((name, n)) => (name.to_string(), n.parse().unwrap_or(0)),
+        None => (id.to_string(), 0),
+    }
+}
