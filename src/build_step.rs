@@ -8,7 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Runs the build commands of `services`, once per distinct command, in order.
-pub async fn run(project: &Project, services: &[&crate::config::Service]) -> Result<(), MsctlError> {
+pub async fn run(
+    project: &Project,
+    services: &[&crate::config::Service],
+) -> Result<(), MsctlError> {
     let mut builds: Vec<Vec<String>> = Vec::new();
     for build in services.iter().filter_map(|s: &&Service| s.build.clone()) {
         if !builds.contains(&build) {
@@ -18,9 +21,13 @@ pub async fn run(project: &Project, services: &[&crate::config::Service]) -> Res
     if builds.is_empty() {
         return Ok(());
     }
-    project.create_state_dirs().map_err(|e| MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display())))?;
+    project.create_state_dirs().map_err(|e| {
+        MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display()))
+    })?;
     let log_path = project.build_log();
-    let log = Project::open_private(&log_path, false).map_err(|e| MsctlError::Unreachable(format!("cannot write {}: {e}", log_path.display())))?;
+    let log = Project::open_private(&log_path, false).map_err(|e| {
+        MsctlError::Unreachable(format!("cannot write {}: {e}", log_path.display()))
+    })?;
     for argv in builds {
         let argv: Vec<String> = argv
             .iter()
@@ -30,7 +37,10 @@ pub async fn run(project: &Project, services: &[&crate::config::Service]) -> Res
         let shown = argv.join(" ");
         let bar = if crate::progress::stderr_is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}").expect("template is valid"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}")
+                    .expect("template is valid"),
+            );
             bar.set_message(format!("building: {shown}"));
             bar.enable_steady_tick(Duration::from_millis(80));
             Some(bar)
@@ -39,8 +49,12 @@ pub async fn run(project: &Project, services: &[&crate::config::Service]) -> Res
             None
         };
         let started = Instant::now();
-        let out = log.try_clone().map_err(|e| MsctlError::Unreachable(e.to_string()))?;
-        let err = log.try_clone().map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        let out = log
+            .try_clone()
+            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .current_dir(&project.root)
@@ -54,13 +68,21 @@ pub async fn run(project: &Project, services: &[&crate::config::Service]) -> Res
         }
         let status = match status {
             Ok(s) if s.success() => {
-                eprintln!("{} built in {:.1} s: {shown}", console::style("✔").green().for_stderr(), started.elapsed().as_secs_f64());
+                eprintln!(
+                    "{} built in {:.1} s: {shown}",
+                    console::style("✔").green().for_stderr(),
+                    started.elapsed().as_secs_f64()
+                );
                 continue;
             }
             Ok(s) => crate::supervisor::process::describe_exit(&s),
             Err(e) => format!("could not run: {e}"),
         };
-        return Err(MsctlError::Build { command: shown, status, log: log_path });
+        return Err(MsctlError::Build {
+            command: shown,
+            status,
+            log: log_path,
+        });
     }
     Ok(())
 }

@@ -5,7 +5,13 @@ use std::path::PathBuf;
 
 /// Run, health-check and trace a system of HTTP microservices on one machine.
 #[derive(Debug, Parser)]
-#[command(name = "msctl", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "msctl",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// The msctl.toml to use, given before the command [default: the nearest one in this
     /// folder or a parent]

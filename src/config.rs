@@ -1,7 +1,7 @@
 //! msctl.toml: finding it, reading it, and checking it, with errors that name the file, line and column.
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
@@ -78,14 +78,23 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn at(path: &Path, text: &str, span: Range<usize>, message: impl Into<String>, hint: Option<String>) -> Self {
+    fn at(
+        path: &Path,
+        text: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Self {
         let start = span.start.min(text.len());
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let line = text[..start].matches('\n').count() + 1;
         let column = text[line_start..start].chars().count() + 1;
         let source = &text[line_start..line_end];
-        let width = text[start..span.end.clamp(start, line_end)].chars().count().max(1);
+        let width = text[start..span.end.clamp(start, line_end)]
+            .chars()
+            .count()
+            .max(1);
         let gutter = line.to_string().len();
         let snippet = format!(
             "{:gutter$} |\n{line} | {source}\n{:gutter$} | {}{}",
@@ -94,7 +103,14 @@ impl ConfigError {
             " ".repeat(column - 1),
             "^".repeat(width)
         );
-        Self { path: path.to_path_buf(), line, column, message: message.into(), hint, snippet }
+        Self {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            hint,
+            snippet,
+        }
     }
 }
 
@@ -104,7 +120,10 @@ pub enum LoadError {
     #[error("no {MANIFEST} in {} or any parent folder", .0.display())]
     NotFound(PathBuf),
     #[error("cannot read {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
 }
@@ -120,7 +139,10 @@ pub fn find(start: &Path) -> Result<PathBuf, LoadError> {
 
 /// Reads and checks the manifest at `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(parse(&path, &text)?)
 }
@@ -138,16 +160,30 @@ fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError 
     // with the nearest known key as a suggestion.
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let key = rest.split('`').next().unwrap_or_default();
-        let known: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|k| !k.is_empty()).collect();
+        let known: Vec<&str> = rest
+            .split('`')
+            .skip(2)
+            .step_by(2)
+            .filter(|k| !k.is_empty())
+            .collect();
         let hint = did_you_mean(key, known.iter().copied()).map(|k| format!("did you mean `{k}`?"));
-        let hint = hint.or_else(|| (!known.is_empty()).then(|| format!("known keys: {}", known.join(", "))));
+        let hint = hint
+            .or_else(|| (!known.is_empty()).then(|| format!("known keys: {}", known.join(", "))));
         return ConfigError::at(path, text, span, format!("unknown key `{key}`"), hint);
     }
+    // serde says "sequence" where a TOML user thinks "array".
+    let message = message.replace(
+        "expected a sequence",
+        "expected an array such as [\"program\", \"arg\"]",
+    );
     ConfigError::at(path, text, span, message, None)
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -166,7 +202,9 @@ pub fn valid_service_name(name: &str) -> bool {
 }
 
 fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigError> {
-    let err = |span: Range<usize>, msg: String, hint: Option<String>| ConfigError::at(path, text, span, msg, hint);
+    let err = |span: Range<usize>, msg: String, hint: Option<String>| {
+        ConfigError::at(path, text, span, msg, hint)
+    };
     let defaults = raw.defaults.unwrap_or_default();
     let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
     let mut services = BTreeMap::new();
@@ -178,46 +216,98 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
             return Err(err(
                 span,
                 format!("service name `{name}` is not allowed"),
-                Some("use lowercase letters, digits and dashes, starting with a letter (at most 40)".into()),
+                Some(
+                    "use lowercase letters, digits and dashes, starting with a letter (at most 40)"
+                        .into(),
+                ),
             ));
         }
         let s = table.get_ref();
         let command = match &s.command {
             None => {
-                return Err(err(span, format!("service `{name}` has no `command`"), Some("add `command = [\"path/to/program\", \"arg\"]`".into())));
+                return Err(err(
+                    span,
+                    format!("service `{name}` has no `command`"),
+                    Some("add `command = [\"path/to/program\", \"arg\"]`".into()),
+                ));
             }
             Some(c) if c.get_ref().is_empty() || c.get_ref()[0].trim().is_empty() => {
-                return Err(err(c.span(), format!("the command of service `{name}` is empty"), Some("give the program to run, then its arguments".into())));
+                return Err(err(
+                    c.span(),
+                    format!("the command of service `{name}` is empty"),
+                    Some("give the program to run, then its arguments".into()),
+                ));
             }
             Some(c) => c.get_ref().clone(),
         };
         let build = s.build.as_ref().or(defaults.build.as_ref());
-        if let Some(b) = build.filter(|b| b.get_ref().is_empty() || b.get_ref()[0].trim().is_empty()) {
-            return Err(err(b.span(), format!("the build command of service `{name}` is empty"), Some("remove `build`, or give the program to run".into())));
+        if let Some(b) =
+            build.filter(|b| b.get_ref().is_empty() || b.get_ref()[0].trim().is_empty())
+        {
+            return Err(err(
+                b.span(),
+                format!("the build command of service `{name}` is empty"),
+                Some("remove `build`, or give the program to run".into()),
+            ));
         }
-        let replicas = s.replicas.as_ref().map(|r| (*r.get_ref(), r.span())).unwrap_or((defaults.replicas.unwrap_or(1), span.clone()));
+        let replicas = s
+            .replicas
+            .as_ref()
+            .map(|r| (*r.get_ref(), r.span()))
+            .unwrap_or((defaults.replicas.unwrap_or(1), span.clone()));
         if replicas.0 == 0 {
-            return Err(err(replicas.1, format!("service `{name}` needs at least 1 replica"), None));
+            return Err(err(
+                replicas.1,
+                format!("service `{name}` needs at least 1 replica"),
+                None,
+            ));
         }
         let port = s.port.as_ref().map(|p| (*p.get_ref(), p.span()));
         if let Some((Port::Fixed(n), port_span)) = &port {
             if replicas.0 > 1 {
-                return Err(err(port_span.clone(), format!("service `{name}` has {} replicas but one fixed port {n}", replicas.0), Some("use `port = \"auto\"` for replicated services".into())));
+                return Err(err(
+                    port_span.clone(),
+                    format!(
+                        "service `{name}` has {} replicas but one fixed port {n}",
+                        replicas.0
+                    ),
+                    Some("use `port = \"auto\"` for replicated services".into()),
+                ));
             }
             if let Some(other) = fixed_ports.insert(*n, name.clone()) {
-                return Err(err(port_span.clone(), format!("port {n} is given to both `{other}` and `{name}`"), Some("give each service its own port, or use `port = \"auto\"`".into())));
+                return Err(err(
+                    port_span.clone(),
+                    format!("port {n} is given to both `{other}` and `{name}`"),
+                    Some("give each service its own port, or use `port = \"auto\"`".into()),
+                ));
             }
         }
         let mut depends_on = Vec::new();
         for dep in s.depends_on.iter().flatten() {
             let d = dep.get_ref();
             if !names.contains(d) {
-                let hint = did_you_mean(d, names.iter().map(String::as_str)).map(|n| format!("did you mean `{n}`?"));
-                let hint = hint.or_else(|| Some(format!("known services: {}", names.iter().cloned().collect::<Vec<_>>().join(", "))));
-                return Err(err(dep.span(), format!("service `{name}` depends on `{d}`, which is not a service in this file"), hint));
+                let hint = did_you_mean(d, names.iter().map(String::as_str))
+                    .map(|n| format!("did you mean `{n}`?"));
+                let hint = hint.or_else(|| {
+                    Some(format!(
+                        "known services: {}",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                });
+                return Err(err(
+                    dep.span(),
+                    format!(
+                        "service `{name}` depends on `{d}`, which is not a service in this file"
+                    ),
+                    hint,
+                ));
             }
             if *d == name {
-                return Err(err(dep.span(), format!("service `{name}` depends on itself"), None));
+                return Err(err(
+                    dep.span(),
+                    format!("service `{name}` depends on itself"),
+                    None,
+                ));
             }
             depends_on.push(d.clone());
         }
@@ -226,16 +316,36 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
         let service = Service {
             command,
             build: build.map(|b| b.get_ref().clone()),
-            health: s.health.clone().or(defaults.health.clone()).unwrap_or(Health::Http("/health".into())),
+            health: s
+                .health
+                .clone()
+                .or(defaults.health.clone())
+                .unwrap_or(Health::Http("/health".into())),
             port: port.map(|p| p.0).unwrap_or(Port::Auto),
             replicas: replicas.0,
             depends_on,
             env,
-            restart: s.restart.or(defaults.restart).unwrap_or(RestartPolicy::OnFailure),
-            stop_timeout: s.stop_timeout.or(defaults.stop_timeout).map_or(Duration::from_secs(10), |d| d.0),
-            start_timeout: s.start_timeout.or(defaults.start_timeout).map_or(Duration::from_secs(30), |d| d.0),
-            health_interval: s.health_interval.or(defaults.health_interval).map_or(Duration::from_secs(1), |d| d.0),
-            unhealthy_after: s.unhealthy_after.or(defaults.unhealthy_after).unwrap_or(3).max(1),
+            restart: s
+                .restart
+                .or(defaults.restart)
+                .unwrap_or(RestartPolicy::OnFailure),
+            stop_timeout: s
+                .stop_timeout
+                .or(defaults.stop_timeout)
+                .map_or(Duration::from_secs(10), |d| d.0),
+            start_timeout: s
+                .start_timeout
+                .or(defaults.start_timeout)
+                .map_or(Duration::from_secs(30), |d| d.0),
+            health_interval: s
+                .health_interval
+                .or(defaults.health_interval)
+                .map_or(Duration::from_secs(1), |d| d.0),
+            unhealthy_after: s
+                .unhealthy_after
+                .or(defaults.unhealthy_after)
+                .unwrap_or(3)
+                .max(1),
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
             name: name.clone(),
         };
@@ -248,12 +358,27 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
             .services
             .iter()
             .find(|(k, _)| k.get_ref() == first)
-            .and_then(|(_, t)| t.get_ref().depends_on.iter().flatten().find(|d| d.get_ref() == second).map(|d| d.span()))
+            .and_then(|(_, t)| {
+                t.get_ref()
+                    .depends_on
+                    .iter()
+                    .flatten()
+                    .find(|d| d.get_ref() == second)
+                    .map(|d| d.span())
+            })
             .unwrap_or(0..0);
-        return Err(err(span, format!("dependency cycle: {}", cycle.join(" -> ")), Some("remove one of these `depends_on` entries".into())));
+        return Err(err(
+            span,
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+            Some("remove one of these `depends_on` entries".into()),
+        ));
     }
     let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Config { path: path.to_path_buf(), root, services })
+    Ok(Config {
+        path: path.to_path_buf(),
+        root,
+        services,
+    })
 }
 
 /// A cycle in `depends_on`, as names from a service back to itself.
@@ -263,7 +388,12 @@ fn find_cycle(services: &BTreeMap<String, Service>) -> Option<Vec<String>> {
         Visiting,
         Done,
     }
-    fn visit(name: &str, services: &BTreeMap<String, Service>, marks: &mut BTreeMap<String, Mark>, stack: &mut Vec<String>) -> Option<Vec<String>> {
+    fn visit(
+        name: &str,
+        services: &BTreeMap<String, Service>,
+        marks: &mut BTreeMap<String, Mark>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
         match marks.get(name) {
             Some(Mark::Done) => return None,
             Some(Mark::Visiting) => {
@@ -286,7 +416,9 @@ fn find_cycle(services: &BTreeMap<String, Service>) -> Option<Vec<String>> {
         None
     }
     let mut marks = BTreeMap::new();
-    services.keys().find_map(|name| visit(name, services, &mut marks, &mut Vec::new()))
+    services
+        .keys()
+        .find_map(|name| visit(name, services, &mut marks, &mut Vec::new()))
 }
 
 impl Config {
@@ -294,11 +426,21 @@ impl Config {
     pub fn start_order(&self, wanted: &[String]) -> Result<Vec<&Service>, String> {
         for w in wanted {
             if !self.services.contains_key(w) {
-                let hint = did_you_mean(w, self.services.keys().map(String::as_str)).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
-                return Err(format!("no service `{w}` in {}{hint}; services: {}", self.path.display(), self.services.keys().cloned().collect::<Vec<_>>().join(", ")));
+                let hint = did_you_mean(w, self.services.keys().map(String::as_str))
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "no service `{w}` in {}{hint}; services: {}",
+                    self.path.display(),
+                    self.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
             }
         }
-        let roots: Vec<&String> = if wanted.is_empty() { self.services.keys().collect() } else { wanted.iter().collect() };
+        let roots: Vec<&String> = if wanted.is_empty() {
+            self.services.keys().collect()
+        } else {
+            wanted.iter().collect()
+        };
         let mut order: Vec<&Service> = Vec::new();
         fn add<'a>(name: &str, config: &'a Config, order: &mut Vec<&'a Service>) {
             if order.iter().any(|s| s.name == name) {
@@ -383,16 +525,26 @@ impl<'de> Deserialize<'de> for Seconds {
         impl Visitor<'_> for V {
             type Value = Seconds;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"500ms\", \"5s\" or \"2m\", or a number of seconds")
+                f.write_str(
+                    "a duration such as \"500ms\", \"5s\" or \"2m\", or a number of seconds",
+                )
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
-                u64::try_from(v).map(|s| Seconds(Duration::from_secs(s))).map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v)
+                    .map(|s| Seconds(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                Duration::try_from_secs_f64(v).map(Seconds).map_err(|_| E::custom("a duration must be a positive number of seconds"))
+                Duration::try_from_secs_f64(v)
+                    .map(Seconds)
+                    .map_err(|_| E::custom("a duration must be a positive number of seconds"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
-                parse_duration(v).map(Seconds).ok_or_else(|| E::custom(format!("`{v}` is not a duration; write it as \"500ms\", \"5s\" or \"2m\"")))
+                parse_duration(v).map(Seconds).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a duration; write it as \"500ms\", \"5s\" or \"2m\""
+                    ))
+                })
             }
         }
         d.deserialize_any(V)
@@ -410,13 +562,17 @@ impl<'de> Deserialize<'de> for Port {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
                 match u16::try_from(v) {
                     Ok(p) if p > 0 => Ok(Port::Fixed(p)),
-                    _ => Err(E::custom(format!("port {v} is out of range; use 1 to 65535 or \"auto\""))),
+                    _ => Err(E::custom(format!(
+                        "port {v} is out of range; use 1 to 65535 or \"auto\""
+                    ))),
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
                 match v {
                     "auto" => Ok(Port::Auto),
-                    _ => Err(E::custom(format!("port `{v}` is not valid; use \"auto\" or a number"))),
+                    _ => Err(E::custom(format!(
+                        "port `{v}` is not valid; use \"auto\" or a number"
+                    ))),
                 }
             }
         }
@@ -431,7 +587,9 @@ impl<'de> Deserialize<'de> for Health {
             "tcp" => Ok(Health::Tcp),
             "none" => Ok(Health::None),
             p if p.starts_with('/') => Ok(Health::Http(p.to_string())),
-            other => Err(de::Error::custom(format!("health `{other}` is not valid; use an HTTP path such as \"/health\", \"tcp\" or \"none\""))),
+            other => Err(de::Error::custom(format!(
+                "health `{other}` is not valid; use an HTTP path such as \"/health\", \"tcp\" or \"none\""
+            ))),
         }
     }
 }
@@ -443,7 +601,9 @@ pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<S
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or_else(|| format!("`{s}` has an unclosed `${{`"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{s}` has an unclosed `${{`"))?;
         let expr = &after[..end];
         let (name, default) = match expr.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -452,7 +612,11 @@ pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<S
         match (lookup(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!("`{s}` uses ${{{name}}}, which is not set; set it or write ${{{name}:-default}}")),
+            (None, None) => {
+                return Err(format!(
+                    "`{s}` uses ${{{name}}}, which is not set; set it or write ${{{name}:-default}}"
+                ));
+            }
         }
         rest = &after[end + 1..];
     }
@@ -467,14 +631,22 @@ impl Config {
             if let Some(d) = memo.get(name) {
                 return *d;
             }
-            let d = config.services[name].depends_on.iter().map(|dep| depth(dep, config, memo) + 1).max().unwrap_or(0);
+            let d = config.services[name]
+                .depends_on
+                .iter()
+                .map(|dep| depth(dep, config, memo) + 1)
+                .max()
+                .unwrap_or(0);
             memo.insert(name.to_string(), d);
             d
         }
         let mut memo = BTreeMap::new();
         let mut levels: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for name in self.services.keys() {
-            levels.entry(depth(name, self, &mut memo)).or_default().push(name.clone());
+            levels
+                .entry(depth(name, self, &mut memo))
+                .or_default()
+                .push(name.clone());
         }
         levels.into_values().rev().collect()
     }
@@ -520,19 +692,32 @@ depends_on = ["a"]
         assert_eq!(b.port, Port::Fixed(4000));
         assert_eq!(b.health, Health::Tcp);
         assert_eq!(b.stop_timeout, Duration::from_secs(2));
-        let order: Vec<&str> = c.start_order(&["b".into()]).unwrap().iter().map(|s| s.name.as_str()).collect();
+        let order: Vec<&str> = c
+            .start_order(&["b".into()])
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         assert_eq!(order, vec!["a", "b"]);
         assert!(c.start_order(&["c".into()]).is_err());
     }
 
     #[test]
     fn errors_point_at_line_and_column() {
-        let e = parse_str("[services.a]\ncommand = [\"a\"]\nrestart = \"sometimes\"\n").unwrap_err();
+        let e =
+            parse_str("[services.a]\ncommand = [\"a\"]\nrestart = \"sometimes\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (3, 11));
         let e = parse_str("[services.a]\n  comand = [\"a\"]\n").unwrap_err();
-        assert_eq!((e.line, e.column, e.message.as_str()), (2, 3, "unknown key `comand`"));
+        assert_eq!(
+            (e.line, e.column, e.message.as_str()),
+            (2, 3, "unknown key `comand`")
+        );
         assert_eq!(e.hint.as_deref(), Some("did you mean `command`?"));
-        assert!(e.snippet.contains("2 |   comand = [\"a\"]\n  |   ^^^^^^"), "{}", e.snippet);
+        assert!(
+            e.snippet.contains("2 |   comand = [\"a\"]\n  |   ^^^^^^"),
+            "{}",
+            e.snippet
+        );
     }
 
     #[test]
@@ -543,7 +728,10 @@ depends_on = ["a"]
         assert_eq!(parse_duration("5 parsecs"), None);
         let env = |k: &str| (k == "T").then(|| "/t".to_string());
         assert_eq!(expand_vars("${T}/debug/x", env).unwrap(), "/t/debug/x");
-        assert_eq!(expand_vars("${U:-target}/debug/x", env).unwrap(), "target/debug/x");
+        assert_eq!(
+            expand_vars("${U:-target}/debug/x", env).unwrap(),
+            "target/debug/x"
+        );
         assert!(expand_vars("${U}/x", env).unwrap_err().contains("${U}"));
     }
 
@@ -552,7 +740,18 @@ depends_on = ["a"]
         for ok in ["users", "a", "user-db2"] {
             assert!(valid_service_name(ok), "{ok}");
         }
-        for bad in ["", "Users", "1x", "-x", "x-", "a b", "a/b", "../x", "usérs", "x".repeat(41).as_str()] {
+        for bad in [
+            "",
+            "Users",
+            "1x",
+            "-x",
+            "x-",
+            "a b",
+            "a/b",
+            "../x",
+            "usérs",
+            "x".repeat(41).as_str(),
+        ] {
             assert!(!valid_service_name(bad), "{bad}");
         }
     }

@@ -41,11 +41,23 @@ pub enum MsctlError {
     #[error("{0}")]
     Usage(String),
     #[error("build failed: `{command}` {status}")]
-    Build { command: String, status: String, log: PathBuf },
+    Build {
+        command: String,
+        status: String,
+        log: PathBuf,
+    },
     #[error("`{instance}` did not start: {reason}")]
-    Start { instance: String, reason: String, log: Option<PathBuf> },
+    Start {
+        instance: String,
+        reason: String,
+        log: Option<PathBuf>,
+    },
     #[error("port {port} for `{service}` is already taken{}", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
-    PortTaken { service: String, port: u16, holder: Option<String> },
+    PortTaken {
+        service: String,
+        port: u16,
+        holder: Option<String>,
+    },
     #[error("nothing is running in {}", .0.display())]
     NotRunning(PathBuf),
     #[error("the system is already running (supervisor pid {pid})")]
@@ -62,7 +74,10 @@ impl From<LoadError> for MsctlError {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::NotFound(dir) => Self::NoManifest(dir),
-            LoadError::Io { path, source } => Self::ManifestUnreadable { path, message: source.to_string() },
+            LoadError::Io { path, source } => Self::ManifestUnreadable {
+                path,
+                message: source.to_string(),
+            },
             LoadError::Invalid(c) => Self::Config(c),
         }
     }
@@ -91,12 +106,26 @@ impl MsctlError {
     pub fn detail(&self) -> Option<String> {
         match self {
             Self::Config(c) => Some(c.snippet.clone()),
-            Self::Build { log, .. } => std::fs::read_to_string(log).ok().map(|text| format!("build output:\n{}", text.trim_end())),
-            Self::Start { instance, log: Some(log), .. } => {
+            Self::Build { log, .. } => std::fs::read_to_string(log)
+                .ok()
+                .map(|text| format!("build output:\n{}", text.trim_end())),
+            Self::Start {
+                instance,
+                log: Some(log),
+                ..
+            } => {
                 let text = std::fs::read_to_string(log).ok()?;
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
-                (!tail.is_empty()).then(|| format!("last lines of {instance}'s log:\n{}", tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")))
+                (!tail.is_empty()).then(|| {
+                    format!(
+                        "last lines of {instance}'s log:\n{}",
+                        tail.iter()
+                            .map(|l| format!("  {l}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                })
             }
             _ => None,
         }
@@ -105,12 +134,23 @@ impl MsctlError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Config(c) => c.hint.clone(),
-            Self::NoManifest(_) => Some("run msctl in a project folder, or pass -f path/to/msctl.toml".into()),
-            Self::Build { log, .. } => Some(format!("the whole build output is in {}", log.display())),
-            Self::Start { log: Some(log), .. } => Some(format!("the whole log is in {}; see also `msctl logs`", log.display())),
-            Self::PortTaken { .. } => Some("stop what holds the port, or use `port = \"auto\"` in msctl.toml".into()),
+            Self::NoManifest(_) => {
+                Some("run msctl in a project folder, or pass -f path/to/msctl.toml".into())
+            }
+            Self::Build { log, .. } => {
+                Some(format!("the whole build output is in {}", log.display()))
+            }
+            Self::Start { log: Some(log), .. } => Some(format!(
+                "the whole log is in {}; see also `msctl logs`",
+                log.display()
+            )),
+            Self::PortTaken { .. } => {
+                Some("stop what holds the port, or use `port = \"auto\"` in msctl.toml".into())
+            }
             Self::NotRunning(_) => Some("start it with `msctl up -d`".into()),
-            Self::AlreadyRunning { .. } => Some("see it with `msctl ps`; stop it with `msctl down`".into()),
+            Self::AlreadyRunning { .. } => {
+                Some("see it with `msctl ps`; stop it with `msctl down`".into())
+            }
             Self::Unhealthy { .. } => Some("see `msctl ps` and `msctl logs SERVICE`".into()),
             _ => None,
         }

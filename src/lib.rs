@@ -25,7 +25,11 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { code::USAGE } else { code::OK });
+            return ExitCode::from(if e.use_stderr() {
+                code::USAGE
+            } else {
+                code::OK
+            });
         }
     };
     if cli.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
@@ -34,12 +38,18 @@ pub fn run() -> ExitCode {
     }
     // One thread: child processes get a parent-death signal tied to the thread that forked
     // them (see supervisor::process), so that thread must live as long as msctl.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the Tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the Tokio runtime starts");
     match runtime.block_on(cmd::dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             report(&e);
-            ExitCode::from(e.downcast_ref::<MsctlError>().map_or(code::FAILURE, MsctlError::exit_code))
+            ExitCode::from(
+                e.downcast_ref::<MsctlError>()
+                    .map_or(code::FAILURE, MsctlError::exit_code),
+            )
         }
     }
 }

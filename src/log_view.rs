@@ -2,7 +2,14 @@
 
 use console::Style;
 
-const COLOURS: [fn(Style) -> Style; 6] = [Style::cyan, Style::yellow, Style::green, Style::magenta, Style::blue, Style::red];
+const COLOURS: [fn(Style) -> Style; 6] = [
+    Style::cyan,
+    Style::yellow,
+    Style::green,
+    Style::magenta,
+    Style::blue,
+    Style::red,
+];
 
 /// Prefixes for a known set of instances, padded to the longest name.
 #[derive(Debug, Clone)]
@@ -18,13 +25,25 @@ impl Prefixes {
         names.sort();
         names.dedup();
         let width = names.iter().map(String::len).max().unwrap_or(0);
-        Self { names, width, stderr }
+        Self {
+            names,
+            width,
+            stderr,
+        }
     }
 
     pub fn line(&self, instance: &str, line: &str) -> String {
-        let index = self.names.iter().position(|n| n == instance).unwrap_or_else(|| instance.bytes().map(usize::from).sum());
+        let index = self
+            .names
+            .iter()
+            .position(|n| n == instance)
+            .unwrap_or_else(|| instance.bytes().map(usize::from).sum());
         let style = COLOURS[index % COLOURS.len()](Style::new());
-        let style = if self.stderr { style.for_stderr() } else { style.for_stdout() };
+        let style = if self.stderr {
+            style.for_stderr()
+        } else {
+            style.for_stdout()
+        };
         let width = self.width.max(instance.len());
         format!("{} {line}", style.apply_to(format!("{instance:<width$} |")))
     }

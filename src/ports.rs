@@ -22,14 +22,28 @@ pub fn holder(port: u16) -> Option<String> {
             return None;
         }
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+                continue;
+            };
             for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+                let Ok(target) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
                 let target = target.to_string_lossy();
-                if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                if let Some(inode) = target
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                {
                     if inodes.iter().any(|i| i == inode) {
-                        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                        let name =
+                            std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
                         return Some(format!("pid {pid} ({})", name.trim()));
                     }
                 }
@@ -49,12 +63,20 @@ pub fn holder(port: u16) -> Option<String> {
 fn listening_inodes(port: u16) -> Vec<String> {
     let mut found = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             // local_address is HEXIP:HEXPORT; state 0A is LISTEN; the inode is column 9.
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
-            let listening_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let listening_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if *state == "0A" && listening_port == Some(port) {
                 found.push(inode.to_string());
             }
@@ -73,7 +95,11 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(!is_free(port));
         #[cfg(target_os = "linux")]
-        assert!(holder(port).unwrap().starts_with(&format!("pid {}", std::process::id())));
+        assert!(
+            holder(port)
+                .unwrap()
+                .starts_with(&format!("pid {}", std::process::id()))
+        );
         drop(listener);
         assert!(is_free(port));
     }

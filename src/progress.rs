@@ -22,8 +22,14 @@ pub fn stderr_is_terminal() -> bool {
 
 impl Progress {
     pub fn new(instances: Vec<String>, show_logs: bool) -> Self {
-        let multi = stderr_is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { multi, bars: HashMap::new(), show_logs, prefixes: Prefixes::new(instances, true) }
+        let multi = stderr_is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self {
+            multi,
+            bars: HashMap::new(),
+            show_logs,
+            prefixes: Prefixes::new(instances, true),
+        }
     }
 
     fn say(&self, line: String) {
@@ -41,40 +47,64 @@ impl Progress {
         match event {
             Event::Starting { instance } => match &self.multi {
                 Some(m) => {
-                    let bar = self.bars.entry(instance.clone()).or_insert_with(|| m.add(ProgressBar::new_spinner()));
+                    let bar = self
+                        .bars
+                        .entry(instance.clone())
+                        .or_insert_with(|| m.add(ProgressBar::new_spinner()));
                     bar.reset();
-                    bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg}").expect("template is valid"));
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner:.cyan} {msg}")
+                            .expect("template is valid"),
+                    );
                     bar.set_message(format!("{instance} starting"));
                     bar.enable_steady_tick(Duration::from_millis(80));
                 }
                 None => eprintln!("{instance} starting"),
             },
-            Event::Healthy { instance, address, startup_ms } => {
+            Event::Healthy {
+                instance,
+                address,
+                startup_ms,
+            } => {
                 let msg = format!("{instance} healthy at {address} in {startup_ms:.1} ms");
                 match self.bars.get(instance) {
                     Some(bar) if !bar.is_finished() => {
-                        bar.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}").expect("template is valid"),
+                        );
                         bar.finish_with_message(format!("{ok} {msg}"));
                     }
                     _ => self.say(msg),
                 }
             }
-            Event::Failed { instance, reason, .. } => {
+            Event::Failed {
+                instance, reason, ..
+            } => {
                 let msg = format!("{instance} failed: {reason}");
                 match self.bars.get(instance) {
                     Some(bar) if !bar.is_finished() => {
-                        bar.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}").expect("template is valid"),
+                        );
                         bar.finish_with_message(format!("{bad} {msg}"));
                     }
                     _ => self.say(msg),
                 }
             }
             Event::Exited { instance, reason } => self.say(format!("{instance} {reason}")),
-            Event::Unhealthy { instance, reason } => self.say(format!("{instance} unhealthy: {reason}")),
-            Event::Restarting { instance, after_ms, restarts } => {
-                self.say(format!("{instance} restarting in {after_ms} ms (restart {restarts})"))
+            Event::Unhealthy { instance, reason } => {
+                self.say(format!("{instance} unhealthy: {reason}"))
             }
-            Event::GaveUp { instance, reason } => self.say(format!("{instance} left down: {reason}")),
+            Event::Restarting {
+                instance,
+                after_ms,
+                restarts,
+            } => self.say(format!(
+                "{instance} restarting in {after_ms} ms (restart {restarts})"
+            )),
+            Event::GaveUp { instance, reason } => {
+                self.say(format!("{instance} left down: {reason}"))
+            }
             Event::Stopping { .. } | Event::Stopped { .. } => {}
             Event::Log { instance, line } => {
                 if self.show_logs {

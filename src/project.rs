@@ -13,9 +13,16 @@ pub struct Project {
 impl Project {
     pub fn new(manifest: &Path) -> Self {
         let manifest = std::path::absolute(manifest).unwrap_or_else(|_| manifest.to_path_buf());
-        let root = manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let root = manifest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let state = root.join(".msctl");
-        Self { root, manifest, state }
+        Self {
+            root,
+            manifest,
+            state,
+        }
     }
 
     pub fn registry(&self) -> PathBuf {
@@ -68,7 +75,12 @@ impl Project {
 
     /// Creates `.msctl/` and its folders, readable by their owner only.
     pub fn create_state_dirs(&self) -> std::io::Result<()> {
-        for dir in [self.state.clone(), self.logs_dir(), self.traces_dir(), self.state.join("data")] {
+        for dir in [
+            self.state.clone(),
+            self.logs_dir(),
+            self.traces_dir(),
+            self.state.join("data"),
+        ] {
             std::fs::create_dir_all(&dir)?;
             #[cfg(unix)]
             {

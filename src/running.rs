@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub enum System {
     NotRunning,
-    Running { registry: Registry, control: ControlClient },
+    Running {
+        registry: Registry,
+        control: ControlClient,
+    },
     /// The registry names a supervisor that no longer answers.
-    Stale { registry: Registry },
+    Stale {
+        registry: Registry,
+    },
 }
 
 /// How long a live supervisor has to answer a ping.
@@ -22,7 +27,11 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
     let registry = match registry::read(&project.registry()) {
         Ok(r) => r,
         Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
-        Err(e) => return Err(MsctlError::Unreachable(format!("{e}; if nothing runs, delete it"))),
+        Err(e) => {
+            return Err(MsctlError::Unreachable(format!(
+                "{e}; if nothing runs, delete it"
+            )));
+        }
     };
     let control = ControlClient::new(&registry);
     if control.ping(PING_TIMEOUT).await {
@@ -44,28 +53,60 @@ pub async fn require(project: &Project) -> Result<(Registry, ControlClient), Msc
     }
 }
 
-/// Stops the instances a dead supervisor left running and removes its registry. Only processes
-/// that are still those instances are touched. Returns the instances stopped.
+/// Stops what a dead supervisor left running and removes its registry: the instances, and on
+/// Linux whatever they started, found by the registry path in their environment so that nothing
+/// unrelated (a process that reused a pid) is touched. Returns the instances stopped.
 pub async fn clean_stale(project: &Project, registry: &Registry) -> Vec<String> {
     let path = project.registry();
-    let mut left: Vec<(String, u32)> = Vec::new();
-    for entry in registry.services.values() {
-        for instance in &entry.instances {
-            if let Some(pid) = instance.pid.filter(|pid| process::alive(*pid) && process::is_instance(*pid, &instance.id, &path)) {
-                #[cfg(unix)]
-                process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-                left.push((instance.id.clone(), pid));
-            }
-        }
+    let left = leftovers(&path, registry);
+    for (pid, _) in &left {
+        #[cfg(unix)]
+        process::signal_group(*pid, nix::sys::signal::Signal::SIGTERM);
+        #[cfg(unix)]
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while left.iter().any(|(_, pid)| process::alive(*pid)) && Instant::now() < deadline {
+    while left.iter().any(|(pid, _)| process::alive(*pid)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for (_, pid) in &left {
+    for (pid, _) in &left {
         #[cfg(unix)]
         process::signal_group(*pid, nix::sys::signal::Signal::SIGKILL);
+        #[cfg(unix)]
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let _ = std::fs::remove_file(&path);
-    left.into_iter().map(|(id, _)| id).collect()
+    let mut instances: Vec<String> = left
+        .into_iter()
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
+        .collect();
+    instances.sort();
+    instances.dedup();
+    instances
+}
+
+#[cfg(target_os = "linux")]
+fn leftovers(path: &std::path::Path, _: &Registry) -> Vec<(u32, String)> {
+    process::started_for(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn leftovers(path: &std::path::Path, registry: &Registry) -> Vec<(u32, String)> {
+    registry
+        .services
+        .values()
+        .flat_map(|s| s.instances.iter())
+        .filter_map(|i| {
+            i.pid
+                .filter(|pid| process::alive(*pid) && process::is_instance(*pid, &i.id, path))
+                .map(|pid| (pid, i.id.clone()))
+        })
+        .collect()
 }

@@ -43,10 +43,16 @@ mod tests {
 
     #[test]
     fn aligns_columns() {
-        let t = render(&["A", "LONG"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]]);
+        let t = render(
+            &["A", "LONG"],
+            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
+        );
         assert_eq!(t, "A    LONG\nxyz  1\nq");
         assert_eq!(duration(std::time::Duration::from_millis(1500)), "1s");
-        assert_eq!(duration(std::time::Duration::from_secs(3 * 3600 + 120)), "3h02m");
+        assert_eq!(
+            duration(std::time::Duration::from_secs(3 * 3600 + 120)),
+            "3h02m"
+        );
         assert_eq!(duration(std::time::Duration::from_secs(61)), "1m01s");
     }
 }

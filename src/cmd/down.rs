@@ -20,11 +20,19 @@ pub async fn down(ctx: &Context) -> anyhow::Result<u8> {
                 "the supervisor (pid {}) had died; stopped {} instance(s) it left: {}",
                 registry.supervisor.pid,
                 cleaned.len(),
-                if cleaned.is_empty() { "none".to_string() } else { cleaned.join(", ") }
+                if cleaned.is_empty() {
+                    "none".to_string()
+                } else {
+                    cleaned.join(", ")
+                }
             );
         }
         System::Running { registry, control } => {
-            let count: usize = registry.services.values().map(|s| s.instances.iter().filter(|i| i.pid.is_some()).count()).sum();
+            let count: usize = registry
+                .services
+                .values()
+                .map(|s| s.instances.iter().filter(|i| i.pid.is_some()).count())
+                .sum();
             // The supervisor may go before its answer arrives; its exit is what counts.
             let _ = control.post("/v1/down", serde_json::json!({})).await;
             let deadline = Instant::now() + EXIT_WAIT;

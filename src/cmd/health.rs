@@ -18,14 +18,21 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     let prober = Prober::default();
     let mut checks = Vec::new();
     for (service, entry) in &registry.services {
-        let spec = config.services.get(service).map(|s| s.health.clone()).unwrap_or(Health::Http("/health".into()));
+        let spec = config
+            .services
+            .get(service)
+            .map(|s| s.health.clone())
+            .unwrap_or(Health::Http("/health".into()));
         for i in &entry.instances {
             let prober = prober.clone();
             let spec = spec.clone();
             let (service, id, address) = (service.clone(), i.id.clone(), i.address.clone());
             checks.push(tokio::spawn(async move {
                 let result = match address.parse() {
-                    Ok(addr) => prober.probe(&spec, addr, &id).await.map_err(|e| e.to_string()),
+                    Ok(addr) => prober
+                        .probe(&spec, addr, &id)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Err(_) => Err("not running".to_string()),
                 };
                 (service, id, address, result)
@@ -56,10 +63,17 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 vec![id.clone(), address.clone(), state.into(), detail]
             })
             .collect();
-        println!("{}", table::render(&["INSTANCE", "ADDRESS", "HEALTH", "RESULT"], &rows));
+        println!(
+            "{}",
+            table::render(&["INSTANCE", "ADDRESS", "HEALTH", "RESULT"], &rows)
+        );
     }
     if unhealthy > 0 {
-        return Err(MsctlError::Unhealthy { unhealthy, total: results.len() }.into());
+        return Err(MsctlError::Unhealthy {
+            unhealthy,
+            total: results.len(),
+        }
+        .into());
     }
     Ok(0)
 }

@@ -20,7 +20,11 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         if let Ok((_, config)) = ctx.load() {
             if !config.services.contains_key(service) {
                 let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-                return Err(MsctlError::Usage(format!("no service `{service}`; services: {}", names.join(", "))).into());
+                return Err(MsctlError::Usage(format!(
+                    "no service `{service}`; services: {}",
+                    names.join(", ")
+                ))
+                .into());
             }
         }
         eprintln!("no logs for `{service}` yet");
@@ -62,25 +66,40 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
 
 /// The instance log files, for one service or all, in instance order.
 fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathBuf)> {
-    let Ok(dir) = std::fs::read_dir(project.logs_dir()) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(project.logs_dir()) else {
+        return Vec::new();
+    };
     let mut found: Vec<(String, u64, PathBuf)> = dir
         .flatten()
         .filter_map(|entry| {
             let path = entry.path();
-            let stem = path.file_name()?.to_str()?.strip_suffix(".log")?.to_string();
+            let stem = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .to_string();
             let (name, index) = stem.rsplit_once('-')?;
             let index: u64 = index.parse().ok()?;
-            service.is_none_or(|s| s == name).then(|| (stem.clone(), index, path))
+            service
+                .is_none_or(|s| s == name)
+                .then(|| (stem.clone(), index, path))
         })
         .collect();
-    found.sort_by(|a, b| (a.0.rsplit_once('-').map(|x| x.0), a.1).cmp(&(b.0.rsplit_once('-').map(|x| x.0), b.1)));
-    found.into_iter().map(|(stem, _, path)| (stem, path)).collect()
+    found.sort_by(|a, b| {
+        (a.0.rsplit_once('-').map(|x| x.0), a.1).cmp(&(b.0.rsplit_once('-').map(|x| x.0), b.1))
+    });
+    found
+        .into_iter()
+        .map(|(stem, _, path)| (stem, path))
+        .collect()
 }
 
 /// Complete lines written to `path` since `offset`, which moves past them. A file that shrank was
 /// truncated, and is read again from its start.
 fn new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
-    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len < *offset {
         *offset = 0;
@@ -92,7 +111,12 @@ fn new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
     if file.read_to_end(&mut buf).is_err() {
         return Vec::new();
     }
-    let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+    let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') else {
+        return Vec::new();
+    };
     *offset += last_newline as u64 + 1;
-    String::from_utf8_lossy(&buf[..last_newline]).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&buf[..last_newline])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

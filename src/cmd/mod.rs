@@ -27,9 +27,14 @@ impl Context {
     pub fn manifest(&self) -> Result<PathBuf, MsctlError> {
         match &self.file {
             Some(f) if f.is_file() => Ok(f.clone()),
-            Some(f) => Err(MsctlError::ManifestUnreadable { path: f.clone(), message: "no such file".into() }),
+            Some(f) => Err(MsctlError::ManifestUnreadable {
+                path: f.clone(),
+                message: "no such file".into(),
+            }),
             None => {
-                let cwd = std::env::current_dir().map_err(|e| MsctlError::Unreachable(format!("cannot read the current folder: {e}")))?;
+                let cwd = std::env::current_dir().map_err(|e| {
+                    MsctlError::Unreachable(format!("cannot read the current folder: {e}"))
+                })?;
                 Ok(config::find(&cwd)?)
             }
         }
@@ -79,12 +84,22 @@ pub async fn shutdown_signal() {
 async fn act_on_service(ctx: &Context, service: &str, action: &str) -> Result<(), MsctlError> {
     let project = ctx.project()?;
     let (_, control) = crate::running::require(&project).await?;
-    control.post(&format!("/v1/services/{service}/{action}"), serde_json::json!({})).await.map_err(|reason| {
-        if reason.starts_with("no service") {
-            MsctlError::Usage(reason)
-        } else {
-            MsctlError::Start { instance: service.to_string(), reason, log: None }
-        }
-    })?;
+    control
+        .post(
+            &format!("/v1/services/{service}/{action}"),
+            serde_json::json!({}),
+        )
+        .await
+        .map_err(|reason| {
+            if reason.starts_with("no service") {
+                MsctlError::Usage(reason)
+            } else {
+                MsctlError::Start {
+                    instance: service.to_string(),
+                    reason,
+                    log: None,
+                }
+            }
+        })?;
     Ok(())
 }

@@ -22,7 +22,10 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
         System::Running { registry, .. } => (registry, false),
         System::Stale { registry } => (registry, true),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     let mut rows = Vec::new();
     let mut objects = Vec::new();
     for (service, entry) in &registry.services {
@@ -41,23 +44,45 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 "reason": i.reason,
                 "stale": stale,
             }));
-            let state = if stale { format!("{} (stale)", i.state) } else { i.state.to_string() };
+            let state = if stale {
+                format!("{} (stale)", i.state)
+            } else {
+                i.state.to_string()
+            };
             rows.push(vec![
                 service.clone(),
                 i.id.clone(),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                if i.address.is_empty() { "-".into() } else { i.address.clone() },
+                if i.address.is_empty() {
+                    "-".into()
+                } else {
+                    i.address.clone()
+                },
                 state,
-                uptime.map(|u| table::duration(Duration::from_millis(u))).unwrap_or_else(|| "-".into()),
+                uptime
+                    .map(|u| table::duration(Duration::from_millis(u)))
+                    .unwrap_or_else(|| "-".into()),
                 i.restarts.to_string(),
-                i.reason.clone().or_else(|| i.last_health.clone()).unwrap_or_default(),
+                i.reason
+                    .clone()
+                    .or_else(|| i.last_health.clone())
+                    .unwrap_or_default(),
             ]);
         }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&objects)?);
     } else {
-        println!("{}", table::render(&["SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS", "HEALTH"], &rows));
+        println!(
+            "{}",
+            table::render(
+                &[
+                    "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS",
+                    "HEALTH"
+                ],
+                &rows
+            )
+        );
     }
     if stale {
         eprintln!(

@@ -20,15 +20,32 @@ pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8>
             let done = matches!(event, Event::Ready { .. } | Event::Aborted { .. });
             let mut out = std::io::stdout().lock();
             // Once `up -d` has its answer it exits; nothing reads this pipe any more.
-            if writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default()).and_then(|_| out.flush()).is_err() || done {
+            if writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default())
+                .and_then(|_| out.flush())
+                .is_err()
+                || done
+            {
                 reporting = false;
             }
         }
     });
-    let result = supervisor::run(project, config, args.services, true, tx.clone(), super::shutdown_signal()).await;
+    let result = supervisor::run(
+        project,
+        config,
+        args.services,
+        true,
+        tx.clone(),
+        super::shutdown_signal(),
+    )
+    .await;
     if let Err(e) = &result {
         if !matches!(e, MsctlError::Start { .. }) {
-            tx.send(Event::Aborted { message: e.to_string(), instance: None, log: None }).ok();
+            tx.send(Event::Aborted {
+                message: e.to_string(),
+                instance: None,
+                log: None,
+            })
+            .ok();
         }
     }
     drop(tx);

@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 
 pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
-    let order = config.start_order(&args.services).map_err(MsctlError::Usage)?;
+    let order = config
+        .start_order(&args.services)
+        .map_err(MsctlError::Usage)?;
     match running::inspect(&project).await? {
         System::Running { registry, control } => {
             let missing: Vec<String> = order
@@ -29,17 +31,28 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 .map(|s| s.name.clone())
                 .collect();
             if missing.is_empty() {
-                return Err(MsctlError::AlreadyRunning { pid: registry.supervisor.pid }.into());
+                return Err(MsctlError::AlreadyRunning {
+                    pid: registry.supervisor.pid,
+                }
+                .into());
             }
             if !args.no_build {
-                let to_build: Vec<_> = order.iter().filter(|s| missing.contains(&s.name)).copied().collect();
+                let to_build: Vec<_> = order
+                    .iter()
+                    .filter(|s| missing.contains(&s.name))
+                    .copied()
+                    .collect();
                 build_step::run(&project, &to_build).await?;
             }
             eprintln!("starting {} in the running system", missing.join(", "));
             control
                 .post("/v1/start", serde_json::json!({ "services": missing }))
                 .await
-                .map_err(|reason| MsctlError::Start { instance: missing.join(", "), reason, log: None })?;
+                .map_err(|reason| MsctlError::Start {
+                    instance: missing.join(", "),
+                    reason,
+                    log: None,
+                })?;
             eprintln!("{} started", missing.join(", "));
             return Ok(0);
         }
@@ -61,11 +74,19 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     for service in &order {
         if let Port::Fixed(port) = service.port {
             if !ports::is_free(port) {
-                return Err(MsctlError::PortTaken { service: service.name.clone(), port, holder: ports::holder(port) }.into());
+                return Err(MsctlError::PortTaken {
+                    service: service.name.clone(),
+                    port,
+                    holder: ports::holder(port),
+                }
+                .into());
             }
         }
     }
-    let instances: Vec<String> = order.iter().flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name))).collect();
+    let instances: Vec<String> = order
+        .iter()
+        .flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name)))
+        .collect();
     if args.detach {
         detached(&project, &args.services, instances).await
     } else {
@@ -73,7 +94,12 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     }
 }
 
-async fn foreground(project: Project, config: Config, services: Vec<String>, instances: Vec<String>) -> anyhow::Result<u8> {
+async fn foreground(
+    project: Project,
+    config: Config,
+    services: Vec<String>,
+    instances: Vec<String>,
+) -> anyhow::Result<u8> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut progress = Progress::new(instances.clone(), true);
     let started = Instant::now();
@@ -89,7 +115,15 @@ async fn foreground(project: Project, config: Config, services: Vec<String>, ins
             }
         }
     });
-    let result = supervisor::run(project, config, services, false, tx, super::shutdown_signal()).await;
+    let result = supervisor::run(
+        project,
+        config,
+        services,
+        false,
+        tx,
+        super::shutdown_signal(),
+    )
+    .await;
     // The renderer ends when the last sender goes; don't hang on a straggler.
     let _ = tokio::time::timeout(Duration::from_secs(1), render).await;
     result?;
@@ -99,10 +133,17 @@ async fn foreground(project: Project, config: Config, services: Vec<String>, ins
 
 /// Starts `msctl supervise` in a session of its own and relays its start-up events until the
 /// system is ready or start-up failed.
-async fn detached(project: &Project, services: &[String], instances: Vec<String>) -> anyhow::Result<u8> {
-    project.create_state_dirs().with_context(|| format!("cannot create {}", project.state.display()))?;
+async fn detached(
+    project: &Project,
+    services: &[String],
+    instances: Vec<String>,
+) -> anyhow::Result<u8> {
+    project
+        .create_state_dirs()
+        .with_context(|| format!("cannot create {}", project.state.display()))?;
     let log_path = project.supervisor_log();
-    let log = Project::open_private(&log_path, false).with_context(|| format!("cannot write {}", log_path.display()))?;
+    let log = Project::open_private(&log_path, false)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the msctl executable")?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("--file")
@@ -117,15 +158,28 @@ async fn detached(project: &Project, services: &[String], instances: Vec<String>
     // SAFETY: setsid is async-signal-safe; it detaches the supervisor from this terminal so that
     // a Ctrl-C here does not reach it.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().context("cannot start the supervisor")?;
-    let stdout = child.stdout.take().context("the supervisor has no stdout")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the supervisor has no stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut progress = Progress::new(instances, false);
     let started = Instant::now();
-    while let Some(line) = lines.next_line().await.context("cannot read from the supervisor")? {
-        let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .context("cannot read from the supervisor")?
+    {
+        let Ok(event) = serde_json::from_str::<Event>(&line) else {
+            continue;
+        };
         progress.handle(&event);
         match event {
             Event::Ready { supervisor_pid } => {
@@ -135,9 +189,17 @@ async fn detached(project: &Project, services: &[String], instances: Vec<String>
                 );
                 return Ok(0);
             }
-            Event::Aborted { message, instance, log } => {
+            Event::Aborted {
+                message,
+                instance,
+                log,
+            } => {
                 let err = match instance {
-                    Some(instance) => MsctlError::Start { instance, reason: message, log },
+                    Some(instance) => MsctlError::Start {
+                        instance,
+                        reason: message,
+                        log,
+                    },
                     None => MsctlError::Unreachable(message),
                 };
                 let _ = child.wait().await;
@@ -146,6 +208,15 @@ async fn detached(project: &Project, services: &[String], instances: Vec<String>
             _ => {}
         }
     }
-    let status = child.wait().await.map(|s| crate::supervisor::process::describe_exit(&s)).unwrap_or_default();
-    Err(MsctlError::Start { instance: "supervisor".into(), reason: format!("it {status} before the system was ready"), log: Some(log_path) }.into())
+    let status = child
+        .wait()
+        .await
+        .map(|s| crate::supervisor::process::describe_exit(&s))
+        .unwrap_or_default();
+    Err(MsctlError::Start {
+        instance: "supervisor".into(),
+        reason: format!("it {status} before the system was ready"),
+        log: Some(log_path),
+    }
+    .into())
 }

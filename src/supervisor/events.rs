@@ -7,19 +7,55 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Starting { instance: String },
-    Healthy { instance: String, address: String, startup_ms: f64 },
+    Starting {
+        instance: String,
+    },
+    Healthy {
+        instance: String,
+        address: String,
+        startup_ms: f64,
+    },
     /// The instance did not become healthy: `up` fails.
-    Failed { instance: String, reason: String, log: PathBuf },
-    Exited { instance: String, reason: String },
-    Unhealthy { instance: String, reason: String },
-    Restarting { instance: String, after_ms: u64, restarts: u32 },
-    GaveUp { instance: String, reason: String },
-    Stopping { instance: String },
-    Stopped { instance: String },
-    Log { instance: String, line: String },
+    Failed {
+        instance: String,
+        reason: String,
+        log: PathBuf,
+    },
+    Exited {
+        instance: String,
+        reason: String,
+    },
+    Unhealthy {
+        instance: String,
+        reason: String,
+    },
+    Restarting {
+        instance: String,
+        after_ms: u64,
+        restarts: u32,
+    },
+    GaveUp {
+        instance: String,
+        reason: String,
+    },
+    Stopping {
+        instance: String,
+    },
+    Stopped {
+        instance: String,
+    },
+    Log {
+        instance: String,
+        line: String,
+    },
     /// Every requested service is healthy.
-    Ready { supervisor_pid: u32 },
+    Ready {
+        supervisor_pid: u32,
+    },
     /// Start-up failed and what was started has been stopped again.
-    Aborted { message: String, instance: Option<String>, log: Option<PathBuf> },
+    Aborted {
+        message: String,
+        instance: Option<String>,
+        log: Option<PathBuf>,
+    },
 }

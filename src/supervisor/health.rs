@@ -42,17 +42,31 @@ impl Default for Prober {
 
 impl Prober {
     /// Probes `instance` at `addr` once; `Ok` holds a short summary such as `200 in 2 ms`.
-    pub async fn probe(&self, health: &Health, addr: SocketAddr, instance: &str) -> Result<String, ProbeError> {
+    pub async fn probe(
+        &self,
+        health: &Health,
+        addr: SocketAddr,
+        instance: &str,
+    ) -> Result<String, ProbeError> {
         let started = Instant::now();
         match health {
             Health::None => Ok("not checked".into()),
-            Health::Tcp => match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => Ok(format!("tcp connect in {}", ms(started.elapsed()))),
-                Ok(Err(e)) => Err(ProbeError::Failed(e.to_string())),
-                Err(_) => Err(ProbeError::Failed("tcp connect timed out".into())),
-            },
+            Health::Tcp => {
+                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(format!("tcp connect in {}", ms(started.elapsed()))),
+                    Ok(Err(e)) => Err(ProbeError::Failed(e.to_string())),
+                    Err(_) => Err(ProbeError::Failed("tcp connect timed out".into())),
+                }
+            }
             Health::Http(path) => {
-                let response = self.http.get(format!("http://{addr}{path}")).send().await.map_err(|e| ProbeError::Failed(root_cause(&e)))?;
+                let response = self
+                    .http
+                    .get(format!("http://{addr}{path}"))
+                    .send()
+                    .await
+                    .map_err(|e| ProbeError::Failed(root_cause(&e)))?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(ProbeError::Failed(format!("GET {path} answered {status}")));
@@ -60,8 +74,15 @@ impl Prober {
                 // A kit service names its instance; another name means the port is not ours.
                 let body = response.bytes().await.unwrap_or_default();
                 if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-                    if let Some(other) = json.get("instance").and_then(|v| v.as_str()).filter(|i| *i != instance) {
-                        return Err(ProbeError::Impostor(format!("port {} is answered by another process (instance {other})", addr.port())));
+                    if let Some(other) = json
+                        .get("instance")
+                        .and_then(|v| v.as_str())
+                        .filter(|i| *i != instance)
+                    {
+                        return Err(ProbeError::Impostor(format!(
+                            "port {} is answered by another process (instance {other})",
+                            addr.port()
+                        )));
                     }
                 }
                 Ok(format!("{} in {}", status.as_u16(), ms(started.elapsed())))
@@ -72,7 +93,11 @@ impl Prober {
 
 pub fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 { format!("{ms:.1} ms") } else { format!("{ms:.0} ms") }
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -93,9 +93,23 @@ impl InstanceHandle {
             startup: None,
             restarts: 0,
         });
-        let runner = Runner { id: id.clone(), service: service.clone(), shared, rx, status: status_tx, restarts: 0, in_a_row: 0, started_at_ms: 0 };
+        let runner = Runner {
+            id: id.clone(),
+            service: service.clone(),
+            shared,
+            rx,
+            status: status_tx,
+            restarts: 0,
+            in_a_row: 0,
+            started_at_ms: 0,
+        };
         tokio::spawn(runner.run());
-        Self { id, service: service.name.clone(), tx, status }
+        Self {
+            id,
+            service: service.name.clone(),
+            tx,
+            status,
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -131,7 +145,10 @@ impl InstanceHandle {
     async fn settled_after(&self, generation: u64) -> Result<Duration, String> {
         let mut rx = self.status.clone();
         let status = rx
-            .wait_for(|s| s.generation > generation && matches!(s.phase, Phase::Healthy | Phase::Failed | Phase::Stopped))
+            .wait_for(|s| {
+                s.generation > generation
+                    && matches!(s.phase, Phase::Healthy | Phase::Failed | Phase::Stopped)
+            })
             .await
             .map(|s| s.clone())
             .map_err(|_| "the supervisor is shutting down".to_string())?;
@@ -149,8 +166,15 @@ enum Ended {
     RestartRequested,
     /// Never became healthy.
     NotReady(String),
-    Exited { reason: String, success: bool, healthy_for: Duration },
-    Unhealthy { reason: String, healthy_for: Duration },
+    Exited {
+        reason: String,
+        success: bool,
+        healthy_for: Duration,
+    },
+    Unhealthy {
+        reason: String,
+        healthy_for: Duration,
+    },
     /// The supervisor dropped the handle.
     Orphaned,
 }
@@ -181,7 +205,10 @@ struct Runner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 impl Runner {
@@ -247,8 +274,18 @@ impl Runner {
                             Next::Park(Phase::Failed)
                         }
                         Ended::NotReady(reason) => self.after_crash(reason),
-                        Ended::Exited { reason, success, healthy_for } => {
-                            self.shared.events.send(Event::Exited { instance: self.id.clone(), reason: reason.clone() }).ok();
+                        Ended::Exited {
+                            reason,
+                            success,
+                            healthy_for,
+                        } => {
+                            self.shared
+                                .events
+                                .send(Event::Exited {
+                                    instance: self.id.clone(),
+                                    reason: reason.clone(),
+                                })
+                                .ok();
                             if healthy_for >= FORGIVE_AFTER {
                                 self.in_a_row = 0;
                             }
@@ -264,7 +301,10 @@ impl Runner {
                                 _ => self.after_crash(reason),
                             }
                         }
-                        Ended::Unhealthy { reason, healthy_for } => {
+                        Ended::Unhealthy {
+                            reason,
+                            healthy_for,
+                        } => {
                             if healthy_for >= FORGIVE_AFTER {
                                 self.in_a_row = 0;
                             }
@@ -279,20 +319,40 @@ impl Runner {
     /// Restart with backoff, or give up once the limit is reached.
     fn after_crash(&mut self, reason: String) -> Next {
         if self.in_a_row >= self.service.max_restarts {
-            let why = format!("restart limit ({}) reached; last: {reason}", self.service.max_restarts);
-            self.shared.events.send(Event::GaveUp { instance: self.id.clone(), reason: why.clone() }).ok();
+            let why = format!(
+                "restart limit ({}) reached; last: {reason}",
+                self.service.max_restarts
+            );
+            self.shared
+                .events
+                .send(Event::GaveUp {
+                    instance: self.id.clone(),
+                    reason: why.clone(),
+                })
+                .ok();
             self.failed(&why, false);
             return Next::Park(Phase::Failed);
         }
-        let delay = FIRST_BACKOFF.saturating_mul(1 << self.in_a_row.min(16)).min(MAX_BACKOFF);
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1 << self.in_a_row.min(16))
+            .min(MAX_BACKOFF);
         self.in_a_row += 1;
         self.restarts += 1;
         self.shared
             .events
-            .send(Event::Restarting { instance: self.id.clone(), after_ms: delay.as_millis() as u64, restarts: self.restarts })
+            .send(Event::Restarting {
+                instance: self.id.clone(),
+                after_ms: delay.as_millis() as u64,
+                restarts: self.restarts,
+            })
             .ok();
         let restarts = self.restarts;
-        self.set_registry(InstanceState::Unhealthy, None, Some(format!("restarting in {}: {reason}", ms(delay))), restarts);
+        self.set_registry(
+            InstanceState::Unhealthy,
+            None,
+            Some(format!("restarting in {}: {reason}", ms(delay))),
+            restarts,
+        );
         Next::Backoff(delay)
     }
 
@@ -302,7 +362,12 @@ impl Runner {
             s.reason = Some(reason.to_string());
         });
         let restarts = self.restarts;
-        self.set_registry(InstanceState::Stopped, None, Some(reason.to_string()), restarts);
+        self.set_registry(
+            InstanceState::Stopped,
+            None,
+            Some(reason.to_string()),
+            restarts,
+        );
     }
 
     fn failed(&mut self, reason: &str, report: bool) {
@@ -312,10 +377,22 @@ impl Runner {
             s.phase = Phase::Failed;
         });
         let restarts = self.restarts;
-        self.set_registry(InstanceState::Stopped, None, Some(reason.to_string()), restarts);
+        self.set_registry(
+            InstanceState::Stopped,
+            None,
+            Some(reason.to_string()),
+            restarts,
+        );
         if report {
             let log = self.shared.project.log(&self.id);
-            self.shared.events.send(Event::Failed { instance: self.id.clone(), reason: reason.to_string(), log }).ok();
+            self.shared
+                .events
+                .send(Event::Failed {
+                    instance: self.id.clone(),
+                    reason: reason.to_string(),
+                    log,
+                })
+                .ok();
         }
     }
 
@@ -326,13 +403,23 @@ impl Runner {
         });
     }
 
-    fn set_registry(&self, state: InstanceState, last_health: Option<String>, reason: Option<String>, restarts: u32) {
+    fn set_registry(
+        &self,
+        state: InstanceState,
+        last_health: Option<String>,
+        reason: Option<String>,
+        restarts: u32,
+    ) {
         let status = self.status.borrow().clone();
         self.shared.store.upsert(
             &self.service.name,
             Instance {
                 id: self.id.clone(),
-                pid: if state == InstanceState::Stopped { None } else { status.pid },
+                pid: if state == InstanceState::Stopped {
+                    None
+                } else {
+                    status.pid
+                },
                 address: status.address.map(|a| a.to_string()).unwrap_or_default(),
                 state,
                 started_at_ms: self.started_at_ms,
@@ -351,10 +438,19 @@ impl Runner {
             ("PORT".into(), addr.port().to_string()),
             ("MSCTL_ADDR".into(), addr.to_string()),
             ("MSCTL_REGISTRY".into(), p.registry().display().to_string()),
-            ("MSCTL_DATA_DIR".into(), p.data_dir(&self.service.name).display().to_string()),
-            ("MSCTL_TRACE_DIR".into(), p.traces_dir().display().to_string()),
+            (
+                "MSCTL_DATA_DIR".into(),
+                p.data_dir(&self.service.name).display().to_string(),
+            ),
+            (
+                "MSCTL_TRACE_DIR".into(),
+                p.traces_dir().display().to_string(),
+            ),
             ("OTEL_SERVICE_NAME".into(), self.service.name.clone()),
-            ("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={}", self.id)),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES".into(),
+                format!("service.instance.id={}", self.id),
+            ),
         ];
         env.extend(self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
@@ -363,10 +459,19 @@ impl Runner {
     /// The program to run: variables expanded, and a relative path taken from the project folder.
     fn program(&self) -> Result<(PathBuf, Vec<String>), String> {
         let expand = |s: &String| crate::config::expand_vars(s, |k| std::env::var(k).ok());
-        let mut argv = self.service.command.iter().map(expand).collect::<Result<Vec<_>, _>>()?;
+        let mut argv = self
+            .service
+            .command
+            .iter()
+            .map(expand)
+            .collect::<Result<Vec<_>, _>>()?;
         let program = argv.remove(0);
         let path = PathBuf::from(&program);
-        let path = if path.is_relative() && program.contains('/') { self.shared.project.root.join(path) } else { path };
+        let path = if path.is_relative() && program.contains('/') {
+            self.shared.project.root.join(path)
+        } else {
+            path
+        };
         Ok((path, argv))
     }
 
@@ -391,10 +496,13 @@ impl Runner {
                 },
             };
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut child = match process::spawn(&program, &args, &self.env(addr), &self.shared.project.root) {
-                Ok(c) => c,
-                Err(e) => return Ended::NotReady(format!("cannot run {}: {e}", program.display())),
-            };
+            let mut child =
+                match process::spawn(&program, &args, &self.env(addr), &self.shared.project.root) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Ended::NotReady(format!("cannot run {}: {e}", program.display()));
+                    }
+                };
             let pid = child.id().unwrap_or(0);
             let started = Instant::now();
             self.started_at_ms = now_ms();
@@ -408,7 +516,12 @@ impl Runner {
             });
             let restarts = self.restarts;
             self.set_registry(InstanceState::Starting, None, None, restarts);
-            self.shared.events.send(Event::Starting { instance: self.id.clone() }).ok();
+            self.shared
+                .events
+                .send(Event::Starting {
+                    instance: self.id.clone(),
+                })
+                .ok();
             self.pump_logs(&mut child);
 
             let deadline = tokio::time::sleep(self.service.start_timeout);
@@ -439,7 +552,9 @@ impl Runner {
             };
             let (summary, startup) = match outcome {
                 Ok(ok) => ok,
-                Err(ProbeError::Impostor(why)) if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS => {
+                Err(ProbeError::Impostor(why))
+                    if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS =>
+                {
                     self.note(&format!("{why}; trying another port"));
                     self.stop_child(&mut child, pid).await;
                     continue;
@@ -457,18 +572,30 @@ impl Runner {
             self.set_registry(InstanceState::Healthy, Some(summary), None, restarts);
             self.shared
                 .events
-                .send(Event::Healthy { instance: self.id.clone(), address: addr.to_string(), startup_ms: startup.as_secs_f64() * 1000.0 })
+                .send(Event::Healthy {
+                    instance: self.id.clone(),
+                    address: addr.to_string(),
+                    startup_ms: startup.as_secs_f64() * 1000.0,
+                })
                 .ok();
             return self.watch(child, pid, addr).await;
         }
     }
 
     /// Watches a healthy process until it exits, fails its checks, or is told to stop.
-    async fn watch(&mut self, mut child: tokio::process::Child, pid: u32, addr: SocketAddr) -> Ended {
+    async fn watch(
+        &mut self,
+        mut child: tokio::process::Child,
+        pid: u32,
+        addr: SocketAddr,
+    ) -> Ended {
         let healthy_since = Instant::now();
         let mut failures = 0u32;
         let mut last_health = String::new();
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.service.health_interval, self.service.health_interval);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.service.health_interval,
+            self.service.health_interval,
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -540,15 +667,31 @@ impl Runner {
     /// SIGTERM to the group, SIGKILL after `stop_timeout`, and the group killed outright at the end
     /// so nothing a service started outlives it.
     async fn stop_child(&self, child: &mut tokio::process::Child, pid: u32) {
-        self.shared.events.send(Event::Stopping { instance: self.id.clone() }).ok();
+        self.shared
+            .events
+            .send(Event::Stopping {
+                instance: self.id.clone(),
+            })
+            .ok();
         process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout(self.service.stop_timeout, child.wait()).await.is_err() {
-            self.note(&format!("did not stop within {}; killing it", ms(self.service.stop_timeout)));
+        if tokio::time::timeout(self.service.stop_timeout, child.wait())
+            .await
+            .is_err()
+        {
+            self.note(&format!(
+                "did not stop within {}; killing it",
+                ms(self.service.stop_timeout)
+            ));
             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait().await;
         }
         process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-        self.shared.events.send(Event::Stopped { instance: self.id.clone() }).ok();
+        self.shared
+            .events
+            .send(Event::Stopped {
+                instance: self.id.clone(),
+            })
+            .ok();
     }
 
     /// A line of msctl's own in the instance's log.
@@ -557,7 +700,13 @@ impl Runner {
         if let Ok(mut f) = Project::open_private(&self.shared.project.log(&self.id), true) {
             let _ = writeln!(f, "{line}");
         }
-        self.shared.events.send(Event::Log { instance: self.id.clone(), line }).ok();
+        self.shared
+            .events
+            .send(Event::Log {
+                instance: self.id.clone(),
+                line,
+            })
+            .ok();
     }
 
     /// Copies the child's stdout and stderr, line by line, to its log file and to the events.
@@ -566,12 +715,23 @@ impl Runner {
         let file = match Project::open_private(&path, true) {
             Ok(f) => Arc::new(Mutex::new(f)),
             Err(e) => {
-                self.shared.events.send(Event::Log { instance: self.id.clone(), line: format!("[msctl] cannot open {}: {e}", path.display()) }).ok();
+                self.shared
+                    .events
+                    .send(Event::Log {
+                        instance: self.id.clone(),
+                        line: format!("[msctl] cannot open {}: {e}", path.display()),
+                    })
+                    .ok();
                 return;
             }
         };
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, file.clone(), self.id.clone(), self.shared.events.clone()));
+            tokio::spawn(pump(
+                out,
+                file.clone(),
+                self.id.clone(),
+                self.shared.events.clone(),
+            ));
         }
         if let Some(err) = child.stderr.take() {
             tokio::spawn(pump(err, file, self.id.clone(), self.shared.events.clone()));
@@ -582,7 +742,12 @@ impl Runner {
 /// Lines longer than this are cut, so one runaway line cannot exhaust memory.
 const MAX_LINE: usize = 64 * 1024;
 
-async fn pump(stream: impl AsyncRead + Unpin, file: Arc<Mutex<std::fs::File>>, instance: String, events: mpsc::UnboundedSender<Event>) {
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    file: Arc<Mutex<std::fs::File>>,
+    instance: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -592,17 +757,27 @@ async fn pump(stream: impl AsyncRead + Unpin, file: Arc<Mutex<std::fs::File>>, i
             Ok(_) => {}
         }
         buf.truncate(MAX_LINE);
-        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
         if let Ok(mut f) = file.lock() {
             let _ = writeln!(f, "{line}");
         }
-        let _ = events.send(Event::Log { instance: instance.clone(), line });
+        let _ = events.send(Event::Log {
+            instance: instance.clone(),
+            line,
+        });
     }
 }
 
 /// Polls until the instance answers its health check: a few milliseconds apart at first, so a
 /// service that is ready in 5 ms is seen within a few more, then backing off to 50 ms.
-async fn wait_ready(prober: &Prober, health: &Health, addr: SocketAddr, instance: &str) -> Result<String, ProbeError> {
+async fn wait_ready(
+    prober: &Prober,
+    health: &Health,
+    addr: SocketAddr,
+    instance: &str,
+) -> Result<String, ProbeError> {
     let mut delay = Duration::from_millis(1);
     loop {
         match prober.probe(health, addr, instance).await {

@@ -48,10 +48,13 @@ type Lock = nix::fcntl::Flock<std::fs::File>;
 
 #[cfg(unix)]
 fn lock(project: &Project) -> Result<Lock, MsctlError> {
-    let file = Project::open_private(&project.lock(), true)
-        .map_err(|e| MsctlError::Unreachable(format!("cannot open {}: {e}", project.lock().display())))?;
+    let file = Project::open_private(&project.lock(), true).map_err(|e| {
+        MsctlError::Unreachable(format!("cannot open {}: {e}", project.lock().display()))
+    })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = msctl_kit::registry::read(&project.registry()).map(|r| r.supervisor.pid).unwrap_or(0);
+        let pid = msctl_kit::registry::read(&project.registry())
+            .map(|r| r.supervisor.pid)
+            .unwrap_or(0);
         MsctlError::AlreadyRunning { pid }
     })
 }
@@ -66,12 +69,16 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MsctlError> {
-    project.create_state_dirs().map_err(|e| MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display())))?;
+    project.create_state_dirs().map_err(|e| {
+        MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display()))
+    })?;
     let _lock = lock(&project)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| MsctlError::Unreachable(format!("cannot open the control port: {e}")))?;
-    let control_addr = listener.local_addr().map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+    let control_addr = listener
+        .local_addr()
+        .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
     let token = msctl_kit::trace_context::hex(&rand_bytes());
     let store = RegistryStore::create(
         project.registry(),
@@ -79,17 +86,36 @@ pub async fn run(
             pid: std::process::id(),
             control: control_addr.to_string(),
             project: project.root.display().to_string(),
-            started_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
             detached,
             token: token.clone(),
         },
     )
-    .map_err(|e| MsctlError::Unreachable(format!("cannot write {}: {e}", project.registry().display())))?;
+    .map_err(|e| {
+        MsctlError::Unreachable(format!(
+            "cannot write {}: {e}",
+            project.registry().display()
+        ))
+    })?;
     let store = Arc::new(store);
-    let shared = Shared { project: project.clone(), store: store.clone(), events: events.clone(), prober: Default::default() };
+    let shared = Shared {
+        project: project.clone(),
+        store: store.clone(),
+        events: events.clone(),
+        prober: Default::default(),
+    };
     let (stopped, _) = watch::channel(false);
     let sup = Supervisor {
-        inner: Arc::new(Inner { config, shared, handles: Mutex::new(BTreeMap::new()), down: Notify::new(), stopped }),
+        inner: Arc::new(Inner {
+            config,
+            shared,
+            handles: Mutex::new(BTreeMap::new()),
+            down: Notify::new(),
+            stopped,
+        }),
     };
     let server = tokio::spawn(control::serve(listener, token, sup.clone()));
 
@@ -110,12 +136,24 @@ pub async fn run(
             sup.stop_all().await;
             let log = project.log(&failure.instance);
             events
-                .send(Event::Aborted { message: failure.reason.clone(), instance: Some(failure.instance.clone()), log: Some(log.clone()) })
+                .send(Event::Aborted {
+                    message: failure.reason.clone(),
+                    instance: Some(failure.instance.clone()),
+                    log: Some(log.clone()),
+                })
                 .ok();
-            Err(MsctlError::Start { instance: failure.instance, reason: failure.reason, log: Some(log) })
+            Err(MsctlError::Start {
+                instance: failure.instance,
+                reason: failure.reason,
+                log: Some(log),
+            })
         }
         Some(Ok(())) => {
-            events.send(Event::Ready { supervisor_pid: std::process::id() }).ok();
+            events
+                .send(Event::Ready {
+                    supervisor_pid: std::process::id(),
+                })
+                .ok();
             shutdown.await;
             sup.stop_all().await;
             Ok(())
@@ -150,7 +188,13 @@ impl Supervisor {
     }
 
     fn handles_of(&self, service: &str) -> Vec<InstanceHandle> {
-        self.inner.handles.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned().unwrap_or_default()
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Starts `names` (all when empty) and what they depend on, each once its dependencies are
@@ -160,13 +204,19 @@ impl Supervisor {
             .inner
             .config
             .start_order(names)
-            .map_err(|reason| StartFailure { instance: names.join(", "), reason, dependency: false })?;
+            .map_err(|reason| StartFailure {
+                instance: names.join(", "),
+                reason,
+                dependency: false,
+            })?;
         {
             let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
             for service in &order {
                 handles.entry(service.name.clone()).or_insert_with(|| {
                     let spec = Arc::new((*service).clone());
-                    (1..=service.replicas).map(|i| InstanceHandle::create(spec.clone(), i, self.inner.shared.clone())).collect()
+                    (1..=service.replicas)
+                        .map(|i| InstanceHandle::create(spec.clone(), i, self.inner.shared.clone()))
+                        .collect()
                 });
             }
         }
@@ -174,8 +224,11 @@ impl Supervisor {
         let mut tasks = tokio::task::JoinSet::new();
         for service in order {
             let (tx, rx) = watch::channel(None);
-            let deps: Vec<(String, watch::Receiver<Option<bool>>)> =
-                service.depends_on.iter().map(|d| (d.clone(), done[d].clone())).collect();
+            let deps: Vec<(String, watch::Receiver<Option<bool>>)> = service
+                .depends_on
+                .iter()
+                .map(|d| (d.clone(), done[d].clone()))
+                .collect();
             done.insert(service.name.clone(), rx);
             let own = self.handles_of(&service.name);
             tasks.spawn(async move {
@@ -188,7 +241,10 @@ impl Supervisor {
         while let Some(joined) = tasks.join_next().await {
             if let Ok(Err(failure)) = joined {
                 // A real failure explains more than "its dependency failed".
-                if first.as_ref().is_none_or(|f| f.dependency && !failure.dependency) {
+                if first
+                    .as_ref()
+                    .is_none_or(|f| f.dependency && !failure.dependency)
+                {
                     first = Some(failure);
                 }
             }
@@ -199,7 +255,10 @@ impl Supervisor {
     /// Stops one service's instances; what depends on it is left running, as `docker compose stop` does.
     pub async fn stop_service(&self, name: &str) -> Result<(), String> {
         let handles = self.known(name)?;
-        let stops: Vec<_> = handles.into_iter().map(|h| tokio::spawn(async move { h.stop().await })).collect();
+        let stops: Vec<_> = handles
+            .into_iter()
+            .map(|h| tokio::spawn(async move { h.stop().await }))
+            .collect();
         for s in stops {
             let _ = s.await;
         }
@@ -209,19 +268,36 @@ impl Supervisor {
     /// Restarts one service's instances one after another, so replicas keep serving.
     pub async fn restart_service(&self, name: &str) -> Result<(), String> {
         let handles = self.known(name)?;
-        if handles.iter().all(|h| matches!(h.status().phase, Phase::Idle)) {
-            return self.start(&[name.to_string()]).await.map_err(|f| format!("{}: {}", f.instance, f.reason));
+        if handles
+            .iter()
+            .all(|h| matches!(h.status().phase, Phase::Idle))
+        {
+            return self
+                .start(&[name.to_string()])
+                .await
+                .map_err(|f| format!("{}: {}", f.instance, f.reason));
         }
         for h in handles {
-            h.restart().await.map_err(|reason| format!("{}: {reason}", h.id))?;
+            h.restart()
+                .await
+                .map_err(|reason| format!("{}: {reason}", h.id))?;
         }
         Ok(())
     }
 
     fn known(&self, name: &str) -> Result<Vec<InstanceHandle>, String> {
         if !self.inner.config.services.contains_key(name) {
-            let names: Vec<&str> = self.inner.config.services.keys().map(String::as_str).collect();
-            return Err(format!("no service `{name}`; services: {}", names.join(", ")));
+            let names: Vec<&str> = self
+                .inner
+                .config
+                .services
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(format!(
+                "no service `{name}`; services: {}",
+                names.join(", ")
+            ));
         }
         Ok(self.handles_of(name))
     }
@@ -242,12 +318,23 @@ impl Supervisor {
     }
 }
 
-async fn start_service(own: Vec<InstanceHandle>, deps: Vec<(String, watch::Receiver<Option<bool>>)>) -> Result<(), StartFailure> {
+async fn start_service(
+    own: Vec<InstanceHandle>,
+    deps: Vec<(String, watch::Receiver<Option<bool>>)>,
+) -> Result<(), StartFailure> {
     let first_id = own.first().map(|h| h.id.clone()).unwrap_or_default();
     for (name, mut rx) in deps {
-        let ok = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+        let ok = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| *v == Some(true))
+            .unwrap_or(false);
         if !ok {
-            return Err(StartFailure { instance: first_id, reason: format!("not started because `{name}` failed"), dependency: true });
+            return Err(StartFailure {
+                instance: first_id,
+                reason: format!("not started because `{name}` failed"),
+                dependency: true,
+            });
         }
     }
     let starts: Vec<_> = own
@@ -257,7 +344,11 @@ async fn start_service(own: Vec<InstanceHandle>, deps: Vec<(String, watch::Recei
                 if h.status().phase == Phase::Healthy {
                     return Ok(());
                 }
-                h.start().await.map(|_| ()).map_err(|reason| StartFailure { instance: h.id.clone(), reason, dependency: false })
+                h.start().await.map(|_| ()).map_err(|reason| StartFailure {
+                    instance: h.id.clone(),
+                    reason,
+                    dependency: false,
+                })
             })
         })
         .collect();

@@ -8,7 +8,12 @@ use std::process::{ExitStatus, Stdio};
 /// On Linux the child also gets a parent-death signal, so that even a SIGKILL of msctl leaves
 /// no service running. The kernel sends it when the *thread* that forked exits, which is why
 /// msctl runs its supervisor on a single-threaded runtime: the forking thread is the main one.
-pub fn spawn(program: &Path, args: &[String], env: &[(String, String)], cwd: &Path) -> std::io::Result<tokio::process::Child> {
+pub fn spawn(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -35,7 +40,9 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
             // The parent may have died before the line above took effect; failing here fails
             // the spawn instead of leaving an orphan.
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("msctl exited while starting the service"));
+                return Err(std::io::Error::other(
+                    "msctl exited while starting the service",
+                ));
             }
             Ok(())
         });
@@ -60,7 +67,9 @@ pub fn alive(pid: u32) -> bool {
     #[cfg(target_os = "linux")]
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses: Z is a zombie, X dead.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
         return !matches!(state, Some('Z') | Some('X'));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
@@ -71,7 +80,9 @@ pub fn alive(pid: u32) -> bool {
 pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
         let want_id = format!("MSCTL_INSTANCE={instance}");
         let want_reg = format!("MSCTL_REGISTRY={}", registry.display());
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
@@ -80,8 +91,43 @@ pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (instance, registry);
-        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).is_ok_and(|g| g.as_raw() as u32 == pid)
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+            .is_ok_and(|g| g.as_raw() as u32 == pid)
     }
+}
+
+/// Every process started for the registry at `registry`, found by the `MSCTL_REGISTRY` their
+/// environment inherited: instances and whatever they started in turn, even once their parent is
+/// gone. Each comes with its `MSCTL_INSTANCE`.
+#[cfg(target_os = "linux")]
+pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
+    let want_reg = format!("MSCTL_REGISTRY={}", registry.display());
+    let mut found = Vec::new();
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in proc_dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if pid != std::process::id() && vars.contains(&want_reg.as_bytes()) && alive(pid) {
+            let instance = vars
+                .iter()
+                .find_map(|v| v.strip_prefix(b"MSCTL_INSTANCE="))
+                .map(|v| String::from_utf8_lossy(v).to_string())
+                .unwrap_or_default();
+            found.push((pid, instance));
+        }
+    }
+    found
 }
 
 /// Words for how a process ended: `exited with code 1`, `killed by SIGSEGV`.
@@ -93,7 +139,9 @@ pub fn describe_exit(status: &ExitStatus) -> String {
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
-            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| sig.to_string());
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| sig.to_string());
             return format!("killed by {name}");
         }
     }

@@ -1,7 +1,7 @@
 //! The registry as the supervisor keeps it: in memory, and written through to the file atomically
 //! on every change, so the file reflects reality at all times.
 
-use msctl_kit::registry::{self, Instance, Registry, ServiceEntry, Supervisor};
+use msctl_kit::registry::{self, Instance, Registry, Supervisor};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -13,30 +13,43 @@ pub struct RegistryStore {
 
 impl RegistryStore {
     pub fn create(path: PathBuf, supervisor: Supervisor) -> std::io::Result<Self> {
-        let registry = Registry { version: registry::REGISTRY_VERSION, supervisor, services: Default::default() };
+        let registry = Registry {
+            version: registry::REGISTRY_VERSION,
+            supervisor,
+            services: Default::default(),
+        };
         registry::write(&path, &registry)?;
-        Ok(Self { path, registry: Mutex::new(registry) })
+        Ok(Self {
+            path,
+            registry: Mutex::new(registry),
+        })
     }
 
     /// Adds or replaces `instance` under `service`, and writes the file.
     pub fn upsert(&self, service: &str, instance: Instance) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = reg.services.entry(service.to_string()).or_insert_with(ServiceEntry::default);
+        let entry = reg.services.entry(service.to_string()).or_default();
         match entry.instances.iter_mut().find(|i| i.id == instance.id) {
             Some(existing) => *existing = instance,
             None => {
                 entry.instances.push(instance);
-                entry.instances.sort_by(|a, b| natural_key(&a.id).cmp(&natural_key(&b.id)));
+                entry.instances.sort_by_key(|i| natural_key(&i.id));
             }
         }
         // Written under the lock, so the file never goes back to an older state.
         if let Err(e) = registry::write(&self.path, &reg) {
-            eprintln!("msctl: cannot write the registry {}: {e}", self.path.display());
+            eprintln!(
+                "msctl: cannot write the registry {}: {e}",
+                self.path.display()
+            );
         }
     }
 
     pub fn snapshot(&self) -> Registry {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Removes the file: nothing runs any more.

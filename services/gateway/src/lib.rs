@@ -31,8 +31,16 @@ pub fn app(state: Gateway) -> Router {
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let listed: Vec<String> = headers
@@ -45,7 +53,10 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let n = name.as_str();
-        let drop = HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n) || name == header::HOST || name == header::CONTENT_LENGTH;
+        let drop = HOP_BY_HOP.contains(&n)
+            || listed.iter().any(|l| l == n)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH;
         if !drop {
             out.append(name.clone(), value.clone());
         }
@@ -54,8 +65,14 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 }
 
 fn unknown_service(service: &str, known: &[String]) -> ApiError {
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-    ApiError::not_found(format!("no service `{service}` behind this gateway; known services: {known}"))
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    ApiError::not_found(format!(
+        "no service `{service}` behind this gateway; known services: {known}"
+    ))
 }
 
 async fn proxy(
@@ -75,7 +92,10 @@ async fn proxy(
     }
     let request = PeerRequest {
         route: format!("/{service}/{{*rest}}"),
-        path_and_query: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string()),
+        path_and_query: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| uri.path().to_string()),
         service,
         method,
         headers: end_to_end(&headers),
@@ -100,28 +120,51 @@ async fn proxy(
 }
 
 /// `GET /users/{id}/posts`: the user and their posts, asked of both services at once.
-async fn user_posts(State(gw): State<Gateway>, ctx: RequestContext, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn user_posts(
+    State(gw): State<Gateway>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id, "user id")?;
     let (user, posts) = tokio::join!(
-        gw.peers.send(&ctx, PeerRequest::get("users", format!("/users/{id}"), "/users/{id}")),
-        gw.peers.send(&ctx, PeerRequest::get("posts", format!("/posts?user_id={id}&limit=100"), "/posts")),
+        gw.peers.send(
+            &ctx,
+            PeerRequest::get("users", format!("/users/{id}"), "/users/{id}")
+        ),
+        gw.peers.send(
+            &ctx,
+            PeerRequest::get("posts", format!("/posts?user_id={id}&limit=100"), "/posts")
+        ),
     );
     let user = match user {
-        Ok(answer) if answer.status.is_success() => answer.json().map_err(|e| users_failed(StatusCode::BAD_GATEWAY, e.to_string()))?,
+        Ok(answer) if answer.status.is_success() => answer
+            .json()
+            .map_err(|e| users_failed(StatusCode::BAD_GATEWAY, e.to_string()))?,
         Ok(answer) if answer.status == StatusCode::NOT_FOUND => {
             return Err(ApiError::not_found(format!("user {id} does not exist")));
         }
-        Ok(answer) => return Err(users_failed(StatusCode::BAD_GATEWAY, format!("users answered {}", answer.status))),
+        Ok(answer) => {
+            return Err(users_failed(
+                StatusCode::BAD_GATEWAY,
+                format!("users answered {}", answer.status),
+            ));
+        }
         Err(e) => return Err(users_failed(e.status(), e.to_string())),
     };
     let posts = posts.and_then(|answer| {
         if !answer.status.is_success() {
-            return Err(PeerError::BadAnswer { service: "posts".into(), message: format!("answered {}", answer.status) });
+            return Err(PeerError::BadAnswer {
+                service: "posts".into(),
+                message: format!("answered {}", answer.status),
+            });
         }
         let body = answer.json()?;
         match body.get("posts") {
             Some(list @ Value::Array(_)) => Ok(list.clone()),
-            _ => Err(PeerError::BadAnswer { service: "posts".into(), message: "the answer has no `posts` list".into() }),
+            _ => Err(PeerError::BadAnswer {
+                service: "posts".into(),
+                message: "the answer has no `posts` list".into(),
+            }),
         }
     });
     let body = match posts {
@@ -137,5 +180,9 @@ async fn user_posts(State(gw): State<Gateway>, ctx: RequestContext, Path(id): Pa
 }
 
 fn users_failed(status: StatusCode, why: String) -> ApiError {
-    ApiError::new(status, msctl_kit::error::code_for(status), format!("users failed: {why}"))
+    ApiError::new(
+        status,
+        msctl_kit::error::code_for(status),
+        format!("users failed: {why}"),
+    )
 }

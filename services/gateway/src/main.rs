@@ -10,6 +10,9 @@ async fn main() -> ExitCode {
         Err(e) => return msctl_kit::server::fail(&e),
     };
     kit.body_limit = gateway::BODY_LIMIT;
-    let state = gateway::Gateway { peers: kit.peers.clone(), own_name: kit.env.service.clone() };
+    let state = gateway::Gateway {
+        peers: kit.peers.clone(),
+        own_name: kit.env.service.clone(),
+    };
     kit.serve(gateway::app(state)).await
 }

@@ -13,26 +13,52 @@ struct Upstreams {
 
 async fn upstreams() -> Upstreams {
     let (ud, pd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let users = spawn(&kit("users", &[]), users::app(users::Users::open(&ud.path().join("u.db")).unwrap())).await;
+    let users = spawn(
+        &kit("users", &[]),
+        users::app(users::Users::open(&ud.path().join("u.db")).unwrap()),
+    )
+    .await;
     let pk = kit("posts", &[("USERS_URL", users.clone())]);
-    let posts = spawn(&pk, posts::app(posts::Posts::open(&pd.path().join("p.db"), pk.peers.clone()).unwrap())).await;
-    Upstreams { _dirs: (ud, pd), users, posts }
+    let posts = spawn(
+        &pk,
+        posts::app(posts::Posts::open(&pd.path().join("p.db"), pk.peers.clone()).unwrap()),
+    )
+    .await;
+    Upstreams {
+        _dirs: (ud, pd),
+        users,
+        posts,
+    }
 }
 
 fn gateway(vars: &[(&str, String)], timeout: Option<Duration>) -> (msctl_kit::Kit, Router) {
     let mut k = kit("gateway", vars);
     if let Some(t) = timeout {
         k.env.peer_timeout = t;
-        k = msctl_kit::Kit::new(k.env.clone(), vars.iter().map(|(a, b)| (a.to_string(), b.clone())), k.tracer.clone(), "test");
+        k = msctl_kit::Kit::new(
+            k.env.clone(),
+            vars.iter().map(|(a, b)| (a.to_string(), b.clone())),
+            k.tracer.clone(),
+            "test",
+        );
     }
-    let app = gateway::app(gateway::Gateway { peers: k.peers.clone(), own_name: "gateway".into() });
+    let app = gateway::app(gateway::Gateway {
+        peers: k.peers.clone(),
+        own_name: "gateway".into(),
+    });
     (k, app)
 }
 
 #[tokio::test]
 async fn combines_the_user_and_their_posts() {
     let up = upstreams().await;
-    let (k, app) = gateway(&[("USERS_URL", up.users.clone()), ("POSTS_URL", up.posts.clone())], None);
+    let (k, app) = gateway(
+        &[
+            ("USERS_URL", up.users.clone()),
+            ("POSTS_URL", up.posts.clone()),
+        ],
+        None,
+    );
     let (status, _, body) = call(&k, app, get("/users/1/posts")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["name"], "Ada Lovelace");
@@ -43,22 +69,46 @@ async fn combines_the_user_and_their_posts() {
 #[tokio::test]
 async fn routes_by_prefix_preserving_method_body_query_and_status() {
     let up = upstreams().await;
-    let (k, app) = gateway(&[("USERS_URL", up.users.clone()), ("POSTS_URL", up.posts.clone())], None);
-    let (status, headers, body) =
-        call(&k, app.clone(), json_request("POST", "/users", r#"{"name": "Via Gateway", "email": "via@example.com"}"#)).await;
+    let (k, app) = gateway(
+        &[
+            ("USERS_URL", up.users.clone()),
+            ("POSTS_URL", up.posts.clone()),
+        ],
+        None,
+    );
+    let (status, headers, body) = call(
+        &k,
+        app.clone(),
+        json_request(
+            "POST",
+            "/users",
+            r#"{"name": "Via Gateway", "email": "via@example.com"}"#,
+        ),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(headers["location"], format!("/users/{}", body["id"]).as_str());
+    assert_eq!(
+        headers["location"],
+        format!("/users/{}", body["id"]).as_str()
+    );
     assert_eq!(headers["content-type"], "application/json");
     let (_, _, body) = call(&k, app.clone(), get("/posts?user_id=2&limit=2")).await;
     assert_eq!(body["posts"].as_array().unwrap().len(), 2);
     assert_eq!(body["limit"], 2);
     let (status, _, body) = call(&k, app.clone(), get("/users/abc")).await;
-    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (400, Some("bad_request")), "upstream errors pass as they are");
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "upstream errors pass as they are"
+    );
     let (status, _, _) = call(&k, app.clone(), json_request("DELETE", "/posts/1", "")).await;
     assert_eq!(status, 204);
     let (status, _, body) = call(&k, app, get("/billing/x")).await;
     assert_eq!(status, 404);
-    assert_eq!(body["error"]["message"], "no service `billing` behind this gateway; known services: posts, users");
+    assert_eq!(
+        body["error"]["message"],
+        "no service `billing` behind this gateway; known services: posts, users"
+    );
 }
 
 #[tokio::test]
@@ -81,8 +131,16 @@ async fn hop_by_hop_headers_are_dropped() {
         .unwrap();
     let (status, _, body) = call(&k, app, req).await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = body.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(names.contains(&"x-custom") && names.contains(&"traceparent"), "{names:?}");
+    let names: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"x-custom") && names.contains(&"traceparent"),
+        "{names:?}"
+    );
     for gone in ["connection", "x-private", "te"] {
         assert!(!names.contains(&gone), "{gone} was forwarded: {names:?}");
     }
@@ -91,7 +149,13 @@ async fn hop_by_hop_headers_are_dropped() {
 #[tokio::test]
 async fn a_missing_user_is_404() {
     let up = upstreams().await;
-    let (k, app) = gateway(&[("USERS_URL", up.users.clone()), ("POSTS_URL", up.posts.clone())], None);
+    let (k, app) = gateway(
+        &[
+            ("USERS_URL", up.users.clone()),
+            ("POSTS_URL", up.posts.clone()),
+        ],
+        None,
+    );
     let (status, _, body) = call(&k, app, get("/users/404/posts")).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["message"], "user 404 does not exist");
@@ -100,14 +164,22 @@ async fn a_missing_user_is_404() {
 #[tokio::test]
 async fn posts_down_gives_a_partial_answer() {
     let up = upstreams().await;
-    let (k, app) = gateway(&[("USERS_URL", up.users.clone()), ("POSTS_URL", dead_url())], None);
+    let (k, app) = gateway(
+        &[("USERS_URL", up.users.clone()), ("POSTS_URL", dead_url())],
+        None,
+    );
     let (status, _, body) = call(&k, app, get("/users/2/posts")).await;
     assert_eq!(status, 200);
     assert_eq!(body["user"]["id"], 2);
     assert!(body["posts"].is_null());
     assert_eq!(body["partial"], true);
     assert_eq!(body["errors"][0]["service"], "posts");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("unreachable"));
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
 }
 
 /// A server that answers only after `delay`, to stand for a hung service.
@@ -124,25 +196,43 @@ async fn slow_upstreams_time_out() {
     let up = upstreams().await;
     let slow = slow(Duration::from_secs(5)).await;
     let timeout = Some(Duration::from_millis(200));
-    let (k, app) = gateway(&[("USERS_URL", up.users.clone()), ("POSTS_URL", slow.clone())], timeout);
+    let (k, app) = gateway(
+        &[("USERS_URL", up.users.clone()), ("POSTS_URL", slow.clone())],
+        timeout,
+    );
     let (status, _, body) = call(&k, app, get("/users/1/posts")).await;
     assert_eq!(status, 200);
     assert_eq!(body["partial"], true);
     assert_eq!(body["errors"][0]["code"], "gateway_timeout");
 
-    let (k, app) = gateway(&[("USERS_URL", slow), ("POSTS_URL", up.posts.clone())], timeout);
+    let (k, app) = gateway(
+        &[("USERS_URL", slow), ("POSTS_URL", up.posts.clone())],
+        timeout,
+    );
     let (status, _, body) = call(&k, app, get("/users/1/posts")).await;
     assert_eq!(status, 504);
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("users failed"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("users failed"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn users_down_is_503_naming_users() {
     let up = upstreams().await;
-    let (k, app) = gateway(&[("USERS_URL", dead_url()), ("POSTS_URL", up.posts.clone())], None);
+    let (k, app) = gateway(
+        &[("USERS_URL", dead_url()), ("POSTS_URL", up.posts.clone())],
+        None,
+    );
     let (status, _, body) = call(&k, app.clone(), get("/users/1/posts")).await;
     assert_eq!(status, 503);
-    assert!(body["error"]["message"].as_str().unwrap().contains("users"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("users"),
+        "{body}"
+    );
     let (status, _, _) = call(&k, app, get("/users/x/posts")).await;
     assert_eq!(status, 400);
 }

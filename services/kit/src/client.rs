@@ -60,7 +60,11 @@ pub enum PeerError {
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("`{service}` is unreachable at {url}: {message}")]
-    Unreachable { service: String, url: String, message: String },
+    Unreachable {
+        service: String,
+        url: String,
+        message: String,
+    },
     #[error("`{service}` did not answer within {} ms", after.as_millis())]
     Timeout { service: String, after: Duration },
     #[error("`{service}` gave a bad answer: {message}")]
@@ -118,7 +122,14 @@ impl Peers {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client builds with no TLS and no proxy");
-        Self { inner: Arc::new(Inner { http, discovery, timeout, tracer }) }
+        Self {
+            inner: Arc::new(Inner {
+                http,
+                discovery,
+                timeout,
+                tracer,
+            }),
+        }
     }
 
     pub fn discovery(&self) -> &Discovery {
@@ -130,7 +141,11 @@ impl Peers {
     }
 
     /// Sends `req` to a healthy instance of its service, within the timeout, as a child span of `ctx`.
-    pub async fn send(&self, ctx: &RequestContext, req: PeerRequest) -> Result<PeerResponse, PeerError> {
+    pub async fn send(
+        &self,
+        ctx: &RequestContext,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, PeerError> {
         let started = SystemTime::now();
         let clock = Instant::now();
         let span_ctx = ctx.trace.child();
@@ -143,14 +158,23 @@ impl Peers {
                 attributes.insert("http.response.status_code".into(), json!(r.status.as_u16()));
                 if r.status.as_u16() >= 400 {
                     attributes.insert("error.type".into(), json!(r.status.as_u16().to_string()));
-                    SpanStatus { code: 2, message: None }
+                    SpanStatus {
+                        code: 2,
+                        message: None,
+                    }
                 } else {
-                    SpanStatus { code: 0, message: None }
+                    SpanStatus {
+                        code: 0,
+                        message: None,
+                    }
                 }
             }
             Err(e) => {
                 attributes.insert("error.type".into(), json!(e.error_type()));
-                SpanStatus { code: 2, message: Some(e.to_string()) }
+                SpanStatus {
+                    code: 2,
+                    message: Some(e.to_string()),
+                }
             }
         };
         if self.inner.tracer.is_enabled() {
@@ -210,22 +234,43 @@ impl Peers {
                 .map_err(|e| self.classify(&req.service, &url, e))?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| self.classify(&req.service, &url, e))?;
-            Ok(PeerResponse { status, headers, body, instance: endpoint.instance.clone() })
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.classify(&req.service, &url, e))?;
+            Ok(PeerResponse {
+                status,
+                headers,
+                body,
+                instance: endpoint.instance.clone(),
+            })
         };
         match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(PeerError::Timeout { service: req.service.clone(), after: self.inner.timeout }),
+            Err(_) => Err(PeerError::Timeout {
+                service: req.service.clone(),
+                after: self.inner.timeout,
+            }),
         }
     }
 
     fn classify(&self, service: &str, url: &str, e: reqwest::Error) -> PeerError {
         if e.is_timeout() {
-            PeerError::Timeout { service: service.to_string(), after: self.inner.timeout }
+            PeerError::Timeout {
+                service: service.to_string(),
+                after: self.inner.timeout,
+            }
         } else if e.is_connect() {
-            PeerError::Unreachable { service: service.to_string(), url: url.to_string(), message: root_cause(&e) }
+            PeerError::Unreachable {
+                service: service.to_string(),
+                url: url.to_string(),
+                message: root_cause(&e),
+            }
         } else {
-            PeerError::BadAnswer { service: service.to_string(), message: root_cause(&e) }
+            PeerError::BadAnswer {
+                service: service.to_string(),
+                message: root_cause(&e),
+            }
         }
     }
 }

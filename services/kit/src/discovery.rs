@@ -25,7 +25,11 @@ pub enum DiscoveryError {
 }
 
 fn list(names: &[String]) -> String {
-    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// The environment variable that names a service's address when no registry is used.
@@ -60,41 +64,73 @@ struct FileStamp {
 impl Discovery {
     /// `vars` are the process's environment variables; those named `<NAME>_URL` fix a service's
     /// address and win over the registry.
-    pub fn new(registry_path: Option<PathBuf>, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn new(
+        registry_path: Option<PathBuf>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
         let fixed = vars
             .into_iter()
             .filter_map(|(k, v)| {
                 let name = k.strip_suffix("_URL")?;
                 let well_formed = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                well_formed.then(|| (name.to_ascii_lowercase().replace('_', "-"), v.trim_end_matches('/').to_string()))
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                well_formed.then(|| {
+                    (
+                        name.to_ascii_lowercase().replace('_', "-"),
+                        v.trim_end_matches('/').to_string(),
+                    )
+                })
             })
             .collect();
-        Self { registry_path, fixed, cache: Mutex::new(Cache::default()), next: AtomicUsize::new(0) }
+        Self {
+            registry_path,
+            fixed,
+            cache: Mutex::new(Cache::default()),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The healthy instances of `service`.
     pub fn resolve(&self, service: &str) -> Result<Vec<Endpoint>, DiscoveryError> {
         if let Some(url) = self.fixed.get(service) {
-            return Ok(vec![Endpoint { instance: url_variable(service), base_url: url.clone() }]);
+            return Ok(vec![Endpoint {
+                instance: url_variable(service),
+                base_url: url.clone(),
+            }]);
         }
         let registry = self.registry(service)?;
         let Some(entry) = registry.as_ref().and_then(|r| r.services.get(service)) else {
-            return Err(DiscoveryError::Unknown { service: service.to_string(), known: self.known_in(registry.as_ref()) });
+            return Err(DiscoveryError::Unknown {
+                service: service.to_string(),
+                known: self.known_in(registry.as_ref()),
+            });
         };
         let healthy: Vec<Endpoint> = entry
             .instances
             .iter()
             .filter(|i| i.state == registry::InstanceState::Healthy)
-            .map(|i| Endpoint { instance: i.id.clone(), base_url: format!("http://{}", i.address) })
+            .map(|i| Endpoint {
+                instance: i.id.clone(),
+                base_url: format!("http://{}", i.address),
+            })
             .collect();
         if healthy.is_empty() {
             let detail = if entry.instances.is_empty() {
                 "no instances".to_string()
             } else {
-                entry.instances.iter().map(|i| format!("{} is {}", i.id, i.state)).collect::<Vec<_>>().join(", ")
+                entry
+                    .instances
+                    .iter()
+                    .map(|i| format!("{} is {}", i.id, i.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            return Err(DiscoveryError::NoHealthy { service: service.to_string(), detail });
+            return Err(DiscoveryError::NoHealthy {
+                service: service.to_string(),
+                detail,
+            });
         }
         Ok(healthy)
     }
@@ -124,7 +160,9 @@ impl Discovery {
 
     /// The current registry, re-read only when the file changed. `None` when there is none.
     fn registry(&self, service: &str) -> Result<Option<Registry>, DiscoveryError> {
-        let Some(path) = &self.registry_path else { return Ok(None) };
+        let Some(path) = &self.registry_path else {
+            return Ok(None);
+        };
         let stamp = std::fs::metadata(path).ok().map(|m| FileStamp {
             modified: m.modified().unwrap_or(std::time::UNIX_EPOCH),
             len: m.len(),
@@ -144,7 +182,10 @@ impl Discovery {
                 *cache = Cache::default();
                 Ok(None)
             }
-            Err(e) => Err(DiscoveryError::Registry { service: service.to_string(), reason: e.to_string() }),
+            Err(e) => Err(DiscoveryError::Registry {
+                service: service.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -179,11 +220,23 @@ mod tests {
 
     #[test]
     fn url_variables_win_and_need_no_registry() {
-        let d = Discovery::new(None, [("USERS_URL".to_string(), "http://127.0.0.1:9001/".to_string()), ("HOME".into(), "/root".into())]);
+        let d = Discovery::new(
+            None,
+            [
+                (
+                    "USERS_URL".to_string(),
+                    "http://127.0.0.1:9001/".to_string(),
+                ),
+                ("HOME".into(), "/root".into()),
+            ],
+        );
         assert_eq!(d.pick("users").unwrap().base_url, "http://127.0.0.1:9001");
         assert_eq!(d.known_services(), vec!["users"]);
         let err = d.resolve("posts").unwrap_err();
-        assert_eq!(err.to_string(), "unknown service `posts`; known services: users");
+        assert_eq!(
+            err.to_string(),
+            "unknown service `posts`; known services: users"
+        );
     }
 
     #[test]
@@ -191,22 +244,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
         let d = Discovery::new(Some(path.clone()), []);
-        assert!(matches!(d.resolve("users"), Err(DiscoveryError::Unknown { .. })));
+        assert!(matches!(
+            d.resolve("users"),
+            Err(DiscoveryError::Unknown { .. })
+        ));
 
-        let mut reg = Registry { version: 1, ..Default::default() };
-        reg.services.insert("users".into(), ServiceEntry {
-            instances: vec![instance("users-1", 1001, InstanceState::Healthy), instance("users-2", 1002, InstanceState::Starting)],
-        });
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        reg.services.insert(
+            "users".into(),
+            ServiceEntry {
+                instances: vec![
+                    instance("users-1", 1001, InstanceState::Healthy),
+                    instance("users-2", 1002, InstanceState::Starting),
+                ],
+            },
+        );
         registry::write(&path, &reg).unwrap();
         let found = d.resolve("users").unwrap();
-        assert_eq!(found, vec![Endpoint { instance: "users-1".into(), base_url: "http://127.0.0.1:1001".into() }]);
+        assert_eq!(
+            found,
+            vec![Endpoint {
+                instance: "users-1".into(),
+                base_url: "http://127.0.0.1:1001".into()
+            }]
+        );
 
         reg.services.get_mut("users").unwrap().instances[1].state = InstanceState::Healthy;
         registry::write(&path, &reg).unwrap();
-        let picks: std::collections::BTreeSet<String> = (0..4).map(|_| d.pick("users").unwrap().instance).collect();
+        let picks: std::collections::BTreeSet<String> =
+            (0..4).map(|_| d.pick("users").unwrap().instance).collect();
         assert_eq!(picks.len(), 2, "round robin over both replicas");
 
-        reg.services.get_mut("users").unwrap().instances = vec![instance("users-1", 1001, InstanceState::Unhealthy)];
+        reg.services.get_mut("users").unwrap().instances =
+            vec![instance("users-1", 1001, InstanceState::Unhealthy)];
         registry::write(&path, &reg).unwrap();
         let err = d.resolve("users").unwrap_err().to_string();
         assert!(err.contains("users-1 is unhealthy"), "{err}");

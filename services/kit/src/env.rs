@@ -38,9 +38,9 @@ impl ServiceEnv {
         let service = lookup("MSCTL_SERVICE").unwrap_or_else(|| default_name.to_string());
         let instance = lookup("MSCTL_INSTANCE").unwrap_or_else(|| format!("{service}-1"));
         let addr = match (lookup("MSCTL_ADDR"), lookup("PORT")) {
-            (Some(addr), _) => addr
-                .parse::<SocketAddr>()
-                .map_err(|e| format!("MSCTL_ADDR={addr:?} is not an address like 127.0.0.1:8080: {e}"))?,
+            (Some(addr), _) => addr.parse::<SocketAddr>().map_err(|e| {
+                format!("MSCTL_ADDR={addr:?} is not an address like 127.0.0.1:8080: {e}")
+            })?,
             (None, Some(port)) => {
                 let port: u16 = port
                     .parse()
@@ -85,8 +85,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> Result<ServiceEnv, String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ServiceEnv::from_lookup("users", |k| map.get(k).cloned())
     }
 
@@ -109,8 +111,20 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        assert!(env(&[("PORT", "http")]).unwrap_err().contains("PORT=\"http\""));
-        assert!(env(&[("MSCTL_ADDR", "0.0.0.0:80")]).unwrap_err().contains("loopback"));
-        assert!(env(&[("MSCTL_PEER_TIMEOUT_MS", "2s")]).unwrap_err().contains("MSCTL_PEER_TIMEOUT_MS"));
+        assert!(
+            env(&[("PORT", "http")])
+                .unwrap_err()
+                .contains("PORT=\"http\"")
+        );
+        assert!(
+            env(&[("MSCTL_ADDR", "0.0.0.0:80")])
+                .unwrap_err()
+                .contains("loopback")
+        );
+        assert!(
+            env(&[("MSCTL_PEER_TIMEOUT_MS", "2s")])
+                .unwrap_err()
+                .contains("MSCTL_PEER_TIMEOUT_MS")
+        );
     }
 }

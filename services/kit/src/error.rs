@@ -19,7 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into() }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -31,7 +35,11 @@ impl ApiError {
     }
 
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            message,
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -79,7 +87,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
     let message = match (status, text.is_empty()) {
         (StatusCode::NOT_FOUND, true) => format!("no route for {method} {path}"),
@@ -90,7 +100,10 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     };
     let body = json!({"error": {"code": code_for(status), "message": message}});
     let mut out = Response::from_parts(parts, Body::from(body.to_string()));
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     out.headers_mut().remove(header::CONTENT_LENGTH);
     out
 }

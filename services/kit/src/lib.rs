@@ -21,5 +21,5 @@ pub use discovery::{Discovery, DiscoveryError, Endpoint};
 pub use env::ServiceEnv;
 pub use error::ApiError;
 pub use server::{Kit, RequestContext};
-pub use trace_context::TraceParent;
 pub use span::Tracer;
+pub use trace_context::TraceParent;

@@ -61,7 +61,10 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -76,12 +79,28 @@ mod tests {
 
     #[test]
     fn paging_defaults_and_bounds() {
-        assert_eq!(Paging::from_query(&q(&[])).unwrap(), Paging { limit: 20, offset: 0 });
+        assert_eq!(
+            Paging::from_query(&q(&[])).unwrap(),
+            Paging {
+                limit: 20,
+                offset: 0
+            }
+        );
         assert_eq!(
             Paging::from_query(&q(&[("limit", "100"), ("offset", "5")])).unwrap(),
-            Paging { limit: 100, offset: 5 }
+            Paging {
+                limit: 100,
+                offset: 5
+            }
         );
-        for (k, v) in [("limit", "0"), ("limit", "-3"), ("limit", "101"), ("limit", "1e9"), ("offset", "-1"), ("offset", "99999999999999999999")] {
+        for (k, v) in [
+            ("limit", "0"),
+            ("limit", "-3"),
+            ("limit", "101"),
+            ("limit", "1e9"),
+            ("offset", "-1"),
+            ("offset", "99999999999999999999"),
+        ] {
             let err = Paging::from_query(&q(&[(k, v)])).unwrap_err();
             assert!(err.message.starts_with(k), "{k}={v}: {}", err.message);
         }

@@ -94,9 +94,15 @@ pub enum RegistryError {
     #[error("no registry at {0}: nothing is running here")]
     Missing(String),
     #[error("cannot read the registry {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the registry {path} is not valid registry JSON: {source}")]
-    Invalid { path: String, source: serde_json::Error },
+    Invalid {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("the registry {path} has version {found}; this build reads version {REGISTRY_VERSION}")]
     Version { path: String, found: u32 },
 }
@@ -109,12 +115,23 @@ pub fn read(path: &Path) -> Result<Registry, RegistryError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(RegistryError::Missing(shown));
         }
-        Err(source) => return Err(RegistryError::Io { path: shown, source }),
+        Err(source) => {
+            return Err(RegistryError::Io {
+                path: shown,
+                source,
+            });
+        }
     };
-    let reg: Registry = serde_json::from_slice(&bytes)
-        .map_err(|source| RegistryError::Invalid { path: shown.clone(), source })?;
+    let reg: Registry =
+        serde_json::from_slice(&bytes).map_err(|source| RegistryError::Invalid {
+            path: shown.clone(),
+            source,
+        })?;
     if reg.version != REGISTRY_VERSION {
-        return Err(RegistryError::Version { path: shown, found: reg.version });
+        return Err(RegistryError::Version {
+            path: shown,
+            found: reg.version,
+        });
     }
     Ok(reg)
 }
@@ -125,7 +142,9 @@ pub fn write(path: &Path, registry: &Registry) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("registry.json"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("registry.json"),
         std::process::id()
     ));
     {
@@ -150,7 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
         assert!(matches!(read(&path), Err(RegistryError::Missing(_))));
-        let mut reg = Registry { version: 1, ..Default::default() };
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
         reg.services.insert(
             "users".into(),
             ServiceEntry {
@@ -168,7 +190,10 @@ mod tests {
         );
         write(&path, &reg).unwrap();
         assert_eq!(read(&path).unwrap(), reg);
-        assert_eq!(reg.healthy_addresses("users"), vec![("users-1".into(), "127.0.0.1:4000".into())]);
+        assert_eq!(
+            reg.healthy_addresses("users"),
+            vec![("users-1".into(), "127.0.0.1:4000".into())]
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -183,8 +208,14 @@ mod tests {
         let path = dir.path().join("registry.json");
         std::fs::write(&path, "{").unwrap();
         assert!(matches!(read(&path), Err(RegistryError::Invalid { .. })));
-        let reg = Registry { version: 9, ..Default::default() };
+        let reg = Registry {
+            version: 9,
+            ..Default::default()
+        };
         std::fs::write(&path, serde_json::to_string(&reg).unwrap()).unwrap();
-        assert!(matches!(read(&path), Err(RegistryError::Version { found: 9, .. })));
+        assert!(matches!(
+            read(&path),
+            Err(RegistryError::Version { found: 9, .. })
+        ));
     }
 }

@@ -38,7 +38,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .extensions
             .get::<RequestContext>()
             .cloned()
-            .unwrap_or_else(|| RequestContext { trace: TraceParent::new_root(), tracestate: None }))
+            .unwrap_or_else(|| RequestContext {
+                trace: TraceParent::new_root(),
+                tracestate: None,
+            }))
     }
 }
 
@@ -58,9 +61,15 @@ pub enum KitError {
     #[error("bad environment: {0}")]
     Env(String),
     #[error("cannot create {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -70,10 +79,16 @@ impl Kit {
     /// `name` is used when `MSCTL_SERVICE` is unset. Must run inside a Tokio runtime.
     pub fn from_env(name: &str, version: &'static str) -> Result<Self, KitError> {
         let env = ServiceEnv::from_process(name).map_err(KitError::Env)?;
-        let tracing_on = std::env::var("MSCTL_TRACE").map(|v| v != "off").unwrap_or(true);
+        let tracing_on = std::env::var("MSCTL_TRACE")
+            .map(|v| v != "off")
+            .unwrap_or(true);
         let tracer = match (&env.trace_dir, tracing_on) {
-            (Some(dir), true) => Tracer::start(dir, &env.service, &env.instance)
-                .map_err(|source| KitError::Dir { path: dir.display().to_string(), source })?,
+            (Some(dir), true) => {
+                Tracer::start(dir, &env.service, &env.instance).map_err(|source| KitError::Dir {
+                    path: dir.display().to_string(),
+                    source,
+                })?
+            }
             _ => Tracer::disabled(&env.service, &env.instance),
         };
         Ok(Self::new(env, std::env::vars(), tracer, version))
@@ -89,13 +104,22 @@ impl Kit {
         crate::log::init(&env.service, &env.instance);
         let discovery = Discovery::new(env.registry.clone(), vars);
         let peers = Peers::new(discovery, env.peer_timeout, tracer.clone());
-        Self { env, peers, tracer, version, body_limit: DEFAULT_BODY_LIMIT, started: Instant::now() }
+        Self {
+            env,
+            peers,
+            tracer,
+            version,
+            body_limit: DEFAULT_BODY_LIMIT,
+            started: Instant::now(),
+        }
     }
 
     /// This service's data folder, created on first use.
     pub fn data_dir(&self) -> Result<std::path::PathBuf, KitError> {
-        std::fs::create_dir_all(&self.env.data_dir)
-            .map_err(|source| KitError::Dir { path: self.env.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&self.env.data_dir).map_err(|source| KitError::Dir {
+            path: self.env.data_dir.display().to_string(),
+            source,
+        })?;
         Ok(self.env.data_dir.clone())
     }
 
@@ -125,17 +149,29 @@ impl Kit {
 
     /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish within the drain timeout.
-    pub async fn serve_until(self, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), KitError> {
+    pub async fn serve_until(
+        self,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), KitError> {
         let addr = self.env.addr;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| KitError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| KitError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(KitError::Serve)?;
-        crate::log::info("listening", json!({"addr": local.to_string(), "version": self.version}));
+        crate::log::info(
+            "listening",
+            json!({"addr": local.to_string(), "version": self.version}),
+        );
         let drain = self.env.drain_timeout;
         let stop = Arc::new(tokio::sync::Notify::new());
         let notify = stop.clone();
         let server = axum::serve(listener, self.router(app)).with_graceful_shutdown(async move {
             shutdown.await;
-            crate::log::info("shutting down", json!({"drain_ms": drain.as_millis() as u64}));
+            crate::log::info(
+                "shutting down",
+                json!({"drain_ms": drain.as_millis() as u64}),
+            );
             notify.notify_one();
         });
         tokio::select! {
@@ -186,13 +222,19 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
     let started = SystemTime::now();
     let clock = Instant::now();
     let parent = TraceParent::from_headers(req.headers());
-    let trace = parent.map(|p| p.child()).unwrap_or_else(TraceParent::new_root);
+    let trace = parent
+        .map(|p| p.child())
+        .unwrap_or_else(TraceParent::new_root);
     // tracestate is meaningless without a valid traceparent, so it is dropped with it.
     let tracestate = parent.and(req.headers().get("tracestate").cloned());
-    req.extensions_mut().insert(RequestContext { trace, tracestate });
+    req.extensions_mut()
+        .insert(RequestContext { trace, tracestate });
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
 
     let mut response = next.run(req).await;
     let elapsed = clock.elapsed();
@@ -212,14 +254,23 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         }
         attributes.insert("url.path".into(), json!(path));
         attributes.insert("http.response.status_code".into(), json!(status.as_u16()));
-        attributes.insert("server.address".into(), json!(kit.env.addr.ip().to_string()));
+        attributes.insert(
+            "server.address".into(),
+            json!(kit.env.addr.ip().to_string()),
+        );
         attributes.insert("server.port".into(), json!(kit.env.addr.port()));
         // A server span is an error only when the server failed, not when the client did.
         let span_status = if status.is_server_error() {
             attributes.insert("error.type".into(), json!(status.as_u16().to_string()));
-            SpanStatus { code: 2, message: status.canonical_reason().map(str::to_string) }
+            SpanStatus {
+                code: 2,
+                message: status.canonical_reason().map(str::to_string),
+            }
         } else {
-            SpanStatus { code: 0, message: None }
+            SpanStatus {
+                code: 0,
+                message: None,
+            }
         };
         let start_ns = unix_nanos(started);
         kit.tracer.record(Span {
@@ -247,6 +298,13 @@ pub fn not_found(message: impl Into<String>) -> Response {
     crate::ApiError::new(StatusCode::NOT_FOUND, "not_found", message).into_response()
 }
 
+/// Logs a start-up failure and gives the exit code for `main`.
+pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    crate::log::error(&e.to_string(), json!({}));
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,8 +326,14 @@ mod tests {
         let res = kit().router(app()).oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     fn get_req(uri: &str) -> Request<Body> {
@@ -284,7 +348,10 @@ mod tests {
         assert_eq!(body["instance"], "demo-1");
         assert_eq!(body["version"], "9.9.9");
         assert!(body["uptime_ms"].is_u64());
-        assert!(headers.get("traceparent").is_none(), "health probes are not traced");
+        assert!(
+            headers.get("traceparent").is_none(),
+            "health probes are not traced"
+        );
     }
 
     #[tokio::test]
@@ -311,7 +378,10 @@ mod tests {
     #[tokio::test]
     async fn answers_carry_the_server_span_traceparent() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let req = Request::get("/item/3").header("traceparent", incoming).body(Body::empty()).unwrap();
+        let req = Request::get("/item/3")
+            .header("traceparent", incoming)
+            .body(Body::empty())
+            .unwrap();
         let (status, headers, _) = send(req).await;
         assert_eq!(status, 200);
         let out = TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
@@ -319,16 +389,12 @@ mod tests {
         assert_ne!(out.span_id_hex(), "00f067aa0ba902b7");
 
         // An invalid header starts a new trace; it is never an error.
-        let req = Request::get("/item/3").header("traceparent", "garbage").body(Body::empty()).unwrap();
+        let req = Request::get("/item/3")
+            .header("traceparent", "garbage")
+            .body(Body::empty())
+            .unwrap();
         let (status, headers, _) = send(req).await;
         assert_eq!(status, 200);
         assert!(TraceParent::parse(headers["traceparent"].to_str().unwrap()).is_some());
     }
-}
-
-/// Logs a start-up failure and gives the exit code for `main`.
-pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    crate::log::error(&e.to_string(), json!({}));
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
 }

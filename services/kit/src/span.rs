@@ -65,7 +65,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 impl Tracer {
     /// A tracer that records nothing (`MSCTL_TRACE=off`, or no trace folder).
     pub fn disabled(service: &str, instance: &str) -> Self {
-        Self { tx: None, resource: resource(service, instance) }
+        Self {
+            tx: None,
+            resource: resource(service, instance),
+        }
     }
 
     /// Starts the writer task appending to `dir/<instance>.jsonl`. Must run inside a Tokio runtime.
@@ -74,7 +77,10 @@ impl Tracer {
         let path = dir.join(format!("{instance}.jsonl"));
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_spans(path, rx));
-        Ok(Self { tx: Some(tx), resource: resource(service, instance) })
+        Ok(Self {
+            tx: Some(tx),
+            resource: resource(service, instance),
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -94,14 +100,20 @@ impl Tracer {
 }
 
 fn resource(service: &str, instance: &str) -> Resource {
-    Resource { service_name: service.to_string(), service_instance_id: instance.to_string() }
+    Resource {
+        service_name: service.to_string(),
+        service_instance_id: instance.to_string(),
+    }
 }
 
 async fn write_spans(path: PathBuf, mut rx: mpsc::Receiver<Span>) {
     let mut file = match TraceFile::open(&path) {
         Ok(f) => f,
         Err(e) => {
-            crate::log::error("cannot open the trace file; spans are dropped", serde_json::json!({"path": path, "error": e.to_string()}));
+            crate::log::error(
+                "cannot open the trace file; spans are dropped",
+                serde_json::json!({"path": path, "error": e.to_string()}),
+            );
             return;
         }
     };
@@ -133,11 +145,17 @@ impl TraceFile {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path)?;
         let len = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), out: std::io::BufWriter::new(file), len })
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(file),
+            len,
+        })
     }
 
     fn append(&mut self, span: &Span) {
-        let Ok(mut line) = serde_json::to_vec(span) else { return };
+        let Ok(mut line) = serde_json::to_vec(span) else {
+            return;
+        };
         line.push(b'\n');
         if self.len + line.len() as u64 > MAX_FILE_BYTES {
             self.rotate();
@@ -175,7 +193,10 @@ mod tests {
             kind: KIND_SERVER,
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
-            status: SpanStatus { code: 0, message: None },
+            status: SpanStatus {
+                code: 0,
+                message: None,
+            },
             attributes: Map::new(),
             resource: resource("s", "s-1"),
         }
@@ -189,7 +210,10 @@ mod tests {
         tracer.record(span(2));
         tokio::time::sleep(FLUSH_EVERY * 3).await;
         let text = std::fs::read_to_string(dir.path().join("s-1.jsonl")).unwrap();
-        let spans: Vec<Span> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let spans: Vec<Span> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(spans, vec![span(1), span(2)]);
         assert!(text.contains("\"traceId\"") && text.contains("\"service.instance.id\":\"s-1\""));
     }
@@ -202,7 +226,12 @@ mod tests {
         let mut file = TraceFile::open(&path).unwrap();
         file.append(&span(3));
         file.flush();
-        assert_eq!(std::fs::metadata(dir.path().join("s-1.jsonl.1")).unwrap().len(), MAX_FILE_BYTES);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("s-1.jsonl.1"))
+                .unwrap()
+                .len(),
+            MAX_FILE_BYTES
+        );
         let fresh = std::fs::read_to_string(&path).unwrap();
         assert_eq!(fresh.lines().count(), 1);
     }

@@ -13,21 +13,40 @@ use tower::ServiceExt;
 /// (`USERS_URL` and the like).
 pub fn kit(service: &str, vars: &[(&str, String)]) -> Kit {
     let env = ServiceEnv::from_lookup(service, |_| None).expect("the default environment is valid");
-    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    Kit::new(env, vars, Tracer::disabled(service, &format!("{service}-1")), "test")
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    Kit::new(
+        env,
+        vars,
+        Tracer::disabled(service, &format!("{service}-1")),
+        "test",
+    )
 }
 
 /// Sends `req` through `kit.router(app)` and returns the status, headers and JSON body
 /// (`Null` for an empty body).
 pub async fn call(kit: &Kit, app: Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let response = kit.router(app).oneshot(req).await.expect("routers are infallible");
+    let response = kit
+        .router(app)
+        .oneshot(req)
+        .await
+        .expect("routers are infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body reads");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body reads");
     let json = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
     };
     (status, headers, json)
 }
@@ -43,12 +62,16 @@ pub fn json_request(method: &str, uri: &str, body: &str) -> Request<Body> {
 }
 
 pub fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).expect("request builds")
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("request builds")
 }
 
 /// Serves `kit.router(app)` on a free loopback port for the rest of the test; returns its base URL.
 pub async fn spawn(kit: &Kit, app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback binds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback binds");
     let addr: SocketAddr = listener.local_addr().expect("bound");
     let router = kit.router(app);
     tokio::spawn(async move { axum::serve(listener, router).await });

@@ -14,12 +14,19 @@ pub const FLAG_SAMPLED: u8 = 0x01;
 impl TraceParent {
     /// A new trace with a random trace id and span id, sampled.
     pub fn new_root() -> Self {
-        Self { trace_id: new_trace_id(), span_id: new_span_id(), flags: FLAG_SAMPLED }
+        Self {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            flags: FLAG_SAMPLED,
+        }
     }
 
     /// The same trace and flags, with a new span id: the context for a child span.
     pub fn child(&self) -> Self {
-        Self { span_id: new_span_id(), ..*self }
+        Self {
+            span_id: new_span_id(),
+            ..*self
+        }
     }
 
     /// Parses a header value. `None` means invalid, and the caller starts a new trace.
@@ -49,7 +56,11 @@ impl TraceParent {
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
-        Some(Self { trace_id, span_id, flags })
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
     }
 
     /// Parses the `traceparent` header(s) of a request: more than one is invalid.
@@ -64,7 +75,12 @@ impl TraceParent {
 
     /// Always writes version 00, whatever version was received, as the spec asks.
     pub fn header_value(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id_hex(), self.span_id_hex(), self.flags)
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id_hex(),
+            self.span_id_hex(),
+            self.flags
+        )
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -96,10 +112,12 @@ pub fn new_span_id() -> [u8; 8] {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Decodes exactly `N` bytes of lowercase hex; uppercase is invalid in traceparent.
@@ -137,7 +155,8 @@ mod tests {
 
     #[test]
     fn flags_are_kept() {
-        let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        let tp =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert_eq!(tp.flags, 0);
         assert_eq!(tp.child().flags, 0);
         assert!(tp.child().header_value().ends_with("-00"));
@@ -173,13 +192,20 @@ mod tests {
 
     #[test]
     fn a_higher_version_is_read_by_its_first_four_fields() {
-        let tp = TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds")
-            .unwrap();
+        let tp = TraceParent::parse(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+        )
+        .unwrap();
         assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(tp.header_value(), VALID);
         // ... but only when the extra part is set off by a dash
-        assert_eq!(TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"), None);
-        assert!(TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+        assert_eq!(
+            TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"),
+            None
+        );
+        assert!(
+            TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some()
+        );
     }
 
     #[test]

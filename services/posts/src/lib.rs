@@ -54,7 +54,8 @@ impl Posts {
              CREATE INDEX IF NOT EXISTS posts_by_user ON posts (user_id);
              CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
         )?;
-        let seeded: bool = conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
+        let seeded: bool =
+            conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
         if !seeded {
             let tx = conn.unchecked_transaction()?;
             for id in 1..=SEED_POSTS {
@@ -62,13 +63,21 @@ impl Posts {
                 let n = (id - 1) % 3 + 1;
                 tx.execute(
                     "INSERT INTO posts (id, user_id, title, body) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, user_id, format!("Post {n} by user {user_id}"), format!("This is post number {n} of user {user_id}.")],
+                    params![
+                        id,
+                        user_id,
+                        format!("Post {n} by user {user_id}"),
+                        format!("This is post number {n} of user {user_id}.")
+                    ],
                 )?;
             }
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
             tx.commit()?;
         }
-        Ok(Self { db: Arc::new(Mutex::new(conn)), peers })
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+            peers,
+        })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -88,16 +97,31 @@ fn db_error(e: rusqlite::Error) -> ApiError {
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Post> {
-    Ok(Post { id: r.get(0)?, user_id: r.get(1)?, title: r.get(2)?, body: r.get(3)? })
+    Ok(Post {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        title: r.get(2)?,
+        body: r.get(3)?,
+    })
 }
 
-async fn list(State(posts): State<Posts>, Query(query): Query<HashMap<String, String>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(
+    State(posts): State<Posts>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let page = Paging::from_query(&query)?;
-    let user_id = query.get("user_id").map(|raw| parse_id(raw, "user_id")).transpose()?;
+    let user_id = query
+        .get("user_id")
+        .map(|raw| parse_id(raw, "user_id"))
+        .transpose()?;
     let db = posts.db();
     // NULL matches every user, so one statement serves both the filtered and the full list.
     let total: i64 = db
-        .query_row("SELECT COUNT(*) FROM posts WHERE ?1 IS NULL OR user_id = ?1", [user_id], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM posts WHERE ?1 IS NULL OR user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )
         .map_err(db_error)?;
     let mut stmt = db
         .prepare_cached("SELECT id, user_id, title, body FROM posts WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3")
@@ -107,59 +131,102 @@ async fn list(State(posts): State<Posts>, Query(query): Query<HashMap<String, St
         .map_err(db_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_error)?;
-    Ok(Json(serde_json::json!({"posts": rows, "total": total, "limit": page.limit, "offset": page.offset})))
+    Ok(Json(
+        serde_json::json!({"posts": rows, "total": total, "limit": page.limit, "offset": page.offset}),
+    ))
 }
 
 async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json<Post>, ApiError> {
     let id = parse_id(&id, "post id")?;
     let post = posts
         .db()
-        .query_row("SELECT id, user_id, title, body FROM posts WHERE id = ?1", [id], row)
+        .query_row(
+            "SELECT id, user_id, title, body FROM posts WHERE id = ?1",
+            [id],
+            row,
+        )
         .optional()
         .map_err(db_error)?;
-    post.map(Json).ok_or_else(|| ApiError::not_found(format!("post {id} does not exist")))
+    post.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("post {id} does not exist")))
 }
 
 /// Asks the users service whether `user_id` exists.
 async fn check_author(posts: &Posts, ctx: &RequestContext, user_id: i64) -> Result<(), ApiError> {
     let unavailable = |why: String| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", format!("cannot check the author: {why}; try again once users is up"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            format!("cannot check the author: {why}; try again once users is up"),
+        )
     };
     let answer = posts
         .peers
-        .send(ctx, PeerRequest::get("users", format!("/users/{user_id}"), "/users/{id}"))
+        .send(
+            ctx,
+            PeerRequest::get("users", format!("/users/{user_id}"), "/users/{id}"),
+        )
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     match answer.status {
         s if s.is_success() => Ok(()),
-        StatusCode::NOT_FOUND => Err(ApiError::unprocessable(format!("user {user_id} does not exist"))),
+        StatusCode::NOT_FOUND => Err(ApiError::unprocessable(format!(
+            "user {user_id} does not exist"
+        ))),
         s => Err(unavailable(format!("users answered {s}"))),
     }
 }
 
-async fn create(State(posts): State<Posts>, ctx: RequestContext, Json(new): Json<NewPost>) -> Result<Response, ApiError> {
+async fn create(
+    State(posts): State<Posts>,
+    ctx: RequestContext,
+    Json(new): Json<NewPost>,
+) -> Result<Response, ApiError> {
     if new.user_id <= 0 {
-        return Err(ApiError::unprocessable("user_id must be a positive whole number"));
+        return Err(ApiError::unprocessable(
+            "user_id must be a positive whole number",
+        ));
     }
     let title = new.title.trim();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::unprocessable("title must be 1 to 200 characters"));
     }
     if new.body.chars().count() > 10_000 {
-        return Err(ApiError::unprocessable("body must be at most 10000 characters"));
+        return Err(ApiError::unprocessable(
+            "body must be at most 10000 characters",
+        ));
     }
     check_author(&posts, &ctx, new.user_id).await?;
     let db = posts.db();
-    db.execute("INSERT INTO posts (user_id, title, body) VALUES (?1, ?2, ?3)", params![new.user_id, title, new.body])
-        .map_err(db_error)?;
-    let post = Post { id: db.last_insert_rowid(), user_id: new.user_id, title: title.to_string(), body: new.body };
+    db.execute(
+        "INSERT INTO posts (user_id, title, body) VALUES (?1, ?2, ?3)",
+        params![new.user_id, title, new.body],
+    )
+    .map_err(db_error)?;
+    let post = Post {
+        id: db.last_insert_rowid(),
+        user_id: new.user_id,
+        title: title.to_string(),
+        body: new.body,
+    };
     let location = format!("/posts/{}", post.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(post)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(post),
+    )
+        .into_response())
 }
 
-async fn remove(State(posts): State<Posts>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(posts): State<Posts>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "post id")?;
-    let deleted = posts.db().execute("DELETE FROM posts WHERE id = ?1", [id]).map_err(db_error)?;
+    let deleted = posts
+        .db()
+        .execute("DELETE FROM posts WHERE id = ?1", [id])
+        .map_err(db_error)?;
     if deleted == 0 {
         return Err(ApiError::not_found(format!("post {id} does not exist")));
     }

@@ -9,10 +9,10 @@ async fn main() -> ExitCode {
         Ok(kit) => kit,
         Err(e) => return msctl_kit::server::fail(&e),
     };
-    let opened = kit
-        .data_dir()
-        .map_err(|e| e.to_string())
-        .and_then(|dir| posts::Posts::open(&dir.join("posts.db"), kit.peers.clone()).map_err(|e| format!("cannot open the posts database: {e}")));
+    let opened = kit.data_dir().map_err(|e| e.to_string()).and_then(|dir| {
+        posts::Posts::open(&dir.join("posts.db"), kit.peers.clone())
+            .map_err(|e| format!("cannot open the posts database: {e}"))
+    });
     match opened {
         Ok(posts) => kit.serve(posts::app(posts)).await,
         Err(e) => msctl_kit::server::fail(&e),

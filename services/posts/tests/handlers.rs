@@ -39,16 +39,38 @@ async fn a_post_needs_an_existing_author() {
     let dir = tempfile::tempdir().unwrap();
     let k = kit("posts", &[("USERS_URL", users)]);
     let app = posts_app(&dir, &k);
-    let (status, headers, body) =
-        call(&k, app.clone(), json_request("POST", "/posts", r#"{"user_id": 2, "title": "Hello", "body": "World"}"#)).await;
+    let (status, headers, body) = call(
+        &k,
+        app.clone(),
+        json_request(
+            "POST",
+            "/posts",
+            r#"{"user_id": 2, "title": "Hello", "body": "World"}"#,
+        ),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(headers["location"], format!("/posts/{}", body["id"]).as_str());
-    let (status, _, body) =
-        call(&k, app.clone(), json_request("POST", "/posts", r#"{"user_id": 77, "title": "Hello", "body": "World"}"#)).await;
+    assert_eq!(
+        headers["location"],
+        format!("/posts/{}", body["id"]).as_str()
+    );
+    let (status, _, body) = call(
+        &k,
+        app.clone(),
+        json_request(
+            "POST",
+            "/posts",
+            r#"{"user_id": 77, "title": "Hello", "body": "World"}"#,
+        ),
+    )
+    .await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["message"], "user 77 does not exist");
     let (_, _, body) = call(&k, app, get("/posts?user_id=2")).await;
-    assert_eq!(body["total"], 4, "one new post, none for the missing author");
+    assert_eq!(
+        body["total"], 4,
+        "one new post, none for the missing author"
+    );
 }
 
 #[tokio::test]
@@ -57,8 +79,16 @@ async fn users_out_of_reach_is_a_clear_503() {
         let dir = tempfile::tempdir().unwrap();
         let k = kit("posts", &vars);
         let app = posts_app(&dir, &k);
-        let (status, _, body) =
-            call(&k, app.clone(), json_request("POST", "/posts", r#"{"user_id": 1, "title": "t", "body": "b"}"#)).await;
+        let (status, _, body) = call(
+            &k,
+            app.clone(),
+            json_request(
+                "POST",
+                "/posts",
+                r#"{"user_id": 1, "title": "t", "body": "b"}"#,
+            ),
+        )
+        .await;
         assert_eq!(status, 503, "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("users"), "{message}");
@@ -80,11 +110,45 @@ async fn every_bad_input_gets_a_json_error() {
         (get("/posts?limit=0"), 400),
         (get("/posts?offset=99999999999999999999"), 400),
         (json_request("POST", "/posts", "{\"user_id\": 1,,"), 400),
-        (json_request("POST", "/posts", r#"{"user_id": 1, "title": "t"}"#), 422),
-        (json_request("POST", "/posts", r#"{"user_id": "one", "title": "t", "body": "b"}"#), 422),
-        (json_request("POST", "/posts", r#"{"user_id": -1, "title": "t", "body": "b"}"#), 422),
-        (json_request("POST", "/posts", r#"{"user_id": 1, "title": " ", "body": "b"}"#), 422),
-        (json_request("POST", "/posts", &format!(r#"{{"user_id": 1, "title": "t", "body": "{}"}}"#, "b".repeat(65 * 1024))), 413),
+        (
+            json_request("POST", "/posts", r#"{"user_id": 1, "title": "t"}"#),
+            422,
+        ),
+        (
+            json_request(
+                "POST",
+                "/posts",
+                r#"{"user_id": "one", "title": "t", "body": "b"}"#,
+            ),
+            422,
+        ),
+        (
+            json_request(
+                "POST",
+                "/posts",
+                r#"{"user_id": -1, "title": "t", "body": "b"}"#,
+            ),
+            422,
+        ),
+        (
+            json_request(
+                "POST",
+                "/posts",
+                r#"{"user_id": 1, "title": " ", "body": "b"}"#,
+            ),
+            422,
+        ),
+        (
+            json_request(
+                "POST",
+                "/posts",
+                &format!(
+                    r#"{{"user_id": 1, "title": "t", "body": "{}"}}"#,
+                    "b".repeat(65 * 1024)
+                ),
+            ),
+            413,
+        ),
         (json_request("PATCH", "/posts/1", "{}"), 405),
         (json_request("DELETE", "/posts/999", ""), 404),
     ];
@@ -92,6 +156,9 @@ async fn every_bad_input_gets_a_json_error() {
         let what = format!("{} {}", req.method(), req.uri());
         let (status, _, body) = call(&k, app.clone(), req).await;
         assert_eq!(status.as_u16(), want, "{what}: {body}");
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{what}: {body}");
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{what}: {body}"
+        );
     }
 }

@@ -60,16 +60,22 @@ impl Users {
              );
              CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
         )?;
-        let seeded: bool = conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
+        let seeded: bool =
+            conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
         if !seeded {
             let tx = conn.unchecked_transaction()?;
             for (i, (name, email)) in SEED.iter().enumerate() {
-                tx.execute("INSERT INTO users (id, name, email) VALUES (?1, ?2, ?3)", params![i as i64 + 1, name, email])?;
+                tx.execute(
+                    "INSERT INTO users (id, name, email) VALUES (?1, ?2, ?3)",
+                    params![i as i64 + 1, name, email],
+                )?;
             }
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
             tx.commit()?;
         }
-        Ok(Self { db: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -88,27 +94,53 @@ fn db_error(e: rusqlite::Error) -> ApiError {
     ApiError::internal(format!("database error: {e}"))
 }
 
-async fn list(State(users): State<Users>, Query(query): Query<HashMap<String, String>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(
+    State(users): State<Users>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let page = Paging::from_query(&query)?;
     let db = users.db();
-    let total: i64 = db.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).map_err(db_error)?;
-    let mut stmt = db.prepare_cached("SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2").map_err(db_error)?;
+    let total: i64 = db
+        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .map_err(db_error)?;
+    let mut stmt = db
+        .prepare_cached("SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2")
+        .map_err(db_error)?;
     let rows = stmt
-        .query_map(params![page.limit, page.offset], |r| Ok(User { id: r.get(0)?, name: r.get(1)?, email: r.get(2)? }))
+        .query_map(params![page.limit, page.offset], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                email: r.get(2)?,
+            })
+        })
         .map_err(db_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_error)?;
-    Ok(Json(serde_json::json!({"users": rows, "total": total, "limit": page.limit, "offset": page.offset})))
+    Ok(Json(
+        serde_json::json!({"users": rows, "total": total, "limit": page.limit, "offset": page.offset}),
+    ))
 }
 
 async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
     let id = parse_id(&id, "user id")?;
     let user = users
         .db()
-        .query_row("SELECT id, name, email FROM users WHERE id = ?1", [id], |r| Ok(User { id: r.get(0)?, name: r.get(1)?, email: r.get(2)? }))
+        .query_row(
+            "SELECT id, name, email FROM users WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    email: r.get(2)?,
+                })
+            },
+        )
         .optional()
         .map_err(db_error)?;
-    user.map(Json).ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
+    user.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
 }
 
 fn validate(new: &NewUser) -> Result<(String, String), ApiError> {
@@ -119,31 +151,62 @@ fn validate(new: &NewUser) -> Result<(String, String), ApiError> {
     let email = new.email.trim();
     let well_formed = email.len() <= 254
         && !email.contains(char::is_whitespace)
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        });
     if !well_formed {
-        return Err(ApiError::unprocessable(format!("email {email:?} is not an address like name@example.com")));
+        return Err(ApiError::unprocessable(format!(
+            "email {email:?} is not an address like name@example.com"
+        )));
     }
     Ok((name.to_string(), email.to_string()))
 }
 
-async fn create(State(users): State<Users>, Json(new): Json<NewUser>) -> Result<Response, ApiError> {
+async fn create(
+    State(users): State<Users>,
+    Json(new): Json<NewUser>,
+) -> Result<Response, ApiError> {
     let (name, email) = validate(&new)?;
     let db = users.db();
-    match db.execute("INSERT INTO users (name, email) VALUES (?1, ?2)", params![name, email]) {
+    match db.execute(
+        "INSERT INTO users (name, email) VALUES (?1, ?2)",
+        params![name, email],
+    ) {
         Ok(_) => {}
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("a user with email {email:?} exists already")));
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a user with email {email:?} exists already"),
+            ));
         }
         Err(e) => return Err(db_error(e)),
     }
-    let user = User { id: db.last_insert_rowid(), name, email };
+    let user = User {
+        id: db.last_insert_rowid(),
+        name,
+        email,
+    };
     let location = format!("/users/{}", user.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(user),
+    )
+        .into_response())
 }
 
-async fn remove(State(users): State<Users>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(users): State<Users>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "user id")?;
-    let deleted = users.db().execute("DELETE FROM users WHERE id = ?1", [id]).map_err(db_error)?;
+    let deleted = users
+        .db()
+        .execute("DELETE FROM users WHERE id = ?1", [id])
+        .map_err(db_error)?;
     if deleted == 0 {
         return Err(ApiError::not_found(format!("user {id} does not exist")));
     }

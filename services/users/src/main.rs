@@ -9,10 +9,10 @@ async fn main() -> ExitCode {
         Ok(kit) => kit,
         Err(e) => return msctl_kit::server::fail(&e),
     };
-    let opened = kit
-        .data_dir()
-        .map_err(|e| e.to_string())
-        .and_then(|dir| users::Users::open(&dir.join("users.db")).map_err(|e| format!("cannot open the users database: {e}")));
+    let opened = kit.data_dir().map_err(|e| e.to_string()).and_then(|dir| {
+        users::Users::open(&dir.join("users.db"))
+            .map_err(|e| format!("cannot open the users database: {e}"))
+    });
     match opened {
         Ok(users) => kit.serve(users::app(users)).await,
         Err(e) => msctl_kit::server::fail(&e),

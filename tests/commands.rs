@@ -1,0 +1,223 @@
+//! ps, health, logs, restart, stop, start and completions: their text and JSON output and exit
+//! codes, against a running system.
+
+mod common;
+
+use common::{TestProject, alive, stdout_json, wait_until};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn two_services() -> TestProject {
+    TestProject::new(
+        r#"
+[services.alpha]
+command = ["{bin}/msctl-fixture"]
+replicas = 2
+[services.beta]
+command = ["{bin}/msctl-fixture"]
+depends_on = ["alpha"]
+"#,
+    )
+}
+
+#[test]
+fn ps_in_text_and_json() {
+    let p = two_services();
+    p.up();
+    let out = p.msctl().arg("ps").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS", "HEALTH"
+        ]
+    );
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[1].starts_with("alpha    alpha-1"), "{text}");
+    assert!(lines[2].starts_with("alpha    alpha-2"), "{text}");
+    assert!(lines[3].starts_with("beta     beta-1"), "{text}");
+    assert!(lines[1..].iter().all(|l| l.contains(" healthy ")), "{text}");
+
+    let rows = stdout_json(&p.msctl().args(["ps", "--json"]).output().unwrap());
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        for key in [
+            "service",
+            "instance",
+            "pid",
+            "address",
+            "state",
+            "uptime_ms",
+            "restarts",
+            "last_health",
+            "reason",
+            "stale",
+        ] {
+            assert!(row.get(key).is_some(), "{key} missing in {row}");
+        }
+        assert_eq!(row["state"], "healthy");
+        assert!(alive(row["pid"].as_u64().unwrap() as u32));
+        assert!(row["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    // Replicas are on ports of their own.
+    assert_ne!(rows[0]["address"], rows[1]["address"]);
+}
+
+#[test]
+fn nothing_running_is_stated_plainly() {
+    let p = two_services();
+    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout_json(&out), serde_json::json!([]));
+    let out = p.msctl().arg("health").output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: nothing is running in")
+            && stderr.contains("hint: start it with `msctl up -d`"),
+        "{stderr}"
+    );
+    let out = p.msctl().args(["restart", "alpha"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+}
+
+#[test]
+fn health_reports_each_instance_and_fails_when_one_is_down() {
+    let p = two_services();
+    p.up();
+    let out = p.msctl().args(["health", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let checks = stdout_json(&out);
+    assert_eq!(checks.as_array().unwrap().len(), 3);
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["healthy"] == true && c["result"].as_str().unwrap().starts_with("200 in"))
+    );
+
+    p.msctl().args(["stop", "beta"]).assert().success();
+    let out = p.msctl().arg("health").output().unwrap();
+    assert_eq!(out.status.code(), Some(8));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("beta-1") && l.contains("UNHEALTHY")),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 3 instances are not healthy"));
+
+    p.msctl().args(["start", "beta"]).assert().success();
+    assert_eq!(p.instance("beta-1").unwrap()["state"], "healthy");
+    p.msctl().arg("health").assert().code(0);
+}
+
+#[test]
+fn restart_replaces_every_instance_of_a_service() {
+    let p = two_services();
+    p.up();
+    let before: Vec<u32> = ["alpha-1", "alpha-2", "beta-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    p.msctl().args(["restart", "alpha"]).assert().success();
+    let after: Vec<u32> = ["alpha-1", "alpha-2", "beta-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    assert_ne!(before[0], after[0]);
+    assert_ne!(before[1], after[1]);
+    assert_eq!(before[2], after[2], "beta is left alone");
+    assert!(!alive(before[0]) && !alive(before[1]));
+    assert_eq!(p.instance("alpha-1").unwrap()["restarts"], 1);
+
+    let out = p.msctl().args(["restart", "gamma"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no service `gamma`; services: alpha, beta")
+    );
+}
+
+#[test]
+fn logs_are_prefixed_and_tailed() {
+    let p = two_services();
+    p.up();
+    let out = p.msctl().arg("logs").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for id in ["alpha-1", "alpha-2", "beta-1"] {
+        // Prefixes are padded to the longest instance name, as in `up`.
+        let prefixed = |l: &str| {
+            l.split_once(" | ").is_some_and(|(who, what)| {
+                who.trim_end() == id && what.starts_with(&format!("{id} listening on 127.0.0.1:"))
+            })
+        };
+        assert!(text.lines().any(prefixed), "{text}");
+    }
+    let out = p
+        .msctl()
+        .args(["logs", "beta", "-n", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let out = p.msctl().args(["logs", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn logs_follow_across_restarts_and_end_with_the_system() {
+    let p = two_services();
+    p.up();
+    let mut follow = p
+        .msctl_process()
+        .args(["logs", "beta", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("beta-1 | beta-1 listening"), "{first}");
+    p.msctl().args(["restart", "beta"]).assert().success();
+    let again = lines.next().unwrap().unwrap();
+    assert!(
+        again.starts_with("beta-1 | beta-1 listening"),
+        "the restarted instance's lines follow: {again}"
+    );
+    p.msctl().arg("down").assert().success();
+    let status = wait_until(Duration::from_secs(10), "logs -f to end after down", || {
+        follow.try_wait().unwrap()
+    });
+    assert!(status.success());
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let p = two_services();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.msctl().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("msctl"));
+    }
+    let out = p.msctl().args(["completions", "cmd"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let p = two_services();
+    let out = p.msctl().args(["up", "--detached"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--detached'"));
+    let out = p
+        .msctl()
+        .args(["up", "-d", "--no-build", "zeta"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service `zeta`"));
+}

@@ -1,0 +1,273 @@
+//! The test harness: temporary projects, the binaries they run, waiting with timeouts instead of
+//! sleeps, and cleanup of every process a test started, even when it fails.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The folder holding the built service binaries (users, posts, gateway, msctl-fixture).
+/// They are built once per test binary; cargo makes that a no-op when they are fresh.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = StdCommand::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "users",
+                "-p",
+                "posts",
+                "-p",
+                "gateway",
+                "-p",
+                "msctl-fixture",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the service binaries failed");
+        PathBuf::from(env!("CARGO_BIN_EXE_msctl"))
+            .parent()
+            .expect("msctl is in a folder")
+            .to_path_buf()
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Polls `check` every 10 ms until it gives a value; panics naming `what` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('Z') | Some('X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// A project in a temporary folder. Dropping it stops everything that runs for it.
+pub struct TestProject {
+    dir: tempfile::TempDir,
+}
+
+impl TestProject {
+    /// A project whose msctl.toml is `manifest`, with `{bin}` standing for the binaries' folder.
+    pub fn new(manifest: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("msctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        let text = manifest.replace("{bin}", &bin_dir().display().to_string());
+        std::fs::write(dir.path().join("msctl.toml"), text).expect("manifest written");
+        Self { dir }
+    }
+
+    /// The sample system: users, posts, and the gateway in front of them.
+    pub fn sample() -> Self {
+        Self::new(
+            r#"
+[defaults]
+stop_timeout = "5s"
+
+[services.users]
+command = ["{bin}/users"]
+
+[services.posts]
+command = ["{bin}/posts"]
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users", "posts"]
+"#,
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn registry_path(&self) -> PathBuf {
+        self.path().join(".msctl/registry.json")
+    }
+
+    /// `msctl` in this project's folder, without colour, bounded in time.
+    pub fn msctl(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_msctl"));
+        cmd.current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CARGO_TARGET_DIR")
+            .timeout(Duration::from_secs(90));
+        cmd
+    }
+
+    /// The same, as a std command, for tests that must signal it while it runs.
+    pub fn msctl_process(&self) -> StdCommand {
+        let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_msctl"));
+        cmd.current_dir(self.path()).env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// `msctl up -d`, which must succeed; returns its stderr.
+    pub fn up(&self) -> String {
+        let out = self
+            .msctl()
+            .args(["up", "-d"])
+            .output()
+            .expect("msctl runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "msctl up -d failed: {stderr}");
+        stderr
+    }
+
+    pub fn registry(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.registry_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The instance `id` in the registry.
+    pub fn instance(&self, id: &str) -> Option<Value> {
+        let reg = self.registry()?;
+        reg["services"]
+            .as_object()?
+            .values()
+            .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+            .find(|i| i["id"] == id)
+    }
+
+    pub fn pid_of(&self, id: &str) -> Option<u32> {
+        self.instance(id)?["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// The base URL of instance `id`.
+    pub fn url_of(&self, id: &str) -> String {
+        format!(
+            "http://{}",
+            self.instance(id).expect("instance is registered")["address"]
+                .as_str()
+                .expect("address")
+        )
+    }
+
+    pub fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        self.wait_until(&format!("{id} to be {state}"), |p| {
+            p.instance(id).filter(|i| i["state"] == state)
+        })
+    }
+
+    pub fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&Self) -> Option<T>) -> T {
+        wait_until(Duration::from_secs(20), what, || check(self))
+    }
+
+    /// Every process started for this project: its supervisor and its services, found by their
+    /// command line and environment, so that none escapes even if the registry is gone.
+    pub fn processes(&self) -> Vec<u32> {
+        let registry = format!("MSCTL_REGISTRY={}", self.registry_path().display());
+        let manifest = self.path().join("msctl.toml").display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || !alive(pid) {
+                continue;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let has = |hay: &[u8], needle: &str| {
+                hay.split(|b| *b == 0).any(|part| part == needle.as_bytes())
+            };
+            if has(&environ, &registry) || (has(&cmdline, &manifest) && has(&cmdline, "supervise"))
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).expect("file written");
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        let _ = self
+            .msctl()
+            .arg("down")
+            .timeout(Duration::from_secs(20))
+            .output();
+        for pid in self.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Child processes a test started itself; killed when the guard goes, even on a failed assert.
+#[derive(Default)]
+pub struct Children(pub Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A blocking HTTP client for tests, loopback only.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client builds")
+}
+
+pub fn get_json(url: &str) -> (u16, Value) {
+    let r = http()
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+pub fn stdout_json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

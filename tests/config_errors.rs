@@ -1,0 +1,110 @@
+//! msctl.toml errors: each names the file, line and column, shows the line, and suggests a fix.
+//! The messages are snapshots, so a change to them is a reviewed change.
+
+mod common;
+
+use common::TestProject;
+
+/// Runs `msctl up` on `manifest` and returns its stderr with the temporary folder made stable.
+fn error_for(manifest: &str) -> String {
+    let p = TestProject::new(manifest);
+    let out = p.msctl().args(["up", "--no-build"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "config errors exit 3");
+    let dir = std::fs::canonicalize(p.path())
+        .unwrap()
+        .display()
+        .to_string();
+    String::from_utf8_lossy(&out.stderr)
+        .replace(&dir, "[DIR]")
+        .replace(&p.path().display().to_string(), "[DIR]")
+}
+
+#[test]
+fn unknown_key_with_a_suggestion() {
+    insta::assert_snapshot!(error_for("[services.users]\ncomand = [\"users\"]\n"));
+}
+
+#[test]
+fn unknown_top_level_table() {
+    insta::assert_snapshot!(error_for("[service.users]\ncommand = [\"users\"]\n"));
+}
+
+#[test]
+fn wrong_type() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = \"users --port 3\"\n"
+    ));
+}
+
+#[test]
+fn bad_port_value() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nport = \"any\"\n"
+    ));
+}
+
+#[test]
+fn bad_restart_policy() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nrestart = \"sometimes\"\n"
+    ));
+}
+
+#[test]
+fn unknown_dependency() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\n\n[services.gateway]\ncommand = [\"gateway\"]\ndepends_on = [\"user\"]\n"
+    ));
+}
+
+#[test]
+fn dependency_cycle() {
+    insta::assert_snapshot!(error_for(
+        "[services.a]\ncommand = [\"a\"]\ndepends_on = [\"b\"]\n\n[services.b]\ncommand = [\"b\"]\ndepends_on = [\"c\"]\n\n[services.c]\ncommand = [\"c\"]\ndepends_on = [\"a\"]\n"
+    ));
+}
+
+#[test]
+fn two_services_on_one_fixed_port() {
+    insta::assert_snapshot!(error_for(
+        "[services.a]\ncommand = [\"a\"]\nport = 8080\n\n[services.b]\ncommand = [\"b\"]\nport = 8080\n"
+    ));
+}
+
+#[test]
+fn empty_command() {
+    insta::assert_snapshot!(error_for("[services.a]\ncommand = []\n"));
+}
+
+#[test]
+fn missing_command() {
+    insta::assert_snapshot!(error_for("[services.a]\nport = \"auto\"\n"));
+}
+
+#[test]
+fn toml_syntax_error() {
+    insta::assert_snapshot!(error_for("[services.a]\ncommand = [\"a\"\n"));
+}
+
+#[test]
+fn bad_service_name() {
+    insta::assert_snapshot!(error_for("[services.Users]\ncommand = [\"a\"]\n"));
+}
+
+#[test]
+fn no_manifest_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_msctl"))
+        .arg("ps")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: no msctl.toml in "), "{stderr}");
+    assert!(
+        stderr.contains("hint: run msctl in a project folder, or pass -f path/to/msctl.toml"),
+        "{stderr}"
+    );
+}

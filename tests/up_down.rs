@@ -1,0 +1,455 @@
+//! `msctl up` and `down` in both modes, dependency order, failures, restarts and orphans, run
+//! against real child processes: the sample services and the misbehaving fixture.
+
+mod common;
+
+use common::{TestProject, alive, get_json, stdout_json, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+fn lines_index(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+}
+
+#[test]
+fn detached_up_then_down_frees_everything() {
+    let p = TestProject::sample();
+    let stderr = p.up();
+    // Plain lines when stderr is not a terminal: no escape codes.
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "control characters in: {stderr}"
+    );
+    // Dependency order: the gateway starts only once users and posts are healthy.
+    let gateway_starts = lines_index(&stderr, "gateway-1 starting");
+    assert!(
+        lines_index(&stderr, "users-1 healthy") < gateway_starts,
+        "{stderr}"
+    );
+    assert!(
+        lines_index(&stderr, "posts-1 healthy") < gateway_starts,
+        "{stderr}"
+    );
+
+    let (status, body) = get_json(&format!("{}/users/1/posts", p.url_of("gateway-1")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["posts"].as_array().unwrap().len(), 3);
+
+    let pids: Vec<u32> = ["users-1", "posts-1", "gateway-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    let ports: Vec<u16> = ["users-1", "posts-1", "gateway-1"]
+        .iter()
+        .map(|i| {
+            p.instance(i).unwrap()["address"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let out = p.msctl().arg("down").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped 3 instance(s)"));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} still runs after down");
+    }
+    for port in ports {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is still taken after down"
+        );
+    }
+    assert!(p.registry().is_none(), "the registry is removed");
+    assert!(p.processes().is_empty());
+
+    // Idempotent: nothing up is not an error.
+    let out = p.msctl().arg("down").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is running"));
+}
+
+#[test]
+fn foreground_up_stops_everything_on_ctrl_c() {
+    let p = TestProject::sample();
+    let mut up = p
+        .msctl_process()
+        .arg("up")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gateway = p.wait_for_state("gateway-1", "healthy");
+    let pids: Vec<u32> = ["users-1", "posts-1", "gateway-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    assert_eq!(gateway["state"], "healthy");
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
+        up.try_wait().unwrap()
+    });
+    let output = up.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // Logs were multiplexed with instance prefixes.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("users-1   | ") && l.contains("listening")),
+        "{stderr}"
+    );
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} outlived msctl up");
+    }
+    assert!(p.registry().is_none());
+}
+
+#[test]
+fn independent_services_start_in_parallel() {
+    let p = TestProject::new(
+        r#"
+[services.slow-a]
+command = ["{bin}/msctl-fixture", "--startup-delay", "400"]
+[services.slow-b]
+command = ["{bin}/msctl-fixture", "--startup-delay", "400"]
+[services.after]
+command = ["{bin}/msctl-fixture"]
+depends_on = ["slow-a", "slow-b"]
+"#,
+    );
+    let stderr = p.up();
+    // Started one after the other, one would be healthy before the other starts.
+    assert!(
+        lines_index(&stderr, "slow-b-1 starting") < lines_index(&stderr, "slow-a-1 healthy"),
+        "{stderr}"
+    );
+    assert!(
+        lines_index(&stderr, "slow-a-1 starting") < lines_index(&stderr, "slow-b-1 healthy"),
+        "{stderr}"
+    );
+    assert!(
+        lines_index(&stderr, "after-1 starting") > lines_index(&stderr, "slow-b-1 healthy"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn naming_a_service_starts_it_with_its_dependencies_only() {
+    let p = TestProject::new(
+        r#"
+[services.base]
+command = ["{bin}/msctl-fixture"]
+[services.api]
+command = ["{bin}/msctl-fixture"]
+depends_on = ["base"]
+[services.other]
+command = ["{bin}/msctl-fixture"]
+"#,
+    );
+    p.msctl().args(["up", "-d", "api"]).assert().success();
+    assert!(p.instance("api-1").is_some() && p.instance("base-1").is_some());
+    assert!(p.instance("other-1").is_none());
+    // Up again with everything named: it starts only what is missing.
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("starting other in the running system"));
+    p.wait_for_state("other-1", "healthy");
+    // And once all runs, up says so and fails.
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+}
+
+#[test]
+fn a_failed_start_stops_what_was_started_and_shows_the_log() {
+    let p = TestProject::new(
+        r#"
+[services.fine]
+command = ["{bin}/msctl-fixture"]
+[services.broken]
+command = ["{bin}/msctl-fixture", "--unhealthy"]
+start_timeout = "1s"
+depends_on = ["fine"]
+"#,
+    );
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("error: `broken-1` did not start: not healthy within 1000 ms"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("broken-1 listening on"),
+        "the failing service's log lines are shown: {stderr}"
+    );
+    assert!(p.registry().is_none());
+    wait_until(Duration::from_secs(10), "everything to stop", || {
+        p.processes().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_service_that_exits_at_start_fails_up_in_the_foreground_too() {
+    let p = TestProject::new(
+        r#"
+[services.dies]
+command = ["{bin}/msctl-fixture", "--crash-after", "0", "--exit-code", "3"]
+"#,
+    );
+    let out = p.msctl().arg("up").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("exited with code 3 before it was healthy"),
+        "{stderr}"
+    );
+    assert!(p.processes().is_empty());
+}
+
+#[test]
+fn a_crash_is_restarted_with_backoff_until_healthy() {
+    let p = TestProject::new(
+        r#"
+[services.flaky]
+command = ["{bin}/msctl-fixture", "--crash-once", "crashed.marker", "--crash-after", "300"]
+"#,
+    );
+    p.up();
+    let first_pid = p.pid_of("flaky-1").unwrap();
+    let restarted = p.wait_until("flaky-1 to restart and be healthy", |p| {
+        p.instance("flaky-1")
+            .filter(|i| i["restarts"] == 1 && i["state"] == "healthy")
+    });
+    assert_ne!(restarted["pid"].as_u64().unwrap() as u32, first_pid);
+    assert!(!alive(first_pid));
+    let out = p.msctl().args(["logs", "flaky"]).output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains("flaky-1 | crashing on purpose with code 1"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("flaky-1 | [msctl] --- flaky-1 exited with code 1 ---"),
+        "{logs}"
+    );
+    assert_eq!(logs.matches("listening on").count(), 2, "{logs}");
+}
+
+#[test]
+fn the_restart_limit_leaves_the_service_down_and_ps_says_why() {
+    let p = TestProject::new(
+        r#"
+[services.crashy]
+command = ["{bin}/msctl-fixture", "--crash-after", "150"]
+max_restarts = 2
+"#,
+    );
+    p.up();
+    let gone = p.wait_until("crashy-1 to be given up", |p| {
+        p.instance("crashy-1").filter(|i| i["state"] == "stopped")
+    });
+    assert_eq!(gone["restarts"], 2);
+    assert!(
+        gone["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("restart limit (2) reached; last: exited with code 1"),
+        "{gone}"
+    );
+    let out = p.msctl().arg("ps").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("restart limit (2) reached"), "{table}");
+    // health fails for CI: the instance is down.
+    let out = p.msctl().arg("health").output().unwrap();
+    assert_eq!(out.status.code(), Some(8));
+}
+
+#[test]
+fn sigkill_of_the_supervisor_leaves_no_process_behind() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture", "--spawn-child"]
+[services.users]
+command = ["{bin}/users"]
+"#,
+    );
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let pids: Vec<u32> = ["api-1", "users-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/api-1.log")).unwrap();
+    let grandchild: u32 = log
+        .split("spawned child ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    // The instances die with their supervisor, through their parent-death signal.
+    for pid in &pids {
+        wait_until(
+            Duration::from_secs(5),
+            &format!("pid {pid} to die with its supervisor"),
+            || (!alive(*pid)).then_some(()),
+        );
+    }
+    // ps still works from the registry, and says it is stale.
+    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
+    let rows = stdout_json(&out);
+    assert!(
+        rows.as_array().unwrap().iter().all(|r| r["stale"] == true),
+        "{rows}"
+    );
+    // What an instance started itself has no such signal; the next `down` finds it by its
+    // environment and stops it, with the stale registry.
+    p.msctl().arg("down").assert().success();
+    assert!(
+        !alive(grandchild),
+        "the grandchild {grandchild} outlived down"
+    );
+    assert!(p.registry().is_none());
+    assert!(p.processes().is_empty());
+    p.up();
+    assert_eq!(p.instance("users-1").unwrap()["state"], "healthy");
+}
+
+#[test]
+fn instances_left_by_a_dead_supervisor_are_stopped_by_the_next_down() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture", "--outlive-parent"]
+"#,
+    );
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let api = p.pid_of("api-1").unwrap();
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    wait_until(Duration::from_secs(5), "the supervisor to die", || {
+        (!alive(supervisor)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        alive(api),
+        "precondition: this instance outlives its supervisor"
+    );
+    let out = p.msctl().arg("down").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("had died; stopped 1 instance(s) it left: api-1"),
+        "{stderr}"
+    );
+    assert!(!alive(api));
+    assert!(p.registry().is_none());
+}
+
+#[test]
+fn up_after_a_dead_supervisor_stops_its_leftovers_first() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture", "--outlive-parent"]
+"#,
+    );
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let api = p.pid_of("api-1").unwrap();
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    wait_until(Duration::from_secs(5), "the supervisor to die", || {
+        (!alive(supervisor)).then_some(())
+    });
+    let stderr = p.up();
+    assert!(
+        stderr.contains(&format!(
+            "stopped api-1 left running by a supervisor that died (pid {supervisor})"
+        )),
+        "{stderr}"
+    );
+    assert!(!alive(api));
+    assert_ne!(p.pid_of("api-1").unwrap(), api);
+}
+
+#[test]
+fn a_taken_fixed_port_is_named_with_its_holder() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let p = TestProject::new(&format!(
+        r#"
+[services.api]
+command = ["{{bin}}/msctl-fixture"]
+port = {port}
+"#
+    ));
+    let out = p.msctl().args(["up", "-d", "--no-build"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "port {port} for `api` is already taken by pid {}",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    assert!(p.processes().is_empty());
+}
+
+#[test]
+fn a_service_that_ignores_sigterm_is_killed_after_its_stop_timeout() {
+    let p = TestProject::new(
+        r#"
+[services.stubborn]
+command = ["{bin}/msctl-fixture", "--ignore-sigterm"]
+stop_timeout = "300ms"
+"#,
+    );
+    p.up();
+    let pid = p.pid_of("stubborn-1").unwrap();
+    p.msctl().arg("down").assert().success();
+    assert!(!alive(pid));
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/stubborn-1.log")).unwrap();
+    assert!(
+        log.contains("did not stop within 300 ms; killing it"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_service_that_turns_unhealthy_is_restarted() {
+    // A stopped (SIGSTOP) process holds its port but answers nothing: a hung service.
+    let p = TestProject::new(
+        r#"
+[services.frozen]
+command = ["{bin}/msctl-fixture"]
+health_interval = "100ms"
+unhealthy_after = 2
+"#,
+    );
+    p.up();
+    let pid = p.pid_of("frozen-1").unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let back = p.wait_until("frozen-1 to be replaced", |p| {
+        p.instance("frozen-1")
+            .filter(|i| i["restarts"] == 1 && i["state"] == "healthy")
+    });
+    assert_ne!(back["pid"].as_u64().unwrap() as u32, pid);
+    assert!(!alive(pid), "the frozen process was killed");
+}
