@@ -44,6 +44,12 @@ pub enum Command {
     Start(ServiceArg),
     /// Probe every instance now; exit 0 only when all are healthy
     Health(JsonArg),
+    /// Send one HTTP request into the system, through the gateway unless --service says otherwise
+    Call(CallArgs),
+    /// List recent traces, newest first; or export them as OTLP
+    Traces(TracesArgs),
+    /// Show one trace as a waterfall
+    Trace(TraceArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Run the supervisor for `up -d` (internal)
@@ -86,6 +92,71 @@ pub struct LogsArgs {
     /// Only the last N lines of each instance
     #[arg(short = 'n', long = "tail", value_name = "N")]
     pub tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// [METHOD] PATH, for example `users/1/posts` or `POST /users` [default method: GET, or POST with a body]
+    #[arg(value_name = "METHOD] [PATH", num_args = 1..=2, required = true)]
+    pub request: Vec<String>,
+    /// The request body, or @FILE to read it from a file
+    #[arg(short = 'd', long = "data", value_name = "BODY")]
+    pub data: Option<String>,
+    /// A request header, 'Name: value'; repeatable
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Print one JSON object: status, headers, body, duration, trace id
+    #[arg(long)]
+    pub json: bool,
+    /// Show this request's trace waterfall after the answer
+    #[arg(long)]
+    pub trace: bool,
+    /// Call an instance of this service directly instead of the gateway
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TracesArgs {
+    #[command(subcommand)]
+    pub action: Option<TracesAction>,
+    /// Only traces that touched this service
+    #[arg(long, global = true)]
+    pub service: Option<String>,
+    /// Only traces whose route contains this text
+    #[arg(long, global = true)]
+    pub route: Option<String>,
+    /// Only traces with a failed span
+    #[arg(long, global = true)]
+    pub errors: bool,
+    /// Only traces at least this long, such as 10ms or 1.5s
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub min_duration: Option<String>,
+    /// At most this many traces
+    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TracesAction {
+    /// Send the stored spans to an OpenTelemetry receiver as OTLP/HTTP JSON
+    Export {
+        /// The receiver's base URL; spans go to URL/v1/traces
+        #[arg(long, value_name = "URL")]
+        otlp: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// A trace id (or a unique prefix of at least 4 characters), or `last`
+    pub id: String,
+    /// Print the trace's spans as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -66,8 +66,8 @@ pub enum MsctlError {
     Unhealthy { unhealthy: usize, total: usize },
     #[error("{0}")]
     Unreachable(String),
-    #[error("{status}")]
-    Http { status: u16 },
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<LoadError> for MsctlError {
@@ -97,8 +97,7 @@ impl MsctlError {
             Self::AlreadyRunning { .. } => code::ALREADY_RUNNING,
             Self::Unhealthy { .. } => code::UNHEALTHY,
             Self::Unreachable(_) => code::UNREACHABLE,
-            Self::Http { status } if *status >= 500 => code::HTTP_5XX,
-            Self::Http { .. } => code::HTTP_4XX,
+            Self::NotFound(_) => code::FAILURE,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod json_view;
 pub mod log_view;
 pub mod ports;
 pub mod progress;
@@ -14,6 +15,8 @@ pub mod project;
 pub mod running;
 pub mod supervisor;
 pub mod table;
+pub mod traces;
+pub mod waterfall;
 
 use clap::Parser;
 use error::{MsctlError, code};

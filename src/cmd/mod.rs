@@ -1,5 +1,6 @@
 //! One module per subcommand, each with one entry function; `dispatch` picks it.
 
+pub mod call;
 pub mod completions;
 pub mod down;
 pub mod health;
@@ -9,6 +10,8 @@ pub mod restart;
 pub mod start;
 pub mod stop;
 pub mod supervise;
+pub mod trace;
+pub mod traces;
 pub mod up;
 
 use crate::cli::{Cli, Command};
@@ -63,6 +66,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Stop(args) => stop::stop(&ctx, args).await,
         Command::Start(args) => start::start(&ctx, args).await,
         Command::Health(args) => health::health(&ctx, args).await,
+        Command::Call(args) => call::call(&ctx, args).await,
+        Command::Traces(args) => traces::traces(&ctx, args).await,
+        Command::Trace(args) => trace::trace(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Supervise(args) => supervise::supervise(&ctx, args).await,
     }

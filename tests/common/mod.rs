@@ -271,3 +271,154 @@ pub fn stdout_json(out: &std::process::Output) -> Value {
         )
     })
 }
+
+/// A loopback HTTP receiver that records every request body and answers with the statuses it
+/// is given, in order (then 200): a stand-in OTLP endpoint whose bodies a test can check.
+pub struct Receiver {
+    pub url: String,
+    bodies: Received,
+}
+
+/// Each request's path and body, in arrival order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+impl Receiver {
+    pub fn start(statuses: Vec<u16>) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let bodies: Received = Default::default();
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(
+            std::collections::VecDeque::from(statuses),
+        ));
+        let (b, s) = (bodies.clone(), statuses.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (b, s) = (b.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':') {
+                                if k.eq_ignore_ascii_case("content-length") {
+                                    length = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let path = request_line
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or("")
+                            .to_string();
+                        b.lock().unwrap().push((path, body));
+                        let status = s.lock().unwrap().pop_front().unwrap_or(200);
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+                        );
+                        if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, bodies }
+    }
+
+    pub fn bodies(&self) -> Vec<(String, Vec<u8>)> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+/// A Python with the `opentelemetry-proto` package from PyPI, installed once into a venv under
+/// the target folder: the strict OTLP schema check.
+pub fn otlp_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otlp-venv");
+            let python = venv.join("bin/python");
+            let ready = venv.join("installed");
+            if !ready.exists() {
+                let ok = StdCommand::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    && StdCommand::new(&python)
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                            "opentelemetry-proto",
+                        ])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                assert!(
+                    ok,
+                    "installing opentelemetry-proto from PyPI into {} failed",
+                    venv.display()
+                );
+                std::fs::write(&ready, b"").expect("marker written");
+            }
+            python
+        })
+        .clone()
+}
+
+/// Parses each body as an OTLP `ExportTraceServiceRequest`, strictly (unknown fields and wrong
+/// types fail), and returns how many spans they hold.
+pub fn otlp_span_count(bodies: &[Vec<u8>]) -> usize {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut files = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.json"));
+        std::fs::write(&path, body).expect("body written");
+        files.push(path);
+    }
+    let script = r#"
+import sys
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+n = 0
+for path in sys.argv[1:]:
+    request = json_format.Parse(open(path).read(), ExportTraceServiceRequest())
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            n += len(ss.spans)
+print(n)
+"#;
+    let out = StdCommand::new(otlp_python())
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "the OTLP schema rejected a body: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
+}

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod env;
 pub mod error;
 pub mod log;
+pub mod otlp;
 pub mod params;
 pub mod registry;
 pub mod server;

@@ -82,14 +82,29 @@ impl Kit {
         let tracing_on = std::env::var("MSCTL_TRACE")
             .map(|v| v != "off")
             .unwrap_or(true);
-        let tracer = match (&env.trace_dir, tracing_on) {
-            (Some(dir), true) => {
-                Tracer::start(dir, &env.service, &env.instance).map_err(|source| KitError::Dir {
-                    path: dir.display().to_string(),
+        // The OpenTelemetry variables: a per-signal URL is used as is, a base gets /v1/traces.
+        let otlp = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|base| crate::otlp::traces_url(&base))
+            });
+        let tracer = if tracing_on {
+            Tracer::start(env.trace_dir.as_deref(), otlp, &env.service, &env.instance).map_err(
+                |source| KitError::Dir {
+                    path: env
+                        .trace_dir
+                        .as_ref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
                     source,
-                })?
-            }
-            _ => Tracer::disabled(&env.service, &env.instance),
+                },
+            )?
+        } else {
+            Tracer::disabled(&env.service, &env.instance)
         };
         Ok(Self::new(env, std::env::vars(), tracer, version))
     }

@@ -71,12 +71,31 @@ impl Tracer {
         }
     }
 
-    /// Starts the writer task appending to `dir/<instance>.jsonl`. Must run inside a Tokio runtime.
-    pub fn start(dir: &Path, service: &str, instance: &str) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{instance}.jsonl"));
+    /// Starts the background task that appends spans to `dir/<instance>.jsonl` and, with an
+    /// `otlp` traces URL, also exports them there. Must run inside a Tokio runtime.
+    pub fn start(
+        dir: Option<&Path>,
+        otlp: Option<String>,
+        service: &str,
+        instance: &str,
+    ) -> std::io::Result<Self> {
+        let file = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                Some(TraceFile::open(&dir.join(format!("{instance}.jsonl")))?)
+            }
+            None => None,
+        };
+        if file.is_none() && otlp.is_none() {
+            return Ok(Self::disabled(service, instance));
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_spans(path, rx));
+        let exporter = otlp.map(|url| {
+            let (etx, erx) = mpsc::channel(QUEUE);
+            tokio::spawn(export_spans(url, erx));
+            etx
+        });
+        tokio::spawn(write_spans(file, exporter, rx));
         Ok(Self {
             tx: Some(tx),
             resource: resource(service, instance),
@@ -106,28 +125,79 @@ fn resource(service: &str, instance: &str) -> Resource {
     }
 }
 
-async fn write_spans(path: PathBuf, mut rx: mpsc::Receiver<Span>) {
-    let mut file = match TraceFile::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            crate::log::error(
-                "cannot open the trace file; spans are dropped",
-                serde_json::json!({"path": path, "error": e.to_string()}),
-            );
-            return;
-        }
-    };
+async fn write_spans(
+    mut file: Option<TraceFile>,
+    exporter: Option<mpsc::Sender<Span>>,
+    mut rx: mpsc::Receiver<Span>,
+) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
             span = rx.recv() => match span {
-                Some(span) => file.append(&span),
+                Some(span) => {
+                    if let Some(exporter) = &exporter {
+                        let _ = exporter.try_send(span.clone());
+                    }
+                    if let Some(file) = &mut file {
+                        file.append(&span);
+                    }
+                }
                 None => break,
             },
-            _ = tick.tick() => file.flush(),
+            _ = tick.tick() => if let Some(file) = &mut file { file.flush() },
         }
     }
-    file.flush();
+    if let Some(file) = &mut file {
+        file.flush();
+    }
+}
+
+/// Spans sent to an OTLP receiver in one request, at most.
+const EXPORT_BATCH: usize = 512;
+/// A batch goes out at least this often.
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Batches spans to the OTLP receiver at `url`. Failures are logged, once per kind of failure
+/// in a row, and the batch is dropped: export must never hold up a service.
+async fn export_spans(url: String, mut rx: mpsc::Receiver<Span>) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("the OTLP client builds");
+    let mut batch: Vec<Span> = Vec::new();
+    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    let mut last_error = String::new();
+    loop {
+        let (due, closed) = tokio::select! {
+            span = rx.recv() => match span {
+                Some(span) => {
+                    batch.push(span);
+                    (batch.len() >= EXPORT_BATCH, false)
+                }
+                None => (true, true),
+            },
+            _ = tick.tick() => (true, false),
+        };
+        if due && !batch.is_empty() {
+            match crate::otlp::send(&client, &url, &batch, 3).await {
+                Ok(()) => last_error.clear(),
+                Err(e) => {
+                    let message = e.to_string();
+                    if message != last_error {
+                        crate::log::warn(
+                            "OTLP export failed; these spans are dropped",
+                            serde_json::json!({"error": message, "spans": batch.len()}),
+                        );
+                        last_error = message;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        if closed {
+            return;
+        }
+    }
 }
 
 struct TraceFile {
@@ -205,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn spans_reach_the_file_within_a_flush_period() {
         let dir = tempfile::tempdir().unwrap();
-        let tracer = Tracer::start(dir.path(), "s", "s-1").unwrap();
+        let tracer = Tracer::start(Some(dir.path()), None, "s", "s-1").unwrap();
         tracer.record(span(1));
         tracer.record(span(2));
         tokio::time::sleep(FLUSH_EVERY * 3).await;

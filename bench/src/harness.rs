@@ -1,0 +1,168 @@
+//! What every benchmark shares: building the binaries, an external health poller, process-group
+//! cleanup, medians and the table.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The workspace root, where `cargo` is run.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is in the workspace")
+        .to_path_buf()
+}
+
+/// Builds the release binaries the benchmarks run and returns their folder.
+pub fn release_bins() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "msctl",
+            "-p",
+            "users",
+            "-p",
+            "posts",
+            "-p",
+            "gateway",
+            "-p",
+            "msctl-fixture",
+        ])
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the release build failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    target.join("release")
+}
+
+/// Whether `addr` answers `GET /health` with a 2xx, over a fresh connection.
+pub fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nhost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+}
+
+/// Polls every address 1 ms apart until all are healthy; the time since `start`.
+pub fn poll_all(addrs: &[SocketAddr], start: Instant, timeout: Duration) -> Option<Duration> {
+    let mut pending: Vec<SocketAddr> = addrs.to_vec();
+    while !pending.is_empty() {
+        if start.elapsed() > timeout {
+            return None;
+        }
+        pending.retain(|a| !healthy(*a));
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Some(start.elapsed())
+}
+
+/// Starts `cmd` as the leader of a new process group, so that everything it starts can be
+/// stopped together.
+pub fn spawn_group(cmd: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0).spawn().expect("the runner starts")
+}
+
+/// SIGTERM, then SIGKILL after a grace period, to the whole group led by `child`.
+pub fn stop_group(child: &mut Child) {
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Free loopback ports, distinct.
+pub fn ports(n: usize) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    while out.len() < n {
+        let p = portpicker::pick_unused_port().expect("a free port");
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A left-aligned table on stdout.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(headers.to_vec()));
+    for row in rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// A Python tool from PyPI, installed once into a venv under target/.
+pub fn python_tool(package: &str, program: &str) -> PathBuf {
+    let venv = root().join("target/bench-venv");
+    let bin = venv.join("bin").join(program);
+    if !bin.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", package])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "installing {package} from PyPI failed");
+    }
+    bin
+}
+
+/// Peak resident memory of `pid`, in KiB, from /proc.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,24 @@
+//! msctl's benchmarks. Each prints a table of figures and ratios measured in the same run, on the
+//! same binaries, timed by the same poller: figures, not pass/fail, since machines are noisy.
+//!
+//! `cargo run --release -p msctl-bench -- startup`   time to all healthy: msctl, honcho, bare shell
+
+mod harness;
+mod startup;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    match args.first().map(String::as_str) {
+        Some("startup") => startup::run(runs),
+        _ => {
+            eprintln!("usage: msctl-bench startup [--runs N]");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `msctl call`: one HTTP request into the running system, through the gateway by default,
+//! traced from msctl itself so the trace id is known before the request leaves.
+
+use crate::cli::CallArgs;
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::project::Project;
+use crate::running::{self, System};
+use msctl_kit::TraceParent;
+use msctl_kit::span::{KIND_CLIENT, Resource, Span, SpanStatus, unix_nanos};
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The service `msctl call` sends to unless `--service` says otherwise.
+pub const DEFAULT_TARGET: &str = "gateway";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let (method, path) = method_and_path(&args.request)?;
+    let body = match &args.data {
+        None => None,
+        Some(d) => Some(match d.strip_prefix('@') {
+            Some(file) => std::fs::read(file)
+                .map_err(|e| MsctlError::Usage(format!("cannot read the body file {file}: {e}")))?,
+            None => d.clone().into_bytes(),
+        }),
+    };
+    let method = method.unwrap_or(if body.is_some() {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    });
+    let registry = match running::inspect(&project).await? {
+        System::Running { registry, .. } => registry,
+        System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
+        System::Stale { registry } => {
+            return Err(MsctlError::NotRunning(project.root.clone())).map_err(|e| {
+                anyhow::anyhow!(e).context(format!(
+                    "its supervisor (pid {}) is gone",
+                    registry.supervisor.pid
+                ))
+            });
+        }
+    };
+    let target = args.service.as_deref().unwrap_or(DEFAULT_TARGET);
+    let Some(entry) = registry.services.get(target) else {
+        let names: Vec<&str> = registry.services.keys().map(String::as_str).collect();
+        return Err(MsctlError::Usage(format!(
+            "no service `{target}` is running; running: {}; pick one with --service",
+            names.join(", ")
+        ))
+        .into());
+    };
+    let healthy = registry.healthy_addresses(target);
+    let Some((instance, address)) = healthy.first().cloned() else {
+        let states: Vec<String> = entry
+            .instances
+            .iter()
+            .map(|i| format!("{} is {}", i.id, i.state))
+            .collect();
+        return Err(MsctlError::Unreachable(format!(
+            "`{target}` has no healthy instance ({})",
+            states.join(", ")
+        ))
+        .into());
+    };
+
+    let trace = TraceParent::new_root();
+    let url = format!("http://{address}{path}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut request = client
+        .request(method.clone(), &url)
+        .header("traceparent", trace.header_value());
+    let mut has_content_type = false;
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| {
+            MsctlError::Usage(format!("header `{h}` is not in the form 'Name: value'"))
+        })?;
+        has_content_type |= k.trim().eq_ignore_ascii_case("content-type");
+        request = request.header(k.trim(), v.trim());
+    }
+    if let Some(body) = body {
+        if !has_content_type && serde_json::from_slice::<Value>(&body).is_ok() {
+            request = request.header("content-type", "application/json");
+        }
+        request = request.body(body);
+    }
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let sent = async {
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, headers, bytes))
+    }
+    .await;
+    let elapsed = clock.elapsed();
+    let outcome = sent
+        .as_ref()
+        .map(|(s, _, _)| s.as_u16())
+        .map_err(|e| root_cause(e));
+    record_span(
+        &project, &trace, &method, &path, target, &address, started, elapsed, &outcome,
+    );
+    let (status, headers, bytes) = match sent {
+        Ok(ok) => ok,
+        Err(e) => {
+            return Err(MsctlError::Unreachable(format!(
+                "{method} {url} ({instance}) failed: {}",
+                root_cause(&e)
+            ))
+            .into());
+        }
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let stdout_is_terminal = console::Term::stdout().is_term();
+    if args.json {
+        let headers: Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        let out = json!({
+            "status": status.as_u16(),
+            "headers": headers,
+            "body": parsed.clone().unwrap_or_else(|| json!(String::from_utf8_lossy(&bytes))),
+            "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            "trace_id": trace.trace_id_hex(),
+            "instance": instance,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let mut stdout = std::io::stdout().lock();
+        match (&parsed, stdout_is_terminal) {
+            (Some(v), true) => writeln!(
+                stdout,
+                "{}",
+                crate::json_view::pretty(v, console::colors_enabled())
+            )?,
+            (Some(v), false) => writeln!(stdout, "{}", serde_json::to_string(v)?)?,
+            (None, _) => stdout.write_all(&bytes)?,
+        }
+        stdout.flush()?;
+    }
+    let status_style = if status.is_success() || status.is_redirection() {
+        console::Style::new().green()
+    } else {
+        console::Style::new().red()
+    };
+    eprintln!(
+        "{} · {} · trace {}",
+        status_style.for_stderr().apply_to(status.to_string()),
+        crate::supervisor::health::ms(elapsed),
+        trace.trace_id_hex()
+    );
+    if args.trace {
+        let found = wait_for_trace(&project, &trace.trace_id_hex()).await;
+        let width = console::Term::stdout()
+            .size_checked()
+            .map_or(80, |(_, w)| w as usize)
+            .min(120);
+        println!("\n{}", crate::waterfall::render(&found, width));
+    }
+    Ok(match status.as_u16() {
+        200..=399 => 0,
+        400..=499 => crate::error::code::HTTP_4XX,
+        _ => crate::error::code::HTTP_5XX,
+    })
+}
+
+/// `[METHOD] PATH`: `users/1` or `GET users/1` or `post /users`.
+fn method_and_path(words: &[String]) -> Result<(Option<reqwest::Method>, String), MsctlError> {
+    let (method, path) = match words {
+        [path] => (None, path),
+        [method, path] => {
+            let m = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| MsctlError::Usage(format!("`{method}` is not an HTTP method")))?;
+            (Some(m), path)
+        }
+        _ => {
+            return Err(MsctlError::Usage(
+                "give a path, optionally after a method: msctl call [METHOD] PATH".into(),
+            ));
+        }
+    };
+    let path = if path.starts_with('/') {
+        path.clone()
+    } else {
+        format!("/{path}")
+    };
+    if path.contains(char::is_whitespace) {
+        return Err(MsctlError::Usage(format!(
+            "path `{path}` has spaces; encode them as %20"
+        )));
+    }
+    Ok((method, path))
+}
+
+/// Appends msctl's own client span, the root of the trace, to `.msctl/traces/msctl.jsonl`.
+#[allow(clippy::too_many_arguments)]
+fn record_span(
+    project: &Project,
+    trace: &TraceParent,
+    method: &reqwest::Method,
+    path: &str,
+    target: &str,
+    address: &str,
+    started: SystemTime,
+    elapsed: Duration,
+    outcome: &Result<u16, String>,
+) {
+    if std::env::var("MSCTL_TRACE").is_ok_and(|v| v == "off") {
+        return;
+    }
+    let mut attributes = Map::new();
+    attributes.insert("http.request.method".into(), json!(method.as_str()));
+    attributes.insert("url.path".into(), json!(path));
+    attributes.insert("peer.service".into(), json!(target));
+    if let Some((host, port)) = address.rsplit_once(':') {
+        attributes.insert("server.address".into(), json!(host));
+        attributes.insert(
+            "server.port".into(),
+            json!(port.parse::<u16>().unwrap_or(0)),
+        );
+    }
+    let status = match outcome {
+        Ok(code) => {
+            attributes.insert("http.response.status_code".into(), json!(code));
+            if *code >= 400 {
+                attributes.insert("error.type".into(), json!(code.to_string()));
+                SpanStatus {
+                    code: 2,
+                    message: None,
+                }
+            } else {
+                SpanStatus {
+                    code: 0,
+                    message: None,
+                }
+            }
+        }
+        Err(message) => {
+            attributes.insert("error.type".into(), json!("connection_failed"));
+            SpanStatus {
+                code: 2,
+                message: Some(message.clone()),
+            }
+        }
+    };
+    let start = unix_nanos(started);
+    let span = Span {
+        trace_id: trace.trace_id_hex(),
+        span_id: trace.span_id_hex(),
+        parent_span_id: None,
+        // The route is the server's to name; a client span without one is named by its method.
+        name: method.to_string(),
+        kind: KIND_CLIENT,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + elapsed.as_nanos() as u64,
+        status,
+        attributes,
+        resource: Resource {
+            service_name: "msctl".into(),
+            service_instance_id: format!("msctl-{}", std::process::id()),
+        },
+    };
+    let line = serde_json::to_string(&span).unwrap_or_default();
+    if project.create_state_dirs().is_ok() {
+        if let Ok(mut f) = Project::open_private(&project.traces_dir().join("msctl.jsonl"), true) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The trace as recorded, once the services' writers have flushed it (they do every 100 ms).
+async fn wait_for_trace(project: &Project, id: &str) -> crate::traces::Trace {
+    let mut last = 0;
+    let mut steady = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let spans: Vec<Span> = crate::traces::load_spans(&project.traces_dir())
+            .into_iter()
+            .filter(|s| s.trace_id == id)
+            .collect();
+        steady = if spans.len() == last { steady + 1 } else { 0 };
+        last = spans.len();
+        if (steady >= 3 && last > 1) || Instant::now() > deadline {
+            return crate::traces::Trace {
+                id: id.to_string(),
+                spans: crate::traces::group(spans)
+                    .pop()
+                    .map(|t| t.spans)
+                    .unwrap_or_default(),
+            };
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,22 @@
+//! `msctl trace ID|last`: one trace as a waterfall, or its spans as JSON.
+
+use crate::cli::TraceArgs;
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::traces;
+
+pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let all = traces::group(traces::load_spans(&project.traces_dir()));
+    let found = traces::find(&all, &args.id).map_err(MsctlError::NotFound)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found.spans)?);
+    } else {
+        let width = console::Term::stdout()
+            .size_checked()
+            .map_or(80, |(_, w)| w as usize)
+            .min(120);
+        println!("{}", crate::waterfall::render(found, width));
+    }
+    Ok(0)
+}

@@ -1,0 +1,128 @@
+//! `msctl traces`: recent traces, newest first, filtered; and `msctl traces export --otlp URL`.
+
+use crate::cli::{TracesAction, TracesArgs};
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::table;
+use crate::traces::{self, Trace};
+use std::time::{Duration, UNIX_EPOCH};
+
+pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
+    let project = ctx.project()?;
+    let min = match &args.min_duration {
+        Some(raw) => Some(crate::config::parse_duration(raw).ok_or_else(|| {
+            MsctlError::Usage(format!("`{raw}` is not a duration such as 10ms or 1.5s"))
+        })?),
+        None => None,
+    };
+    let all = traces::group(traces::load_spans(&project.traces_dir()));
+    let chosen: Vec<&Trace> = all
+        .iter()
+        .filter(|t| {
+            args.service
+                .as_ref()
+                .is_none_or(|s| t.services().contains(s))
+        })
+        .filter(|t| {
+            args.route
+                .as_ref()
+                .is_none_or(|r| t.route().contains(r.as_str()))
+        })
+        .filter(|t| !args.errors || t.has_error())
+        .filter(|t| min.is_none_or(|m| t.duration() >= m))
+        .take(args.limit)
+        .collect();
+    if let Some(TracesAction::Export { otlp }) = args.action {
+        return export(&chosen, &otlp).await;
+    }
+    if args.json {
+        let list: Vec<_> = chosen.iter().map(|t| t.summary()).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if chosen.is_empty() {
+        eprintln!(
+            "no traces{}",
+            if all.is_empty() {
+                " recorded yet; make a request, for example `msctl call users/1/posts`"
+            } else {
+                " match"
+            }
+        );
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = chosen
+        .iter()
+        .map(|t| {
+            vec![
+                clock(t.start()),
+                t.id.clone(),
+                t.route(),
+                t.status()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                crate::supervisor::health::ms(t.duration()),
+                t.services().join(","),
+                t.spans.len().to_string(),
+                if t.has_error() {
+                    "ERR".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table::render(
+            &[
+                "TIME", "TRACE", "ROUTE", "STATUS", "DURATION", "SERVICES", "SPANS", ""
+            ],
+            &rows
+        )
+    );
+    Ok(0)
+}
+
+/// Wall-clock time of day, UTC, to the millisecond: enough to tell recent requests apart.
+fn clock(unix_nanos: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(unix_nanos);
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Spans per OTLP request.
+const BATCH: usize = 512;
+
+async fn export(chosen: &[&Trace], base: &str) -> anyhow::Result<u8> {
+    let url = msctl_kit::otlp::traces_url(base);
+    let spans: Vec<_> = chosen
+        .iter()
+        .flat_map(|t| t.spans.iter().cloned())
+        .collect();
+    if spans.is_empty() {
+        eprintln!("no spans to export");
+        return Ok(0);
+    }
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut requests = 0;
+    for batch in spans.chunks(BATCH) {
+        msctl_kit::otlp::send(&client, &url, batch, 4)
+            .await
+            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        requests += 1;
+    }
+    eprintln!(
+        "exported {} spans of {} traces in {requests} request(s) to {url}",
+        spans.len(),
+        chosen.len()
+    );
+    Ok(0)
+}

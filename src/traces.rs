@@ -1,0 +1,169 @@
+//! Stored traces: the spans in `.msctl/traces/*.jsonl`, grouped by trace, with what the
+//! listing shows of each.
+
+use msctl_kit::span::{KIND_SERVER, Span};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Every span in the trace folder, rotated files included. A line cut short by a crash is skipped.
+pub fn load_spans(dir: &Path) -> Vec<Span> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut spans = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.1")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        spans.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Span>(l).ok()),
+        );
+    }
+    spans
+}
+
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub id: String,
+    /// In start order.
+    pub spans: Vec<Span>,
+}
+
+/// Spans grouped by trace, newest trace first.
+pub fn group(spans: Vec<Span>) -> Vec<Trace> {
+    let mut by_id: HashMap<String, Vec<Span>> = HashMap::new();
+    for span in spans {
+        by_id.entry(span.trace_id.clone()).or_default().push(span);
+    }
+    let mut traces: Vec<Trace> = by_id
+        .into_iter()
+        .map(|(id, mut spans)| {
+            spans.sort_by_key(|s| {
+                (
+                    s.start_time_unix_nano,
+                    std::cmp::Reverse(s.end_time_unix_nano),
+                )
+            });
+            Trace { id, spans }
+        })
+        .collect();
+    traces.sort_by_key(|t| std::cmp::Reverse(t.start()));
+    traces
+}
+
+impl Trace {
+    pub fn start(&self) -> u64 {
+        self.spans
+            .iter()
+            .map(|s| s.start_time_unix_nano)
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub fn end(&self) -> u64 {
+        self.spans
+            .iter()
+            .map(|s| s.end_time_unix_nano)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.end().saturating_sub(self.start()))
+    }
+
+    /// Whether `span`'s parent is in this trace.
+    pub fn has_parent(&self, span: &Span) -> bool {
+        span.parent_span_id
+            .as_ref()
+            .is_some_and(|p| self.spans.iter().any(|s| &s.span_id == p))
+    }
+
+    /// The outermost span: the earliest one whose parent is not in the trace.
+    pub fn root(&self) -> Option<&Span> {
+        self.spans.iter().find(|s| !self.has_parent(s))
+    }
+
+    /// The first server span: the request as the system saw it (`GET /users/{id}/posts`).
+    pub fn entry(&self) -> Option<&Span> {
+        self.spans
+            .iter()
+            .find(|s| s.kind == KIND_SERVER)
+            .or_else(|| self.root())
+    }
+
+    pub fn route(&self) -> String {
+        self.entry().map(|s| s.name.clone()).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<u64> {
+        self.entry()
+            .and_then(|s| s.attributes.get("http.response.status_code"))
+            .and_then(Value::as_u64)
+    }
+
+    /// Services in the order the trace reached them.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.spans {
+            if !names.contains(&s.resource.service_name) {
+                names.push(s.resource.service_name.clone());
+            }
+        }
+        names
+    }
+
+    pub fn has_error(&self) -> bool {
+        self.spans.iter().any(|s| s.status.code == 2)
+    }
+
+    pub fn summary(&self) -> Value {
+        json!({
+            "trace_id": self.id,
+            "start_unix_nano": self.start(),
+            "route": self.route(),
+            "status": self.status(),
+            "duration_ms": self.duration().as_secs_f64() * 1000.0,
+            "services": self.services(),
+            "spans": self.spans.len(),
+            "error": self.has_error(),
+        })
+    }
+}
+
+/// The trace `wanted` names: `last`, a whole id, or a unique prefix of at least 4 characters.
+pub fn find<'a>(traces: &'a [Trace], wanted: &str) -> Result<&'a Trace, String> {
+    if traces.is_empty() {
+        return Err(
+            "no traces recorded yet; make a request, for example `msctl call users/1/posts`".into(),
+        );
+    }
+    if wanted == "last" {
+        return Ok(&traces[0]);
+    }
+    let wanted = wanted.to_ascii_lowercase();
+    if wanted.len() < 4 {
+        return Err(format!(
+            "trace id `{wanted}` is too short; give at least 4 characters, or `last`"
+        ));
+    }
+    let matches: Vec<&Trace> = traces
+        .iter()
+        .filter(|t| t.id.starts_with(&wanted))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("no trace `{wanted}`; `msctl traces` lists them")),
+        many => Err(format!(
+            "`{wanted}` matches {} traces; give more of the id",
+            many.len()
+        )),
+    }
+}

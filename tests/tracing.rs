@@ -1,0 +1,543 @@
+//! Tracing across services: `msctl call`, `traces`, `trace` and OTLP export, against the real
+//! sample system.
+
+mod common;
+
+use common::{Receiver, TestProject, otlp_span_count, stdout_json, wait_until};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+fn sample_with(extra_env: &str, posts_restart: &str) -> TestProject {
+    TestProject::new(&format!(
+        r#"
+[defaults]
+env = {{ {extra_env} }}
+
+[services.users]
+command = ["{{bin}}/users"]
+
+[services.posts]
+command = ["{{bin}}/posts"]
+restart = "{posts_restart}"
+
+[services.gateway]
+command = ["{{bin}}/gateway"]
+depends_on = ["users", "posts"]
+"#
+    ))
+}
+
+/// The spans of trace `id`, once `count` of them have been flushed.
+fn spans_of(p: &TestProject, id: &str, count: usize) -> Vec<Value> {
+    p.wait_until(&format!("{count} spans of trace {id}"), |p| {
+        let out = p.msctl().args(["trace", id, "--json"]).output().unwrap();
+        let spans = serde_json::from_slice::<Value>(&out.stdout).ok()?;
+        let spans = spans.as_array()?.clone();
+        (spans.len() >= count).then_some(spans)
+    })
+}
+
+fn call_json(p: &TestProject, args: &[&str]) -> Value {
+    let out = p
+        .msctl()
+        .arg("call")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    stdout_json(&out)
+}
+
+#[test]
+fn a_call_is_traced_through_every_service_with_correct_parents() {
+    let p = sample_with("", "on-failure");
+    p.up();
+    let answer = call_json(&p, &["users/1/posts"]);
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"]["user"]["id"], 1);
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+
+    let spans = spans_of(&p, &id, 6);
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+    let by_id: HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["spanId"].as_str().unwrap(), s))
+        .collect();
+    let service = |s: &Value| s["resource"]["service.name"].as_str().unwrap().to_string();
+    let find = |svc: &str, kind: u64, name: &str| {
+        spans
+            .iter()
+            .find(|s| service(s) == svc && s["kind"] == kind && s["name"] == name)
+            .unwrap_or_else(|| panic!("no {svc} span {name:?} of kind {kind}: {spans:#?}"))
+    };
+    let root = find("msctl", 3, "GET");
+    let gateway = find("gateway", 2, "GET /users/{id}/posts");
+    let to_users = find("gateway", 3, "GET /users/{id}");
+    let to_posts = find("gateway", 3, "GET /posts");
+    let users = find("users", 2, "GET /users/{id}");
+    let posts = find("posts", 2, "GET /posts");
+    assert!(root.get("parentSpanId").is_none());
+    for (child, parent) in [
+        (gateway, root),
+        (to_users, gateway),
+        (to_posts, gateway),
+        (users, to_users),
+        (posts, to_posts),
+    ] {
+        assert_eq!(
+            child["parentSpanId"], parent["spanId"],
+            "{} under {}",
+            child["name"], parent["name"]
+        );
+        // Consistent timing: a child runs within its parent (one clock, a little slack for rounding).
+        let slack = 2_000_000;
+        let (cs, ce) = (
+            child["startTimeUnixNano"].as_u64().unwrap(),
+            child["endTimeUnixNano"].as_u64().unwrap(),
+        );
+        let (ps, pe) = (
+            parent["startTimeUnixNano"].as_u64().unwrap(),
+            parent["endTimeUnixNano"].as_u64().unwrap(),
+        );
+        assert!(
+            cs + slack >= ps && ce <= pe + slack && cs <= ce,
+            "{} is not within {}",
+            child["name"],
+            parent["name"]
+        );
+    }
+    assert!(spans.iter().all(|s| s["traceId"] == id.as_str()));
+    assert_eq!(gateway["attributes"]["http.route"], "/users/{id}/posts");
+    assert_eq!(gateway["attributes"]["url.path"], "/users/1/posts");
+    assert_eq!(users["attributes"]["http.response.status_code"], 200);
+    assert!(by_id.len() == 6, "span ids are distinct");
+
+    // Health probes are never traced.
+    let out = p
+        .msctl()
+        .args(["traces", "--json", "--limit", "100"])
+        .output()
+        .unwrap();
+    let list = stdout_json(&out);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["route"].as_str().unwrap().contains("/health")),
+        "{list}"
+    );
+}
+
+#[test]
+fn a_call_while_posts_is_dead_shows_the_error_in_its_trace() {
+    let p = sample_with("", "no");
+    p.up();
+    let posts = p.pid_of("posts-1").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(posts as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    p.wait_for_state("posts-1", "stopped");
+    let answer = call_json(&p, &["users/2/posts"]);
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body"]["partial"], true);
+    let id = answer["trace_id"].as_str().unwrap();
+    let spans = spans_of(&p, id, 4);
+    let failed = spans
+        .iter()
+        .find(|s| s["name"] == "GET /posts" && s["kind"] == 3)
+        .unwrap_or_else(|| panic!("no call to posts in {spans:#?}"));
+    assert_eq!(failed["status"]["code"], 2);
+    assert_eq!(failed["attributes"]["error.type"], "no_instance");
+    assert!(
+        failed["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("posts")
+    );
+
+    // The waterfall marks it without colour, fits 80 columns, and stars the critical path.
+    let out = p.msctl().args(["trace", id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("gateway → posts GET /posts") && l.contains("ERR no_instance")),
+        "{text}"
+    );
+    assert!(text.lines().skip(2).any(|l| l.starts_with('*')), "{text}");
+    for line in text.lines().skip(1) {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    let out = p
+        .msctl()
+        .args(["traces", "--errors", "--json"])
+        .output()
+        .unwrap();
+    let errors = stdout_json(&out);
+    assert!(
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trace_id"] == id && t["error"] == true)
+    );
+}
+
+#[test]
+fn concurrent_calls_give_separate_complete_traces() {
+    let p = sample_with("", "on-failure");
+    p.up();
+    const CALLS: usize = 200;
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let p = &p;
+                scope.spawn(move || {
+                    let answer = call_json(p, &[&format!("users/{}/posts", i % 10 + 1)]);
+                    assert_eq!(answer["status"], 200, "{answer}");
+                    answer["trace_id"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), CALLS, "every call has its own trace");
+    let all = wait_until(
+        Duration::from_secs(20),
+        "every trace to be complete",
+        || {
+            let out = p
+                .msctl()
+                .args(["traces", "--json", "--limit", "1000"])
+                .output()
+                .unwrap();
+            let list = stdout_json(&out);
+            let complete = list
+                .as_array()?
+                .iter()
+                .filter(|t| {
+                    unique.contains(&t["trace_id"].as_str().unwrap().to_string()) && t["spans"] == 6
+                })
+                .count();
+            (complete == CALLS).then_some(list)
+        },
+    );
+    let mine: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| unique.contains(&t["trace_id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(mine.len(), CALLS);
+    assert!(mine.iter().all(|t| t["route"] == "GET /users/{id}/posts"
+        && t["status"] == 200
+        && t["error"] == false));
+}
+
+#[test]
+fn stored_spans_export_as_valid_otlp_and_retry_only_when_allowed() {
+    let p = sample_with("", "on-failure");
+    p.up();
+    let answer = call_json(&p, &["users/3/posts"]);
+    spans_of(&p, answer["trace_id"].as_str().unwrap(), 6);
+    call_json(
+        &p,
+        &[
+            "POST",
+            "/users",
+            "-d",
+            r#"{"name": "Otel", "email": "otel@example.com"}"#,
+        ],
+    );
+
+    // 503 first: retried, then accepted.
+    let receiver = Receiver::start(vec![503]);
+    let out = p
+        .msctl()
+        .args(["traces", "export", "--otlp", &receiver.url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 2, "one retry after the 503");
+    assert!(bodies.iter().all(|(path, _)| path == "/v1/traces"));
+    let exported: usize = stderr
+        .split("exported ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(exported >= 7, "{stderr}");
+    assert_eq!(otlp_span_count(&[bodies[1].1.clone()]), exported);
+    let json: Value = serde_json::from_slice(&bodies[1].1).unwrap();
+    let span = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert!(
+        span["traceId"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert!(span["startTimeUnixNano"].is_string());
+
+    // 400: not retried, reported, and a documented exit code.
+    let receiver = Receiver::start(vec![400]);
+    let out = p
+        .msctl()
+        .args(["traces", "export", "--otlp", &receiver.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 400"));
+    assert_eq!(receiver.bodies().len(), 1);
+}
+
+#[test]
+fn services_export_live_when_an_otlp_endpoint_is_set() {
+    let receiver = Receiver::start(vec![]);
+    let p = sample_with(
+        &format!("OTEL_EXPORTER_OTLP_ENDPOINT = \"{}\"", receiver.url),
+        "on-failure",
+    );
+    p.up();
+    let answer = call_json(&p, &["users/4/posts"]);
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    // gateway (3 spans), users (1) and posts (1) export on their own, within about a second.
+    let bodies = wait_until(Duration::from_secs(10), "the services' live export", || {
+        let bodies: Vec<Vec<u8>> = receiver.bodies().into_iter().map(|(_, b)| b).collect();
+        let text: Vec<String> = bodies
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).to_string())
+            .collect();
+        let services: HashSet<&str> = ["gateway", "users", "posts"]
+            .into_iter()
+            .filter(|s| {
+                text.iter()
+                    .any(|t| t.contains(&id) && t.contains(&format!("\"stringValue\":\"{s}\"")))
+            })
+            .collect();
+        (services.len() == 3).then_some(bodies)
+    });
+    assert!(otlp_span_count(&bodies) >= 5);
+}
+
+#[test]
+fn tracing_off_records_nothing_but_keeps_propagating() {
+    let p = sample_with("MSCTL_TRACE = \"off\"", "on-failure");
+    p.up();
+    let answer = call_json(&p, &["users/1/posts"]);
+    assert_eq!(answer["status"], 200);
+    let header = answer["headers"]["traceparent"]
+        .as_str()
+        .expect("the gateway still answers with a traceparent");
+    assert!(
+        header.contains(answer["trace_id"].as_str().unwrap()),
+        "{header}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let files: Vec<String> = std::fs::read_dir(p.path().join(".msctl/traces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "msctl.jsonl")
+        .collect();
+    assert!(
+        files.is_empty(),
+        "services wrote spans with tracing off: {files:?}"
+    );
+}
+
+#[test]
+fn call_exit_codes_and_output_modes() {
+    let p = sample_with("", "on-failure");
+    // Nothing running yet.
+    let out = p.msctl().args(["call", "users/1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    p.up();
+    let out = p.msctl().args(["call", "users/1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // Piped: raw JSON, one line; status, duration and trace id on stderr.
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["name"], "Ada Lovelace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("200 OK · ") && stderr.contains(" · trace "),
+        "{stderr}"
+    );
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users/999"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(10)
+    );
+    assert_eq!(
+        p.msctl()
+            .args(["call", "DELETE", "users/abc"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(10)
+    );
+    // Directly to a service, with a body from a file.
+    p.write(
+        "new-user.json",
+        r#"{"name": "From File", "email": "file@example.com"}"#,
+    );
+    let answer = call_json(
+        &p,
+        &[
+            "POST",
+            "users",
+            "-d",
+            "@new-user.json",
+            "--service",
+            "users",
+        ],
+    );
+    assert_eq!(answer["status"], 201);
+    assert_eq!(answer["instance"], "users-1");
+    // Bad input: a method that is not one, a header without a colon, a missing body file.
+    assert_eq!(
+        p.msctl()
+            .args(["call", "GE T", "users"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users", "-H", "nocolon"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users", "-d", "@missing.json"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users", "--service", "billing"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    // A 5xx: users down behind the gateway.
+    p.msctl().args(["stop", "users"]).assert().success();
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users/1/posts"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(11)
+    );
+    // Unreachable: the target itself is down.
+    p.msctl().args(["stop", "gateway"]).assert().success();
+    assert_eq!(
+        p.msctl()
+            .args(["call", "users/1"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(12)
+    );
+}
+
+#[test]
+fn traces_filter_and_the_trace_flag_prints_a_waterfall() {
+    let p = sample_with("", "on-failure");
+    p.up();
+    let out = p
+        .msctl()
+        .args(["call", "users/5/posts", "--trace"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("GET /users/{id}/posts")
+            && text.contains("users GET /users/{id}")
+            && text.contains("* critical path"),
+        "{text}"
+    );
+    call_json(&p, &["users/5"]);
+    let id = call_json(&p, &["users/6"])["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    spans_of(&p, &id, 3);
+    let list = |args: &[&str]| -> Vec<Value> {
+        let out = p
+            .msctl()
+            .arg("traces")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        stdout_json(&out).as_array().unwrap().clone()
+    };
+    assert_eq!(
+        list(&["--limit", "1"])[0]["trace_id"],
+        id.as_str(),
+        "newest first"
+    );
+    assert!(
+        list(&["--route", "/users/{id}/posts"])
+            .iter()
+            .all(|t| t["route"] == "GET /users/{id}/posts")
+    );
+    assert!(
+        list(&["--service", "posts"])
+            .iter()
+            .all(|t| t["services"].as_array().unwrap().contains(&"posts".into()))
+    );
+    assert!(list(&["--min-duration", "10s"]).is_empty());
+    assert_eq!(
+        p.msctl()
+            .args(["traces", "--min-duration", "soon"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = p.msctl().args(["trace", &id[..8]]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("trace {id}")));
+    assert_eq!(
+        p.msctl()
+            .args(["trace", "ffffffffffff"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
+}
