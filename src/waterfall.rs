@@ -11,22 +11,23 @@ pub fn render(trace: &Trace, width: usize) -> String {
     let total = trace.end().saturating_sub(trace.start()).max(1);
     let rows = ordered(trace);
     let critical = critical_path(trace);
+    // A row is: mark, space, label, space, status, space, duration, two spaces, bar.
     let bar_width = width
-        .saturating_sub(LABEL + 2 + STATUS + 1 + DURATION + 2)
+        .saturating_sub(2 + LABEL + 1 + STATUS + 1 + DURATION + 2)
         .max(10);
     let err = console::Style::new().red().bold();
     let star = console::Style::new().yellow().bold();
     let bar_style = console::Style::new().cyan();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "trace {}  {}  {}  {} spans, {}",
-        trace.id,
+    let _ = writeln!(out, "trace {}", trace.id);
+    let summary = format!(
+        "{}  {}  {} spans  {}",
         trace.route(),
         crate::supervisor::health::ms(trace.duration()),
         trace.spans.len(),
         trace.services().join(" → ")
     );
+    let _ = writeln!(out, "{}", fit(&summary, width));
     let _ = writeln!(
         out,
         "  {:<LABEL$} {:<STATUS$} {:>DURATION$}  {}",

@@ -169,7 +169,7 @@ fn a_call_while_posts_is_dead_shows_the_error_in_its_trace() {
         "{text}"
     );
     assert!(text.lines().skip(2).any(|l| l.starts_with('*')), "{text}");
-    for line in text.lines().skip(1) {
+    for line in text.lines() {
         assert!(
             line.chars().count() <= 80,
             "{} columns: {line}",

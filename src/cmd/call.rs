@@ -273,7 +273,8 @@ fn record_span(
     let line = serde_json::to_string(&span).unwrap_or_default();
     if project.create_state_dirs().is_ok() {
         if let Ok(mut f) = Project::open_private(&project.traces_dir().join("msctl.jsonl"), true) {
-            let _ = writeln!(f, "{line}");
+            // One write per line: appenders in other processes never split it.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }

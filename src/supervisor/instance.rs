@@ -698,7 +698,8 @@ impl Runner {
     fn note(&self, line: &str) {
         let line = format!("[msctl] {line}");
         if let Ok(mut f) = Project::open_private(&self.shared.project.log(&self.id), true) {
-            let _ = writeln!(f, "{line}");
+            // One write per line: appenders in other processes never split it.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
         self.shared
             .events
@@ -761,7 +762,8 @@ async fn pump(
             .trim_end_matches(['\n', '\r'])
             .to_string();
         if let Ok(mut f) = file.lock() {
-            let _ = writeln!(f, "{line}");
+            // One write per line: appenders in other processes never split it.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
         let _ = events.send(Event::Log {
             instance: instance.clone(),
