@@ -50,6 +50,8 @@ pub enum Command {
     Traces(TracesArgs),
     /// Show one trace as a waterfall
     Trace(TraceArgs),
+    /// Add a new service from a template, wired into the workspace and msctl.toml
+    Scaffold(ScaffoldArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Run the supervisor for `up -d` (internal)
@@ -157,6 +159,28 @@ pub struct TraceArgs {
     /// Print the trace's spans as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaffoldArgs {
+    /// The new service's name: lowercase letters, digits and dashes, starting with a letter
+    #[arg(required_unless_present = "list_templates")]
+    pub name: Option<String>,
+    /// A service the new one calls; its example route makes a traced call to it. Repeatable
+    #[arg(long = "dep", value_name = "SERVICE")]
+    pub deps: Vec<String>,
+    /// A fixed port [default: automatic]
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// The template to use, from templates/ or built in
+    #[arg(long, default_value = "service", value_name = "NAME")]
+    pub template: String,
+    /// Print what would be created, and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// List the templates and exit
+    #[arg(long)]
+    pub list_templates: bool,
 }
 
 #[derive(Debug, Args)]

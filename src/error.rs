@@ -68,6 +68,8 @@ pub enum MsctlError {
     Unreachable(String),
     #[error("{0}")]
     NotFound(String),
+    #[error(transparent)]
+    Scaffold(#[from] crate::scaffold::ScaffoldError),
 }
 
 impl From<LoadError> for MsctlError {
@@ -98,6 +100,7 @@ impl MsctlError {
             Self::Unhealthy { .. } => code::UNHEALTHY,
             Self::Unreachable(_) => code::UNREACHABLE,
             Self::NotFound(_) => code::FAILURE,
+            Self::Scaffold(e) => e.exit_code(),
         }
     }
 
@@ -151,6 +154,7 @@ impl MsctlError {
                 Some("see it with `msctl ps`; stop it with `msctl down`".into())
             }
             Self::Unhealthy { .. } => Some("see `msctl ps` and `msctl logs SERVICE`".into()),
+            Self::Scaffold(e) => e.hint(),
             _ => None,
         }
     }

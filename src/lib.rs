@@ -13,6 +13,7 @@ pub mod ports;
 pub mod progress;
 pub mod project;
 pub mod running;
+pub mod scaffold;
 pub mod supervisor;
 pub mod table;
 pub mod traces;

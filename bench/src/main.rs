@@ -2,9 +2,11 @@
 //! same binaries, timed by the same poller: figures, not pass/fail, since machines are noisy.
 //!
 //! `cargo run --release -p msctl-bench -- startup`   time to all healthy: msctl, honcho, bare shell
+//! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl
 
 mod harness;
 mod startup;
+mod tracing;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,8 +18,9 @@ fn main() {
         .unwrap_or(5);
     match args.first().map(String::as_str) {
         Some("startup") => startup::run(runs),
+        Some("tracing") => tracing::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup [--runs N]");
+            eprintln!("usage: msctl-bench startup|tracing [--runs N]");
             std::process::exit(2);
         }
     }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod logs;
 pub mod ps;
 pub mod restart;
+pub mod scaffold;
 pub mod start;
 pub mod stop;
 pub mod supervise;
@@ -69,6 +70,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Call(args) => call::call(&ctx, args).await,
         Command::Traces(args) => traces::traces(&ctx, args).await,
         Command::Trace(args) => trace::trace(&ctx, args).await,
+        Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Supervise(args) => supervise::supervise(&ctx, args).await,
     }

@@ -70,7 +70,13 @@ pub fn alive(pid: u32) -> bool {
 
 /// A project in a temporary folder. Dropping it stops everything that runs for it.
 pub struct TestProject {
-    dir: tempfile::TempDir,
+    dir: Folder,
+}
+
+/// The project's folder: owned (removed on drop) or borrowed from the test.
+enum Folder {
+    Owned(tempfile::TempDir),
+    Borrowed(PathBuf),
 }
 
 impl TestProject {
@@ -82,7 +88,16 @@ impl TestProject {
             .expect("temp dir");
         let text = manifest.replace("{bin}", &bin_dir().display().to_string());
         std::fs::write(dir.path().join("msctl.toml"), text).expect("manifest written");
-        Self { dir }
+        Self {
+            dir: Folder::Owned(dir),
+        }
+    }
+
+    /// A project in a folder the test made (and removes), with its own msctl.toml.
+    pub fn at(path: &Path) -> Self {
+        Self {
+            dir: Folder::Borrowed(path.to_path_buf()),
+        }
     }
 
     /// The sample system: users, posts, and the gateway in front of them.
@@ -106,7 +121,10 @@ depends_on = ["users", "posts"]
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        match &self.dir {
+            Folder::Owned(d) => d.path(),
+            Folder::Borrowed(p) => p,
+        }
     }
 
     pub fn registry_path(&self) -> PathBuf {
@@ -212,7 +230,9 @@ depends_on = ["users", "posts"]
     }
 
     pub fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join(name), text).expect("file written");
+        let path = self.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a file has a folder")).expect("folder made");
+        std::fs::write(path, text).expect("file written");
     }
 }
 

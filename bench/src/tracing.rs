@@ -1,0 +1,203 @@
+//! Tracing cost: gateway throughput for `GET /users/1/posts` with tracing on and off, and the
+//! time of `msctl call users/1/posts` against curl on the same URL.
+
+use crate::harness::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 32;
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+
+/// A sample system under msctl with `MSCTL_TRACE` set to `trace`; stopped on drop.
+struct Running {
+    dir: tempfile::TempDir,
+    msctl: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(bins: &Path, trace: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = |n: &str| bins.join(n).display().to_string();
+        let toml = format!(
+            "[defaults]\nenv = {{ MSCTL_TRACE = \"{trace}\" }}\n\n[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
+            bin("users"),
+            bin("posts"),
+            bin("gateway")
+        );
+        std::fs::write(dir.path().join("msctl.toml"), toml).expect("manifest written");
+        let msctl = bins.join("msctl");
+        let ok = Command::new(&msctl)
+            .args(["up", "-d", "--no-build"])
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "msctl up failed");
+        Self { dir, msctl }
+    }
+
+    fn gateway(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(self.dir.path().join(".msctl/registry.json"))
+            .expect("registry");
+        let reg: serde_json::Value = serde_json::from_str(&text).expect("registry JSON");
+        reg["services"]["gateway"]["instances"][0]["address"]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("socket address")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.msctl)
+            .arg("down")
+            .current_dir(self.dir.path())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Reads one HTTP/1.1 response with a content-length body; false when the connection failed.
+fn read_response(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut line = String::new();
+    let mut length = 0usize;
+    let mut ok = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if line.starts_with("HTTP/1.1 ") {
+            ok = line.as_bytes().get(9) == Some(&b'2');
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).is_ok() && ok
+}
+
+/// Requests per second over keep-alive connections for `ROUND`.
+fn throughput(addr: SocketAddr) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let request = format!("GET /users/1/posts HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (done, stop, request) = (done.clone(), stop.clone(), request.clone());
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(addr).expect("connects");
+                let mut writer = stream.try_clone().expect("clones");
+                let mut reader = BufReader::new(stream);
+                while !stop.load(Ordering::Relaxed) {
+                    if writer.write_all(request.as_bytes()).is_err() || !read_response(&mut reader)
+                    {
+                        panic!("a request failed during the load");
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    std::thread::sleep(ROUND);
+    let count = done.load(Ordering::Relaxed) - before;
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    count as f64 / secs
+}
+
+fn time_command(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let ok = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{cmd:?} failed");
+    start.elapsed()
+}
+
+pub fn run(runs: usize) {
+    let bins = release_bins();
+    println!(
+        "tracing cost: gateway GET /users/1/posts, {CONNECTIONS} keep-alive connections, {ROUNDS} alternating rounds of {ROUND:?} each (release binaries)\n"
+    );
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for _ in 0..ROUNDS {
+        for (trace, out) in [("off", &mut off), ("on", &mut on)] {
+            let system = Running::start(&bins, trace);
+            out.push(throughput(system.gateway()));
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on, off) = (med(&mut on), med(&mut off));
+    print_table(
+        &["tracing", "requests/s (median)"],
+        &[
+            vec!["off".into(), format!("{off:.0}")],
+            vec!["on".into(), format!("{on:.0}")],
+        ],
+    );
+    println!("ratio on/off: {:.3}   (target >= 0.90)\n", on / off);
+
+    let system = Running::start(&bins, "on");
+    let url = format!("http://{}/users/1/posts", system.gateway());
+    let curl = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !curl {
+        println!("curl is not installed: skipping msctl call against curl");
+        return;
+    }
+    let mut call = Vec::new();
+    let mut direct = Vec::new();
+    for _ in 0..runs.max(10) * 3 {
+        call.push(time_command(
+            Command::new(&system.msctl)
+                .args(["call", "users/1/posts"])
+                .current_dir(system.dir.path()),
+        ));
+        direct.push(time_command(Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--fail",
+            &url,
+        ])));
+    }
+    let (call, direct) = (median(call), median(direct));
+    print_table(
+        &["command", "median wall time"],
+        &[
+            vec!["curl -s URL".into(), ms(direct)],
+            vec!["msctl call users/1/posts".into(), ms(call)],
+        ],
+    );
+    println!(
+        "ratio msctl call / curl: {:.2}   (target <= 1.5)",
+        call.as_secs_f64() / direct.as_secs_f64()
+    );
+}

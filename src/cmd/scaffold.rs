@@ -1,0 +1,67 @@
+//! `msctl scaffold NAME`: a new service from a template, wired into the workspace and msctl.toml,
+//! that builds and runs on the first `msctl up`.
+
+use crate::cli::ScaffoldArgs;
+use crate::cmd::Context;
+use crate::error::MsctlError;
+use crate::scaffold::{self, Request};
+
+pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
+    let (project, config) = ctx.load()?;
+    if args.list_templates {
+        let all = scaffold::templates(&project.root).map_err(MsctlError::Scaffold)?;
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .map(|t| vec![t.name.clone(), t.description.clone(), t.origin.clone()])
+            .collect();
+        println!(
+            "{}",
+            crate::table::render(&["TEMPLATE", "DESCRIPTION", "FROM"], &rows)
+        );
+        return Ok(0);
+    }
+    let Some(name) = args.name else {
+        return Err(
+            MsctlError::Usage("give the new service's name: msctl scaffold NAME".into()).into(),
+        );
+    };
+    let request = Request {
+        name: name.clone(),
+        deps: args.deps,
+        port: args.port,
+        template: args.template,
+    };
+    let plan = scaffold::plan(&config, &request).map_err(MsctlError::Scaffold)?;
+    let shown = |p: &std::path::Path| {
+        p.strip_prefix(&project.root)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    let dir = shown(&plan.service_dir);
+    if args.dry_run {
+        for (path, text) in &plan.files {
+            println!("--- {dir}/{path}\n{text}");
+        }
+        println!(
+            "--- msctl.toml: add\n[services.{name}]\n{}",
+            plan.table.trim_end()
+        );
+        if plan.cargo.is_some() {
+            println!("--- Cargo.toml: add \"{dir}\" to [workspace] members");
+        }
+        eprintln!("dry run: nothing was written");
+        return Ok(0);
+    }
+    scaffold::apply(&plan).map_err(MsctlError::Scaffold)?;
+    eprintln!("created {dir} from the template `{}`:", request.template);
+    for (path, _) in &plan.files {
+        eprintln!("  {dir}/{path}");
+    }
+    if plan.cargo.is_some() {
+        eprintln!("added {dir} to the workspace members in Cargo.toml");
+    }
+    eprintln!("added [services.{name}] to msctl.toml");
+    eprintln!("next: `msctl up`, then `msctl call {name}/hello`");
+    Ok(0)
+}

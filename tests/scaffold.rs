@@ -1,0 +1,355 @@
+//! `msctl scaffold`: generated files (snapshots), every rejection (snapshots, and nothing
+//! written), edits that keep comments, and a scaffolded service that builds, starts, answers
+//! through the gateway and shows up in traces with no other edit.
+
+mod common;
+
+use common::{TestProject, stdout_json};
+use std::path::Path;
+use std::process::Command;
+
+/// A small workspace: a Cargo.toml with members, and msctl.toml with two services, both
+/// carrying comments that the edits must keep.
+fn workspace() -> TestProject {
+    let p = TestProject::new(
+        r#"# The test system.
+
+[services.users]   # people
+command = ["users"]
+
+# posts come after users
+[services.posts]
+command = ["posts"]
+port = 4010
+"#,
+    );
+    p.write(
+        "Cargo.toml",
+        "# A workspace for scaffold tests.\n[workspace]\nmembers = [\"services/users\"] # keep me\nresolver = \"3\"\n",
+    );
+    p
+}
+
+/// Every file below `dir` (except .msctl), with its contents: a picture of what is on disk.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.ends_with(".msctl") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((
+                    path.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn scaffold(p: &TestProject, args: &[&str]) -> std::process::Output {
+    p.msctl().arg("scaffold").args(args).output().unwrap()
+}
+
+#[test]
+fn generated_files_without_dependencies() {
+    let p = workspace();
+    let out = scaffold(&p, &["billing", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn generated_files_with_a_dependency_and_a_port() {
+    let p = workspace();
+    let out = scaffold(
+        &p,
+        &["billing", "--dep", "users", "--port", "4020", "--dry-run"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn edits_keep_comments_and_layout() {
+    let p = workspace();
+    let out = scaffold(&p, &["billing", "--dep", "users"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(
+        "msctl_toml_after",
+        std::fs::read_to_string(p.path().join("msctl.toml")).unwrap()
+    );
+    insta::assert_snapshot!(
+        "cargo_toml_after",
+        std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap()
+    );
+    for file in ["Cargo.toml", "src/lib.rs", "src/main.rs", "tests/hello.rs"] {
+        assert!(
+            p.path().join("services/billing").join(file).is_file(),
+            "{file}"
+        );
+    }
+    // The result is a valid manifest that msctl reads.
+    p.msctl()
+        .args(["up", "--no-build", "nonexistent"])
+        .assert()
+        .code(2);
+    // And the same name again is refused.
+    let out = scaffold(&p, &["billing"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_rejection_is_clear_and_writes_nothing() {
+    let p = workspace();
+    // A project template that does not render.
+    std::fs::create_dir_all(p.path().join("templates/broken")).unwrap();
+    p.write(
+        "templates/broken/service.toml.j2",
+        "command = [\"{{ name }}\"]\n",
+    );
+    p.write(
+        "templates/broken/src/lib.rs.j2",
+        "//! ok\n{% if name %}\nfn main() {}\n",
+    );
+    std::fs::create_dir_all(p.path().join("templates/typo")).unwrap();
+    p.write(
+        "templates/typo/service.toml.j2",
+        "command = [\"{{ nme }}\"]\n",
+    );
+    std::fs::create_dir_all(p.path().join("templates/bad-table")).unwrap();
+    p.write(
+        "templates/bad-table/service.toml.j2",
+        "command = \"{{ name }}\"\n",
+    );
+    let before = tree(p.path());
+    let cases: Vec<(&str, Vec<&str>, i32)> = vec![
+        ("path_parent", vec!["../x"], 2),
+        ("path_absolute", vec!["/abs"], 2),
+        ("space", vec!["bill ing"], 2),
+        ("lookalike", vec!["bіlling"], 2),
+        ("uppercase", vec!["Billing"], 2),
+        ("digit_first", vec!["2fa"], 2),
+        ("underscore", vec!["bill_ing"], 2),
+        ("too_long", vec!["a-very-long-service-name-indeed-x"], 2),
+        ("reserved_gateway", vec!["gateway"], 2),
+        ("reserved_msctl", vec!["msctl"], 2),
+        ("exists", vec!["users"], 2),
+        ("unknown_dep", vec!["billing", "--dep", "user"], 2),
+        ("port_taken", vec!["billing", "--port", "4010"], 2),
+        ("unknown_template", vec!["billing", "--template", "nope"], 2),
+        (
+            "broken_template",
+            vec!["billing", "--template", "broken"],
+            3,
+        ),
+        ("template_typo", vec!["billing", "--template", "typo"], 3),
+        (
+            "template_bad_table",
+            vec!["billing", "--template", "bad-table"],
+            3,
+        ),
+    ];
+    let dir = p.path().display().to_string();
+    for (name, args, code) in cases {
+        let out = scaffold(&p, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(&dir, "[DIR]");
+        insta::assert_snapshot!(format!("reject_{name}"), stderr);
+        assert!(tree(p.path()) == before, "{name} wrote something");
+    }
+}
+
+#[test]
+fn templates_are_listed() {
+    let p = workspace();
+    std::fs::create_dir_all(p.path().join("templates/worker")).unwrap();
+    p.write(
+        "templates/worker/template.toml",
+        "description = \"a queue worker\"\n",
+    );
+    p.write(
+        "templates/worker/service.toml.j2",
+        "command = [\"{{ name }}\"]\n",
+    );
+    let out = p
+        .msctl()
+        .args(["scaffold", "--list-templates"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("service") && l.contains("built in")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("worker") && l.contains("a queue worker")),
+        "{text}"
+    );
+    // A project template is used by name.
+    let out = scaffold(&p, &["jobs", "--template", "worker"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(p.path().join("msctl.toml"))
+            .unwrap()
+            .contains("[services.jobs]\ncommand = [\"jobs\"]")
+    );
+}
+
+/// A copy of this repository, without its build output, state or history.
+fn copy_of_repository(to: &Path) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{root}' --exclude=./target --exclude=./.git --exclude=./.msctl -cf - . | tar -C '{}' -xf -",
+            to.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A target folder for the copy that starts from this build's compiled dependencies, hard-linked
+/// (cargo replaces files, never writes into them), so that only the workspace's own crates build.
+fn seeded_target(to: &Path) -> std::path::PathBuf {
+    let shared = Path::new(env!("CARGO_BIN_EXE_msctl")).parent().unwrap();
+    let target = to.join("debug");
+    std::fs::create_dir_all(to).unwrap();
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(shared)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Incremental caches are written in place; the copy starts without them.
+    let _ = std::fs::remove_dir_all(target.join("incremental"));
+    to.to_path_buf()
+}
+
+#[test]
+fn a_scaffolded_service_works_on_the_first_up() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    copy_of_repository(&repo);
+    let target = seeded_target(&work.path().join("target"));
+    let p = TestProject::at(&repo);
+    let msctl = |args: &[&str]| {
+        let mut cmd = p.msctl();
+        cmd.args(args)
+            .env("CARGO_TARGET_DIR", &target)
+            .timeout(std::time::Duration::from_secs(600));
+        cmd.output().unwrap()
+    };
+    let out = msctl(&["scaffold", "billing", "--dep", "users"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Its own test passes, and it is formatted as the workspace wants.
+    let cargo = |args: &[&str]| {
+        Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(&repo)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap()
+    };
+    let out = cargo(&["test", "-q", "-p", "billing"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cargo(&["fmt", "-p", "billing", "--", "--check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // up builds and starts it, healthy, in ps and the registry.
+    let out = msctl(&["up", "-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.instance("billing-1").unwrap()["state"], "healthy");
+    let ps = stdout_json(&msctl(&["ps", "--json"]));
+    assert!(
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["instance"] == "billing-1" && r["state"] == "healthy")
+    );
+
+    // Through the gateway, with its traced call to users.
+    let out = msctl(&["call", "billing/hello", "--json"]);
+    let answer = stdout_json(&out);
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"]["message"], "hello from billing");
+    assert_eq!(answer["body"]["deps"]["users"]["status"], 200);
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    let spans = p.wait_until("billing's spans", |_| {
+        let spans = stdout_json(&msctl(&["trace", &id, "--json"]));
+        let spans = spans.as_array()?.clone();
+        (spans.len() >= 6).then_some(spans)
+    });
+    let services: std::collections::HashSet<&str> = spans
+        .iter()
+        .map(|s| s["resource"]["service.name"].as_str().unwrap())
+        .collect();
+    assert!(
+        ["msctl", "gateway", "billing", "users"]
+            .iter()
+            .all(|s| services.contains(s)),
+        "{services:?}"
+    );
+    let listed = stdout_json(&msctl(&["traces", "--service", "billing", "--json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trace_id"] == id.as_str())
+    );
+    let out = msctl(&["down"]);
+    assert!(out.status.success());
+}
