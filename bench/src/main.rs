@@ -3,8 +3,10 @@
 //!
 //! `cargo run --release -p msctl-bench -- startup`   time to all healthy: msctl, honcho, bare shell
 //! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl
+//! `cargo run --release -p msctl-bench -- scale`     3, 10 and 30 scaffolded services against a shell
 
 mod harness;
+mod scale;
 mod startup;
 mod tracing;
 
@@ -19,8 +21,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("startup") => startup::run(runs),
         Some("tracing") => tracing::run(runs),
+        Some("scale") => scale::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup|tracing [--runs N]");
+            eprintln!("usage: msctl-bench startup|tracing|scale [--runs N]");
             std::process::exit(2);
         }
     }

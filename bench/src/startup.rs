@@ -8,16 +8,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct System {
-    name: &'static str,
+pub struct System {
+    pub name: String,
     /// (service name, argv, depends_on)
-    services: Vec<(String, Vec<String>, Vec<String>)>,
+    pub services: Vec<(String, Vec<String>, Vec<String>)>,
 }
 
 fn sample(bins: &Path) -> System {
     let bin = |n: &str| vec![bins.join(n).display().to_string()];
     System {
-        name: "sample (3 services)",
+        name: "sample (3 services)".into(),
         services: vec![
             ("users".into(), bin("users"), vec![]),
             ("posts".into(), bin("posts"), vec![]),
@@ -32,7 +32,7 @@ fn sample(bins: &Path) -> System {
 
 fn trivial(bins: &Path, n: usize) -> System {
     System {
-        name: "20 trivial services",
+        name: "20 trivial services".into(),
         services: (1..=n)
             .map(|i| {
                 (
@@ -66,7 +66,7 @@ fn env_for(dir: &Path, name: &str, port: u16, ports: &[(String, u16)]) -> Vec<(S
     env
 }
 
-fn msctl_once(bins: &Path, system: &System) -> (Duration, Option<u64>) {
+pub fn msctl_once(bins: &Path, system: &System) -> (Duration, Option<u64>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = ports(system.services.len());
     let mut toml = String::new();
@@ -151,7 +151,7 @@ fn honcho_once(honcho: &Path, system: &System) -> Duration {
     took
 }
 
-fn shell_once(system: &System) -> Duration {
+pub fn shell_once(system: &System) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = ports(system.services.len());
     let named: Vec<(String, u16)> = system
@@ -210,7 +210,7 @@ pub fn run(runs: usize) {
         }
         let (m, h, s) = (median(m), median(h), median(s));
         rows.push(vec![
-            system.name.to_string(),
+            system.name.clone(),
             ms(s),
             ms(h),
             ms(m),

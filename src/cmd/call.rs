@@ -105,7 +105,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let outcome = sent
         .as_ref()
         .map(|(s, _, _)| s.as_u16())
-        .map_err(|e| root_cause(e));
+        .map_err(|e| msctl_kit::error::root_cause(e));
     record_span(
         &project, &trace, &method, &path, target, &address, started, elapsed, &outcome,
     );
@@ -114,7 +114,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         Err(e) => {
             return Err(MsctlError::Unreachable(format!(
                 "{method} {url} ({instance}) failed: {}",
-                root_cause(&e)
+                msctl_kit::error::root_cause(&e)
             ))
             .into());
         }
@@ -302,12 +302,4 @@ async fn wait_for_trace(project: &Project, id: &str) -> crate::traces::Trace {
             };
         }
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -66,7 +66,7 @@ impl Prober {
                     .get(format!("http://{addr}{path}"))
                     .send()
                     .await
-                    .map_err(|e| ProbeError::Failed(root_cause(&e)))?;
+                    .map_err(|e| ProbeError::Failed(msctl_kit::error::root_cause(&e)))?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(ProbeError::Failed(format!("GET {path} answered {status}")));
@@ -98,12 +98,4 @@ pub fn ms(d: Duration) -> String {
     } else {
         format!("{ms:.0} ms")
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -264,22 +264,13 @@ impl Peers {
             PeerError::Unreachable {
                 service: service.to_string(),
                 url: url.to_string(),
-                message: root_cause(&e),
+                message: crate::error::root_cause(&e),
             }
         } else {
             PeerError::BadAnswer {
                 service: service.to_string(),
-                message: root_cause(&e),
+                message: crate::error::root_cause(&e),
             }
         }
     }
-}
-
-/// reqwest's top-level message is generic ("error sending request"); the cause says what happened.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
