@@ -21,15 +21,8 @@ pub fn holder(port: u16) -> Option<String> {
         if inodes.is_empty() {
             return None;
         }
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+        for (pid, dir) in crate::supervisor::process::all_processes() {
+            let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
                 continue;
             };
             for fd in fds.flatten() {
@@ -42,8 +35,7 @@ pub fn holder(port: u16) -> Option<String> {
                     .and_then(|s| s.strip_suffix(']'))
                 {
                     if inodes.iter().any(|i| i == inode) {
-                        let name =
-                            std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
                         return Some(format!("pid {pid} ({})", name.trim()));
                     }
                 }

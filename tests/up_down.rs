@@ -331,8 +331,9 @@ command = ["{bin}/users"]
     assert_eq!(p.instance("users-1").unwrap()["state"], "healthy");
 }
 
-#[test]
-fn instances_left_by_a_dead_supervisor_are_stopped_by_the_next_down() {
+/// A system whose one instance clears its parent-death signal, with its supervisor then killed:
+/// the project, the dead supervisor's pid and the instance that outlived it.
+fn orphaned_instance() -> (TestProject, u32, u32) {
     let p = TestProject::new(
         r#"
 [services.api]
@@ -351,6 +352,12 @@ command = ["{bin}/msctl-fixture", "--outlive-parent"]
         alive(api),
         "precondition: this instance outlives its supervisor"
     );
+    (p, supervisor, api)
+}
+
+#[test]
+fn instances_left_by_a_dead_supervisor_are_stopped_by_the_next_down() {
+    let (p, _, api) = orphaned_instance();
     let out = p.msctl().arg("down").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -364,19 +371,7 @@ command = ["{bin}/msctl-fixture", "--outlive-parent"]
 
 #[test]
 fn up_after_a_dead_supervisor_stops_its_leftovers_first() {
-    let p = TestProject::new(
-        r#"
-[services.api]
-command = ["{bin}/msctl-fixture", "--outlive-parent"]
-"#,
-    );
-    p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
-    let api = p.pid_of("api-1").unwrap();
-    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
-    wait_until(Duration::from_secs(5), "the supervisor to die", || {
-        (!alive(supervisor)).then_some(())
-    });
+    let (p, supervisor, api) = orphaned_instance();
     let stderr = p.up();
     assert!(
         stderr.contains(&format!(

@@ -229,30 +229,12 @@ fn record_span(
             json!(port.parse::<u16>().unwrap_or(0)),
         );
     }
-    let status = match outcome {
-        Ok(code) => {
-            attributes.insert("http.response.status_code".into(), json!(code));
-            if *code >= 400 {
-                attributes.insert("error.type".into(), json!(code.to_string()));
-                SpanStatus {
-                    code: 2,
-                    message: None,
-                }
-            } else {
-                SpanStatus {
-                    code: 0,
-                    message: None,
-                }
-            }
-        }
-        Err(message) => {
-            attributes.insert("error.type".into(), json!("connection_failed"));
-            SpanStatus {
-                code: 2,
-                message: Some(message.clone()),
-            }
-        }
-    };
+    let status = SpanStatus::of_call(
+        &mut attributes,
+        outcome
+            .clone()
+            .map_err(|message| ("connection_failed", message)),
+    );
     let start = unix_nanos(started);
     let span = Span {
         trace_id: trace.trace_id_hex(),

@@ -346,12 +346,10 @@ impl Runner {
                 restarts: self.restarts,
             })
             .ok();
-        let restarts = self.restarts;
         self.set_registry(
             InstanceState::Unhealthy,
             None,
             Some(format!("restarting in {}: {reason}", ms(delay))),
-            restarts,
         );
         Next::Backoff(delay)
     }
@@ -361,28 +359,12 @@ impl Runner {
             s.pid = None;
             s.reason = Some(reason.to_string());
         });
-        let restarts = self.restarts;
-        self.set_registry(
-            InstanceState::Stopped,
-            None,
-            Some(reason.to_string()),
-            restarts,
-        );
+        self.set_registry(InstanceState::Stopped, None, Some(reason.to_string()));
     }
 
     fn failed(&mut self, reason: &str, report: bool) {
-        self.publish(|s| {
-            s.pid = None;
-            s.reason = Some(reason.to_string());
-            s.phase = Phase::Failed;
-        });
-        let restarts = self.restarts;
-        self.set_registry(
-            InstanceState::Stopped,
-            None,
-            Some(reason.to_string()),
-            restarts,
-        );
+        self.stopped(reason);
+        self.publish(|s| s.phase = Phase::Failed);
         if report {
             let log = self.shared.project.log(&self.id);
             self.shared
@@ -408,7 +390,6 @@ impl Runner {
         state: InstanceState,
         last_health: Option<String>,
         reason: Option<String>,
-        restarts: u32,
     ) {
         let status = self.status.borrow().clone();
         self.shared.store.upsert(
@@ -423,7 +404,7 @@ impl Runner {
                 address: status.address.map(|a| a.to_string()).unwrap_or_default(),
                 state,
                 started_at_ms: self.started_at_ms,
-                restarts,
+                restarts: self.restarts,
                 last_health,
                 reason,
             },
@@ -514,8 +495,7 @@ impl Runner {
                 s.reason = None;
                 s.startup = None;
             });
-            let restarts = self.restarts;
-            self.set_registry(InstanceState::Starting, None, None, restarts);
+            self.set_registry(InstanceState::Starting, None, None);
             self.shared
                 .events
                 .send(Event::Starting {
@@ -568,8 +548,7 @@ impl Runner {
                 s.phase = Phase::Healthy;
                 s.startup = Some(startup);
             });
-            let restarts = self.restarts;
-            self.set_registry(InstanceState::Healthy, Some(summary), None, restarts);
+            self.set_registry(InstanceState::Healthy, Some(summary), None);
             self.shared
                 .events
                 .send(Event::Healthy {
@@ -617,8 +596,7 @@ impl Runner {
                             failures = 0;
                             if phase == Phase::Unhealthy {
                                 self.publish(|s| s.phase = Phase::Healthy);
-                                let restarts = self.restarts;
-                                self.set_registry(InstanceState::Healthy, Some(summary.clone()), None, restarts);
+                                self.set_registry(InstanceState::Healthy, Some(summary.clone()), None);
                                 last_health = summary;
                             } else if last_health.is_empty() {
                                 last_health = summary;
@@ -630,8 +608,7 @@ impl Runner {
                             if failures >= self.service.unhealthy_after {
                                 if phase != Phase::Unhealthy {
                                     self.publish(|s| s.phase = Phase::Unhealthy);
-                                    let restarts = self.restarts;
-                                    self.set_registry(InstanceState::Unhealthy, Some(e.to_string()), Some(reason.clone()), restarts);
+                                    self.set_registry(InstanceState::Unhealthy, Some(e.to_string()), Some(reason.clone()));
                                     self.shared.events.send(Event::Unhealthy { instance: self.id.clone(), reason: reason.clone() }).ok();
                                 }
                                 if self.service.restart != RestartPolicy::No {

@@ -96,6 +96,23 @@ pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
     }
 }
 
+/// Every process on the machine, with its folder under /proc.
+#[cfg(target_os = "linux")]
+pub fn all_processes() -> Vec<(u32, std::path::PathBuf)> {
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .flatten()
+        .filter_map(|entry| {
+            Some((
+                entry.file_name().to_str()?.parse::<u32>().ok()?,
+                entry.path(),
+            ))
+        })
+        .collect()
+}
+
 /// Every process started for the registry at `registry`, found by the `MSCTL_REGISTRY` their
 /// environment inherited: instances and whatever they started in turn, even once their parent is
 /// gone. Each comes with its `MSCTL_INSTANCE`.
@@ -103,18 +120,8 @@ pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
 pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
     let want_reg = format!("MSCTL_REGISTRY={}", registry.display());
     let mut found = Vec::new();
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in proc_dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+    for (pid, dir) in all_processes() {
+        let Ok(environ) = std::fs::read(dir.join("environ")) else {
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();

@@ -153,30 +153,11 @@ impl Peers {
         attributes.insert("http.request.method".into(), json!(req.method.as_str()));
         attributes.insert("peer.service".into(), json!(req.service));
         let result = self.exchange(&req, ctx, &span_ctx, &mut attributes).await;
-        let status = match &result {
-            Ok(r) => {
-                attributes.insert("http.response.status_code".into(), json!(r.status.as_u16()));
-                if r.status.as_u16() >= 400 {
-                    attributes.insert("error.type".into(), json!(r.status.as_u16().to_string()));
-                    SpanStatus {
-                        code: 2,
-                        message: None,
-                    }
-                } else {
-                    SpanStatus {
-                        code: 0,
-                        message: None,
-                    }
-                }
-            }
-            Err(e) => {
-                attributes.insert("error.type".into(), json!(e.error_type()));
-                SpanStatus {
-                    code: 2,
-                    message: Some(e.to_string()),
-                }
-            }
+        let outcome = match &result {
+            Ok(r) => Ok(r.status.as_u16()),
+            Err(e) => Err((e.error_type(), e.to_string())),
         };
+        let status = SpanStatus::of_call(&mut attributes, outcome);
         if self.inner.tracer.is_enabled() {
             let start_ns = unix_nanos(started);
             self.inner.tracer.record(Span {

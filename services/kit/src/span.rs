@@ -44,6 +44,40 @@ pub struct Resource {
     pub service_instance_id: String,
 }
 
+impl SpanStatus {
+    /// A client span's status from how its call ended, with the matching attributes: a status
+    /// code, or an `error.type` for an answer of 400 or more or a call that got no answer.
+    pub fn of_call(
+        attributes: &mut Map<String, Value>,
+        outcome: Result<u16, (&str, String)>,
+    ) -> Self {
+        match outcome {
+            Ok(code) => {
+                attributes.insert("http.response.status_code".into(), Value::from(code));
+                if code >= 400 {
+                    attributes.insert("error.type".into(), Value::from(code.to_string()));
+                    Self {
+                        code: 2,
+                        message: None,
+                    }
+                } else {
+                    Self {
+                        code: 0,
+                        message: None,
+                    }
+                }
+            }
+            Err((error_type, message)) => {
+                attributes.insert("error.type".into(), Value::from(error_type));
+                Self {
+                    code: 2,
+                    message: Some(message),
+                }
+            }
+        }
+    }
+}
+
 pub fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
