@@ -448,3 +448,56 @@ unhealthy_after = 2
     assert_ne!(back["pid"].as_u64().unwrap() as u32, pid);
     assert!(!alive(pid), "the frozen process was killed");
 }
+
+#[test]
+fn a_failed_build_shows_its_output_and_starts_nothing() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture"]
+build = ["sh", "-c", "echo compiling api; echo 'error[E0425]: oops' >&2; exit 3"]
+"#,
+    );
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("error: build failed: `sh -c"), "{stderr}");
+    assert!(stderr.contains("exited with code 3"), "{stderr}");
+    assert!(
+        stderr.contains("compiling api") && stderr.contains("error[E0425]: oops"),
+        "the whole build output is shown: {stderr}"
+    );
+    assert!(p.registry().is_none() && p.processes().is_empty());
+}
+
+#[test]
+fn identical_builds_run_once_and_state_is_private() {
+    let p = TestProject::new(
+        r#"
+[defaults]
+build = ["sh", "-c", "echo built >> builds.txt"]
+
+[services.a]
+command = ["{bin}/msctl-fixture"]
+[services.b]
+command = ["{bin}/msctl-fixture"]
+"#,
+    );
+    p.up();
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("builds.txt")).unwrap(),
+        "built\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |rel: &str| {
+        std::fs::metadata(p.path().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(".msctl"), 0o700);
+    assert_eq!(mode(".msctl/logs"), 0o700);
+    assert_eq!(mode(".msctl/registry.json"), 0o600);
+    assert_eq!(mode(".msctl/logs/a-1.log"), 0o600);
+}

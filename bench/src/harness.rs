@@ -95,6 +95,50 @@ pub fn stop_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Marks every process one benchmark run starts, through an environment variable its children
+/// inherit, and kills whatever still carries the mark when dropped, even after a panic. Runners
+/// can leave children behind: honcho, stopped soon after start, dies and leaves them running.
+pub struct Marked(String);
+
+impl Marked {
+    pub const VAR: &'static str = "MSCTL_BENCH_RUN";
+
+    pub fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Self(format!("{}-{nanos}", std::process::id()))
+    }
+
+    /// `cmd`, marked.
+    pub fn mark<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env(Self::VAR, &self.0)
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        let needle = format!("{}={}", Self::VAR, self.0);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// Free loopback ports, distinct.
 pub fn ports(n: usize) -> Vec<u16> {
     let mut out: Vec<u16> = Vec::new();

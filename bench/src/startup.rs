@@ -78,9 +78,11 @@ pub fn msctl_once(bins: &Path, system: &System) -> (Duration, Option<u64>) {
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
+    let marked = Marked::new();
     let start = Instant::now();
     let mut up = spawn_group(
-        Command::new(bins.join("msctl"))
+        marked
+            .mark(&mut Command::new(bins.join("msctl")))
             .args(["up", "-d", "--no-build"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -131,10 +133,12 @@ fn honcho_once(honcho: &Path, system: &System) -> Duration {
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
-    let start = Instant::now();
     let log = std::fs::File::create(dir.path().join("honcho.log")).expect("log file");
+    let marked = Marked::new();
+    let start = Instant::now();
     let mut child = spawn_group(
-        Command::new(honcho)
+        marked
+            .mark(&mut Command::new(honcho))
             .arg("start")
             .current_dir(dir.path())
             .stdout(log)
@@ -177,9 +181,11 @@ pub fn shell_once(system: &System) -> Duration {
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
+    let marked = Marked::new();
     let start = Instant::now();
     let mut child = spawn_group(
-        Command::new("sh")
+        marked
+            .mark(&mut Command::new("sh"))
             .arg("-c")
             .arg(script)
             .current_dir(dir.path()),

@@ -124,6 +124,11 @@ async fn hop_by_hop_headers_are_dropped() {
     let (k, app) = gateway(&[("ECHO_URL", echo_url)], None);
     let req = axum::http::Request::get("/echo/headers")
         .header("x-custom", "1")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("tracestate", "vendor=value")
         .header("connection", "x-private")
         .header("x-private", "secret")
         .header("te", "trailers")
@@ -235,4 +240,40 @@ async fn users_down_is_503_naming_users() {
     );
     let (status, _, _) = call(&k, app, get("/users/x/posts")).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn trace_context_is_passed_on_to_upstreams() {
+    let echo = Router::new().route(
+        "/echo/trace",
+        route_get(|headers: axum::http::HeaderMap| async move {
+            let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            axum::Json(serde_json::json!({"traceparent": get("traceparent"), "tracestate": get("tracestate")}))
+        }),
+    );
+    let echo_url = spawn(&kit("echo", &[]), echo).await;
+    let (k, app) = gateway(&[("ECHO_URL", echo_url)], None);
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let req = axum::http::Request::get("/echo/trace")
+        .header("traceparent", incoming)
+        .header("tracestate", "vendor=value,other=1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = call(&k, app, req).await;
+    assert_eq!(status, 200);
+    let sent = msctl_kit::TraceParent::parse(body["traceparent"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent.trace_id_hex(),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace"
+    );
+    assert_ne!(
+        sent.span_id_hex(),
+        "00f067aa0ba902b7",
+        "a new span: the gateway's call"
+    );
+    assert_eq!(sent.flags, 0, "flags are passed on");
+    assert_eq!(body["tracestate"], "vendor=value,other=1");
+    let answered = msctl_kit::TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+    assert_eq!(answered.trace_id, sent.trace_id);
 }
