@@ -14,8 +14,13 @@ pub enum System {
         registry: Registry,
         control: ControlClient,
     },
-    /// The registry names a supervisor that no longer answers.
+    /// The registry names a supervisor that is gone.
     Stale {
+        registry: Registry,
+    },
+    /// The supervisor's process lives but its control API does not answer (it may be stopped
+    /// or overloaded). Its instances are not touched.
+    Unresponsive {
         registry: Registry,
     },
 }
@@ -36,9 +41,28 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
     let control = ControlClient::new(&registry);
     if control.ping(PING_TIMEOUT).await {
         Ok(System::Running { registry, control })
+    } else if is_supervisor(registry.supervisor.pid) {
+        Ok(System::Unresponsive { registry })
     } else {
         Ok(System::Stale { registry })
     }
+}
+
+/// Whether `pid` is a live msctl process: a pid reused by anything else is not.
+fn is_supervisor(pid: u32) -> bool {
+    if !process::alive(pid) {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|exe| String::from_utf8_lossy(exe).contains("msctl"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
 }
 
 /// The live supervisor, or the error a command that needs one reports.
@@ -50,6 +74,7 @@ pub async fn require(project: &Project) -> Result<(Registry, ControlClient), Msc
             "the supervisor (pid {}) is gone; run `msctl down` to clean up what it left",
             registry.supervisor.pid
         ))),
+        System::Unresponsive { registry } => Err(unresponsive(&registry)),
     }
 }
 
@@ -109,4 +134,12 @@ fn leftovers(path: &std::path::Path, registry: &Registry) -> Vec<(u32, String)> 
                 .map(|pid| (pid, i.id.clone()))
         })
         .collect()
+}
+
+/// The error for a supervisor that lives but does not answer.
+pub fn unresponsive(registry: &Registry) -> MsctlError {
+    MsctlError::Unreachable(format!(
+        "the supervisor (pid {}) runs but does not answer on {}; `msctl down` asks it to stop with SIGTERM",
+        registry.supervisor.pid, registry.supervisor.control
+    ))
 }

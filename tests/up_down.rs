@@ -501,3 +501,43 @@ command = ["{bin}/msctl-fixture"]
     assert_eq!(mode(".msctl/registry.json"), 0o600);
     assert_eq!(mode(".msctl/logs/a-1.log"), 0o600);
 }
+
+#[test]
+fn a_supervisor_that_does_not_answer_is_not_mistaken_for_a_dead_one() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture"]
+"#,
+    );
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as i32;
+    let api = p.pid_of("api-1").unwrap();
+    kill(Pid::from_raw(supervisor), Signal::SIGSTOP).unwrap();
+    let out = p.msctl().arg("ps").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not answer"));
+    let out = p.msctl().args(["up", "-d", "--no-build"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(alive(api), "a live system's instances are left alone");
+    // down asks it to stop with SIGTERM, which it acts on once it runs again.
+    let down = std::thread::spawn({
+        let mut cmd = p.msctl();
+        move || cmd.arg("down").output().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(Pid::from_raw(supervisor), Signal::SIGCONT).unwrap();
+    let out = down.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not answer; sending it SIGTERM"),
+        "{stderr}"
+    );
+    assert!(!alive(api) && !alive(supervisor as u32));
+    assert!(p.registry().is_none());
+}

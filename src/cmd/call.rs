@@ -33,7 +33,8 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         reqwest::Method::GET
     });
     let registry = match running::inspect(&project).await? {
-        System::Running { registry, .. } => registry,
+        // The services answer whether or not their supervisor does.
+        System::Running { registry, .. } | System::Unresponsive { registry } => registry,
         System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
         System::Stale { registry } => {
             return Err(MsctlError::NotRunning(project.root.clone())).map_err(|e| {

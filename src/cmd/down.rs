@@ -27,6 +27,29 @@ pub async fn down(ctx: &Context) -> anyhow::Result<u8> {
                 }
             );
         }
+        System::Unresponsive { registry } => {
+            // SIGTERM is the supervisor's own shutdown path: it stops everything in order.
+            let pid = registry.supervisor.pid;
+            eprintln!("the supervisor (pid {pid}) does not answer; sending it SIGTERM");
+            #[cfg(unix)]
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + EXIT_WAIT;
+            while process::alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if process::alive(pid) {
+                #[cfg(unix)]
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let cleaned = running::clean_stale(&project, &registry).await;
+            eprintln!("stopped; {} instance(s) had to be killed", cleaned.len());
+        }
         System::Running { registry, control } => {
             let count: usize = registry
                 .services

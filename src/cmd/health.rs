@@ -13,7 +13,9 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
     let registry = match running::inspect(&project).await? {
         System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
-        System::Running { registry, .. } | System::Stale { registry } => registry,
+        System::Running { registry, .. }
+        | System::Stale { registry }
+        | System::Unresponsive { registry } => registry,
     };
     let prober = Prober::default();
     let mut checks = Vec::new();

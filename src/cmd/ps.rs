@@ -20,6 +20,10 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
             return Ok(0);
         }
         System::Running { registry, .. } => (registry, false),
+        System::Unresponsive { registry } => {
+            eprintln!("warning: {}", running::unresponsive(&registry));
+            (registry, false)
+        }
         System::Stale { registry } => (registry, true),
     };
     let now = SystemTime::now()

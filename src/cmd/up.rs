@@ -66,6 +66,12 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 );
             }
         }
+        System::Unresponsive { registry } => {
+            return Err(MsctlError::AlreadyRunning {
+                pid: registry.supervisor.pid,
+            }
+            .into());
+        }
         System::NotRunning => {}
     }
     if !args.no_build {
