@@ -167,3 +167,33 @@ pub fn find<'a>(traces: &'a [Trace], wanted: &str) -> Result<&'a Trace, String> 
         )),
     }
 }
+
+/// Trace `id` once the services' writers have flushed it (they do every 100 ms): read until its
+/// span count holds steady, for at most two seconds.
+pub async fn settled(dir: &Path, id: &str) -> Trace {
+    let mut last = 0;
+    let mut steady = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let spans: Vec<Span> = load_spans(dir)
+            .into_iter()
+            .filter(|s| s.trace_id == id)
+            .collect();
+        steady = if spans.len() == last { steady + 1 } else { 0 };
+        last = spans.len();
+        if (steady >= 3 && last > 1) || std::time::Instant::now() > deadline {
+            let spans = group(spans).pop().map(|t| t.spans).unwrap_or_default();
+            return Trace {
+                id: id.to_string(),
+                spans,
+            };
+        }
+    }
+}
+
+/// Whether the trace ended so recently that spans may still be on their way to disk.
+pub fn is_fresh(trace: &Trace) -> bool {
+    let now = msctl_kit::span::unix_nanos(std::time::SystemTime::now());
+    now.saturating_sub(trace.end()) < Duration::from_secs(1).as_nanos() as u64
+}

@@ -59,6 +59,14 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
     let id = answer["trace_id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 32);
 
+    // Straight after the call, `trace` waits for the services' writers: the whole trace is there.
+    let out = p
+        .msctl()
+        .args(["trace", "last", "--json"])
+        .output()
+        .unwrap();
+    let at_once = stdout_json(&out);
+    assert_eq!(at_once.as_array().unwrap().len(), 6, "{at_once:#}");
     let spans = spans_of(&p, &id, 6);
     assert_eq!(spans.len(), 6, "{spans:#?}");
     let by_id: HashMap<&str, &Value> = spans

@@ -541,3 +541,43 @@ command = ["{bin}/msctl-fixture"]
     assert!(!alive(api) && !alive(supervisor as u32));
     assert!(p.registry().is_none());
 }
+
+#[test]
+fn a_service_added_to_msctl_toml_while_up_is_started_by_up() {
+    let p = TestProject::new(
+        r#"
+[services.first]
+command = ["{bin}/msctl-fixture"]
+"#,
+    );
+    p.up();
+    let first = p.pid_of("first-1").unwrap();
+    let mut manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
+    manifest.push_str(
+        "\n[services.second]\ncommand = [\"{bin}/msctl-fixture\"]\ndepends_on = [\"first\"]\n"
+            .replace("{bin}", &common::bin_dir().display().to_string())
+            .as_str(),
+    );
+    p.write("msctl.toml", &manifest);
+    let out = p.msctl().args(["up", "-d", "second"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.instance("second-1").unwrap()["state"], "healthy");
+    assert_eq!(p.pid_of("first-1"), Some(first), "what runs is left alone");
+    // A broken msctl.toml is reported, and the running system is kept.
+    p.write(
+        "msctl.toml",
+        &format!("{manifest}\n[services.third]\ncomand = [\"x\"]\n"),
+    );
+    let out = p.msctl().args(["start", "second"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown key `comand`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(alive(first));
+}

@@ -161,7 +161,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         trace.trace_id_hex()
     );
     if args.trace {
-        let found = wait_for_trace(&project, &trace.trace_id_hex()).await;
+        let found = crate::traces::settled(&project.traces_dir(), &trace.trace_id_hex()).await;
         let width = console::Term::stdout()
             .size_checked()
             .map_or(80, |(_, w)| w as usize)
@@ -258,31 +258,6 @@ fn record_span(
         if let Ok(mut f) = Project::open_private(&project.traces_dir().join("msctl.jsonl"), true) {
             // One write per line: appenders in other processes never split it.
             let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
-    }
-}
-
-/// The trace as recorded, once the services' writers have flushed it (they do every 100 ms).
-async fn wait_for_trace(project: &Project, id: &str) -> crate::traces::Trace {
-    let mut last = 0;
-    let mut steady = 0;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let spans: Vec<Span> = crate::traces::load_spans(&project.traces_dir())
-            .into_iter()
-            .filter(|s| s.trace_id == id)
-            .collect();
-        steady = if spans.len() == last { steady + 1 } else { 0 };
-        last = spans.len();
-        if (steady >= 3 && last > 1) || Instant::now() > deadline {
-            return crate::traces::Trace {
-                id: id.to_string(),
-                spans: crate::traces::group(spans)
-                    .pop()
-                    .map(|t| t.spans)
-                    .unwrap_or_default(),
-            };
         }
     }
 }

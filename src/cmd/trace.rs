@@ -9,6 +9,14 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
     let all = traces::group(traces::load_spans(&project.traces_dir()));
     let found = traces::find(&all, &args.id).map_err(MsctlError::NotFound)?;
+    // Right after a request its spans may still be in the services' writers.
+    let settled;
+    let found = if traces::is_fresh(found) {
+        settled = traces::settled(&project.traces_dir(), &found.id).await;
+        &settled
+    } else {
+        found
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&found.spans)?);
     } else {

@@ -65,11 +65,14 @@ async fn down(State(ctl): State<Ctl>) -> Response {
 }
 
 async fn start(State(ctl): State<Ctl>, Json(req): Json<StartRequest>) -> Response {
+    if let Err(e) = ctl.sup.reload() {
+        return failed(StatusCode::UNPROCESSABLE_ENTITY, e);
+    }
     match ctl.sup.start(&req.services).await {
         Ok(()) => Json(json!({"ok": true})).into_response(),
         Err(f) => failed(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("`{}` did not start: {}", f.instance, f.reason),
+            format!("{}: {}", f.instance, f.reason),
         ),
     }
 }
@@ -78,13 +81,18 @@ async fn act(State(ctl): State<Ctl>, Path((name, action)): Path<(String, String)
     let result = match action.as_str() {
         "stop" => ctl.sup.stop_service(&name).await,
         "restart" => ctl.sup.restart_service(&name).await,
-        "start" => match ctl.sup.config().services.contains_key(&name) {
-            true => ctl
+        "start" => match ctl
+            .sup
+            .reload()
+            .map(|_| ctl.sup.config().services.contains_key(&name))
+        {
+            Err(e) => Err(e),
+            Ok(true) => ctl
                 .sup
                 .start(std::slice::from_ref(&name))
                 .await
-                .map_err(|f| format!("`{}` did not start: {}", f.instance, f.reason)),
-            false => Err(format!("no service `{name}`")),
+                .map_err(|f| format!("{}: {}", f.instance, f.reason)),
+            Ok(false) => Err(format!("no service `{name}`")),
         },
         other => return failed(StatusCode::NOT_FOUND, format!("unknown action `{other}`")),
     };

@@ -35,7 +35,8 @@ pub struct Supervisor {
 
 #[derive(Debug)]
 struct Inner {
-    config: Config,
+    /// As loaded at start, or reloaded by a later `start`; running instances keep their own copy.
+    config: Mutex<Config>,
     shared: Shared,
     handles: Mutex<BTreeMap<String, Vec<InstanceHandle>>>,
     down: Notify,
@@ -110,7 +111,7 @@ pub async fn run(
     let (stopped, _) = watch::channel(false);
     let sup = Supervisor {
         inner: Arc::new(Inner {
-            config,
+            config: Mutex::new(config),
             shared,
             handles: Mutex::new(BTreeMap::new()),
             down: Notify::new(),
@@ -176,8 +177,21 @@ fn rand_bytes() -> [u8; 16] {
 }
 
 impl Supervisor {
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    pub fn config(&self) -> Config {
+        self.inner
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads msctl.toml again, so that a service added since start (`msctl scaffold`) can be
+    /// started. Instances already created keep the settings they were started with.
+    pub fn reload(&self) -> Result<(), String> {
+        let manifest = &self.inner.shared.project.manifest;
+        let fresh = crate::config::load(manifest).map_err(|e| e.to_string())?;
+        *self.inner.config.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Asks the supervisor to stop everything and exit; resolves once everything is stopped.
@@ -200,15 +214,12 @@ impl Supervisor {
     /// Starts `names` (all when empty) and what they depend on, each once its dependencies are
     /// healthy, independent ones in parallel. Instances already healthy are left as they are.
     pub async fn start(&self, names: &[String]) -> Result<(), StartFailure> {
-        let order = self
-            .inner
-            .config
-            .start_order(names)
-            .map_err(|reason| StartFailure {
-                instance: names.join(", "),
-                reason,
-                dependency: false,
-            })?;
+        let config = self.config();
+        let order = config.start_order(names).map_err(|reason| StartFailure {
+            instance: names.join(", "),
+            reason,
+            dependency: false,
+        })?;
         {
             let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
             for service in &order {
@@ -286,14 +297,9 @@ impl Supervisor {
     }
 
     fn known(&self, name: &str) -> Result<Vec<InstanceHandle>, String> {
-        if !self.inner.config.services.contains_key(name) {
-            let names: Vec<&str> = self
-                .inner
-                .config
-                .services
-                .keys()
-                .map(String::as_str)
-                .collect();
+        let config = self.config();
+        if !config.services.contains_key(name) {
+            let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
             return Err(format!(
                 "no service `{name}`; services: {}",
                 names.join(", ")
@@ -304,7 +310,7 @@ impl Supervisor {
 
     /// Stops everything: dependents before what they depend on, each level in parallel.
     pub async fn stop_all(&self) {
-        for level in self.inner.config.stop_levels() {
+        for level in self.config().stop_levels() {
             let mut stops = Vec::new();
             for name in level {
                 for h in self.handles_of(&name) {
