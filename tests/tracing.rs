@@ -517,6 +517,11 @@ fn traces_filter_and_the_trace_flag_prints_a_waterfall() {
         id.as_str(),
         "newest first"
     );
+    assert_eq!(
+        list(&["--limit", "1"])[0]["route"],
+        "GET /users/{*rest}",
+        "the gateway names proxied routes by service"
+    );
     assert!(
         list(&["--route", "/users/{id}/posts"])
             .iter()

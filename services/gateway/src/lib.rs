@@ -9,6 +9,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
+use msctl_kit::server::RouteName;
 use msctl_kit::{ApiError, PeerError, PeerRequest, Peers, RequestContext};
 use serde_json::{Value, json};
 
@@ -83,15 +84,39 @@ async fn proxy(
     method: Method,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Response {
     let service = params.first().map(|(_, v)| v.clone()).unwrap_or_default();
+    // Spans name the route with the service in it: `/users/{*rest}`, not `/{service}/{*rest}`.
+    let route = if params.len() > 1 {
+        format!("/{service}/{{*rest}}")
+    } else {
+        format!("/{service}")
+    };
+    let mut response = forward(gw, ctx, service, route.clone(), uri, method, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(RouteName(route));
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    gw: Gateway,
+    ctx: RequestContext,
+    service: String,
+    route: String,
+    uri: axum::http::Uri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if service == gw.own_name {
         let mut known = gw.peers.discovery().known_services();
         known.retain(|s| *s != gw.own_name);
         return Err(unknown_service(&service, &known));
     }
     let request = PeerRequest {
-        route: format!("/{service}/{{*rest}}"),
+        route,
         path_and_query: uri
             .path_and_query()
             .map(|p| p.as_str().to_string())

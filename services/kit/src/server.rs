@@ -22,6 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// Requests larger than this are refused with 413 before a handler sees them.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// Set by a handler on its response to name its route more precisely than the router can: the
+/// gateway answers `/{service}/{*rest}` and names it `/users/{*rest}`. Spans use this name.
+#[derive(Debug, Clone)]
+pub struct RouteName(pub String);
+
 /// The trace context of the request being served: the server span's own ids.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -246,12 +251,17 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         .insert(RequestContext { trace, tracestate });
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let route = req
+    let matched = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
 
     let mut response = next.run(req).await;
+    let route = response
+        .extensions()
+        .get::<RouteName>()
+        .map(|r| r.0.clone())
+        .or(matched);
     let elapsed = clock.elapsed();
     let status = response.status();
     if let Ok(v) = HeaderValue::from_str(&trace.header_value()) {
