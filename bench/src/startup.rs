@@ -107,8 +107,9 @@ pub fn msctl_once(bins: &Path, system: &System) -> (Duration, Option<u64>) {
     (took, peak)
 }
 
-fn honcho_once(honcho: &Path, system: &System) -> Duration {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Each service's shell command line, on a free port with the same environment as under msctl,
+/// and the addresses to poll.
+fn commands(dir: &Path, system: &System) -> (Vec<(String, String)>, Vec<SocketAddr>) {
     let ports = ports(system.services.len());
     let named: Vec<(String, u16)> = system
         .services
@@ -116,23 +117,36 @@ fn honcho_once(honcho: &Path, system: &System) -> Duration {
         .map(|s| s.0.clone())
         .zip(ports.iter().copied())
         .collect();
-    let mut procfile = String::new();
-    for ((name, argv, _), port) in system.services.iter().zip(&ports) {
-        let env: Vec<String> = env_for(dir.path(), name, *port, &named)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        procfile.push_str(&format!(
-            "{name}: env {} {}\n",
-            env.join(" "),
-            argv.join(" ")
-        ));
-    }
-    std::fs::write(dir.path().join("Procfile"), procfile).expect("Procfile written");
-    let addrs: Vec<SocketAddr> = ports
+    let commands = system
+        .services
+        .iter()
+        .zip(&ports)
+        .map(|((name, argv, _), port)| {
+            let env: Vec<String> = env_for(dir, name, *port, &named)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (
+                name.clone(),
+                format!("env {} {}", env.join(" "), argv.join(" ")),
+            )
+        })
+        .collect();
+    let addrs = ports
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
+    (commands, addrs)
+}
+
+fn honcho_once(honcho: &Path, system: &System) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (commands, addrs) = commands(dir.path(), system);
+    let procfile: String = commands
+        .iter()
+        .map(|(name, cmd)| format!("{name}: {cmd}\n"))
+        .collect();
+    std::fs::write(dir.path().join("Procfile"), procfile).expect("Procfile written");
     let log = std::fs::File::create(dir.path().join("honcho.log")).expect("log file");
     let marked = Marked::new();
     let start = Instant::now();
@@ -157,30 +171,12 @@ fn honcho_once(honcho: &Path, system: &System) -> Duration {
 
 pub fn shell_once(system: &System) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = ports(system.services.len());
-    let named: Vec<(String, u16)> = system
-        .services
+    let (commands, addrs) = commands(dir.path(), system);
+    let mut script: String = commands
         .iter()
-        .map(|s| s.0.clone())
-        .zip(ports.iter().copied())
+        .map(|(_, cmd)| format!("{cmd} >/dev/null 2>&1 &\n"))
         .collect();
-    let mut script = String::new();
-    for ((name, argv, _), port) in system.services.iter().zip(&ports) {
-        let env: Vec<String> = env_for(dir.path(), name, *port, &named)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        script.push_str(&format!(
-            "env {} {} >/dev/null 2>&1 &\n",
-            env.join(" "),
-            argv.join(" ")
-        ));
-    }
     script.push_str("wait\n");
-    let addrs: Vec<SocketAddr> = ports
-        .iter()
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
-        .collect();
     let marked = Marked::new();
     let start = Instant::now();
     let mut child = spawn_group(
