@@ -21,13 +21,12 @@ pub async fn run(
     if builds.is_empty() {
         return Ok(());
     }
-    project.create_state_dirs().map_err(|e| {
-        MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display()))
-    })?;
+    project
+        .create_state_dirs()
+        .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
     let log_path = project.build_log();
-    let log = Project::open_private(&log_path, false).map_err(|e| {
-        MsctlError::Unreachable(format!("cannot write {}: {e}", log_path.display()))
-    })?;
+    let log = Project::open_private(&log_path, false)
+        .map_err(|e| MsctlError::Io(format!("cannot write {}: {e}", log_path.display())))?;
     for argv in builds {
         let argv: Vec<String> = argv
             .iter()
@@ -49,12 +48,8 @@ pub async fn run(
             None
         };
         let started = Instant::now();
-        let out = log
-            .try_clone()
-            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        let out = log.try_clone().map_err(|e| MsctlError::Io(e.to_string()))?;
+        let err = log.try_clone().map_err(|e| MsctlError::Io(e.to_string()))?;
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .current_dir(&project.root)

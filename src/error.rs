@@ -26,7 +26,8 @@ pub mod code {
     pub const HTTP_4XX: u8 = 10;
     /// `msctl call`: the answer was a 5xx.
     pub const HTTP_5XX: u8 = 11;
-    /// `msctl call`: the service could not be reached.
+    /// What the command needs could not be reached: the service `msctl call` sends to, a
+    /// supervisor that does not answer, an OTLP receiver.
     pub const UNREACHABLE: u8 = 12;
 }
 
@@ -66,6 +67,12 @@ pub enum MsctlError {
     Unhealthy { unhealthy: usize, total: usize },
     #[error("{0}")]
     Unreachable(String),
+    /// The supervisor named in the registry has died.
+    #[error("{0}")]
+    Gone(String),
+    /// A file or folder msctl needs could not be read or written.
+    #[error("{0}")]
+    Io(String),
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -99,6 +106,8 @@ impl MsctlError {
             Self::AlreadyRunning { .. } => code::ALREADY_RUNNING,
             Self::Unhealthy { .. } => code::UNHEALTHY,
             Self::Unreachable(_) => code::UNREACHABLE,
+            Self::Gone(_) => code::NOT_RUNNING,
+            Self::Io(_) => code::FAILURE,
             Self::NotFound(_) => code::FAILURE,
             Self::Scaffold(e) => e.exit_code(),
         }

@@ -33,9 +33,7 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
         Ok(r) => r,
         Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
         Err(e) => {
-            return Err(MsctlError::Unreachable(format!(
-                "{e}; if nothing runs, delete it"
-            )));
+            return Err(MsctlError::Io(format!("{e}; if nothing runs, delete it")));
         }
     };
     let control = ControlClient::new(&registry);
@@ -70,7 +68,7 @@ pub async fn require(project: &Project) -> Result<(Registry, ControlClient), Msc
     match inspect(project).await? {
         System::Running { registry, control } => Ok((registry, control)),
         System::NotRunning => Err(MsctlError::NotRunning(project.root.clone())),
-        System::Stale { registry } => Err(MsctlError::Unreachable(format!(
+        System::Stale { registry } => Err(MsctlError::Gone(format!(
             "the supervisor (pid {}) is gone; run `msctl down` to clean up what it left",
             registry.supervisor.pid
         ))),

@@ -36,9 +36,8 @@ impl Context {
                 message: "no such file".into(),
             }),
             None => {
-                let cwd = std::env::current_dir().map_err(|e| {
-                    MsctlError::Unreachable(format!("cannot read the current folder: {e}"))
-                })?;
+                let cwd = std::env::current_dir()
+                    .map_err(|e| MsctlError::Io(format!("cannot read the current folder: {e}")))?;
                 Ok(config::find(&cwd)?)
             }
         }

@@ -206,7 +206,7 @@ async fn detached(
                         reason: message,
                         log,
                     },
-                    None => MsctlError::Unreachable(message),
+                    None => MsctlError::Io(message),
                 };
                 let _ = child.wait().await;
                 return Err(err.into());

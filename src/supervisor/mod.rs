@@ -49,9 +49,8 @@ type Lock = nix::fcntl::Flock<std::fs::File>;
 
 #[cfg(unix)]
 fn lock(project: &Project) -> Result<Lock, MsctlError> {
-    let file = Project::open_private(&project.lock(), true).map_err(|e| {
-        MsctlError::Unreachable(format!("cannot open {}: {e}", project.lock().display()))
-    })?;
+    let file = Project::open_private(&project.lock(), true)
+        .map_err(|e| MsctlError::Io(format!("cannot open {}: {e}", project.lock().display())))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
         let pid = msctl_kit::registry::read(&project.registry())
             .map(|r| r.supervisor.pid)
@@ -70,16 +69,16 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MsctlError> {
-    project.create_state_dirs().map_err(|e| {
-        MsctlError::Unreachable(format!("cannot create {}: {e}", project.state.display()))
-    })?;
+    project
+        .create_state_dirs()
+        .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
     let _lock = lock(&project)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| MsctlError::Unreachable(format!("cannot open the control port: {e}")))?;
+        .map_err(|e| MsctlError::Io(format!("cannot open the control port: {e}")))?;
     let control_addr = listener
         .local_addr()
-        .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        .map_err(|e| MsctlError::Io(e.to_string()))?;
     let token = msctl_kit::trace_context::hex(&rand_bytes());
     let store = RegistryStore::create(
         project.registry(),
@@ -96,7 +95,7 @@ pub async fn run(
         },
     )
     .map_err(|e| {
-        MsctlError::Unreachable(format!(
+        MsctlError::Io(format!(
             "cannot write {}: {e}",
             project.registry().display()
         ))
