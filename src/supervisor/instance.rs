@@ -651,6 +651,8 @@ impl Runner {
             })
             .ok();
         process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+        // A stopped (SIGSTOP) process acts on SIGTERM only once it runs again.
+        process::signal_group(pid, nix::sys::signal::Signal::SIGCONT);
         if tokio::time::timeout(self.service.stop_timeout, child.wait())
             .await
             .is_err()
