@@ -581,3 +581,23 @@ command = ["{bin}/msctl-fixture"]
     );
     assert!(alive(first));
 }
+
+#[test]
+fn a_command_that_cannot_run_fails_up_with_its_reason() {
+    let p = TestProject::new(
+        r#"
+[services.ghost]
+command = ["./no/such/program", "--flag"]
+start_timeout = "30s"
+"#,
+    );
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("`ghost-1` did not start: cannot run"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no/such/program"), "{stderr}");
+    assert!(p.registry().is_none());
+}

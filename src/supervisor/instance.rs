@@ -364,7 +364,12 @@ impl Runner {
 
     fn failed(&mut self, reason: &str, report: bool) {
         self.stopped(reason);
-        self.publish(|s| s.phase = Phase::Failed);
+        // A start can fail before it spawns anything; the new generation tells its waiter that
+        // this failure is the answer to it.
+        self.publish(|s| {
+            s.phase = Phase::Failed;
+            s.generation += 1;
+        });
         if report {
             let log = self.shared.project.log(&self.id);
             self.shared
