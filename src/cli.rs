@@ -98,8 +98,9 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// [METHOD] PATH, for example `users/1/posts` or `POST /users` [default method: GET, or POST with a body]
-    #[arg(value_name = "METHOD] [PATH", num_args = 1..=2, required = true)]
+    /// PATH, or METHOD PATH: `users/1/posts`, `POST /users` [default method: GET, or POST with
+    /// a body]
+    #[arg(value_name = "REQUEST", num_args = 1..=2, required = true)]
     pub request: Vec<String>,
     /// The request body, or @FILE to read it from a file
     #[arg(short = 'd', long = "data", value_name = "BODY")]
