@@ -253,11 +253,8 @@ fn record_span(
             service_instance_id: format!("msctl-{}", std::process::id()),
         },
     };
-    let line = serde_json::to_string(&span).unwrap_or_default();
     if project.create_state_dirs().is_ok() {
-        if let Ok(mut f) = Project::open_private(&project.traces_dir().join("msctl.jsonl"), true) {
-            // One write per line: appenders in other processes never split it.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
+        // Tracing must never fail a call: a span that cannot be written is dropped.
+        let _ = msctl_kit::span::append(&project.traces_dir().join("msctl.jsonl"), &span);
     }
 }

@@ -234,6 +234,28 @@ async fn export_spans(url: String, mut rx: mpsc::Receiver<Span>) {
     }
 }
 
+/// Appends one span to the trace file at `path` from a short-lived process (`msctl call`), in
+/// one write so that concurrent appenders never split a line, rotating as the writer task does.
+pub fn append(path: &Path, span: &Span) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(span).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    if std::fs::metadata(path).is_ok_and(|m| m.len() + line.len() as u64 > MAX_FILE_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, old)?;
+    }
+    open_private_append(path)?.write_all(&line)
+}
+
+/// Spans name paths and peers; like the rest of .msctl/, only the owner reads them.
+fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 struct TraceFile {
     path: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
@@ -242,12 +264,7 @@ struct TraceFile {
 
 impl TraceFile {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        // Spans name paths and peers; like the rest of .msctl/, only the owner reads them.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path)?;
+        let file = open_private_append(path)?;
         let len = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
@@ -320,6 +337,24 @@ mod tests {
             .collect();
         assert_eq!(spans, vec![span(1), span(2)]);
         assert!(text.contains("\"traceId\"") && text.contains("\"service.instance.id\":\"s-1\""));
+    }
+
+    #[test]
+    fn appending_from_another_process_rotates_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("msctl.jsonl");
+        append(&path, &span(1)).unwrap();
+        append(&path, &span(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        std::fs::write(&path, vec![b'x'; MAX_FILE_BYTES as usize]).unwrap();
+        append(&path, &span(3)).unwrap();
+        let fresh: Vec<Span> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(fresh, vec![span(3)]);
+        assert!(dir.path().join("msctl.jsonl.1").exists());
     }
 
     #[test]
