@@ -529,7 +529,8 @@ command = ["{bin}/msctl-fixture"]
         let mut cmd = p.msctl();
         move || cmd.arg("down").output().unwrap()
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    // Past down's ping timeout (1.5 s), with room for a slow machine.
+    std::thread::sleep(Duration::from_millis(4000));
     kill(Pid::from_raw(supervisor), Signal::SIGCONT).unwrap();
     let out = down.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
