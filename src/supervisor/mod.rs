@@ -79,7 +79,8 @@ pub async fn run(
     let control_addr = listener
         .local_addr()
         .map_err(|e| MsctlError::Io(e.to_string()))?;
-    let token = msctl_kit::trace_context::hex(&rand_bytes());
+    // 128 random bits, as a trace id has: enough that no one guesses it.
+    let token = msctl_kit::trace_context::hex(&msctl_kit::trace_context::new_trace_id());
     let store = RegistryStore::create(
         project.registry(),
         msctl_kit::registry::Supervisor {
@@ -169,10 +170,6 @@ pub async fn run(
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     server.abort();
     result
-}
-
-fn rand_bytes() -> [u8; 16] {
-    msctl_kit::trace_context::new_trace_id()
 }
 
 impl Supervisor {
