@@ -47,16 +47,25 @@ impl Progress {
         match event {
             Event::Starting { instance } => match &self.multi {
                 Some(m) => {
+                    // Styled before it is added, so it never draws as a bare spinner.
+                    let spinner = || {
+                        ProgressBar::new_spinner()
+                            .with_style(
+                                ProgressStyle::with_template("{spinner:.cyan} {msg}")
+                                    .expect("template is valid"),
+                            )
+                            .with_message(format!("{instance} starting"))
+                    };
                     let bar = self
                         .bars
                         .entry(instance.clone())
-                        .or_insert_with(|| m.add(ProgressBar::new_spinner()));
-                    bar.reset();
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner:.cyan} {msg}")
-                            .expect("template is valid"),
-                    );
-                    bar.set_message(format!("{instance} starting"));
+                        .or_insert_with(|| m.add(spinner()));
+                    if bar.is_finished() {
+                        // A restart: the same line spins again.
+                        bar.reset();
+                        bar.set_style(spinner().style());
+                        bar.set_message(format!("{instance} starting"));
+                    }
                     bar.enable_steady_tick(Duration::from_millis(80));
                 }
                 None => eprintln!("{instance} starting"),
