@@ -37,10 +37,9 @@ pub fn render(trace: &Trace, width: usize) -> String {
         axis(bar_width, trace.duration())
     );
     for (span, depth, orphan) in rows {
-        let mut label = format!("{}{}", "  ".repeat(depth), describe(span));
-        if orphan {
-            label.push_str(" (parent lost)");
-        }
+        // Marked up front, where the column's width cannot cut it off.
+        let marker = if orphan { "(orphan) " } else { "" };
+        let label = format!("{}{marker}{}", "  ".repeat(depth), describe(span));
         let label = fit(&label, LABEL);
         let failed = span.status.code == 2;
         let status = status_text(span);
@@ -75,7 +74,10 @@ pub fn render(trace: &Trace, width: usize) -> String {
         };
         let _ = writeln!(out, "{mark} {line}{bar}");
     }
-    let _ = write!(out, "* critical path   ERR failed span");
+    let _ = write!(
+        out,
+        "* critical path   ERR failed span   (orphan) its parent was never recorded"
+    );
     out
 }
 
@@ -183,5 +185,131 @@ fn critical_path(trace: &Trace) -> HashSet<String> {
             Some(n) => current = n,
             None => return path,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msctl_kit::span::{KIND_SERVER, Resource, SpanStatus};
+    use serde_json::{Map, json};
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        id: &str,
+        parent: Option<&str>,
+        service: &str,
+        kind: u8,
+        name: &str,
+        start: u64,
+        end: u64,
+        failed: bool,
+    ) -> Span {
+        let mut attributes = Map::new();
+        if kind == KIND_CLIENT {
+            attributes.insert("peer.service".into(), json!("posts"));
+        }
+        if failed {
+            attributes.insert("error.type".into(), json!("timeout"));
+        } else {
+            attributes.insert("http.response.status_code".into(), json!(200));
+        }
+        Span {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_string),
+            name: name.into(),
+            kind,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            status: SpanStatus {
+                code: if failed { 2 } else { 0 },
+                message: None,
+            },
+            attributes,
+            resource: Resource {
+                service_name: service.into(),
+                service_instance_id: format!("{service}-1"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_crashed_service_leaves_its_spans_visible_errors_marked_and_the_path_starred() {
+        console::set_colors_enabled(false);
+        let spans = vec![
+            span(
+                "a000000000000001",
+                None,
+                "msctl",
+                KIND_CLIENT,
+                "GET",
+                0,
+                10_000_000,
+                false,
+            ),
+            span(
+                "a000000000000002",
+                Some("a000000000000001"),
+                "gateway",
+                KIND_SERVER,
+                "GET /users/{id}/posts",
+                1_000_000,
+                9_000_000,
+                false,
+            ),
+            span(
+                "a000000000000003",
+                Some("a000000000000002"),
+                "gateway",
+                KIND_CLIENT,
+                "GET /posts",
+                2_000_000,
+                8_000_000,
+                true,
+            ),
+            // posts crashed before writing its server span: its own call's parent is lost.
+            span(
+                "a000000000000005",
+                Some("a000000000000004"),
+                "posts",
+                KIND_CLIENT,
+                "GET /users/{id}",
+                3_000_000,
+                4_000_000,
+                false,
+            ),
+        ];
+        let trace = Trace {
+            id: spans[0].trace_id.clone(),
+            spans,
+        };
+        let text = render(&trace, 80);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
+        let row = |needle: &str| {
+            *lines
+                .iter()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+        };
+        assert!(
+            row("gateway → posts GET /posts").contains("ERR timeout"),
+            "{text}"
+        );
+        assert!(
+            row("gateway → posts GET /posts").starts_with('*'),
+            "the slow failed call is on the critical path:\n{text}"
+        );
+        assert!(
+            row("(orphan) posts → posts GET").starts_with("  (orphan)"),
+            "{text}"
+        );
+        assert!(row("msctl → posts GET").starts_with('*'));
+        // Indentation follows the tree.
+        assert!(
+            row("gateway GET /users/{id}/posts").starts_with("*   gateway"),
+            "{text}"
+        );
     }
 }
