@@ -383,24 +383,11 @@ fn call_exit_codes_and_output_modes() {
         stderr.starts_with("200 OK · ") && stderr.contains(" · trace "),
         "{stderr}"
     );
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users/999"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(10)
-    );
-    assert_eq!(
-        p.msctl()
-            .args(["call", "DELETE", "users/abc"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(10)
-    );
+    p.msctl().args(["call", "users/999"]).assert().code(10);
+    p.msctl()
+        .args(["call", "DELETE", "users/abc"])
+        .assert()
+        .code(10);
     // Directly to a service, with a body from a file.
     p.write(
         "new-user.json",
@@ -420,64 +407,25 @@ fn call_exit_codes_and_output_modes() {
     assert_eq!(answer["status"], 201);
     assert_eq!(answer["instance"], "users-1");
     // Bad input: a method that is not one, a header without a colon, a missing body file.
-    assert_eq!(
-        p.msctl()
-            .args(["call", "GE T", "users"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users", "-H", "nocolon"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users", "-d", "@missing.json"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users", "--service", "billing"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
+    p.msctl().args(["call", "GE T", "users"]).assert().code(2);
+    p.msctl()
+        .args(["call", "users", "-H", "nocolon"])
+        .assert()
+        .code(2);
+    p.msctl()
+        .args(["call", "users", "-d", "@missing.json"])
+        .assert()
+        .code(2);
+    p.msctl()
+        .args(["call", "users", "--service", "billing"])
+        .assert()
+        .code(2);
     // A 5xx: users down behind the gateway.
     p.msctl().args(["stop", "users"]).assert().success();
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users/1/posts"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(11)
-    );
+    p.msctl().args(["call", "users/1/posts"]).assert().code(11);
     // Unreachable: the target itself is down.
     p.msctl().args(["stop", "gateway"]).assert().success();
-    assert_eq!(
-        p.msctl()
-            .args(["call", "users/1"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(12)
-    );
+    p.msctl().args(["call", "users/1"]).assert().code(12);
 }
 
 #[test]
@@ -533,24 +481,11 @@ fn traces_filter_and_the_trace_flag_prints_a_waterfall() {
             .all(|t| t["services"].as_array().unwrap().contains(&"posts".into()))
     );
     assert!(list(&["--min-duration", "10s"]).is_empty());
-    assert_eq!(
-        p.msctl()
-            .args(["traces", "--min-duration", "soon"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
+    p.msctl()
+        .args(["traces", "--min-duration", "soon"])
+        .assert()
+        .code(2);
     let out = p.msctl().args(["trace", &id[..8]]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("trace {id}")));
-    assert_eq!(
-        p.msctl()
-            .args(["trace", "ffffffffffff"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(1)
-    );
+    p.msctl().args(["trace", "ffffffffffff"]).assert().code(1);
 }
