@@ -58,31 +58,34 @@ fn scaffold(p: &TestProject, args: &[&str]) -> std::process::Output {
     p.msctl().arg("scaffold").args(args).output().unwrap()
 }
 
-#[test]
-fn generated_files_without_dependencies() {
-    let p = workspace();
-    let out = scaffold(&p, &["billing", "--dry-run"]);
+/// What `msctl scaffold ARGS --dry-run` prints: the files it would write.
+fn dry_run(p: &TestProject, args: &[&str]) -> String {
+    let out = p
+        .msctl()
+        .arg("scaffold")
+        .args(args)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn generated_files_without_dependencies() {
+    insta::assert_snapshot!(dry_run(&workspace(), &["billing"]));
 }
 
 #[test]
 fn generated_files_with_a_dependency_and_a_port() {
-    let p = workspace();
-    let out = scaffold(
-        &p,
-        &["billing", "--dep", "users", "--port", "4020", "--dry-run"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+    insta::assert_snapshot!(dry_run(
+        &workspace(),
+        &["billing", "--dep", "users", "--port", "4020"]
+    ));
 }
 
 #[test]

@@ -203,20 +203,7 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Instance, InstanceState, ServiceEntry};
-
-    fn instance(id: &str, port: u16, state: InstanceState) -> Instance {
-        Instance {
-            id: id.into(),
-            pid: Some(1),
-            address: format!("127.0.0.1:{port}"),
-            state,
-            started_at_ms: 0,
-            restarts: 0,
-            last_health: None,
-            reason: None,
-        }
-    }
+    use crate::registry::{InstanceState, ServiceEntry, instance};
 
     #[test]
     fn url_variables_win_and_need_no_registry() {

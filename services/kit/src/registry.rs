@@ -160,6 +160,21 @@ pub fn write(path: &Path, registry: &Registry) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// An instance at `127.0.0.1:port`, for tests.
+#[cfg(test)]
+pub(crate) fn instance(id: &str, port: u16, state: InstanceState) -> Instance {
+    Instance {
+        id: id.into(),
+        pid: Some(1),
+        address: format!("127.0.0.1:{port}"),
+        state,
+        started_at_ms: 0,
+        restarts: 0,
+        last_health: None,
+        reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,16 +191,7 @@ mod tests {
         reg.services.insert(
             "users".into(),
             ServiceEntry {
-                instances: vec![Instance {
-                    id: "users-1".into(),
-                    pid: Some(42),
-                    address: "127.0.0.1:4000".into(),
-                    state: InstanceState::Healthy,
-                    started_at_ms: 1,
-                    restarts: 0,
-                    last_health: None,
-                    reason: None,
-                }],
+                instances: vec![instance("users-1", 4000, InstanceState::Healthy)],
             },
         );
         write(&path, &reg).unwrap();
