@@ -44,7 +44,7 @@ pub async fn run(
             bar.enable_steady_tick(Duration::from_millis(80));
             Some(bar)
         } else {
-            eprintln!("building: {shown}");
+            say!("building: {shown}");
             None
         };
         let started = Instant::now();
@@ -63,7 +63,7 @@ pub async fn run(
         }
         let status = match status {
             Ok(s) if s.success() => {
-                eprintln!(
+                say!(
                     "{} built in {:.1} s: {shown}",
                     console::style("✔").green().for_stderr(),
                     started.elapsed().as_secs_f64()

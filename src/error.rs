@@ -3,33 +3,8 @@
 use crate::config::{ConfigError, LoadError};
 use std::path::PathBuf;
 
-/// Exit codes: stable, documented in the README, relied on by scripts.
-pub mod code {
-    pub const OK: u8 = 0;
-    /// Something unexpected failed.
-    pub const FAILURE: u8 = 1;
-    /// Bad command-line usage (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// msctl.toml is missing or invalid.
-    pub const CONFIG: u8 = 3;
-    /// A build step failed.
-    pub const BUILD: u8 = 4;
-    /// A service did not start: it exited, timed out, or its port is taken.
-    pub const START: u8 = 5;
-    /// The system is not running.
-    pub const NOT_RUNNING: u8 = 6;
-    /// The system is already running.
-    pub const ALREADY_RUNNING: u8 = 7;
-    /// `msctl health`: at least one instance is not healthy.
-    pub const UNHEALTHY: u8 = 8;
-    /// `msctl call`: the answer was a 4xx.
-    pub const HTTP_4XX: u8 = 10;
-    /// `msctl call`: the answer was a 5xx.
-    pub const HTTP_5XX: u8 = 11;
-    /// What the command needs could not be reached: the service `msctl call` sends to, a
-    /// supervisor that does not answer, an OTLP receiver.
-    pub const UNREACHABLE: u8 = 12;
-}
+/// Exit codes: one rule per situation, documented in docs/exit-codes.md and the README.
+pub use msctl_contract::exit as code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MsctlError {
@@ -63,6 +38,30 @@ pub enum MsctlError {
     NotRunning(PathBuf),
     #[error("the system is already running (supervisor pid {pid})")]
     AlreadyRunning { pid: u32 },
+    #[error("another msctl (pid {pid}) is starting the system")]
+    AlreadyStarting { pid: u32 },
+    /// A service name that msctl.toml does not have.
+    #[error("no service `{name}` in {}", manifest.display())]
+    UnknownService {
+        name: String,
+        manifest: PathBuf,
+        known: Vec<String>,
+    },
+    /// An OTLP receiver answered, and refused the spans or some of them.
+    #[error("{0}")]
+    Rejected(String),
+    /// msctl.toml, read again by a running supervisor, is not valid.
+    #[error("{0}")]
+    ConfigReload(String),
+    /// The supervisor is starting or stopping the whole system and takes no other request.
+    #[error("{0}")]
+    Busy(String),
+    /// An error the detached supervisor met, relayed by `up -d` with its exit code.
+    #[error("{message}")]
+    Relayed { message: String, code: u8 },
+    /// A bug in msctl: a panic, reported instead of taken for success.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{unhealthy} of {total} instances are not healthy")]
     Unhealthy { unhealthy: usize, total: usize },
     #[error("{0}")]
@@ -96,6 +95,15 @@ impl From<LoadError> for MsctlError {
 const LOG_TAIL: usize = 20;
 
 impl MsctlError {
+    /// The error for `name` when it is not a service of `config`.
+    pub fn unknown_service(name: &str, config: &crate::config::Config) -> Self {
+        Self::UnknownService {
+            name: name.to_string(),
+            manifest: config.path.clone(),
+            known: config.services.keys().cloned().collect(),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::NoManifest(_) | Self::ManifestUnreadable { .. } => code::CONFIG,
@@ -103,7 +111,13 @@ impl MsctlError {
             Self::Build { .. } => code::BUILD,
             Self::Start { .. } | Self::PortTaken { .. } => code::START,
             Self::NotRunning(_) => code::NOT_RUNNING,
-            Self::AlreadyRunning { .. } => code::ALREADY_RUNNING,
+            Self::AlreadyRunning { .. } | Self::AlreadyStarting { .. } => code::ALREADY_RUNNING,
+            Self::UnknownService { .. } => code::USAGE,
+            Self::ConfigReload(_) => code::CONFIG,
+            Self::Relayed { code, .. } => *code,
+            Self::Busy(_) => code::ALREADY_RUNNING,
+            Self::Rejected(_) => code::REJECTED,
+            Self::Internal(_) => code::FAILURE,
             Self::Unhealthy { .. } => code::UNHEALTHY,
             Self::Unreachable(_) => code::UNREACHABLE,
             Self::Gone(_) => code::NOT_RUNNING,
@@ -162,6 +176,19 @@ impl MsctlError {
             Self::AlreadyRunning { .. } => {
                 Some("see it with `msctl ps`; stop it with `msctl down`".into())
             }
+            Self::AlreadyStarting { .. } => Some(
+                "wait for it to finish, then see the system with `msctl ps`".into(),
+            ),
+            Self::UnknownService { name, known, .. } => Some(
+                match crate::config::did_you_mean(name, known.iter().map(String::as_str)) {
+                    Some(near) => format!("did you mean `{near}`? services: {}", known.join(", ")),
+                    None => format!("services: {}", known.join(", ")),
+                },
+            ),
+            Self::Internal(_) => Some(
+                "this is a bug in msctl; the supervisor's log (.msctl/supervisor.log) has the details"
+                    .into(),
+            ),
             Self::Unhealthy { .. } => Some("see `msctl ps` and `msctl logs SERVICE`".into()),
             Self::Scaffold(e) => e.hint(),
             _ => None,

@@ -2,6 +2,9 @@
 //!
 //! Everything lives in this library so that tests can reach it; `main.rs` only calls [`run`].
 
+#[macro_use]
+pub mod output;
+
 pub mod build_step;
 pub mod cli;
 pub mod cmd;
@@ -48,6 +51,9 @@ pub fn run() -> ExitCode {
         .expect("the Tokio runtime starts");
     match runtime.block_on(cmd::dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output has gone (`| head -1`): nothing is left to say, and no one
+        // to say it to.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::from(code::OK),
         Err(e) => {
             report(&e);
             ExitCode::from(
@@ -61,15 +67,15 @@ pub fn run() -> ExitCode {
 /// Prints an error as `error: …`, its details, `caused by: …` lines and a `hint: …`.
 pub fn report(e: &anyhow::Error) {
     let red = console::style("error:").red().bold().for_stderr();
-    eprintln!("{red} {e}");
+    say!("{red} {e}");
     let typed = e.downcast_ref::<MsctlError>();
     if let Some(detail) = typed.and_then(MsctlError::detail) {
-        eprintln!("{detail}");
+        say!("{detail}");
     }
     for cause in e.chain().skip(1) {
-        eprintln!("caused by: {cause}");
+        say!("caused by: {cause}");
     }
     if let Some(hint) = typed.and_then(MsctlError::hint) {
-        eprintln!("{} {hint}", console::style("hint:").cyan().for_stderr());
+        say!("{} {hint}", console::style("hint:").cyan().for_stderr());
     }
 }

@@ -37,7 +37,7 @@ impl Progress {
             Some(m) if self.bars.values().any(|b| !b.is_finished()) => {
                 let _ = m.println(line);
             }
-            _ => eprintln!("{line}"),
+            _ => say!("{line}"),
         }
     }
 
@@ -68,7 +68,7 @@ impl Progress {
                     }
                     bar.enable_steady_tick(Duration::from_millis(80));
                 }
-                None => eprintln!("{instance} starting"),
+                None => say!("{instance} starting"),
             },
             Event::Healthy {
                 instance,

@@ -4,7 +4,7 @@ use crate::error::MsctlError;
 use crate::project::Project;
 use crate::supervisor::control::ControlClient;
 use crate::supervisor::process;
-use msctl_kit::registry::{self, Registry, RegistryError};
+use msctl_contract::registry::{self, Registry, RegistryError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]

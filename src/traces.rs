@@ -1,7 +1,7 @@
 //! Stored traces: the spans in `.msctl/traces/*.jsonl`, grouped by trace, with what the
 //! listing shows of each.
 
-use msctl_kit::span::{KIND_SERVER, Span};
+use msctl_contract::span::{KIND_SERVER, Span};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -194,6 +194,6 @@ pub async fn settled(dir: &Path, id: &str) -> Trace {
 
 /// Whether the trace ended so recently that spans may still be on their way to disk.
 pub fn is_fresh(trace: &Trace) -> bool {
-    let now = msctl_kit::span::unix_nanos(std::time::SystemTime::now());
+    let now = msctl_contract::span::unix_nanos(std::time::SystemTime::now());
     now.saturating_sub(trace.end()) < Duration::from_secs(1).as_nanos() as u64
 }

@@ -2,7 +2,7 @@
 //! whole trace, errors marked with and without colour, and the critical path starred.
 
 use crate::traces::Trace;
-use msctl_kit::span::{KIND_CLIENT, Span};
+use msctl_contract::span::{KIND_CLIENT, Span};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
@@ -191,7 +191,7 @@ fn critical_path(trace: &Trace) -> HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msctl_kit::span::{KIND_SERVER, Resource, SpanStatus};
+    use msctl_contract::span::{KIND_SERVER, Resource, SpanStatus};
     use serde_json::{Map, json};
 
     #[allow(clippy::too_many_arguments)]

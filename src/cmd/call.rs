@@ -6,8 +6,8 @@ use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::project::Project;
 use crate::running::{self, System};
-use msctl_kit::TraceParent;
-use msctl_kit::span::{KIND_CLIENT, Resource, Span, SpanStatus, unix_nanos};
+use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent};
+use msctl_contract::span::{KIND_CLIENT, Resource, Span, SpanStatus, unix_nanos};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
@@ -68,7 +68,9 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         .into());
     };
 
-    let trace = TraceParent::new_root();
+    let trace = std::iter::repeat_with(|| TraceParent::new(rand::random(), rand::random(), FLAG_SAMPLED))
+        .find_map(|t| t)
+        .expect("random ids are not all zero forever");
     let url = format!("http://{address}{path}");
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -106,7 +108,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let outcome = sent
         .as_ref()
         .map(|(s, _, _)| s.as_u16())
-        .map_err(|e| msctl_kit::error::root_cause(e));
+        .map_err(|e| msctl_contract::root_cause(e));
     record_span(
         &project, &trace, &method, &path, target, &address, started, elapsed, &outcome,
     );
@@ -115,7 +117,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         Err(e) => {
             return Err(MsctlError::Unreachable(format!(
                 "{method} {url} ({instance}) failed: {}",
-                msctl_kit::error::root_cause(&e)
+                msctl_contract::root_cause(&e)
             ))
             .into());
         }
@@ -135,7 +137,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
             "trace_id": trace.trace_id_hex(),
             "instance": instance,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
         let mut stdout = std::io::stdout().lock();
         match (&parsed, stdout_is_terminal) {
@@ -154,7 +156,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     } else {
         console::Style::new().red()
     };
-    eprintln!(
+    say!(
         "{} · {} · trace {}",
         status_style.for_stderr().apply_to(status.to_string()),
         crate::supervisor::health::ms(elapsed),
@@ -166,7 +168,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
             .size_checked()
             .map_or(80, |(_, w)| w as usize)
             .min(120);
-        println!("\n{}", crate::waterfall::render(&found, width));
+        outln!("\n{}", crate::waterfall::render(&found, width))?;
     }
     Ok(match status.as_u16() {
         200..=399 => 0,
@@ -255,6 +257,6 @@ fn record_span(
     };
     if project.create_state_dirs().is_ok() {
         // Tracing must never fail a call: a span that cannot be written is dropped.
-        let _ = msctl_kit::span::append(&project.traces_dir().join("msctl.jsonl"), &span);
+        let _ = msctl_contract::span::append(&project.traces_dir().join("msctl.jsonl"), &span);
     }
 }

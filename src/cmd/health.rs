@@ -53,7 +53,7 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 json!({"service": service, "instance": id, "address": address, "healthy": r.is_ok(), "result": match r { Ok(s) | Err(s) => s }})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
     } else {
         let rows: Vec<Vec<String>> = results
             .iter()
@@ -65,10 +65,10 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 vec![id.clone(), address.clone(), state.into(), detail]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             table::render(&["INSTANCE", "ADDRESS", "HEALTH", "RESULT"], &rows)
-        );
+        )?;
     }
     if unhealthy > 0 {
         return Err(MsctlError::Unhealthy {

@@ -27,7 +27,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
                 .into());
             }
         }
-        eprintln!("no logs for `{service}` yet");
+        say!("no logs for `{service}` yet");
     }
     let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
     let mut offsets: HashMap<PathBuf, u64> = HashMap::new();
@@ -38,7 +38,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         let lines: Vec<&str> = text.lines().collect();
         let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
         for line in &lines[skip..] {
-            println!("{}", prefixes.line(instance, line));
+            outln!("{}", prefixes.line(instance, line))?;
         }
     }
     if !args.follow {
@@ -50,7 +50,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         for (instance, path) in &files {
             let offset = offsets.entry(path.clone()).or_insert(0);
             for line in new_lines(path, offset) {
-                println!("{}", prefixes.line(instance, &line));
+                outln!("{}", prefixes.line(instance, &line))?;
             }
         }
         // Lines written before the system stopped have been printed above.

@@ -19,7 +19,10 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
 use crate::error::MsctlError;
 use crate::project::Project;
+use crate::supervisor::control::ControlClient;
+use msctl_contract::control::{Failure, FailureKind, Request, Response};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What every command is given: where msctl.toml is, if the user said.
 #[derive(Debug, Clone)]
@@ -75,38 +78,71 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM. A second SIGINT while stopping exits at once; the
-/// services then die with msctl, through their parent-death signal.
-pub async fn shutdown_signal() {
-    msctl_kit::server::shutdown_signal().await;
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("msctl: second interrupt; exiting now");
-            std::process::exit(130);
-        }
-    });
+/// How long a control call that starts or stops `services` may take: each instance's start and
+/// stop time, one after another, and some slack. Every call has a limit; none waits forever.
+pub fn call_limit(config: &Config, services: &[String]) -> Duration {
+    let names: Vec<&String> = if services.is_empty() {
+        config.services.keys().collect()
+    } else {
+        services.iter().collect()
+    };
+    let work: Duration = names
+        .iter()
+        .filter_map(|n| config.services.get(*n))
+        .map(|s| (s.start_timeout + s.stop_timeout) * s.replicas)
+        .sum();
+    work + Duration::from_secs(10)
 }
 
-/// Sends `action` (start, stop, restart) for `service` to the running supervisor.
-async fn act_on_service(ctx: &Context, service: &str, action: &str) -> Result<(), MsctlError> {
-    let project = ctx.project()?;
-    let (_, control) = crate::running::require(&project).await?;
-    control
-        .post(
-            &format!("/v1/services/{service}/{action}"),
-            serde_json::json!({}),
-        )
-        .await
-        .map_err(|reason| {
-            if reason.starts_with("no service") {
-                MsctlError::Usage(reason)
-            } else {
-                MsctlError::Start {
-                    instance: service.to_string(),
-                    reason,
-                    log: None,
-                }
+/// The error for a control call that failed; `project` locates the failed instance's log.
+pub fn control_error(project: &Project, config: &Config, failure: Failure) -> MsctlError {
+    match failure.kind {
+        FailureKind::UnknownService => MsctlError::unknown_service(&failure.message, config),
+        FailureKind::Config => MsctlError::ConfigReload(failure.message),
+        FailureKind::Busy => MsctlError::Busy(failure.message),
+        FailureKind::Refused => MsctlError::Unreachable(format!(
+            "the supervisor refused the request: {}",
+            failure.message
+        )),
+        FailureKind::Start => {
+            let instance = failure.instance.unwrap_or_default();
+            MsctlError::Start {
+                log: (!instance.is_empty()).then(|| project.log(&instance)),
+                instance,
+                reason: failure.message,
             }
-        })?;
-    Ok(())
+        }
+    }
+}
+
+/// Sends `request` to the running supervisor and turns its answer into a result.
+pub async fn control(
+    project: &Project,
+    config: &Config,
+    client: &ControlClient,
+    request: Request,
+    limit: Duration,
+) -> Result<(), MsctlError> {
+    match client.send(&request, limit).await {
+        Ok(Response::Failed(f)) => Err(control_error(project, config, f)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(MsctlError::Unreachable(e.to_string())),
+    }
+}
+
+/// Sends `start`, `stop` or `restart` for `service` to the running supervisor. The name is
+/// checked against msctl.toml first, so an unknown one is a usage error whether or not
+/// anything runs.
+async fn act_on_service(
+    ctx: &Context,
+    service: &str,
+    request: impl FnOnce(String) -> Request,
+) -> Result<(), MsctlError> {
+    let (project, config) = ctx.load()?;
+    if !config.services.contains_key(service) {
+        return Err(MsctlError::unknown_service(service, &config));
+    }
+    let (_, client) = crate::running::require(&project).await?;
+    let limit = call_limit(&config, &[service.to_string()]);
+    control(&project, &config, &client, request(service.to_string()), limit).await
 }

@@ -4,7 +4,7 @@ use crate::cli::JsonArg;
 use crate::cmd::Context;
 use crate::running::{self, System};
 use crate::table;
-use msctl_kit::registry::InstanceState;
+use msctl_contract::registry::InstanceState;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,15 +13,15 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     let (registry, stale) = match running::inspect(&project).await? {
         System::NotRunning => {
             if args.json {
-                println!("[]");
+                outln!("[]")?;
             } else {
-                eprintln!("nothing is running in {}", project.root.display());
+                say!("nothing is running in {}", project.root.display());
             }
             return Ok(0);
         }
         System::Running { registry, .. } => (registry, false),
         System::Unresponsive { registry } => {
-            eprintln!("warning: {}", running::unresponsive(&registry));
+            say!("warning: {}", running::unresponsive(&registry));
             (registry, false)
         }
         System::Stale { registry } => (registry, true),
@@ -75,9 +75,9 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&objects)?);
+        outln!("{}", serde_json::to_string_pretty(&objects)?)?;
     } else {
-        println!(
+        outln!(
             "{}",
             table::render(
                 &[
@@ -86,10 +86,10 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 ],
                 &rows
             )
-        );
+        )?;
     }
     if stale {
-        eprintln!(
+        say!(
             "warning: the supervisor (pid {}) is gone; this is what it left. `msctl down` cleans up.",
             registry.supervisor.pid
         );

@@ -2,9 +2,10 @@
 
 use crate::cli::ServiceArg;
 use crate::cmd::Context;
+use msctl_contract::control::Request;
 
 pub async fn restart(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
-    super::act_on_service(ctx, &args.service, "restart").await?;
-    eprintln!("{} restarted", args.service);
+    super::act_on_service(ctx, &args.service, |service| Request::Restart { service }).await?;
+    say!("{} restarted", args.service);
     Ok(0)
 }

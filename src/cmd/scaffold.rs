@@ -14,10 +14,10 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|t| vec![t.name.clone(), t.description.clone(), t.origin.clone()])
             .collect();
-        println!(
+        outln!(
             "{}",
             crate::table::render(&["TEMPLATE", "DESCRIPTION", "FROM"], &rows)
-        );
+        )?;
         return Ok(0);
     }
     let Some(name) = args.name else {
@@ -41,27 +41,27 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
     let dir = shown(&plan.service_dir);
     if args.dry_run {
         for (path, text) in &plan.files {
-            println!("--- {dir}/{path}\n{text}");
+            outln!("--- {dir}/{path}\n{text}")?;
         }
-        println!(
+        outln!(
             "--- msctl.toml: add\n[services.{name}]\n{}",
             plan.table.trim_end()
-        );
+        )?;
         if plan.cargo.is_some() {
-            println!("--- Cargo.toml: add \"{dir}\" to [workspace] members");
+            outln!("--- Cargo.toml: add \"{dir}\" to [workspace] members")?;
         }
-        eprintln!("dry run: nothing was written");
+        say!("dry run: nothing was written");
         return Ok(0);
     }
     scaffold::apply(&plan).map_err(MsctlError::Scaffold)?;
-    eprintln!("created {dir} from the template `{}`:", request.template);
+    say!("created {dir} from the template `{}`:", request.template);
     for (path, _) in &plan.files {
-        eprintln!("  {dir}/{path}");
+        say!("  {dir}/{path}");
     }
     if plan.cargo.is_some() {
-        eprintln!("added {dir} to the workspace members in Cargo.toml");
+        say!("added {dir} to the workspace members in Cargo.toml");
     }
-    eprintln!("added [services.{name}] to msctl.toml");
-    eprintln!("next: `msctl up`, then `msctl call {name}/hello`");
+    say!("added [services.{name}] to msctl.toml");
+    say!("next: `msctl up`, then `msctl call {name}/hello`");
     Ok(0)
 }

@@ -2,9 +2,10 @@
 
 use crate::cli::ServiceArg;
 use crate::cmd::Context;
+use msctl_contract::control::Request;
 
 pub async fn start(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
-    super::act_on_service(ctx, &args.service, "start").await?;
-    eprintln!("{} started", args.service);
+    super::act_on_service(ctx, &args.service, |s| Request::Start { services: vec![s] }).await?;
+    say!("{} started", args.service);
     Ok(0)
 }

@@ -2,9 +2,10 @@
 
 use crate::cli::ServiceArg;
 use crate::cmd::Context;
+use msctl_contract::control::Request;
 
 pub async fn stop(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
-    super::act_on_service(ctx, &args.service, "stop").await?;
-    eprintln!("{} stopped", args.service);
+    super::act_on_service(ctx, &args.service, |service| Request::Stop { service }).await?;
+    say!("{} stopped", args.service);
     Ok(0)
 }

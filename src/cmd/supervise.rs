@@ -35,18 +35,24 @@ pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8>
         args.services,
         true,
         tx.clone(),
-        super::shutdown_signal(),
     )
     .await;
     if let Err(e) = &result {
-        if !matches!(e, MsctlError::Start { .. }) {
-            tx.send(Event::Aborted {
-                message: e.to_string(),
-                instance: None,
-                log: None,
-            })
-            .ok();
-        }
+        let (instance, log) = match e {
+            MsctlError::Start { instance, log, .. } => (Some(instance.clone()), log.clone()),
+            _ => (None, None),
+        };
+        let message = match e {
+            MsctlError::Start { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        tx.send(Event::Aborted {
+            message,
+            instance,
+            log,
+            code: Some(e.exit_code()),
+        })
+        .ok();
     }
     drop(tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), forward).await;

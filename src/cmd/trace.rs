@@ -18,13 +18,13 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
         found
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&found.spans)?);
+        outln!("{}", serde_json::to_string_pretty(&found.spans)?)?;
     } else {
         let width = console::Term::stdout()
             .size_checked()
             .map_or(80, |(_, w)| w as usize)
             .min(120);
-        println!("{}", crate::waterfall::render(found, width));
+        outln!("{}", crate::waterfall::render(found, width))?;
     }
     Ok(0)
 }

@@ -5,6 +5,7 @@ use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::table;
 use crate::traces::{self, Trace};
+use msctl_contract::otlp::{self, Verdict};
 use std::time::{Duration, UNIX_EPOCH};
 
 pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
@@ -37,11 +38,11 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
     }
     if args.json {
         let list: Vec<_> = chosen.iter().map(|t| t.summary()).collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(0);
     }
     if chosen.is_empty() {
-        eprintln!(
+        say!(
             "no traces{}",
             if all.is_empty() {
                 " recorded yet; make a request, for example `msctl call users/1/posts`"
@@ -72,7 +73,7 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table::render(
             &[
@@ -80,7 +81,7 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
             ],
             &rows
         )
-    );
+    )?;
     Ok(0)
 }
 
@@ -100,29 +101,93 @@ fn clock(unix_nanos: u64) -> String {
 
 /// Spans per OTLP request.
 const BATCH: usize = 512;
+/// Attempts per request when the receiver answers 429, 502, 503 or 504.
+const ATTEMPTS: u32 = 4;
 
 async fn export(chosen: &[&Trace], base: &str) -> anyhow::Result<u8> {
-    let url = msctl_kit::otlp::traces_url(base);
+    let parsed = reqwest::Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if parsed.is_none() {
+        return Err(MsctlError::Usage(format!(
+            "`{base}` is not an http:// or https:// URL; give the receiver's base, such as http://127.0.0.1:4318"
+        ))
+        .into());
+    }
+    let url = otlp::traces_url(base);
     let spans: Vec<_> = chosen
         .iter()
         .flat_map(|t| t.spans.iter().cloned())
         .collect();
     if spans.is_empty() {
-        eprintln!("no spans to export");
+        say!("no spans to export");
         return Ok(0);
     }
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut requests = 0;
     for batch in spans.chunks(BATCH) {
-        msctl_kit::otlp::send(&client, &url, batch, 4)
-            .await
-            .map_err(|e| MsctlError::Unreachable(e.to_string()))?;
+        send(&client, &url, batch).await?;
         requests += 1;
     }
-    eprintln!(
+    say!(
         "exported {} spans of {} traces in {requests} request(s) to {url}",
         spans.len(),
         chosen.len()
     );
     Ok(0)
+}
+
+/// Posts one batch, retrying where the OTLP spec allows. A receiver that cannot be reached
+/// (12) is kept apart from one that answered and refused (13).
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    spans: &[msctl_contract::span::Span],
+) -> Result<(), MsctlError> {
+    let body = serde_json::to_vec(&otlp::export_request(spans)).unwrap_or_default();
+    let mut attempt = 1;
+    loop {
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| {
+                MsctlError::Unreachable(format!(
+                    "the OTLP receiver at {url} could not be reached: {}",
+                    msctl_contract::root_cause(&e)
+                ))
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let answer = response.bytes().await.unwrap_or_default();
+        let refused = |status: u16, body: &str| {
+            MsctlError::Rejected(format!(
+                "the OTLP receiver at {url} was reached but answered {status}: {body}"
+            ))
+        };
+        match otlp::verdict(status, &answer) {
+            Verdict::Accepted => return Ok(()),
+            Verdict::Partial { rejected, message } => {
+                return Err(MsctlError::Rejected(format!(
+                    "the OTLP receiver at {url} rejected {rejected} of {} span(s): {message}",
+                    spans.len()
+                )));
+            }
+            Verdict::Retry if attempt < ATTEMPTS => {
+                tokio::time::sleep(otlp::retry_pause(attempt, retry_after)).await;
+                attempt += 1;
+            }
+            Verdict::Retry => {
+                return Err(refused(status, &String::from_utf8_lossy(&answer)));
+            }
+            Verdict::Refused { status, body } => return Err(refused(status, &body)),
+        }
+    }
 }

@@ -9,6 +9,8 @@ use crate::project::Project;
 use crate::running::{self, System};
 use crate::supervisor::{self, events::Event};
 use crate::{build_step, ports};
+use msctl_contract::control::Request;
+use msctl_contract::registry::{InstanceState, SupervisorPhase};
 use anyhow::Context as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -17,16 +19,31 @@ use tokio::sync::mpsc;
 
 pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
+    if let Some(unknown) = args.services.iter().find(|s| !config.services.contains_key(*s)) {
+        return Err(MsctlError::unknown_service(unknown, &config).into());
+    }
     let order = config
         .start_order(&args.services)
         .map_err(MsctlError::Usage)?;
     match running::inspect(&project).await? {
+        System::Running { registry, .. } if registry.supervisor.phase != SupervisorPhase::Ready => {
+            // Another `up` is still starting it (or a `down` is stopping it): touch nothing.
+            return Err(MsctlError::AlreadyStarting {
+                pid: registry.supervisor.pid,
+            }
+            .into());
+        }
         System::Running { registry, control } => {
+            // Only services with no live instance at all: one that is starting, restarting or
+            // unhealthy is the supervisor's to handle, and must never be restarted from here.
             let missing: Vec<String> = order
                 .iter()
                 .filter(|s| {
-                    let healthy = registry.healthy_addresses(&s.name).len();
-                    healthy < s.replicas as usize
+                    registry.services.get(&s.name).is_none_or(|e| {
+                        e.instances.iter().all(|i| {
+                            matches!(i.state, InstanceState::Stopped | InstanceState::Failed)
+                        })
+                    })
                 })
                 .map(|s| s.name.clone())
                 .collect();
@@ -44,22 +61,23 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                     .collect();
                 build_step::run(&project, &to_build).await?;
             }
-            eprintln!("starting {} in the running system", missing.join(", "));
-            control
-                .post("/v1/start", serde_json::json!({ "services": missing }))
-                .await
-                .map_err(|reason| MsctlError::Start {
-                    instance: missing.join(", "),
-                    reason,
-                    log: None,
-                })?;
-            eprintln!("{} started", missing.join(", "));
+            say!("starting {} in the running system", missing.join(", "));
+            let limit = super::call_limit(&config, &missing);
+            super::control(
+                &project,
+                &config,
+                &control,
+                Request::Start { services: missing.clone() },
+                limit,
+            )
+            .await?;
+            say!("{} started", missing.join(", "));
             return Ok(0);
         }
         System::Stale { registry } => {
             let cleaned = running::clean_stale(&project, &registry).await;
             if !cleaned.is_empty() {
-                eprintln!(
+                say!(
                     "stopped {} left running by a supervisor that died (pid {})",
                     cleaned.join(", "),
                     registry.supervisor.pid
@@ -113,7 +131,7 @@ async fn foreground(
         while let Some(event) = rx.recv().await {
             progress.handle(&event);
             if let Event::Ready { .. } = event {
-                eprintln!(
+                say!(
                     "{} instances healthy in {}; Ctrl-C stops them",
                     instances.len(),
                     crate::supervisor::health::ms(started.elapsed())
@@ -127,13 +145,12 @@ async fn foreground(
         services,
         false,
         tx,
-        super::shutdown_signal(),
     )
     .await;
     // The renderer ends when the last sender goes; don't hang on a straggler.
     let _ = tokio::time::timeout(Duration::from_secs(1), render).await;
     result?;
-    eprintln!("stopped");
+    say!("stopped");
     Ok(0)
 }
 
@@ -189,7 +206,7 @@ async fn detached(
         progress.handle(&event);
         match event {
             Event::Ready { supervisor_pid } => {
-                eprintln!(
+                say!(
                     "ready in {}; supervisor pid {supervisor_pid}; `msctl down` stops it",
                     crate::supervisor::health::ms(started.elapsed())
                 );
@@ -199,6 +216,7 @@ async fn detached(
                 message,
                 instance,
                 log,
+                code,
             } => {
                 let err = match instance {
                     Some(instance) => MsctlError::Start {
@@ -206,7 +224,10 @@ async fn detached(
                         reason: message,
                         log,
                     },
-                    None => MsctlError::Io(message),
+                    None => MsctlError::Relayed {
+                        message,
+                        code: code.unwrap_or(crate::error::code::FAILURE),
+                    },
                 };
                 let _ = child.wait().await;
                 return Err(err.into());

@@ -57,5 +57,8 @@ pub enum Event {
         message: String,
         instance: Option<String>,
         log: Option<PathBuf>,
+        /// The exit code `up -d` reports, so that it is the one a foreground `up` would give.
+        #[serde(default)]
+        code: Option<u8>,
     },
 }

@@ -7,7 +7,7 @@ use super::process;
 use super::store::RegistryStore;
 use crate::config::{Health, Port, RestartPolicy, Service};
 use crate::project::Project;
-use msctl_kit::registry::{Instance, InstanceState};
+use msctl_contract::registry::{Instance, InstanceState};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -347,7 +347,7 @@ impl Runner {
             })
             .ok();
         self.set_registry(
-            InstanceState::Unhealthy,
+            InstanceState::Restarting,
             None,
             Some(format!("restarting in {}: {reason}", ms(delay))),
         );
@@ -363,7 +363,11 @@ impl Runner {
     }
 
     fn failed(&mut self, reason: &str, report: bool) {
-        self.stopped(reason);
+        self.publish(|s| {
+            s.pid = None;
+            s.reason = Some(reason.to_string());
+        });
+        self.set_registry(InstanceState::Failed, None, Some(reason.to_string()));
         // A start can fail before it spawns anything; the new generation tells its waiter that
         // this failure is the answer to it.
         self.publish(|s| {
@@ -401,10 +405,11 @@ impl Runner {
             &self.service.name,
             Instance {
                 id: self.id.clone(),
-                pid: if state == InstanceState::Stopped {
-                    None
-                } else {
-                    status.pid
+                pid: match state {
+                    InstanceState::Stopped | InstanceState::Failed | InstanceState::Restarting => {
+                        None
+                    }
+                    _ => status.pid,
                 },
                 address: status.address.map(|a| a.to_string()).unwrap_or_default(),
                 state,
@@ -472,9 +477,17 @@ impl Runner {
             return Ended::NotReady(format!("cannot create {}: {e}", data_dir.display()));
         }
         let mut attempt = 0;
-        loop {
+        'attempt: loop {
             attempt += 1;
             let port = match self.service.port {
+                Port::Fixed(p) if !crate::ports::is_free(p) => {
+                    let holder = crate::ports::holder(p)
+                        .map(|h| format!(" by {h}"))
+                        .unwrap_or_default();
+                    return Ended::NotReady(format!(
+                        "port {p} is already taken{holder}; free it, or use `port = \"auto\"`"
+                    ));
+                }
                 Port::Fixed(p) => p,
                 Port::Auto => match crate::ports::pick() {
                     Some(p) => p,
@@ -511,28 +524,35 @@ impl Runner {
 
             let deadline = tokio::time::sleep(self.service.start_timeout);
             tokio::pin!(deadline);
-            let outcome = tokio::select! {
-                ready = wait_ready(&self.shared.prober, &self.service.health, addr, &self.id) => ready.map(|summary| (summary, started.elapsed())),
-                status = child.wait() => {
-                    let reason = status.map(|s| process::describe_exit(&s)).unwrap_or_else(|e| e.to_string());
-                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                    // Another process took the port between our pick and the service's bind.
-                    if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS && !crate::ports::is_free(port) {
-                        self.note(&format!("port {port} was taken before the service could bind it; trying another"));
-                        continue;
+            // A start asked for while this one runs waits for a newer generation than this one.
+            let mut joined = false;
+            let outcome = loop {
+                tokio::select! {
+                    ready = wait_ready(&self.shared.prober, &self.service.health, addr, &self.id) => break ready.map(|summary| (summary, started.elapsed())),
+                    status = child.wait() => {
+                        let reason = status.map(|s| process::describe_exit(&s)).unwrap_or_else(|e| e.to_string());
+                        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                        // Another process took the port between our pick and the service's bind.
+                        if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS && !crate::ports::is_free(port) {
+                            self.note(&format!("port {port} was taken before the service could bind it; trying another"));
+                            continue 'attempt;
+                        }
+                        return Ended::NotReady(format!("{reason} before it was healthy"));
                     }
-                    return Ended::NotReady(format!("{reason} before it was healthy"));
-                }
-                _ = &mut deadline => Err(ProbeError::Failed(format!("not healthy within {}", ms(self.service.start_timeout)))),
-                cmd = self.rx.recv() => {
-                    self.stop_child(&mut child, pid).await;
-                    return match cmd {
-                        None => Ended::Orphaned,
-                        Some(Command::Stop(ack)) => Ended::StopRequested(Some(ack)),
-                        Some(Command::Restart) => Ended::RestartRequested,
-                        // A start while starting is the same start.
-                        Some(Command::Start) => Ended::RestartRequested,
-                    };
+                    _ = &mut deadline => break Err(ProbeError::Failed(format!("not healthy within {}", ms(self.service.start_timeout)))),
+                    cmd = self.rx.recv() => {
+                        // A start while starting is the same start: its waiter gets this outcome.
+                        if let Some(Command::Start) = cmd {
+                            joined = true;
+                            continue;
+                        }
+                        self.stop_child(&mut child, pid).await;
+                        return match cmd {
+                            None => Ended::Orphaned,
+                            Some(Command::Stop(ack)) => Ended::StopRequested(Some(ack)),
+                            Some(Command::Restart | Command::Start) => Ended::RestartRequested,
+                        };
+                    }
                 }
             };
             let (summary, startup) = match outcome {
@@ -542,7 +562,7 @@ impl Runner {
                 {
                     self.note(&format!("{why}; trying another port"));
                     self.stop_child(&mut child, pid).await;
-                    continue;
+                    continue 'attempt;
                 }
                 Err(e) => {
                     self.stop_child(&mut child, pid).await;
@@ -552,6 +572,9 @@ impl Runner {
             self.publish(|s| {
                 s.phase = Phase::Healthy;
                 s.startup = Some(startup);
+                if joined {
+                    s.generation += 1;
+                }
             });
             self.set_registry(InstanceState::Healthy, Some(summary), None);
             self.shared
@@ -655,6 +678,9 @@ impl Runner {
                 instance: self.id.clone(),
             })
             .ok();
+        // Written before SIGTERM, so that discovery stops choosing this instance before it
+        // starts to drain.
+        self.set_registry(InstanceState::Stopping, None, Some("stopping".into()));
         process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
         // A stopped (SIGSTOP) process acts on SIGTERM only once it runs again.
         process::signal_group(pid, nix::sys::signal::Signal::SIGCONT);

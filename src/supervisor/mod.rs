@@ -6,6 +6,7 @@ pub mod events;
 pub mod health;
 pub mod instance;
 pub mod process;
+pub mod signals;
 pub mod store;
 
 use crate::config::Config;
@@ -14,8 +15,9 @@ use crate::project::Project;
 use events::Event;
 use instance::{InstanceHandle, Phase, Shared};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
+use msctl_contract::control::{FailureKind, Request, Response};
+use msctl_contract::registry::SupervisorPhase;
 use store::RegistryStore;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -47,32 +49,107 @@ struct Inner {
 #[cfg(unix)]
 type Lock = nix::fcntl::Flock<std::fs::File>;
 
+/// Takes the project's lock, or names the msctl that holds it. The holder writes its pid into
+/// the lock file right after locking, so a loser that reads too early retries for a moment.
 #[cfg(unix)]
 fn lock(project: &Project) -> Result<Lock, MsctlError> {
-    let file = Project::open_private(&project.lock(), true)
-        .map_err(|e| MsctlError::Io(format!("cannot open {}: {e}", project.lock().display())))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = msctl_kit::registry::read(&project.registry())
-            .map(|r| r.supervisor.pid)
-            .unwrap_or(0);
-        MsctlError::AlreadyRunning { pid }
-    })
+    use std::io::Write;
+    let path = project.lock();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| MsctlError::Io(format!("cannot open {}: {e}", path.display())))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.write_all(std::process::id().to_string().as_bytes());
+            Ok(lock)
+        }
+        Err(_) => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .filter(|pid| process::alive(*pid));
+                if let Some(pid) = pid {
+                    return Err(MsctlError::AlreadyStarting { pid });
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(MsctlError::Io(format!(
+                        "another msctl holds {} but does not say who it is; if none runs, delete the file",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
 }
 
-/// Runs the system described by `config` until `shutdown` completes or `msctl down` asks.
-/// Start-up failures stop what was started and come back as an error.
+/// A panic anywhere in the supervisor: its message, and a wake-up for `run`, which then stops
+/// everything and reports the panic instead of carrying on half-broken.
+#[derive(Debug, Default)]
+struct Fatal {
+    message: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl Fatal {
+    fn install() -> Arc<Self> {
+        let fatal = Arc::new(Self::default());
+        let hooked = fatal.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            hooked
+                .message
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(|| info.to_string());
+            hooked.notify.notify_one();
+            previous(info);
+        }));
+        fatal
+    }
+
+    async fn wait(&self) -> String {
+        self.notify.notified().await;
+        self.message
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "a panic".into())
+    }
+}
+
+/// Why the supervisor stops.
+enum Stop {
+    Signal(&'static str),
+    Down,
+    Panic(String),
+}
+
+/// Runs the system described by `config` until a signal or `msctl down` stops it. Start-up
+/// failures stop what was started and come back as an error; so does a panic.
 pub async fn run(
     project: Project,
     config: Config,
     services: Vec<String>,
     detached: bool,
     events: mpsc::UnboundedSender<Event>,
-    shutdown: impl Future<Output = ()>,
 ) -> Result<(), MsctlError> {
     project
         .create_state_dirs()
         .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
     let _lock = lock(&project)?;
+    let mut signals = signals::Signals::install()
+        .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
+    let fatal = Fatal::install();
+    #[cfg(debug_assertions)]
+    let fault = std::env::var("MSCTL_FAULT").unwrap_or_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| MsctlError::Io(format!("cannot open the control port: {e}")))?;
@@ -80,10 +157,10 @@ pub async fn run(
         .local_addr()
         .map_err(|e| MsctlError::Io(e.to_string()))?;
     // 128 random bits, as a trace id has: enough that no one guesses it.
-    let token = msctl_kit::trace_context::hex(&msctl_kit::trace_context::new_trace_id());
+    let token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
     let store = RegistryStore::create(
         project.registry(),
-        msctl_kit::registry::Supervisor {
+        msctl_contract::registry::Supervisor {
             pid: std::process::id(),
             control: control_addr.to_string(),
             project: project.root.display().to_string(),
@@ -93,6 +170,7 @@ pub async fn run(
                 .as_millis() as u64,
             detached,
             token: token.clone(),
+            phase: SupervisorPhase::Starting,
         },
     )
     .map_err(|e| {
@@ -120,56 +198,81 @@ pub async fn run(
     };
     let server = tokio::spawn(control::serve(listener, token, sup.clone()));
 
-    let down = sup.clone();
-    let shutdown = async move {
+    let mut stop = Box::pin(async {
         tokio::select! {
-            _ = shutdown => {}
-            _ = down.inner.down.notified() => {}
+            biased;
+            message = fatal.wait() => Stop::Panic(message),
+            name = signals.next() => Stop::Signal(name),
+            _ = sup.inner.down.notified() => Stop::Down,
         }
+    });
+    let start = async {
+        #[cfg(debug_assertions)]
+        if fault == "panic-on-start" {
+            // A stand-in for any bug: tests check that a panic is reported, never taken for success.
+            tokio::spawn(async { panic!("injected by MSCTL_FAULT=panic-on-start") });
+        }
+        sup.start(&services).await
     };
-    tokio::pin!(shutdown);
     let started = tokio::select! {
-        result = sup.start(&services) => Some(result),
-        _ = &mut shutdown => None,
+        biased;
+        why = &mut stop => Err(why),
+        result = start => Ok(result),
     };
-    let result = match started {
-        Some(Err(failure)) => {
-            sup.stop_all().await;
+    let why = match started {
+        Ok(Err(failure)) => {
+            sup.stop_all(&store).await;
             let log = project.log(&failure.instance);
-            events
-                .send(Event::Aborted {
-                    message: failure.reason.clone(),
-                    instance: Some(failure.instance.clone()),
-                    log: Some(log.clone()),
-                })
-                .ok();
-            Err(MsctlError::Start {
+            let err = MsctlError::Start {
                 instance: failure.instance,
                 reason: failure.reason,
                 log: Some(log),
-            })
+            };
+            finish(&store, &sup, server).await;
+            return Err(err);
         }
-        Some(Ok(())) => {
+        Ok(Ok(())) => {
+            store.set_phase(SupervisorPhase::Ready);
             events
                 .send(Event::Ready {
                     supervisor_pid: std::process::id(),
                 })
                 .ok();
-            shutdown.await;
-            sup.stop_all().await;
-            Ok(())
+            (&mut stop).await
         }
-        None => {
-            sup.stop_all().await;
-            Ok(())
-        }
+        Err(why) => why,
     };
+    drop(stop);
+    if let Stop::Signal(name) = why {
+        say!("msctl: {name}; stopping every service (again to force)");
+    }
+    // A second signal while stopping gives up on grace; the registry still says what happened.
+    let force_store = store.clone();
+    let force = tokio::spawn(async move {
+        let name = signals.next().await;
+        say!("msctl: {name} again; killing every service now");
+        for pid in force_store.mark_all_killed() {
+            #[cfg(unix)]
+            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        force_store.remove();
+        std::process::exit(130);
+    });
+    sup.stop_all(&store).await;
+    force.abort();
+    finish(&store, &sup, server).await;
+    match why {
+        Stop::Panic(message) => Err(MsctlError::Internal(message)),
+        Stop::Signal(_) | Stop::Down => Ok(()),
+    }
+}
+
+/// Removes the registry and lets the control API answer the `down` that may have asked.
+async fn finish(store: &RegistryStore, sup: &Supervisor, server: tokio::task::JoinHandle<()>) {
     store.remove();
     sup.inner.stopped.send_replace(true);
-    // Give the control API a moment to answer the `down` that may have asked for this.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     server.abort();
-    result
 }
 
 impl Supervisor {
@@ -188,6 +291,62 @@ impl Supervisor {
         let fresh = crate::config::load(manifest).map_err(|e| e.to_string())?;
         *self.inner.config.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// Carries out one control request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let phase = self.inner.shared.store.snapshot().supervisor.phase;
+        let busy = |what: &str| {
+            control::failed(
+                FailureKind::Busy,
+                format!("the system is {what}; try again when `msctl ps` shows it ready"),
+            )
+        };
+        match request {
+            Request::Ping => Response::Pong {
+                pid: std::process::id(),
+            },
+            Request::Down => {
+                self.request_down().await;
+                Response::Done
+            }
+            _ if phase == SupervisorPhase::Starting => busy("still starting"),
+            _ if phase == SupervisorPhase::Stopping => busy("stopping"),
+            Request::Start { services } => {
+                if let Err(e) = self.reload() {
+                    return control::failed(FailureKind::Config, e);
+                }
+                let config = self.config();
+                if let Some(unknown) = services.iter().find(|s| !config.services.contains_key(*s)) {
+                    return control::failed(FailureKind::UnknownService, unknown.clone());
+                }
+                match self.start(&services).await {
+                    Ok(()) => Response::Done,
+                    Err(f) => Response::Failed(msctl_contract::control::Failure {
+                        kind: FailureKind::Start,
+                        message: f.reason,
+                        instance: Some(f.instance),
+                    }),
+                }
+            }
+            Request::Stop { service } | Request::Restart { service }
+                if !self.config().services.contains_key(&service) =>
+            {
+                control::failed(FailureKind::UnknownService, service)
+            }
+            Request::Stop { service } => {
+                self.stop_service(&service).await;
+                Response::Done
+            }
+            Request::Restart { service } => match self.restart_service(&service).await {
+                Ok(()) => Response::Done,
+                Err(f) => Response::Failed(msctl_contract::control::Failure {
+                    kind: FailureKind::Start,
+                    message: f.reason,
+                    instance: Some(f.instance),
+                }),
+            },
+        }
     }
 
     /// Asks the supervisor to stop everything and exit; resolves once everything is stopped.
@@ -260,52 +419,39 @@ impl Supervisor {
     }
 
     /// Stops one service's instances; what depends on it is left running, as `docker compose stop` does.
-    pub async fn stop_service(&self, name: &str) -> Result<(), String> {
-        let handles = self.known(name)?;
-        let stops: Vec<_> = handles
+    pub async fn stop_service(&self, name: &str) {
+        let stops: Vec<_> = self
+            .handles_of(name)
             .into_iter()
             .map(|h| tokio::spawn(async move { h.stop().await }))
             .collect();
         for s in stops {
             let _ = s.await;
         }
-        Ok(())
     }
 
     /// Restarts one service's instances one after another, so replicas keep serving.
-    pub async fn restart_service(&self, name: &str) -> Result<(), String> {
-        let handles = self.known(name)?;
+    pub async fn restart_service(&self, name: &str) -> Result<(), StartFailure> {
+        let handles = self.handles_of(name);
         if handles
             .iter()
             .all(|h| matches!(h.status().phase, Phase::Idle))
         {
-            return self
-                .start(&[name.to_string()])
-                .await
-                .map_err(|f| format!("{}: {}", f.instance, f.reason));
+            return self.start(&[name.to_string()]).await;
         }
         for h in handles {
-            h.restart()
-                .await
-                .map_err(|reason| format!("{}: {reason}", h.id))?;
+            h.restart().await.map_err(|reason| StartFailure {
+                instance: h.id.clone(),
+                reason,
+                dependency: false,
+            })?;
         }
         Ok(())
     }
 
-    fn known(&self, name: &str) -> Result<Vec<InstanceHandle>, String> {
-        let config = self.config();
-        if !config.services.contains_key(name) {
-            let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-            return Err(format!(
-                "no service `{name}`; services: {}",
-                names.join(", ")
-            ));
-        }
-        Ok(self.handles_of(name))
-    }
-
     /// Stops everything: dependents before what they depend on, each level in parallel.
-    pub async fn stop_all(&self) {
+    pub async fn stop_all(&self, store: &RegistryStore) {
+        store.set_phase(SupervisorPhase::Stopping);
         for level in self.config().stop_levels() {
             let mut stops = Vec::new();
             for name in level {

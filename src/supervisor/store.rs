@@ -1,7 +1,7 @@
 //! The registry as the supervisor keeps it: in memory, and written through to the file atomically
 //! on every change, so the file reflects reality at all times.
 
-use msctl_kit::registry::{self, Instance, Registry, Supervisor};
+use msctl_contract::registry::{self, Instance, InstanceState, Registry, Supervisor, SupervisorPhase};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -37,8 +37,38 @@ impl RegistryStore {
             }
         }
         // Written under the lock, so the file never goes back to an older state.
-        if let Err(e) = registry::write(&self.path, &reg) {
-            eprintln!(
+        self.write(&reg);
+    }
+
+    /// Records whether the system is starting, ready, or stopping, and writes the file.
+    pub fn set_phase(&self, phase: SupervisorPhase) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.supervisor.phase = phase;
+        self.write(&reg);
+    }
+
+    /// For a forced stop: every instance that had a process is marked stopped, so that no
+    /// reader takes a killed instance for a live one. Returns the pids that ran.
+    pub fn mark_all_killed(&self) -> Vec<u32> {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pids = Vec::new();
+        for entry in reg.services.values_mut() {
+            for i in &mut entry.instances {
+                if let Some(pid) = i.pid.take() {
+                    pids.push(pid);
+                }
+                i.state = InstanceState::Stopped;
+                i.reason = Some("killed: msctl was interrupted twice".into());
+            }
+        }
+        reg.supervisor.phase = SupervisorPhase::Stopping;
+        self.write(&reg);
+        pids
+    }
+
+    fn write(&self, reg: &Registry) {
+        if let Err(e) = registry::write(&self.path, reg) {
+            say!(
                 "msctl: cannot write the registry {}: {e}",
                 self.path.display()
             );

@@ -1,4 +1,5 @@
-//! Discovery: where the instances of a service are, from `<NAME>_URL` or the registry file.
+//! Discovery: where the instances of a service are. Under msctl (a registry is given) only the
+//! registry counts; a service run by hand finds a peer through that peer's `<NAME>_URL` variable.
 
 use crate::registry::{self, Registry, RegistryError};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("unknown service `{service}`; known services: {}", list(known))]
+    #[error("unknown service `{service}`; known services: {}", list(known, service))]
     Unknown { service: String, known: Vec<String> },
     #[error("service `{service}` has no healthy instance right now ({detail})")]
     NoHealthy { service: String, detail: String },
@@ -24,26 +25,24 @@ pub enum DiscoveryError {
     Registry { service: String, reason: String },
 }
 
-fn list(names: &[String]) -> String {
+fn list(names: &[String], service: &str) -> String {
     if names.is_empty() {
-        "none".to_string()
+        format!("none (set {} to reach it without msctl)", url_variable(service))
     } else {
         names.join(", ")
     }
 }
 
-/// The environment variable that names a service's address when no registry is used.
-pub fn url_variable(service: &str) -> String {
-    format!("{}_URL", service.to_ascii_uppercase().replace('-', "_"))
-}
+pub use msctl_contract::env::url_variable;
 
 /// Finds instances of services. The registry is re-read only when its file changed, so a
 /// request costs one `stat`, not a parse.
 #[derive(Debug)]
 pub struct Discovery {
     registry_path: Option<PathBuf>,
-    /// Service name to base URL, from `<NAME>_URL` variables captured at start.
-    fixed: BTreeMap<String, String>,
+    /// `<NAME>_URL` variables captured at start, consulted only without a registry and only for
+    /// the service asked about: an unrelated `DATABASE_URL` is never taken for a service.
+    vars: BTreeMap<String, String>,
     cache: Mutex<Cache>,
     next: AtomicUsize,
 }
@@ -62,31 +61,22 @@ struct FileStamp {
 }
 
 impl Discovery {
-    /// `vars` are the process's environment variables; those named `<NAME>_URL` fix a service's
-    /// address and win over the registry.
+    /// `vars` are the process's environment variables. With a registry they are ignored, so a
+    /// stale `USERS_URL` in a shell cannot win over what msctl runs.
     pub fn new(
         registry_path: Option<PathBuf>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        let fixed = vars
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let name = k.strip_suffix("_URL")?;
-                let well_formed = !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                well_formed.then(|| {
-                    (
-                        name.to_ascii_lowercase().replace('_', "-"),
-                        v.trim_end_matches('/').to_string(),
-                    )
-                })
-            })
-            .collect();
+        let vars = if registry_path.is_some() {
+            BTreeMap::new()
+        } else {
+            vars.into_iter()
+                .filter(|(k, _)| k.ends_with("_URL"))
+                .collect()
+        };
         Self {
             registry_path,
-            fixed,
+            vars,
             cache: Mutex::new(Cache::default()),
             next: AtomicUsize::new(0),
         }
@@ -94,11 +84,18 @@ impl Discovery {
 
     /// The healthy instances of `service`.
     pub fn resolve(&self, service: &str) -> Result<Vec<Endpoint>, DiscoveryError> {
-        if let Some(url) = self.fixed.get(service) {
-            return Ok(vec![Endpoint {
-                instance: url_variable(service),
-                base_url: url.clone(),
-            }]);
+        if self.registry_path.is_none() {
+            let variable = url_variable(service);
+            return match self.vars.get(&variable) {
+                Some(url) => Ok(vec![Endpoint {
+                    instance: variable,
+                    base_url: url.trim_end_matches('/').to_string(),
+                }]),
+                None => Err(DiscoveryError::Unknown {
+                    service: service.to_string(),
+                    known: Vec::new(),
+                }),
+            };
         }
         let registry = self.registry(service)?;
         let Some(entry) = registry.as_ref().and_then(|r| r.services.get(service)) else {
@@ -142,20 +139,16 @@ impl Discovery {
         Ok(all.swap_remove(i))
     }
 
-    /// Every service this process can find, in name order.
+    /// Every service in the registry, in name order; none without one.
     pub fn known_services(&self) -> Vec<String> {
         let registry = self.registry("").ok().flatten();
         self.known_in(registry.as_ref())
     }
 
     fn known_in(&self, registry: Option<&Registry>) -> Vec<String> {
-        let mut names: Vec<String> = self.fixed.keys().cloned().collect();
-        if let Some(r) = registry {
-            names.extend(r.services.keys().cloned());
-        }
-        names.sort();
-        names.dedup();
-        names
+        registry
+            .map(|r| r.services.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The current registry, re-read only when the file changed. `None` when there is none.
@@ -205,25 +198,50 @@ mod tests {
     use super::*;
     use crate::registry::{InstanceState, ServiceEntry, instance};
 
+    fn vars() -> Vec<(String, String)> {
+        vec![
+            ("USERS_URL".into(), "http://127.0.0.1:9001/".into()),
+            ("DATABASE_URL".into(), "postgres://db/app".into()),
+            ("HOME".into(), "/root".into()),
+        ]
+    }
+
     #[test]
-    fn url_variables_win_and_need_no_registry() {
-        let d = Discovery::new(
-            None,
-            [
-                (
-                    "USERS_URL".to_string(),
-                    "http://127.0.0.1:9001/".to_string(),
-                ),
-                ("HOME".into(), "/root".into()),
-            ],
-        );
+    fn without_a_registry_only_the_asked_for_variable_counts() {
+        let d = Discovery::new(None, vars());
         assert_eq!(d.pick("users").unwrap().base_url, "http://127.0.0.1:9001");
-        assert_eq!(d.known_services(), vec!["users"]);
+        // DATABASE_URL is no service: nothing lists it.
+        assert!(d.known_services().is_empty());
         let err = d.resolve("posts").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown service `posts`; known services: users"
+            "unknown service `posts`; known services: none (set POSTS_URL to reach it without msctl)"
         );
+    }
+
+    #[test]
+    fn under_msctl_inherited_url_variables_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        reg.services.insert(
+            "users".into(),
+            ServiceEntry {
+                instances: vec![instance("users-1", 1001, InstanceState::Healthy)],
+            },
+        );
+        registry::write(&path, &reg).unwrap();
+        let d = Discovery::new(Some(path), vars());
+        // A stale USERS_URL from the user's shell does not win over the registry.
+        assert_eq!(d.pick("users").unwrap().base_url, "http://127.0.0.1:1001");
+        assert_eq!(d.known_services(), vec!["users"]);
+        assert!(matches!(
+            d.resolve("database"),
+            Err(DiscoveryError::Unknown { .. })
+        ));
     }
 
     #[test]

@@ -54,15 +54,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The innermost cause of an error: HTTP clients wrap the useful words ("connection refused")
-/// in generic ones ("error sending request").
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
+pub use msctl_contract::root_cause;
 
 /// The machine-readable code for a status, used when a framework answer carries none.
 pub fn code_for(status: StatusCode) -> &'static str {

@@ -4,6 +4,8 @@
 //! `GET /health`, turns every error into the JSON error shape, propagates `traceparent`, logs
 //! structured lines and shuts down gracefully on SIGTERM or SIGINT.
 
+pub use msctl_contract::{self as contract, registry};
+
 pub mod client;
 pub mod discovery;
 pub mod env;
@@ -11,7 +13,6 @@ pub mod error;
 pub mod log;
 pub mod otlp;
 pub mod params;
-pub mod registry;
 pub mod server;
 pub mod span;
 pub mod testing;

@@ -4,14 +4,13 @@ use crate::client::Peers;
 use crate::discovery::Discovery;
 use crate::env::ServiceEnv;
 use crate::span::{KIND_SERVER, Span, SpanStatus, Tracer, unix_nanos};
-use crate::trace_context::TraceParent;
+use crate::trace_context::{self, NewIds, TraceParent};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
 use serde_json::{Map, json};
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Requests larger than this are refused with 413 before a handler sees them.
+/// How long a stopping service may spend writing out its last spans.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
+
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Set by a handler on its response to name its route more precisely than the router can: the
@@ -145,13 +147,11 @@ impl Kit {
 
     /// `app` with what every service has: `/health`, JSON errors, the body limit, tracing and
     /// access logs. Tests call this to exercise a service exactly as it is served.
+    /// The kit answers `GET /health` only where `app` has no route of its own for it: an app's
+    /// own health check wins.
     pub fn router(&self, app: Router) -> Router {
         let kit = Arc::new(self.clone());
-        Router::new()
-            .route("/health", get(health))
-            .with_state(kit.clone())
-            .merge(app)
-            .layer(middleware::from_fn_with_state(kit, observe))
+        app.layer(middleware::from_fn_with_state(kit, observe))
             .layer(middleware::from_fn(crate::error::json_errors))
             .layer(DefaultBodyLimit::max(self.body_limit))
     }
@@ -184,6 +184,7 @@ impl Kit {
             json!({"addr": local.to_string(), "version": self.version}),
         );
         let drain = self.env.drain_timeout;
+        let tracer = self.tracer.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let notify = stop.clone();
         let server = axum::serve(listener, self.router(app)).with_graceful_shutdown(async move {
@@ -200,6 +201,8 @@ impl Kit {
                 crate::log::warn("drain timeout: exiting with requests in flight", json!({}));
             }
         }
+        // Spans of the last requests are still in the writer's buffer.
+        tracer.flush(FLUSH_ON_EXIT).await;
         crate::log::info("stopped", json!({}));
         Ok(())
     }
@@ -223,7 +226,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn health(State(kit): State<Arc<Kit>>) -> Json<serde_json::Value> {
+fn health(kit: &Kit) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "service": kit.env.service,
@@ -237,16 +240,21 @@ async fn health(State(kit): State<Arc<Kit>>) -> Json<serde_json::Value> {
 /// the server span and writes an access log line. Health probes are left out of both.
 async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
+        // No matched route: the app has no /health, so the kit's answers.
+        if req.extensions().get::<MatchedPath>().is_none() && req.method() == axum::http::Method::GET
+        {
+            return health(&kit).into_response();
+        }
         return next.run(req).await;
     }
     let started = SystemTime::now();
     let clock = Instant::now();
-    let parent = TraceParent::from_headers(req.headers());
+    let parent = trace_context::from_headers(req.headers());
     let trace = parent
         .map(|p| p.child())
         .unwrap_or_else(TraceParent::new_root);
     // tracestate is meaningless without a valid traceparent, so it is dropped with it.
-    let tracestate = parent.and(req.headers().get("tracestate").cloned());
+    let tracestate = parent.and_then(|_| trace_context::tracestate(req.headers()));
     req.extensions_mut()
         .insert(RequestContext { trace, tracestate });
     let method = req.method().clone();
@@ -334,7 +342,7 @@ pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use tower::ServiceExt;
 
     fn kit() -> Kit {
@@ -380,6 +388,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_apps_own_health_route_wins_over_the_kits() {
+        let app = Router::new().route("/health", get(|| async { "app says ok" }));
+        let res = kit().router(app).oneshot(get_req("/health")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"app says ok");
+        // Other methods on the kit's /health are refused as any unknown route is.
+        let (status, _, _) = send(Request::post("/health").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
     async fn framework_errors_become_json() {
         let (status, _, body) = send(get_req("/nope")).await;
         assert_eq!(status, 404);
@@ -421,5 +441,28 @@ mod tests {
         let (status, headers, _) = send(req).await;
         assert_eq!(status, 200);
         assert!(TraceParent::parse(headers["traceparent"].to_str().unwrap()).is_some());
+    }
+
+    #[tokio::test]
+    async fn every_tracestate_header_reaches_the_handler_as_one_list() {
+        let app = Router::new().route(
+            "/state",
+            get(|ctx: RequestContext| async move {
+                ctx.tracestate
+                    .map(|v| v.to_str().unwrap_or_default().to_string())
+                    .unwrap_or_default()
+            }),
+        );
+        let req = Request::get("/state")
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff")
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .header("tracestate", "rojo=00f067aa0ba902b7")
+            .body(Body::empty())
+            .unwrap();
+        let res = kit().router(app).oneshot(req).await.unwrap();
+        let out = res.headers()["traceparent"].to_str().unwrap().to_string();
+        assert!(out.ends_with("-01"), "version 00 flags other than sampled go on as zero: {out}");
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
     }
 }

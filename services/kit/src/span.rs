@@ -1,98 +1,31 @@
-//! Spans: recorded per request, shaped like OpenTelemetry spans (DESIGN.md), written as JSON lines
-//! by a background task so that no request ever waits for the disk.
+//! The tracer: spans recorded per request, in the contract's format (docs/spans.md), written as
+//! JSON lines by a background task so that no request ever waits for the disk.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
-pub const KIND_SERVER: u8 = 2;
-pub const KIND_CLIENT: u8 = 3;
-
-/// One finished span, one line of `traces/<instance>.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Span {
-    pub trace_id: String,
-    pub span_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_span_id: Option<String>,
-    pub name: String,
-    pub kind: u8,
-    pub start_time_unix_nano: u64,
-    pub end_time_unix_nano: u64,
-    pub status: SpanStatus,
-    pub attributes: Map<String, Value>,
-    pub resource: Resource,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpanStatus {
-    /// 0 unset, 1 ok, 2 error.
-    pub code: u8,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resource {
-    #[serde(rename = "service.name")]
-    pub service_name: String,
-    #[serde(rename = "service.instance.id")]
-    pub service_instance_id: String,
-}
-
-impl SpanStatus {
-    /// A client span's status from how its call ended, with the matching attributes: a status
-    /// code, or an `error.type` for an answer of 400 or more or a call that got no answer.
-    pub fn of_call(
-        attributes: &mut Map<String, Value>,
-        outcome: Result<u16, (&str, String)>,
-    ) -> Self {
-        match outcome {
-            Ok(code) => {
-                attributes.insert("http.response.status_code".into(), Value::from(code));
-                if code >= 400 {
-                    attributes.insert("error.type".into(), Value::from(code.to_string()));
-                    Self {
-                        code: 2,
-                        message: None,
-                    }
-                } else {
-                    Self {
-                        code: 0,
-                        message: None,
-                    }
-                }
-            }
-            Err((error_type, message)) => {
-                attributes.insert("error.type".into(), Value::from(error_type));
-                Self {
-                    code: 2,
-                    message: Some(message),
-                }
-            }
-        }
-    }
-}
-
-pub fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
+pub use msctl_contract::span::{
+    KIND_CLIENT, KIND_SERVER, MAX_FILE_BYTES, Resource, Span, SpanStatus, append, unix_nanos,
+};
 
 /// Hands finished spans to the background writer. Cheap to clone; a disabled tracer drops spans.
 #[derive(Debug, Clone)]
 pub struct Tracer {
-    tx: Option<mpsc::Sender<Span>>,
+    tx: Option<mpsc::Sender<ToWriter>>,
     resource: Resource,
+}
+
+/// What the background tasks are sent: spans, and a request to write out what they hold.
+#[derive(Debug)]
+enum ToWriter {
+    Span(Span),
+    Flush(oneshot::Sender<()>),
 }
 
 /// Spans that may wait for the writer; past this a burst drops spans rather than slow requests.
 const QUEUE: usize = 16 * 1024;
-/// A trace file is rotated to `<file>.1` when it grows past this.
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// The writer flushes at least this often, so `msctl trace last` sees a request at once.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -147,8 +80,21 @@ impl Tracer {
     pub fn record(&self, span: Span) {
         if let Some(tx) = &self.tx {
             // A full queue means the disk is behind: drop the span, never block the request.
-            let _ = tx.try_send(span);
+            let _ = tx.try_send(ToWriter::Span(span));
         }
+    }
+
+    /// Writes out every span recorded so far, to the file and to the OTLP receiver, waiting at
+    /// most `limit`. A service calls it as it exits, so that its last requests are not lost.
+    pub async fn flush(&self, limit: Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (ack, done) = oneshot::channel();
+        let flushed = async {
+            if tx.send(ToWriter::Flush(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, flushed).await;
     }
 }
 
@@ -161,20 +107,32 @@ fn resource(service: &str, instance: &str) -> Resource {
 
 async fn write_spans(
     mut file: Option<TraceFile>,
-    exporter: Option<mpsc::Sender<Span>>,
-    mut rx: mpsc::Receiver<Span>,
+    exporter: Option<mpsc::Sender<ToWriter>>,
+    mut rx: mpsc::Receiver<ToWriter>,
 ) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
-            span = rx.recv() => match span {
-                Some(span) => {
+            msg = rx.recv() => match msg {
+                Some(ToWriter::Span(span)) => {
                     if let Some(exporter) = &exporter {
-                        let _ = exporter.try_send(span.clone());
+                        let _ = exporter.try_send(ToWriter::Span(span.clone()));
                     }
                     if let Some(file) = &mut file {
                         file.append(&span);
                     }
+                }
+                Some(ToWriter::Flush(ack)) => {
+                    if let Some(file) = &mut file {
+                        file.flush();
+                    }
+                    if let Some(exporter) = &exporter {
+                        let (next, done) = oneshot::channel();
+                        if exporter.send(ToWriter::Flush(next)).await.is_ok() {
+                            let _ = done.await;
+                        }
+                    }
+                    let _ = ack.send(());
                 }
                 None => break,
             },
@@ -193,7 +151,7 @@ const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Batches spans to the OTLP receiver at `url`. Failures are logged, once per kind of failure
 /// in a row, and the batch is dropped: export must never hold up a service.
-async fn export_spans(url: String, mut rx: mpsc::Receiver<Span>) {
+async fn export_spans(url: String, mut rx: mpsc::Receiver<ToWriter>) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -202,11 +160,16 @@ async fn export_spans(url: String, mut rx: mpsc::Receiver<Span>) {
     let mut tick = tokio::time::interval(EXPORT_EVERY);
     let mut last_error = String::new();
     loop {
+        let mut flushed = None;
         let (due, closed) = tokio::select! {
-            span = rx.recv() => match span {
-                Some(span) => {
+            msg = rx.recv() => match msg {
+                Some(ToWriter::Span(span)) => {
                     batch.push(span);
                     (batch.len() >= EXPORT_BATCH, false)
+                }
+                Some(ToWriter::Flush(ack)) => {
+                    flushed = Some(ack);
+                    (true, false)
                 }
                 None => (true, true),
             },
@@ -228,32 +191,13 @@ async fn export_spans(url: String, mut rx: mpsc::Receiver<Span>) {
             }
             batch.clear();
         }
+        if let Some(ack) = flushed {
+            let _ = ack.send(());
+        }
         if closed {
             return;
         }
     }
-}
-
-/// Appends one span to the trace file at `path` from a short-lived process (`msctl call`), in
-/// one write so that concurrent appenders never split a line, rotating as the writer task does.
-pub fn append(path: &Path, span: &Span) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(span).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    if std::fs::metadata(path).is_ok_and(|m| m.len() + line.len() as u64 > MAX_FILE_BYTES) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        std::fs::rename(path, old)?;
-    }
-    open_private_append(path)?.write_all(&line)
-}
-
-/// Spans name paths and peers; like the rest of .msctl/, only the owner reads them.
-fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
 }
 
 struct TraceFile {
@@ -264,7 +208,7 @@ struct TraceFile {
 
 impl TraceFile {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = open_private_append(path)?;
+        let file = msctl_contract::fs::open_private(path, true)?;
         let len = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
@@ -304,6 +248,20 @@ impl TraceFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+
+    #[tokio::test]
+    async fn flush_writes_out_every_recorded_span_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracer = Tracer::start(Some(dir.path()), None, "s", "s-1").unwrap();
+        for i in 1..=3 {
+            tracer.record(span(i));
+        }
+        tracer.flush(Duration::from_secs(5)).await;
+        // No waiting for the periodic flush: a service that exits now loses nothing.
+        let text = std::fs::read_to_string(dir.path().join("s-1.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
 
     fn span(i: usize) -> Span {
         Span {

@@ -1,19 +1,18 @@
-//! W3C Trace Context: parsing and formatting the `traceparent` header, by the letter of the spec.
+//! Trace context in the kit: fresh random ids, and reading the headers of an axum request. The
+//! format itself is the contract's (docs/spans.md).
 
-/// A parsed `traceparent`: which trace, which span is the parent, and the flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub flags: u8,
+pub use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent, combine_tracestate, hex};
+
+/// New contexts: a root for a request that came without one, a child for each span under it.
+pub trait NewIds {
+    /// A new trace with random ids, sampled.
+    fn new_root() -> Self;
+    /// The same trace and flags, with a new span id.
+    fn child(&self) -> Self;
 }
 
-/// Flag bit 0: the caller recorded this trace.
-pub const FLAG_SAMPLED: u8 = 0x01;
-
-impl TraceParent {
-    /// A new trace with a random trace id and span id, sampled.
-    pub fn new_root() -> Self {
+impl NewIds for TraceParent {
+    fn new_root() -> Self {
         Self {
             trace_id: new_trace_id(),
             span_id: new_span_id(),
@@ -21,75 +20,29 @@ impl TraceParent {
         }
     }
 
-    /// The same trace and flags, with a new span id: the context for a child span.
-    pub fn child(&self) -> Self {
-        Self {
-            span_id: new_span_id(),
-            ..*self
-        }
+    fn child(&self) -> Self {
+        self.with_span(new_span_id())
     }
+}
 
-    /// Parses a header value. `None` means invalid, and the caller starts a new trace.
-    pub fn parse(value: &str) -> Option<Self> {
-        let bytes = value.as_bytes();
-        // version "-" trace-id "-" parent-id "-" flags = 2+1+32+1+16+1+2
-        if bytes.len() < 55 {
-            return None;
-        }
-        let version = decode_hex::<1>(&value[0..2])?[0];
-        if version == 0xff {
-            return None;
-        }
-        // Version 00 has exactly this length; a later version may append fields after a dash.
-        if version == 0 && bytes.len() != 55 {
-            return None;
-        }
-        if bytes.len() > 55 && bytes[55] != b'-' {
-            return None;
-        }
-        if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
-            return None;
-        }
-        let trace_id = decode_hex::<16>(&value[3..35])?;
-        let span_id = decode_hex::<8>(&value[36..52])?;
-        let flags = decode_hex::<1>(&value[53..55])?[0];
-        if trace_id == [0; 16] || span_id == [0; 8] {
-            return None;
-        }
-        Some(Self {
-            trace_id,
-            span_id,
-            flags,
-        })
+/// The request's `traceparent`, when there is exactly one and it is valid.
+pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<TraceParent> {
+    let values = headers.get_all("traceparent");
+    let mut strs = Vec::new();
+    for v in values.iter() {
+        strs.push(v.to_str().ok()?);
     }
+    TraceParent::from_values(strs.into_iter())
+}
 
-    /// Parses the `traceparent` header(s) of a request: more than one is invalid.
-    pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<Self> {
-        let mut values = headers.get_all("traceparent").iter();
-        let first = values.next()?;
-        if values.next().is_some() {
-            return None;
-        }
-        Self::parse(first.to_str().ok()?)
-    }
-
-    /// Always writes version 00, whatever version was received, as the spec asks.
-    pub fn header_value(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            self.flags
-        )
-    }
-
-    pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
-    }
-
-    pub fn span_id_hex(&self) -> String {
-        hex(&self.span_id)
-    }
+/// Every `tracestate` header of the request, combined into one value.
+pub fn tracestate(headers: &axum::http::HeaderMap) -> Option<axum::http::HeaderValue> {
+    let values: Vec<&str> = headers
+        .get_all("tracestate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    combine_tracestate(values).and_then(|v| v.parse().ok())
 }
 
 pub fn new_trace_id() -> [u8; 16] {
@@ -110,34 +63,6 @@ pub fn new_span_id() -> [u8; 8] {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Decodes exactly `N` bytes of lowercase hex; uppercase is invalid in traceparent.
-fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
-    if s.len() != N * 2 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,76 +70,23 @@ mod tests {
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
-    fn parses_the_spec_example_and_round_trips() {
-        let tp = TraceParent::parse(VALID).unwrap();
-        assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
-        assert_eq!(tp.flags, 1);
-        assert_eq!(tp.header_value(), VALID);
-    }
-
-    #[test]
-    fn flags_are_kept() {
-        let tp =
-            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
-        assert_eq!(tp.flags, 0);
-        assert_eq!(tp.child().flags, 0);
-        assert!(tp.child().header_value().ends_with("-00"));
-    }
-
-    #[test]
-    fn invalid_headers_are_rejected() {
-        let cases = [
-            "",
-            "00",
-            // uppercase hex
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
-            // all-zero trace id and span id
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            // version ff
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            // version 00 with trailing data
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            // wrong lengths and separators
-            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
-            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            // non-hex
-            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
-            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
-        ];
-        for case in cases {
-            assert_eq!(TraceParent::parse(case), None, "{case:?} should be invalid");
-        }
-    }
-
-    #[test]
-    fn a_higher_version_is_read_by_its_first_four_fields() {
-        let tp = TraceParent::parse(
-            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
-        )
-        .unwrap();
-        assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
-        assert_eq!(tp.header_value(), VALID);
-        // ... but only when the extra part is set off by a dash
-        assert_eq!(
-            TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"),
-            None
-        );
-        assert!(
-            TraceParent::parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some()
-        );
-    }
-
-    #[test]
-    fn two_headers_are_invalid() {
+    fn two_traceparent_headers_are_invalid() {
         let mut headers = axum::http::HeaderMap::new();
         headers.append("traceparent", VALID.parse().unwrap());
-        assert!(TraceParent::from_headers(&headers).is_some());
+        assert!(from_headers(&headers).is_some());
         headers.append("traceparent", VALID.parse().unwrap());
-        assert_eq!(TraceParent::from_headers(&headers), None);
+        assert_eq!(from_headers(&headers), None);
+    }
+
+    #[test]
+    fn every_tracestate_header_is_kept() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+        headers.append("tracestate", "rojo=00f067aa0ba902b7".parse().unwrap());
+        assert_eq!(
+            tracestate(&headers).unwrap(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        );
     }
 
     #[test]

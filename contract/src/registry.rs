@@ -1,9 +1,8 @@
-//! The registry file (DESIGN.md): one shared definition for msctl, which writes it, and the
-//! services, which read it to find their peers.
+//! The registry file (docs/registry.md, docs/registry.schema.json): msctl writes it, the services
+//! read it to find their peers, and the other msctl commands read it to find the supervisor.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 pub const REGISTRY_VERSION: u32 = 1;
@@ -29,6 +28,21 @@ pub struct Supervisor {
     /// Required by the control API; the registry is readable by its owner only.
     #[serde(default)]
     pub token: String,
+    /// Whether the system is still starting, serving, or shutting down.
+    #[serde(default)]
+    pub phase: SupervisorPhase,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SupervisorPhase {
+    /// The first `up` has not finished: another `up` must not start anything.
+    #[default]
+    Starting,
+    /// Start-up finished; the supervisor takes `start`, `stop` and `restart`.
+    Ready,
+    /// Everything is being stopped.
+    Stopping,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,7 +56,13 @@ pub enum InstanceState {
     Starting,
     Healthy,
     Unhealthy,
+    /// Draining: marked before SIGTERM is sent, so that callers stop choosing it first.
+    Stopping,
+    /// Exited or unhealthy, waiting before the next start.
+    Restarting,
     Stopped,
+    /// Could not start, or crashed more often than allowed; left down.
+    Failed,
 }
 
 impl std::fmt::Display for InstanceState {
@@ -51,7 +71,10 @@ impl std::fmt::Display for InstanceState {
             Self::Starting => "starting",
             Self::Healthy => "healthy",
             Self::Unhealthy => "unhealthy",
+            Self::Stopping => "stopping",
+            Self::Restarting => "restarting",
             Self::Stopped => "stopped",
+            Self::Failed => "failed",
         })
     }
 }
@@ -89,22 +112,47 @@ impl Registry {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum RegistryError {
-    #[error("no registry at {0}: nothing is running here")]
     Missing(String),
-    #[error("cannot read the registry {path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("the registry {path} is not valid registry JSON: {source}")]
     Invalid {
         path: String,
         source: serde_json::Error,
     },
-    #[error("the registry {path} has version {found}; this build reads version {REGISTRY_VERSION}")]
-    Version { path: String, found: u32 },
+    Version {
+        path: String,
+        found: u32,
+    },
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "no registry at {path}: nothing is running here"),
+            Self::Io { path, source } => write!(f, "cannot read the registry {path}: {source}"),
+            Self::Invalid { path, source } => {
+                write!(f, "the registry {path} is not valid registry JSON: {source}")
+            }
+            Self::Version { path, found } => write!(
+                f,
+                "the registry {path} has version {found}; this build reads version {REGISTRY_VERSION}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Invalid { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// Reads and checks the registry at `path`.
@@ -136,33 +184,17 @@ pub fn read(path: &Path) -> Result<Registry, RegistryError> {
     Ok(reg)
 }
 
-/// Writes the registry atomically: a temporary file beside it, then a rename, so a reader sees
-/// either the old file or the new one, never half of one. Only the owner may read it.
+/// Writes the registry atomically: a reader sees either the old file or the new one, never half
+/// of one. Only the owner may read it, since it holds the control token.
 pub fn write(path: &Path, registry: &Registry) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("registry.json"),
-        std::process::id()
-    ));
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        let json = serde_json::to_vec_pretty(registry).map_err(std::io::Error::other)?;
-        file.write_all(&json)?;
-        file.write_all(b"\n")?;
-    }
-    std::fs::rename(&tmp, path)
+    let mut json = serde_json::to_vec_pretty(registry).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    crate::fs::write_atomic(path, &json)
 }
 
-/// An instance at `127.0.0.1:port`, for tests.
-#[cfg(test)]
-pub(crate) fn instance(id: &str, port: u16, state: InstanceState) -> Instance {
+/// An instance at `127.0.0.1:port`, for tests here and in the kit.
+#[doc(hidden)]
+pub fn instance(id: &str, port: u16, state: InstanceState) -> Instance {
     Instance {
         id: id.into(),
         pid: Some(1),

@@ -1,0 +1,41 @@
+//! The environment msctl gives every instance it starts (docs/environment.md).
+
+/// The service's name, as in msctl.toml.
+pub const SERVICE: &str = "MSCTL_SERVICE";
+/// The instance's id: `<service>-<n>`.
+pub const INSTANCE: &str = "MSCTL_INSTANCE";
+/// The port to listen on, on loopback.
+pub const PORT: &str = "PORT";
+/// The whole address to listen on, `127.0.0.1:PORT`; wins over `PORT`.
+pub const ADDR: &str = "MSCTL_ADDR";
+/// The registry file; its presence means msctl runs the service.
+pub const REGISTRY: &str = "MSCTL_REGISTRY";
+/// The service's own data folder, shared by its instances.
+pub const DATA_DIR: &str = "MSCTL_DATA_DIR";
+/// Where the service writes its spans, one JSON-lines file per instance.
+pub const TRACE_DIR: &str = "MSCTL_TRACE_DIR";
+/// `off` records no spans (trace context is still propagated).
+pub const TRACE: &str = "MSCTL_TRACE";
+/// Timeout of each call to a peer, in milliseconds.
+pub const PEER_TIMEOUT_MS: &str = "MSCTL_PEER_TIMEOUT_MS";
+/// How long in-flight requests may run after SIGTERM, in milliseconds.
+pub const DRAIN_TIMEOUT_MS: &str = "MSCTL_DRAIN_TIMEOUT_MS";
+/// OpenTelemetry's standard names, set by msctl so that any SDK reports the right service.
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+
+/// The variable that gives a peer's address when no registry is used: `users-db` → `USERS_DB_URL`.
+pub fn url_variable(service: &str) -> String {
+    format!("{}_URL", service.to_ascii_uppercase().replace('-', "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_variables_are_upper_snake_case() {
+        assert_eq!(super::url_variable("users"), "USERS_URL");
+        assert_eq!(super::url_variable("user-db2"), "USER_DB2_URL");
+    }
+}

@@ -1,0 +1,43 @@
+//! Printing that never panics. Standard output may be a pipe whose reader has gone (`msctl logs |
+//! head -1`): `outln!` returns the error, and `run` ends the command quietly on a broken pipe.
+//! Standard error may be a closed terminal (SIGHUP) while the supervisor is still stopping
+//! services: `say!` drops what cannot be written, so the stop goes on.
+
+use std::io::Write;
+
+/// Writes one line to stdout; `Err` when stdout is gone.
+macro_rules! outln {
+    () => { $crate::output::stdout_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::output::stdout_line(format_args!($($arg)*)) };
+}
+
+/// Writes one line to stderr, ignoring a stderr that is gone.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::output::stderr_line(format_args!($($arg)*)) };
+}
+
+pub fn stdout_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")
+}
+
+/// Writes bytes to stdout as they are; `Err` when stdout is gone.
+pub fn stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+pub fn stderr_line(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
+}
+
+/// Whether `e` comes from writing to a reader that has gone away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
