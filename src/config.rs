@@ -171,11 +171,20 @@ fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError 
             .or_else(|| (!known.is_empty()).then(|| format!("known keys: {}", known.join(", "))));
         return ConfigError::at(path, text, span, format!("unknown key `{key}`"), hint);
     }
-    // serde says "sequence" where a TOML user thinks "array".
-    let message = message.replace(
-        "expected a sequence",
-        "expected an array such as [\"program\", \"arg\"]",
-    );
+    // serde says "sequence" where a TOML user thinks "array"; the example fits the key.
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let key = text[line_start..start]
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let example = match key {
+        "command" | "build" => " such as [\"program\", \"arg\"]",
+        "depends_on" => " of service names such as [\"users\"]",
+        _ => "",
+    };
+    let message = message.replace("expected a sequence", &format!("expected an array{example}"));
     ConfigError::at(path, text, span, message, None)
 }
 
@@ -209,6 +218,29 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
     let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
     let mut services = BTreeMap::new();
     let mut fixed_ports: BTreeMap<u16, String> = BTreeMap::new();
+    if raw.services.is_empty() {
+        return Err(err(
+            0..0,
+            "no services: msctl.toml has no [services.NAME] table".into(),
+            Some(
+                "add one, such as\n  [services.web]\n  command = [\"path/to/program\"]"
+                    .into(),
+            ),
+        ));
+    }
+    // Zero would make a timer spin or a stop that never waits; every duration must be positive.
+    let duration = |key: &str, value: Option<&Spanned<Seconds>>, default: Duration| match value {
+        Some(v) if v.get_ref().0.is_zero() => Err(err(
+            v.span(),
+            format!("`{key}` must be longer than zero"),
+            Some(format!(
+                "write a positive duration such as \"{}\"",
+                humanish(default)
+            )),
+        )),
+        Some(v) => Ok(v.get_ref().0),
+        None => Ok(default),
+    };
     for (name, table) in &raw.services {
         let span = name.span();
         let name = name.get_ref().clone();
@@ -329,23 +361,38 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
                 .restart
                 .or(defaults.restart)
                 .unwrap_or(RestartPolicy::OnFailure),
-            stop_timeout: s
-                .stop_timeout
-                .or(defaults.stop_timeout)
-                .map_or(Duration::from_secs(10), |d| d.0),
-            start_timeout: s
-                .start_timeout
-                .or(defaults.start_timeout)
-                .map_or(Duration::from_secs(30), |d| d.0),
-            health_interval: s
-                .health_interval
-                .or(defaults.health_interval)
-                .map_or(Duration::from_secs(1), |d| d.0),
-            unhealthy_after: s
+            stop_timeout: duration(
+                "stop_timeout",
+                s.stop_timeout.as_ref().or(defaults.stop_timeout.as_ref()),
+                Duration::from_secs(10),
+            )?,
+            start_timeout: duration(
+                "start_timeout",
+                s.start_timeout.as_ref().or(defaults.start_timeout.as_ref()),
+                Duration::from_secs(30),
+            )?,
+            health_interval: duration(
+                "health_interval",
+                s.health_interval
+                    .as_ref()
+                    .or(defaults.health_interval.as_ref()),
+                Duration::from_secs(1),
+            )?,
+            unhealthy_after: match s
                 .unhealthy_after
-                .or(defaults.unhealthy_after)
-                .unwrap_or(3)
-                .max(1),
+                .as_ref()
+                .or(defaults.unhealthy_after.as_ref())
+            {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(err(
+                        n.span(),
+                        "`unhealthy_after` must be at least 1".into(),
+                        Some("it counts failed health checks in a row; 3 is the default".into()),
+                    ));
+                }
+                Some(n) => *n.get_ref(),
+                None => 3,
+            },
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
             name: name.clone(),
         };
@@ -476,10 +523,10 @@ struct RawDefaults {
     replicas: Option<u32>,
     env: Option<BTreeMap<String, String>>,
     restart: Option<RestartPolicy>,
-    stop_timeout: Option<Seconds>,
-    start_timeout: Option<Seconds>,
-    health_interval: Option<Seconds>,
-    unhealthy_after: Option<u32>,
+    stop_timeout: Option<Spanned<Seconds>>,
+    start_timeout: Option<Spanned<Seconds>>,
+    health_interval: Option<Spanned<Seconds>>,
+    unhealthy_after: Option<Spanned<u32>>,
     max_restarts: Option<u32>,
 }
 
@@ -494,11 +541,20 @@ struct RawService {
     depends_on: Option<Vec<Spanned<String>>>,
     env: Option<BTreeMap<String, String>>,
     restart: Option<RestartPolicy>,
-    stop_timeout: Option<Seconds>,
-    start_timeout: Option<Seconds>,
-    health_interval: Option<Seconds>,
-    unhealthy_after: Option<u32>,
+    stop_timeout: Option<Spanned<Seconds>>,
+    start_timeout: Option<Spanned<Seconds>>,
+    health_interval: Option<Spanned<Seconds>>,
+    unhealthy_after: Option<Spanned<u32>>,
     max_restarts: Option<u32>,
+}
+
+/// A default duration as a user writes it: `500ms`, `5s`.
+fn humanish(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// A duration written as `"5s"`, `"250ms"`, `"2m"`, or a number of seconds.

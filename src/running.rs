@@ -67,12 +67,19 @@ fn is_supervisor(pid: u32) -> bool {
 pub async fn require(project: &Project) -> Result<(Registry, ControlClient), MsctlError> {
     match inspect(project).await? {
         System::Running { registry, control } => Ok((registry, control)),
-        System::NotRunning => Err(MsctlError::NotRunning(project.root.clone())),
-        System::Stale { registry } => Err(MsctlError::Gone(format!(
-            "the supervisor (pid {}) is gone; run `msctl down` to clean up what it left",
-            registry.supervisor.pid
-        ))),
         System::Unresponsive { registry } => Err(unresponsive(&registry)),
+        other => Err(not_running(project, &other)),
+    }
+}
+
+/// The one error for "nothing runs" (exit 6), whether nothing was started or its supervisor died.
+pub fn not_running(project: &Project, system: &System) -> MsctlError {
+    match system {
+        System::Stale { registry } => MsctlError::Gone(format!(
+            "nothing is running: the supervisor (pid {}) is gone; run `msctl down` to clean up what it left",
+            registry.supervisor.pid
+        )),
+        _ => MsctlError::NotRunning(project.root.clone()),
     }
 }
 

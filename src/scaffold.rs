@@ -68,8 +68,34 @@ pub const RESERVED: &[&str] = &[
     "proc-macro",
 ];
 
+/// Rust keywords: a crate named after one does not compile (`fn`, `self`, `async`, …).
+const RUST_KEYWORDS: &[&str] = &[
+    "as", "async", "await", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
+    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop",
+    "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self",
+    "static", "struct", "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized",
+    "use", "virtual", "where", "while", "yield", "abstract", "become",
+];
+
+/// Names Windows cannot give a file or folder, whatever the extension.
+fn windows_reserved(name: &str) -> bool {
+    matches!(name, "con" | "prn" | "aux" | "nul")
+        || ["com", "lpt"].iter().any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|n| n.len() == 1 && n.chars().all(|c| c.is_ascii_digit()))
+        })
+}
+
+/// Left inside a service folder while scaffold writes the manifests; found by a later run, it
+/// means that run was interrupted, and what it added is taken back.
+pub const UNFINISHED: &str = ".msctl-scaffold-unfinished";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScaffoldError {
+    #[error("--port {0} is not a port; give 1 to 65535, or leave --port out for an automatic one")]
+    BadPort(u16),
+    #[error("--dep `{0}` is given twice")]
+    DuplicateDep(String),
     #[error("`{name}` is not a valid service name: {why}")]
     BadName { name: String, why: String },
     #[error("`{0}` is reserved: msctl, the workspace or cargo use that name")]
@@ -103,6 +129,7 @@ impl ScaffoldError {
             }
             Self::PortTaken { .. } => Some("leave --port out for an automatic port".into()),
             Self::Exists { .. } | Self::Reserved(_) => Some("pick another name".into()),
+            Self::DuplicateDep(_) => Some("give each --dep once".into()),
             Self::NoTemplate { .. } => Some("`msctl scaffold --list-templates` lists them".into()),
             _ => None,
         }
@@ -170,6 +197,12 @@ pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
     }
     if RESERVED.contains(&name) {
         return Err(ScaffoldError::Reserved(name.to_string()));
+    }
+    if RUST_KEYWORDS.contains(&name) {
+        return bad("it is a Rust keyword, so its crate would not compile".into());
+    }
+    if windows_reserved(name) {
+        return bad("Windows cannot use it as a folder name".into());
     }
     Ok(())
 }
@@ -320,7 +353,10 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
             place: format!("{} is there", service_dir.display()),
         });
     }
-    for dep in &request.deps {
+    for (i, dep) in request.deps.iter().enumerate() {
+        if request.deps[..i].contains(dep) {
+            return Err(ScaffoldError::DuplicateDep(dep.clone()));
+        }
         if !config.services.contains_key(dep) {
             return Err(ScaffoldError::UnknownDep {
                 dep: dep.clone(),
@@ -330,10 +366,7 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
     }
     if let Some(port) = request.port {
         if port == 0 {
-            return Err(ScaffoldError::BadName {
-                name: name.clone(),
-                why: "--port 0 is not a port; leave --port out for an automatic one".into(),
-            });
+            return Err(ScaffoldError::BadPort(port));
         }
         if let Some(other) = config
             .services
@@ -577,6 +610,8 @@ pub fn apply(plan: &Plan) -> Result<(), ScaffoldError> {
             }
             std::fs::write(&path, text).map_err(|e| io(&path, e))?;
         }
+        let marker = staging.join(UNFINISHED);
+        std::fs::write(&marker, "").map_err(|e| io(&marker, e))?;
         std::fs::rename(&staging, &plan.service_dir).map_err(|e| io(&plan.service_dir, e))
     })();
     if let Err(e) = written {
@@ -611,16 +646,83 @@ pub fn apply(plan: &Plan) -> Result<(), ScaffoldError> {
         undo_dir();
         return Err(io(&plan.manifest.0, e));
     }
-    Ok(())
+    let marker = plan.service_dir.join(UNFINISHED);
+    std::fs::remove_file(&marker).map_err(|e| io(&marker, e))
+}
+
+/// Takes back what an interrupted scaffold left: staging folders of msctl processes that are
+/// gone, and any service folder still marked unfinished, with its workspace member and its
+/// msctl.toml table. Returns what was removed, for the user to see.
+pub fn recover(config: &Config) -> Vec<String> {
+    let services = config.root.join("services");
+    let mut undone = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&services) else {
+        return undone;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let stray_staging = file_name
+            .strip_prefix('.')
+            .and_then(|rest| rest.rsplit_once(".scaffolding-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !crate::supervisor::process::alive(pid));
+        if stray_staging {
+            let _ = std::fs::remove_dir_all(&path);
+            undone.push(format!("removed {}", path.display()));
+        } else if path.join(UNFINISHED).exists() {
+            let _ = remove_member(&config.root, &file_name);
+            let _ = remove_table(&config.path, &file_name);
+            let _ = std::fs::remove_dir_all(&path);
+            undone.push(format!("took back the unfinished service `{file_name}`"));
+        }
+    }
+    undone
+}
+
+fn remove_member(root: &Path, name: &str) -> Result<(), ScaffoldError> {
+    let path = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| ScaffoldError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ScaffoldError::Workspace(e.to_string()))?;
+    let member = format!("services/{name}");
+    if let Some(members) = doc
+        .get_mut("workspace")
+        .and_then(|w| w.get_mut("members"))
+        .and_then(|m| m.as_array_mut())
+    {
+        members.retain(|m| m.as_str() != Some(member.as_str()));
+    }
+    replace_file(&path, &doc.to_string()).map_err(|e| ScaffoldError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn remove_table(manifest: &Path, name: &str) -> Result<(), ScaffoldError> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| ScaffoldError::Io {
+        path: manifest.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ScaffoldError::Workspace(e.to_string()))?;
+    if let Some(services) = doc.get_mut("services").and_then(|s| s.as_table_mut()) {
+        services.remove(name);
+    }
+    replace_file(manifest, &doc.to_string()).map_err(|e| ScaffoldError::Io {
+        path: manifest.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Replaces a file's contents atomically: a reader sees the old file or the new one.
 fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("scaffold-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    msctl_contract::fs::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -643,6 +745,17 @@ mod tests {
             "bi--ll",
             "bіlling",
             &"x".repeat(31),
+            "fn",
+            "self",
+            "crate",
+            "match",
+            "type",
+            "async",
+            "con",
+            "nul",
+            "aux",
+            "com1",
+            "lpt9",
         ] {
             assert!(
                 matches!(check_name(bad), Err(ScaffoldError::BadName { .. })),

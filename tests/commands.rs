@@ -138,9 +138,9 @@ fn restart_replaces_every_instance_of_a_service() {
 
     let out = p.msctl().args(["restart", "gamma"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no service `gamma`; services: alpha, beta")
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no service `gamma`"), "{stderr}");
+    assert!(stderr.contains("services: alpha, beta"), "{stderr}");
 }
 
 #[test]

@@ -108,3 +108,43 @@ fn no_manifest_anywhere() {
         "{stderr}"
     );
 }
+
+#[test]
+fn zero_health_interval() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nhealth_interval = \"0s\"\n"
+    ));
+}
+
+#[test]
+fn zero_start_timeout_in_defaults() {
+    insta::assert_snapshot!(error_for(
+        "[defaults]\nstart_timeout = \"0s\"\n\n[services.users]\ncommand = [\"users\"]\n"
+    ));
+}
+
+#[test]
+fn zero_stop_timeout() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nstop_timeout = 0\n"
+    ));
+}
+
+#[test]
+fn zero_unhealthy_after() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nunhealthy_after = 0\n"
+    ));
+}
+
+#[test]
+fn no_services() {
+    insta::assert_snapshot!(error_for("# nothing here yet\n[defaults]\nrestart = \"always\"\n"));
+}
+
+#[test]
+fn depends_on_as_a_string() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\n\n[services.gateway]\ncommand = [\"gateway\"]\ndepends_on = \"users\"\n"
+    ));
+}

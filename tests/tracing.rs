@@ -306,9 +306,19 @@ fn stored_spans_export_as_valid_otlp_and_retry_only_when_allowed() {
         .args(["traces", "export", "--otlp", &receiver.url])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(12));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("answered 400"));
+    // The receiver was reached: 13 (refused), kept apart from 12 (could not be reached).
+    assert_eq!(out.status.code(), Some(13));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was reached but answered 400"));
     assert_eq!(receiver.bodies().len(), 1);
+
+    // A URL that is no URL is bad usage, not an unreachable receiver.
+    let out = p
+        .msctl()
+        .args(["traces", "export", "--otlp", "notaurl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an http:// or https:// URL"));
 }
 
 #[test]

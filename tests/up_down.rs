@@ -259,7 +259,7 @@ max_restarts = 2
     );
     p.up();
     let gone = p.wait_until("crashy-1 to be given up", |p| {
-        p.instance("crashy-1").filter(|i| i["state"] == "stopped")
+        p.instance("crashy-1").filter(|i| i["state"] == "failed")
     });
     assert_eq!(gone["restarts"], 2);
     assert!(

@@ -4,12 +4,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` through a temporary file beside it and a rename. The file is made
-/// readable by its owner only.
+/// Writes `bytes` to `path` through a temporary file beside it and a rename. A file that exists
+/// keeps its permissions; a new one is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_beside(path);
     let result = (|| {
         let mut file = open_private(&tmp, false)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
         file.write_all(bytes)?;
         file.sync_data()?;
         std::fs::rename(&tmp, path)

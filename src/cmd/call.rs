@@ -35,15 +35,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let registry = match running::inspect(&project).await? {
         // The services answer whether or not their supervisor does.
         System::Running { registry, .. } | System::Unresponsive { registry } => registry,
-        System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
-        System::Stale { registry } => {
-            return Err(MsctlError::NotRunning(project.root.clone())).map_err(|e| {
-                anyhow::anyhow!(e).context(format!(
-                    "its supervisor (pid {}) is gone",
-                    registry.supervisor.pid
-                ))
-            });
-        }
+        other => return Err(running::not_running(&project, &other).into()),
     };
     let target = args.service.as_deref().unwrap_or(DEFAULT_TARGET);
     let Some(entry) = registry.services.get(target) else {

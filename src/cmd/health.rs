@@ -11,11 +11,11 @@ use serde_json::json;
 
 pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
+    // A dead supervisor's instances are not probed: nothing is running, as for every command
+    // that needs a running system.
     let registry = match running::inspect(&project).await? {
-        System::NotRunning => return Err(MsctlError::NotRunning(project.root.clone()).into()),
-        System::Running { registry, .. }
-        | System::Stale { registry }
-        | System::Unresponsive { registry } => registry,
+        System::Running { registry, .. } | System::Unresponsive { registry } => registry,
+        other => return Err(running::not_running(&project, &other).into()),
     };
     let prober = Prober::default();
     let mut checks = Vec::new();

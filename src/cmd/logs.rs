@@ -7,7 +7,7 @@ use crate::log_view::Prefixes;
 use crate::project::Project;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often `-f` looks for new lines and new instances.
@@ -30,10 +30,16 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         say!("no logs for `{service}` yet");
     }
     let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
-    let mut offsets: HashMap<PathBuf, u64> = HashMap::new();
+    let mut offsets: HashMap<PathBuf, Position> = HashMap::new();
     for (instance, path) in &files {
         let text = std::fs::read(path).unwrap_or_default();
-        offsets.insert(path.clone(), text.len() as u64);
+        offsets.insert(
+            path.clone(),
+            Position {
+                offset: text.len() as u64,
+                file: file_id(path),
+            },
+        );
         let text = String::from_utf8_lossy(&text);
         let lines: Vec<&str> = text.lines().collect();
         let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
@@ -48,8 +54,11 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         let running = project.registry().exists();
         files = instance_logs(&project, args.service.as_deref());
         for (instance, path) in &files {
-            let offset = offsets.entry(path.clone()).or_insert(0);
-            for line in new_lines(path, offset) {
+            let position = offsets.entry(path.clone()).or_insert(Position {
+                offset: 0,
+                file: file_id(path),
+            });
+            for line in follow(path, position) {
                 outln!("{}", prefixes.line(instance, &line))?;
             }
         }
@@ -94,9 +103,53 @@ fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathB
         .collect()
 }
 
+/// Where `logs -f` has read a log up to: which file (the path is renamed away on rotation)
+/// and how far into it.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    offset: u64,
+    file: Option<u64>,
+}
+
+/// The identity of the file at `path` (its inode), to notice a rotation.
+fn file_id(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// New complete lines of the log at `path`. After a rotation, the rest of the old file (now
+/// `<path>.1`) comes first, then the new file from its start, so no line is lost.
+fn follow(path: &Path, position: &mut Position) -> Vec<String> {
+    let now = file_id(path);
+    let mut lines = Vec::new();
+    if now.is_some() && now != position.file {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(".1");
+        let rotated = PathBuf::from(rotated);
+        if position.file.is_some() && file_id(&rotated) == position.file {
+            lines.extend(new_lines(&rotated, &mut position.offset));
+        }
+        *position = Position {
+            offset: 0,
+            file: now,
+        };
+    }
+    lines.extend(new_lines(path, &mut position.offset));
+    lines
+}
+
 /// Complete lines written to `path` since `offset`, which moves past them. A file that shrank was
 /// truncated, and is read again from its start.
-fn new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
+fn new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
@@ -119,4 +172,39 @@ fn new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn following_crosses_a_rotation_without_losing_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        std::fs::write(&path, "one\n").unwrap();
+        let mut position = Position {
+            offset: 0,
+            file: file_id(&path),
+        };
+        assert_eq!(follow(&path, &mut position), ["one"]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"two\n")
+            .unwrap();
+        // Rotated before the follower looked again: `two` is only in the old file now.
+        std::fs::rename(&path, dir.path().join("s-1.log.1")).unwrap();
+        std::fs::write(&path, "three\n").unwrap();
+        assert_eq!(follow(&path, &mut position), ["two", "three"]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"four\n")
+            .unwrap();
+        assert_eq!(follow(&path, &mut position), ["four"]);
+    }
 }

@@ -34,6 +34,18 @@ impl Context {
     pub fn manifest(&self) -> Result<PathBuf, MsctlError> {
         match &self.file {
             Some(f) if f.is_file() => Ok(f.clone()),
+            // `-f some/folder` means the msctl.toml in it, as `cargo --manifest-path` does not
+            // but users expect.
+            Some(f) if f.is_dir() && f.join(config::MANIFEST).is_file() => {
+                Ok(f.join(config::MANIFEST))
+            }
+            Some(f) if f.is_dir() => Err(MsctlError::ManifestUnreadable {
+                path: f.clone(),
+                message: format!(
+                    "it is a folder with no {} in it; give the file, or the folder that holds one",
+                    config::MANIFEST
+                ),
+            }),
             Some(f) => Err(MsctlError::ManifestUnreadable {
                 path: f.clone(),
                 message: "no such file".into(),

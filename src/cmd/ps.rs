@@ -34,25 +34,38 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     let mut objects = Vec::new();
     for (service, entry) in &registry.services {
         for i in &entry.instances {
-            let running = i.state != InstanceState::Stopped && i.pid.is_some();
+            // A dead supervisor's registry still says `healthy`; what counts is whether the
+            // process is there, and it is the supervisor's own instance.
+            let state = if stale {
+                match i.pid {
+                    Some(pid)
+                        if crate::supervisor::process::is_instance(
+                            pid,
+                            &i.id,
+                            &project.registry(),
+                        ) =>
+                    {
+                        "orphaned".to_string()
+                    }
+                    _ => "gone".to_string(),
+                }
+            } else {
+                i.state.to_string()
+            };
+            let running = !stale && i.state != InstanceState::Stopped && i.pid.is_some();
             let uptime = running.then(|| now.saturating_sub(i.started_at_ms));
             objects.push(json!({
                 "service": service,
                 "instance": i.id,
                 "pid": i.pid,
                 "address": i.address,
-                "state": i.state,
+                "state": state,
                 "uptime_ms": uptime,
                 "restarts": i.restarts,
                 "last_health": i.last_health,
                 "reason": i.reason,
                 "stale": stale,
             }));
-            let state = if stale {
-                format!("{} (stale)", i.state)
-            } else {
-                i.state.to_string()
-            };
             rows.push(vec![
                 service.clone(),
                 i.id.clone(),
@@ -62,7 +75,7 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 } else {
                     i.address.clone()
                 },
-                state,
+                state.clone(),
                 uptime
                     .map(|u| table::duration(Duration::from_millis(u)))
                     .unwrap_or_else(|| "-".into()),

@@ -25,6 +25,11 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
             MsctlError::Usage("give the new service's name: msctl scaffold NAME".into()).into(),
         );
     };
+    for undone in scaffold::recover(&config) {
+        say!("an earlier scaffold was interrupted: {undone}");
+    }
+    // What recover took back may have been in the config just read.
+    let (project, config) = ctx.load()?;
     let request = Request {
         name: name.clone(),
         deps: args.deps,
@@ -53,7 +58,16 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
         say!("dry run: nothing was written");
         return Ok(0);
     }
-    scaffold::apply(&plan).map_err(MsctlError::Scaffold)?;
+    // From here to the last manifest, a Ctrl-C or a closed terminal waits: a service is added
+    // whole or not at all. (A SIGKILL cannot wait; the next scaffold takes back what it left.)
+    let mut signals = crate::supervisor::signals::Signals::install()?;
+    let applied = scaffold::apply(&plan);
+    let interrupted = tokio::select! {
+        biased;
+        name = signals.next() => Some(name),
+        _ = std::future::ready(()) => None,
+    };
+    applied.map_err(MsctlError::Scaffold)?;
     say!("created {dir} from the template `{}`:", request.template);
     for (path, _) in &plan.files {
         say!("  {dir}/{path}");
@@ -62,6 +76,10 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
         say!("added {dir} to the workspace members in Cargo.toml");
     }
     say!("added [services.{name}] to msctl.toml");
+    if let Some(signal) = interrupted {
+        say!("{signal} arrived while writing; the service was added whole, and msctl stops here");
+        return Ok(130);
+    }
     say!("next: `msctl up`, then `msctl call {name}/hello`");
     Ok(0)
 }

@@ -240,9 +240,13 @@ fn health(kit: &Kit) -> Json<serde_json::Value> {
 /// the server span and writes an access log line. Health probes are left out of both.
 async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
-        // No matched route: the app has no /health, so the kit's answers.
-        if req.extensions().get::<MatchedPath>().is_none() && req.method() == axum::http::Method::GET
-        {
+        // Unless the app has a route for exactly /health, the kit's answers; a catch-all such
+        // as the gateway's `/{service}` does not count.
+        let apps_own = req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|m| m.as_str() == "/health");
+        if !apps_own && req.method() == axum::http::Method::GET {
             return health(&kit).into_response();
         }
         return next.run(req).await;
