@@ -1,0 +1,274 @@
+//! msctl under hostile use: output into a closed pipe, two `up -d` at once, signals at awkward
+//! moments, a dead supervisor, a panic, and bad values that once slipped through.
+
+mod common;
+
+use common::{TestProject, alive, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn two_fixtures() -> TestProject {
+    TestProject::new(
+        r#"
+[services.alpha]
+command = ["{bin}/msctl-fixture"]
+[services.beta]
+command = ["{bin}/msctl-fixture"]
+depends_on = ["alpha"]
+"#,
+    )
+}
+
+/// Runs msctl with stdout a pipe whose reader is closed before msctl writes a byte, so every
+/// write meets EPIPE; returns the exit code and stderr.
+fn into_closed_pipe(p: &TestProject, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let mut cmd: Command = p.msctl_process();
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_printing_command_stops_quietly_when_its_reader_goes_away() {
+    let p = two_fixtures();
+    p.up();
+    p.msctl()
+        .args(["call", "--service", "alpha", "/"])
+        .output()
+        .unwrap();
+    let commands: &[&[&str]] = &[
+        &["ps"],
+        &["ps", "--json"],
+        &["logs", "-n", "1000"],
+        &["logs", "alpha"],
+        &["health"],
+        &["health", "--json"],
+        &["traces"],
+        &["traces", "--json"],
+        &["trace", "last"],
+        &["trace", "last", "--json"],
+        &["call", "--service", "alpha", "/"],
+        &["call", "--service", "alpha", "/", "--json"],
+        &["completions", "bash"],
+        &["completions", "zsh"],
+        &["scaffold", "--list-templates"],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in commands {
+        let (code, stderr) = into_closed_pipe(&p, args);
+        assert!(
+            !stderr.contains("panicked") && !stderr.to_lowercase().contains("broken pipe"),
+            "msctl {args:?} complained about the closed pipe: {stderr}"
+        );
+        assert_eq!(code, Some(0), "msctl {args:?}: {stderr}");
+    }
+    // `logs -f` stops too, instead of following into the void.
+    let (code, stderr) = into_closed_pipe(&p, &["logs", "-f"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn two_up_at_once_give_exactly_one_winner_and_restart_nothing() {
+    for round in 0..6 {
+        let p = two_fixtures();
+        let spawn = || {
+            p.msctl_process()
+                .args(["up", "-d", "--no-build"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let mut codes = [a.status.code(), b.status.code()];
+        codes.sort();
+        let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            codes,
+            [Some(0), Some(7)],
+            "round {round}: one wins, the other exits 7\n{}\n{}",
+            text(&a),
+            text(&b)
+        );
+        let loser = if a.status.code() == Some(7) { &a } else { &b };
+        let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap();
+        assert!(
+            text(loser).contains(&format!("pid {supervisor}")),
+            "round {round}: the loser names the winner's pid {supervisor}: {}",
+            text(loser)
+        );
+        for id in ["alpha-1", "beta-1"] {
+            let i = p.instance(id).unwrap();
+            assert_eq!(i["restarts"], 0, "round {round}: the loser restarted {id}");
+            assert_eq!(i["state"], "healthy", "round {round}");
+        }
+    }
+}
+
+#[test]
+fn sighup_stops_a_foreground_up_gracefully() {
+    let p = TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+"#,
+    );
+    let mut up = p
+        .msctl_process()
+        .args(["up", "--no-build"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_state("users-1", "healthy");
+    let pid = p.pid_of("users-1").unwrap();
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGHUP).unwrap();
+    let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
+        up.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(pid));
+    // The service was asked to stop, not killed: it drained and said so.
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/users-1.log")).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(p.registry().is_none(), "the registry is removed");
+}
+
+#[test]
+fn a_second_interrupt_forces_the_stop_and_still_clears_the_registry() {
+    let p = TestProject::new(
+        r#"
+[services.stubborn]
+command = ["{bin}/msctl-fixture", "--ignore-sigterm"]
+stop_timeout = "30s"
+"#,
+    );
+    let mut up = p
+        .msctl_process()
+        .args(["up", "--no-build"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    p.wait_for_state("stubborn-1", "healthy");
+    let pid = p.pid_of("stubborn-1").unwrap();
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    p.wait_for_state("stubborn-1", "stopping");
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_until(Duration::from_secs(10), "msctl up to exit", || {
+        up.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(130));
+    wait_until(Duration::from_secs(5), "the service to die", || {
+        (!alive(pid)).then_some(())
+    });
+    assert!(
+        p.registry().is_none(),
+        "no registry is left claiming a healthy instance"
+    );
+}
+
+#[test]
+fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
+    let p = two_fixtures();
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    wait_until(Duration::from_secs(10), "the instances to die", || {
+        ["alpha-1", "beta-1"]
+            .iter()
+            .all(|i| !alive(p.pid_of(i).unwrap_or(0)))
+            .then_some(())
+    });
+    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["state"], "gone", "{row}");
+        assert!(row["uptime_ms"].is_null(), "{row}");
+    }
+    let out = p.msctl().arg("ps").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("healthy"), "{table}");
+    // Commands that need a running system say it is not running, with one code.
+    for args in [&["health"][..], &["restart", "alpha"], &["call", "/"]] {
+        let out = p.msctl().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(6), "msctl {args:?}");
+    }
+}
+
+#[test]
+fn a_panic_in_the_supervisor_fails_up_with_its_reason() {
+    let p = two_fixtures();
+    let out = p
+        .msctl()
+        .args(["up", "-d", "--no-build"])
+        .env("MSCTL_FAULT", "panic-on-start")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("internal error"), "{stderr}");
+    assert!(stderr.contains("injected by MSCTL_FAULT"), "{stderr}");
+    assert!(p.registry().is_none());
+    assert!(p.processes().is_empty(), "nothing is left running");
+}
+
+#[test]
+fn start_names_a_taken_fixed_port() {
+    let port = portpicker::pick_unused_port().unwrap();
+    let p = TestProject::new(&format!(
+        r#"
+[services.fixed]
+command = ["{{bin}}/msctl-fixture"]
+port = {port}
+"#
+    ));
+    p.up();
+    p.msctl().args(["stop", "fixed"]).assert().success();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = p.msctl().args(["start", "fixed"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} is already taken")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dash_f_takes_a_folder_and_says_what_is_wrong_with_one() {
+    let p = two_fixtures();
+    let out = p
+        .msctl()
+        .args(["-f", ".", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let empty = tempfile::tempdir().unwrap();
+    let out = p
+        .msctl()
+        .arg("-f")
+        .arg(empty.path())
+        .arg("ps")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr.contains("is a folder with no msctl.toml"), "{stderr}");
+}
