@@ -184,7 +184,10 @@ fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError 
         "depends_on" => " of service names such as [\"users\"]",
         _ => "",
     };
-    let message = message.replace("expected a sequence", &format!("expected an array{example}"));
+    let message = message.replace(
+        "expected a sequence",
+        &format!("expected an array{example}"),
+    );
     ConfigError::at(path, text, span, message, None)
 }
 
@@ -222,10 +225,7 @@ fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigErro
         return Err(err(
             0..0,
             "no services: msctl.toml has no [services.NAME] table".into(),
-            Some(
-                "add one, such as\n  [services.web]\n  command = [\"path/to/program\"]"
-                    .into(),
-            ),
+            Some("add one, such as\n  [services.web]\n  command = [\"path/to/program\"]".into()),
         ));
     }
     // Zero would make a timer spin or a stop that never waits; every duration must be positive.

@@ -1,4 +1,4 @@
-//! Where a project's runtime state lives: `.msctl/` beside msctl.toml (DESIGN.md).
+//! Where a project's runtime state lives: `.msctl/` beside msctl.toml (docs/state.md).
 
 use std::path::{Path, PathBuf};
 

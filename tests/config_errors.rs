@@ -139,7 +139,9 @@ fn zero_unhealthy_after() {
 
 #[test]
 fn no_services() {
-    insta::assert_snapshot!(error_for("# nothing here yet\n[defaults]\nrestart = \"always\"\n"));
+    insta::assert_snapshot!(error_for(
+        "# nothing here yet\n[defaults]\nrestart = \"always\"\n"
+    ));
 }
 
 #[test]

@@ -254,11 +254,7 @@ port = {port}
 #[test]
 fn dash_f_takes_a_folder_and_says_what_is_wrong_with_one() {
     let p = two_fixtures();
-    let out = p
-        .msctl()
-        .args(["-f", ".", "ps"])
-        .output()
-        .unwrap();
+    let out = p.msctl().args(["-f", ".", "ps"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let empty = tempfile::tempdir().unwrap();
     let out = p
@@ -270,5 +266,8 @@ fn dash_f_takes_a_folder_and_says_what_is_wrong_with_one() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr.contains("is a folder with no msctl.toml"), "{stderr}");
+    assert!(
+        stderr.contains("is a folder with no msctl.toml"),
+        "{stderr}"
+    );
 }

@@ -132,7 +132,8 @@ pub fn verdict(status: u16, body: &[u8]) -> Verdict {
 /// How long to wait before retry number `attempt` (1 for the first): the receiver's
 /// `Retry-After` if it gave one, else 200 ms doubling, and never more than 5 s.
 pub fn retry_pause(attempt: u32, retry_after_secs: Option<u64>) -> Duration {
-    let doubling = Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(10));
+    let doubling =
+        Duration::from_millis(200).saturating_mul(1 << attempt.saturating_sub(1).min(10));
     retry_after_secs
         .map(Duration::from_secs)
         .unwrap_or(doubling)
@@ -201,10 +202,7 @@ mod verdicts {
     fn partial_success_is_not_success() {
         assert_eq!(verdict(200, b""), Verdict::Accepted);
         assert_eq!(verdict(200, b"{}"), Verdict::Accepted);
-        assert_eq!(
-            verdict(200, br#"{"partialSuccess":{}}"#),
-            Verdict::Accepted
-        );
+        assert_eq!(verdict(200, br#"{"partialSuccess":{}}"#), Verdict::Accepted);
         assert_eq!(
             verdict(
                 200,
@@ -236,7 +234,10 @@ mod verdicts {
                 body: "bad".into()
             }
         );
-        assert!(matches!(verdict(500, b""), Verdict::Refused { status: 500, .. }));
+        assert!(matches!(
+            verdict(500, b""),
+            Verdict::Refused { status: 500, .. }
+        ));
         assert_eq!(retry_pause(1, None), Duration::from_millis(200));
         assert_eq!(retry_pause(3, None), Duration::from_millis(800));
         assert_eq!(retry_pause(1, Some(2)), Duration::from_secs(2));

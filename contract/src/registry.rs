@@ -135,7 +135,10 @@ impl std::fmt::Display for RegistryError {
             Self::Missing(path) => write!(f, "no registry at {path}: nothing is running here"),
             Self::Io { path, source } => write!(f, "cannot read the registry {path}: {source}"),
             Self::Invalid { path, source } => {
-                write!(f, "the registry {path} is not valid registry JSON: {source}")
+                write!(
+                    f,
+                    "the registry {path} is not valid registry JSON: {source}"
+                )
             }
             Self::Version { path, found } => write!(
                 f,
@@ -255,5 +258,56 @@ mod tests {
             read(&path),
             Err(RegistryError::Version { found: 9, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod schema {
+    use super::*;
+
+    /// The documented schema and the types agree on every state and field name.
+    #[test]
+    fn the_json_schema_in_docs_matches_the_types() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/registry.schema.json")).unwrap();
+        let instance = &schema["properties"]["services"]["additionalProperties"]["properties"]["instances"]
+            ["items"]["properties"];
+        let documented: Vec<String> = instance["state"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let states = [
+            InstanceState::Starting,
+            InstanceState::Healthy,
+            InstanceState::Unhealthy,
+            InstanceState::Stopping,
+            InstanceState::Restarting,
+            InstanceState::Stopped,
+            InstanceState::Failed,
+        ];
+        let ours: Vec<String> = states.iter().map(|s| s.to_string()).collect();
+        assert_eq!(documented, ours);
+        let example = serde_json::to_value(instance_for_schema()).unwrap();
+        for key in example.as_object().unwrap().keys() {
+            assert!(
+                instance.get(key).is_some(),
+                "field `{key}` is not documented"
+            );
+        }
+        let sup = serde_json::to_value(Supervisor::default()).unwrap();
+        for key in sup.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"]["supervisor"]["properties"]
+                    .get(key)
+                    .is_some(),
+                "supervisor field `{key}` is not documented"
+            );
+        }
+    }
+
+    fn instance_for_schema() -> Instance {
+        instance("users-1", 4000, InstanceState::Healthy)
     }
 }

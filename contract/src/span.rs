@@ -96,4 +96,3 @@ pub fn append(path: &Path, span: &Span) -> std::io::Result<()> {
     }
     crate::fs::open_private(path, true)?.write_all(&line)
 }
-

@@ -6,8 +6,8 @@ use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::project::Project;
 use crate::running::{self, System};
-use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent};
 use msctl_contract::span::{KIND_CLIENT, Resource, Span, SpanStatus, unix_nanos};
+use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
@@ -60,9 +60,10 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         .into());
     };
 
-    let trace = std::iter::repeat_with(|| TraceParent::new(rand::random(), rand::random(), FLAG_SAMPLED))
-        .find_map(|t| t)
-        .expect("random ids are not all zero forever");
+    let trace =
+        std::iter::repeat_with(|| TraceParent::new(rand::random(), rand::random(), FLAG_SAMPLED))
+            .find_map(|t| t)
+            .expect("random ids are not all zero forever");
     let url = format!("http://{address}{path}");
     let client = reqwest::Client::builder()
         .no_proxy()

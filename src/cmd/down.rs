@@ -62,7 +62,11 @@ pub async fn down(ctx: &Context) -> anyhow::Result<u8> {
             let limit = ctx
                 .load()
                 .map(|(_, config)| {
-                    config.services.values().map(|s| s.stop_timeout).sum::<Duration>()
+                    config
+                        .services
+                        .values()
+                        .map(|s| s.stop_timeout)
+                        .sum::<Duration>()
                         + EXIT_WAIT
                 })
                 .unwrap_or(Duration::from_secs(60));

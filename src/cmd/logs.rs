@@ -19,12 +19,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     if let (Some(service), true) = (&args.service, files.is_empty()) {
         if let Ok((_, config)) = ctx.load() {
             if !config.services.contains_key(service) {
-                let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-                return Err(MsctlError::Usage(format!(
-                    "no service `{service}`; services: {}",
-                    names.join(", ")
-                ))
-                .into());
+                return Err(MsctlError::unknown_service(service, &config).into());
             }
         }
         say!("no logs for `{service}` yet");

@@ -156,5 +156,12 @@ async fn act_on_service(
     }
     let (_, client) = crate::running::require(&project).await?;
     let limit = call_limit(&config, &[service.to_string()]);
-    control(&project, &config, &client, request(service.to_string()), limit).await
+    control(
+        &project,
+        &config,
+        &client,
+        request(service.to_string()),
+        limit,
+    )
+    .await
 }

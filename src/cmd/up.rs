@@ -9,9 +9,9 @@ use crate::project::Project;
 use crate::running::{self, System};
 use crate::supervisor::{self, events::Event};
 use crate::{build_step, ports};
+use anyhow::Context as _;
 use msctl_contract::control::Request;
 use msctl_contract::registry::{InstanceState, SupervisorPhase};
-use anyhow::Context as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
@@ -19,7 +19,11 @@ use tokio::sync::mpsc;
 
 pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
-    if let Some(unknown) = args.services.iter().find(|s| !config.services.contains_key(*s)) {
+    if let Some(unknown) = args
+        .services
+        .iter()
+        .find(|s| !config.services.contains_key(*s))
+    {
         return Err(MsctlError::unknown_service(unknown, &config).into());
     }
     let order = config
@@ -67,7 +71,9 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 &project,
                 &config,
                 &control,
-                Request::Start { services: missing.clone() },
+                Request::Start {
+                    services: missing.clone(),
+                },
                 limit,
             )
             .await?;
@@ -139,14 +145,7 @@ async fn foreground(
             }
         }
     });
-    let result = supervisor::run(
-        project,
-        config,
-        services,
-        false,
-        tx,
-    )
-    .await;
+    let result = supervisor::run(project, config, services, false, tx).await;
     // The renderer ends when the last sender goes; don't hang on a straggler.
     let _ = tokio::time::timeout(Duration::from_secs(1), render).await;
     result?;

@@ -25,7 +25,11 @@ pub async fn serve(listener: tokio::net::TcpListener, token: String, sup: Superv
     let _ = axum::serve(listener, app).await;
 }
 
-async fn handle(State(ctl): State<Ctl>, headers: HeaderMap, body: axum::body::Bytes) -> HttpResponse {
+async fn handle(
+    State(ctl): State<Ctl>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> HttpResponse {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

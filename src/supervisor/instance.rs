@@ -889,12 +889,24 @@ mod tests {
         input.extend_from_slice(b"\nnext\n");
         let mut reader = BufReader::with_capacity(4096, &input[..]);
         let mut buf = Vec::new();
-        assert!(read_bounded_line(&mut reader, &mut buf, 1000).await.unwrap());
+        assert!(
+            read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
         assert_eq!(buf.len(), 1000);
         assert!(buf.capacity() < 16 * 1024, "held {} bytes", buf.capacity());
-        assert!(read_bounded_line(&mut reader, &mut buf, 1000).await.unwrap());
+        assert!(
+            read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
         assert_eq!(buf, b"next");
-        assert!(!read_bounded_line(&mut reader, &mut buf, 1000).await.unwrap());
+        assert!(
+            !read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

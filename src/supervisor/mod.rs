@@ -14,10 +14,10 @@ use crate::error::MsctlError;
 use crate::project::Project;
 use events::Event;
 use instance::{InstanceHandle, Phase, Shared};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use msctl_contract::control::{FailureKind, Request, Response};
 use msctl_contract::registry::SupervisorPhase;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use store::RegistryStore;
 use tokio::sync::{Notify, mpsc, watch};
 

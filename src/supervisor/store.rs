@@ -1,7 +1,9 @@
 //! The registry as the supervisor keeps it: in memory, and written through to the file atomically
 //! on every change, so the file reflects reality at all times.
 
-use msctl_contract::registry::{self, Instance, InstanceState, Registry, Supervisor, SupervisorPhase};
+use msctl_contract::registry::{
+    self, Instance, InstanceState, Registry, Supervisor, SupervisorPhase,
+};
 use std::path::PathBuf;
 use std::sync::Mutex;
 

@@ -17,7 +17,10 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("unknown service `{service}`; known services: {}", list(known, service))]
+    #[error(
+        "unknown service `{service}`; known services: {}",
+        list(known, service)
+    )]
     Unknown { service: String, known: Vec<String> },
     #[error("service `{service}` has no healthy instance right now ({detail})")]
     NoHealthy { service: String, detail: String },
@@ -27,7 +30,10 @@ pub enum DiscoveryError {
 
 fn list(names: &[String], service: &str) -> String {
     if names.is_empty() {
-        format!("none (set {} to reach it without msctl)", url_variable(service))
+        format!(
+            "none (set {} to reach it without msctl)",
+            url_variable(service)
+        )
     } else {
         names.join(", ")
     }

@@ -1,4 +1,4 @@
-//! The environment contract (DESIGN.md): what msctl gives a service, with defaults for a service
+//! The environment contract (docs/environment.md): what msctl gives a service, with defaults for a service
 //! started by hand.
 
 use std::net::SocketAddr;

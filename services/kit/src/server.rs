@@ -458,14 +458,20 @@ mod tests {
             }),
         );
         let req = Request::get("/state")
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+            )
             .header("tracestate", "congo=t61rcWkgMzE")
             .header("tracestate", "rojo=00f067aa0ba902b7")
             .body(Body::empty())
             .unwrap();
         let res = kit().router(app).oneshot(req).await.unwrap();
         let out = res.headers()["traceparent"].to_str().unwrap().to_string();
-        assert!(out.ends_with("-01"), "version 00 flags other than sampled go on as zero: {out}");
+        assert!(
+            out.ends_with("-01"),
+            "version 00 flags other than sampled go on as zero: {out}"
+        );
         let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
     }

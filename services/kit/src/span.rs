@@ -18,6 +18,8 @@ pub struct Tracer {
 }
 
 /// What the background tasks are sent: spans, and a request to write out what they hold.
+// Nearly every message is a span: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum ToWriter {
     Span(Span),
