@@ -1,48 +1,32 @@
-//! One supervised instance: a task that owns its process and moves it through explicit phases,
-//! driven by its health, its exits and the commands it is sent.
+//! One supervised instance: a task that owns its process and carries out what the lifecycle
+//! machine (lifecycle.rs) decides, and the handle the supervisor keeps on it. `apply` is the one
+//! place where the instance changes: the registry, the progress events and the log follow it.
 
-use super::events::Event;
+use super::events::Event as Progress;
 use super::health::{ProbeError, Prober, ms};
+use super::lifecycle::{self, Action, Event, Machine, Policy, Report, State};
+use super::logs::{LogFile, pump};
 use super::process;
 use super::store::RegistryStore;
-use crate::config::{Health, Port, RestartPolicy, Service};
+use crate::config::{Health, Port, Service};
 use crate::project::Project;
 use msctl_contract::registry::{Instance, InstanceState};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, BufReader};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Created, never asked to start.
-    Idle,
-    Starting,
-    Healthy,
-    /// Running, but failing its health checks.
-    Unhealthy,
-    /// Exited or unhealthy; waiting before the next start.
-    BackingOff,
-    /// Stopped on request, or exited under a policy that does not restart it.
-    Stopped,
-    /// Could not start, or crashed more often than `max_restarts` allows.
-    Failed,
-}
-
+/// What the handle sees of an instance.
 #[derive(Debug, Clone)]
 pub struct Status {
-    pub phase: Phase,
-    /// Counts starts, so a waiter can tell this start's outcome from an earlier one's.
+    pub machine: Machine,
+    /// Counts settled starts, so a waiter can tell the outcome of its start from an earlier one.
     pub generation: u64,
-    pub pid: Option<u32>,
-    pub address: Option<SocketAddr>,
-    pub reason: Option<String>,
     pub startup: Option<Duration>,
-    pub restarts: u32,
 }
 
 enum Command {
@@ -60,22 +44,12 @@ pub struct InstanceHandle {
     status: watch::Receiver<Status>,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Start => "Start",
-            Command::Stop(_) => "Stop",
-            Command::Restart => "Restart",
-        })
-    }
-}
-
 /// What every instance's task shares.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub project: Project,
     pub store: Arc<RegistryStore>,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: mpsc::UnboundedSender<Progress>,
     pub prober: Prober,
 }
 
@@ -85,23 +59,25 @@ impl InstanceHandle {
         let id = format!("{}-{index}", service.name);
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status {
-            phase: Phase::Idle,
+            machine: Machine::default(),
             generation: 0,
-            pid: None,
-            address: None,
-            reason: None,
             startup: None,
-            restarts: 0,
         });
         let runner = Runner {
             id: id.clone(),
+            policy: policy_of(&service),
             service: service.clone(),
             shared,
             rx,
             status: status_tx,
-            restarts: 0,
-            in_a_row: 0,
+            machine: Machine::default(),
+            child: None,
+            acks: Vec::new(),
             started_at_ms: 0,
+            last_addr: None,
+            written: None,
+            next_probe: Instant::now(),
+            probe_gap: READINESS_FIRST,
         };
         tokio::spawn(runner.run());
         Self {
@@ -112,8 +88,8 @@ impl InstanceHandle {
         }
     }
 
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+    pub fn state(&self) -> State {
+        self.status.borrow().machine.state.clone()
     }
 
     /// Starts the instance and waits until it is healthy, or failed to become so.
@@ -123,6 +99,7 @@ impl InstanceHandle {
         self.settled_after(before).await
     }
 
+    /// Replaces the process and waits until the new one is healthy, or failed to become so.
     pub async fn restart(&self) -> Result<Duration, String> {
         let before = self.status.borrow().generation;
         let _ = self.tx.send(Command::Restart);
@@ -137,71 +114,57 @@ impl InstanceHandle {
         }
     }
 
-    /// Waits until the instance is healthy, or has failed.
-    pub async fn settled(&self) -> Result<Duration, String> {
-        self.settled_after(0).await
-    }
-
     async fn settled_after(&self, generation: u64) -> Result<Duration, String> {
         let mut rx = self.status.clone();
         let status = rx
-            .wait_for(|s| {
-                s.generation > generation
-                    && matches!(s.phase, Phase::Healthy | Phase::Failed | Phase::Stopped)
-            })
+            .wait_for(|s| s.generation > generation)
             .await
             .map(|s| s.clone())
             .map_err(|_| "the supervisor is shutting down".to_string())?;
-        match status.phase {
-            Phase::Healthy => Ok(status.startup.unwrap_or_default()),
-            _ => Err(status.reason.unwrap_or_else(|| "stopped".into())),
+        match status.machine.state {
+            State::Healthy { .. } | State::Unhealthy { .. } => {
+                Ok(status.startup.unwrap_or_default())
+            }
+            State::Failed { reason } | State::Stopped { reason } => Err(reason),
+            other => Err(format!("it is {}", describe(&other))),
         }
     }
 }
 
-/// How one run of the process ended.
-enum Ended {
-    /// Stopped on request; the acknowledgement is sent once the process is gone.
-    StopRequested(Option<oneshot::Sender<()>>),
-    RestartRequested,
-    /// Never became healthy.
-    NotReady(String),
-    Exited {
-        reason: String,
-        success: bool,
-        healthy_for: Duration,
-    },
-    Unhealthy {
-        reason: String,
-        healthy_for: Duration,
-    },
-    /// The supervisor dropped the handle.
-    Orphaned,
+fn policy_of(service: &Service) -> Policy {
+    Policy {
+        restart: service.restart,
+        max_restarts: service.max_restarts,
+        unhealthy_after: service.unhealthy_after,
+        start_timeout: service.start_timeout,
+        stop_timeout: service.stop_timeout,
+        auto_port: service.port == Port::Auto,
+    }
 }
 
-enum Next {
-    Start,
-    Backoff(Duration),
-    /// Wait for a command, in `phase` (Stopped, Failed or Idle).
-    Park(Phase),
-}
-
-/// A healthy spell this long forgives earlier crashes: the backoff starts over.
-const FORGIVE_AFTER: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Fresh ports an auto-port instance may try when another process takes its port first.
-const PORT_ATTEMPTS: u32 = 3;
+/// The first readiness probe follows a spawn this soon; the gap doubles up to the cap, so a
+/// service ready in 5 ms is seen within a few more.
+const READINESS_FIRST: Duration = Duration::from_millis(1);
+const READINESS_CAP: Duration = Duration::from_millis(50);
 
 struct Runner {
     id: String,
     service: Arc<Service>,
+    policy: Policy,
     shared: Shared,
     rx: mpsc::UnboundedReceiver<Command>,
     status: watch::Sender<Status>,
-    restarts: u32,
-    in_a_row: u32,
+    machine: Machine,
+    child: Option<tokio::process::Child>,
+    /// Those waiting for a stop to finish.
+    acks: Vec<oneshot::Sender<()>>,
     started_at_ms: u64,
+    /// Shown in `ps` after the process is gone.
+    last_addr: Option<SocketAddr>,
+    /// What the registry holds for this instance, to write only changes.
+    written: Option<Instance>,
+    next_probe: Instant,
+    probe_gap: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -213,236 +176,286 @@ fn now_ms() -> u64 {
 
 impl Runner {
     async fn run(mut self) {
-        let mut next = Next::Park(Phase::Idle);
-        // Whether the current run is a start asked for by a person or `up`, whose failure is
-        // reported rather than retried.
-        let mut requested = true;
         loop {
-            next = match next {
-                Next::Park(phase) => {
-                    self.publish(|s| s.phase = phase);
-                    loop {
-                        match self.rx.recv().await {
-                            None => return,
-                            Some(Command::Stop(ack)) => {
-                                let _ = ack.send(());
-                            }
-                            Some(Command::Start | Command::Restart) => break,
-                        }
+            let deadline = self.machine.state.deadline();
+            let probing = self.machine.state.probing()
+                && (matches!(self.machine.state, State::Starting { .. })
+                    || self.service.health != Health::None);
+            let event = tokio::select! {
+                biased;
+                cmd = self.rx.recv() => match cmd {
+                    // The supervisor dropped the handle: stop the process and end.
+                    None => return self.orphaned().await,
+                    Some(Command::Start) => Event::Start,
+                    Some(Command::Restart) => Event::Restart,
+                    Some(Command::Stop(ack)) => {
+                        self.acks.push(ack);
+                        Event::Stop
                     }
-                    self.in_a_row = 0;
-                    requested = true;
-                    Next::Start
-                }
-                Next::Backoff(delay) => {
-                    self.publish(|s| {
-                        s.phase = Phase::BackingOff;
-                        s.pid = None;
-                    });
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => Next::Start,
-                        cmd = self.rx.recv() => match cmd {
-                            None => return,
-                            Some(Command::Stop(ack)) => {
-                                self.stopped("stopped on request");
-                                let _ = ack.send(());
-                                Next::Park(Phase::Stopped)
-                            }
-                            Some(Command::Start | Command::Restart) => Next::Start,
-                        },
+                },
+                status = wait(&mut self.child) => self.exited(status),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Event::Deadline,
+                result = probe_at(
+                    &self.shared.prober,
+                    &self.service.health,
+                    self.machine.state.addr(),
+                    &self.id,
+                    self.next_probe,
+                ), if probing => self.probed(result),
+            };
+            self.apply(event);
+        }
+    }
+
+    /// Feeds `event` to the machine and carries out its actions, with the events they lead to,
+    /// then records the outcome once: registry, status, waiters.
+    fn apply(&mut self, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        let (mut settle, mut ack) = (false, false);
+        while let Some(event) = queue.pop_front() {
+            let (next, actions) =
+                lifecycle::step(&self.machine, event, &self.policy, Instant::now());
+            self.machine = next;
+            for action in actions {
+                match action {
+                    Action::Spawn => queue.push_back(self.spawn()),
+                    Action::Terminate { pid } => {
+                        // The registry says `stopping` before the process hears of it, so that
+                        // discovery stops choosing it before it drains.
+                        self.record(false);
+                        process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+                        // A stopped (SIGSTOP) process acts on SIGTERM only once it runs again.
+                        process::signal_group(pid, nix::sys::signal::Signal::SIGCONT);
                     }
-                }
-                Next::Start => {
-                    let ended = self.run_once().await;
-                    let was_requested = std::mem::replace(&mut requested, false);
-                    match ended {
-                        Ended::Orphaned => return,
-                        Ended::StopRequested(ack) => {
-                            self.stopped("stopped on request");
-                            if let Some(ack) = ack {
-                                let _ = ack.send(());
-                            }
-                            Next::Park(Phase::Stopped)
-                        }
-                        Ended::RestartRequested => {
-                            self.restarts += 1;
-                            requested = true;
-                            Next::Start
-                        }
-                        Ended::NotReady(reason) if was_requested => {
-                            self.failed(&reason, true);
-                            Next::Park(Phase::Failed)
-                        }
-                        Ended::NotReady(reason) => self.after_crash(reason),
-                        Ended::Exited {
-                            reason,
-                            success,
-                            healthy_for,
-                        } => {
-                            self.shared
-                                .events
-                                .send(Event::Exited {
-                                    instance: self.id.clone(),
-                                    reason: reason.clone(),
-                                })
-                                .ok();
-                            if healthy_for >= FORGIVE_AFTER {
-                                self.in_a_row = 0;
-                            }
-                            match self.service.restart {
-                                RestartPolicy::No => {
-                                    self.stopped(&reason);
-                                    Next::Park(Phase::Stopped)
-                                }
-                                RestartPolicy::OnFailure if success => {
-                                    self.stopped(&reason);
-                                    Next::Park(Phase::Stopped)
-                                }
-                                _ => self.after_crash(reason),
-                            }
-                        }
-                        Ended::Unhealthy {
-                            reason,
-                            healthy_for,
-                        } => {
-                            if healthy_for >= FORGIVE_AFTER {
-                                self.in_a_row = 0;
-                            }
-                            self.after_crash(reason)
-                        }
+                    Action::Kill { pid } => {
+                        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
                     }
+                    Action::Settle => settle = true,
+                    Action::AckStops => ack = true,
+                    Action::Report(report) => self.report(report),
                 }
+            }
+        }
+        if let State::Healthy { .. } | State::Unhealthy { .. } = self.machine.state {
+            if self.probe_gap != self.service.health_interval {
+                self.probe_gap = self.service.health_interval;
+                self.next_probe = Instant::now() + self.probe_gap;
+            }
+        }
+        self.record(settle);
+        if ack && self.machine.state.pid().is_none() {
+            for a in self.acks.drain(..) {
+                let _ = a.send(());
             }
         }
     }
 
-    /// Restart with backoff, or give up once the limit is reached.
-    fn after_crash(&mut self, reason: String) -> Next {
-        if self.in_a_row >= self.service.max_restarts {
-            let why = format!(
-                "restart limit ({}) reached; last: {reason}",
-                self.service.max_restarts
-            );
-            self.shared
-                .events
-                .send(Event::GaveUp {
-                    instance: self.id.clone(),
-                    reason: why.clone(),
-                })
-                .ok();
-            self.failed(&why, false);
-            return Next::Park(Phase::Failed);
+    /// Writes the registry when this instance's entry changed, and publishes the status.
+    fn record(&mut self, settle: bool) {
+        if let Some(instance) = self.instance() {
+            if self.written.as_ref() != Some(&instance) {
+                self.shared
+                    .store
+                    .upsert(&self.service.name, instance.clone());
+                self.written = Some(instance);
+            }
         }
-        let delay = FIRST_BACKOFF
-            .saturating_mul(1 << self.in_a_row.min(16))
-            .min(MAX_BACKOFF);
-        self.in_a_row += 1;
-        self.restarts += 1;
-        self.shared
-            .events
-            .send(Event::Restarting {
-                instance: self.id.clone(),
-                after_ms: delay.as_millis() as u64,
-                restarts: self.restarts,
-            })
-            .ok();
-        self.set_registry(
-            InstanceState::Restarting,
-            None,
-            Some(format!("restarting in {}: {reason}", ms(delay))),
-        );
-        Next::Backoff(delay)
-    }
-
-    fn stopped(&mut self, reason: &str) {
-        self.publish(|s| {
-            s.pid = None;
-            s.reason = Some(reason.to_string());
-        });
-        self.set_registry(InstanceState::Stopped, None, Some(reason.to_string()));
-    }
-
-    fn failed(&mut self, reason: &str, report: bool) {
-        self.publish(|s| {
-            s.pid = None;
-            s.reason = Some(reason.to_string());
-        });
-        self.set_registry(InstanceState::Failed, None, Some(reason.to_string()));
-        // A start can fail before it spawns anything; the new generation tells its waiter that
-        // this failure is the answer to it.
-        self.publish(|s| {
-            s.phase = Phase::Failed;
-            s.generation += 1;
-        });
-        if report {
-            let log = self.shared.project.log(&self.id);
-            self.shared
-                .events
-                .send(Event::Failed {
-                    instance: self.id.clone(),
-                    reason: reason.to_string(),
-                    log,
-                })
-                .ok();
-        }
-    }
-
-    fn publish(&self, change: impl FnOnce(&mut Status)) {
+        let machine = self.machine.clone();
         self.status.send_modify(|s| {
-            change(s);
-            s.restarts = self.restarts;
+            s.machine = machine;
+            if settle {
+                s.generation += 1;
+            }
         });
     }
 
-    fn set_registry(
-        &self,
-        state: InstanceState,
-        last_health: Option<String>,
-        reason: Option<String>,
-    ) {
-        let status = self.status.borrow().clone();
-        self.shared.store.upsert(
-            &self.service.name,
-            Instance {
-                id: self.id.clone(),
-                pid: match state {
-                    InstanceState::Stopped | InstanceState::Failed | InstanceState::Restarting => {
-                        None
-                    }
-                    _ => status.pid,
-                },
-                address: status.address.map(|a| a.to_string()).unwrap_or_default(),
-                state,
-                started_at_ms: self.started_at_ms,
-                restarts: self.restarts,
-                last_health,
+    /// The registry's view of this instance; `None` before its first start.
+    fn instance(&self) -> Option<Instance> {
+        use InstanceState as R;
+        let (state, last_health, reason) = match &self.machine.state {
+            State::Idle | State::Launching { .. } => return None,
+            State::Starting { .. } => (R::Starting, None, None),
+            State::Healthy { summary, .. } => (R::Healthy, Some(summary.clone()), None),
+            State::Unhealthy { reason, .. } => {
+                (R::Unhealthy, Some(reason.clone()), Some(reason.clone()))
+            }
+            State::Stopping { .. } => (R::Stopping, None, Some("stopping".to_string())),
+            State::BackingOff { until, reason } => (
+                R::Restarting,
+                None,
+                Some(format!(
+                    "restarting in {}: {reason}",
+                    ms(until.saturating_duration_since(Instant::now()))
+                )),
+            ),
+            State::Stopped { reason } => (R::Stopped, None, Some(reason.clone())),
+            State::Failed { reason } => (R::Failed, None, Some(reason.clone())),
+        };
+        Some(Instance {
+            id: self.id.clone(),
+            pid: self.machine.state.pid(),
+            address: self
+                .machine
+                .state
+                .addr()
+                .or(self.last_addr)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            state,
+            started_at_ms: self.started_at_ms,
+            restarts: self.machine.restarts,
+            last_health,
+            reason,
+        })
+    }
+
+    fn report(&mut self, report: Report) {
+        let instance = self.id.clone();
+        let event = match report {
+            Report::Starting => Progress::Starting { instance },
+            Report::Healthy { startup } => {
+                self.status.send_modify(|s| s.startup = Some(startup));
+                Progress::Healthy {
+                    instance,
+                    address: self.last_addr.map(|a| a.to_string()).unwrap_or_default(),
+                    startup_ms: startup.as_secs_f64() * 1000.0,
+                }
+            }
+            Report::Failed { reason } => Progress::Failed {
+                log: self.shared.project.log(&instance),
+                instance,
                 reason,
             },
-        );
+            Report::Exited { reason } => {
+                self.note(&format!("--- {instance} {reason} ---"));
+                Progress::Exited { instance, reason }
+            }
+            Report::Unhealthy { reason } => Progress::Unhealthy { instance, reason },
+            Report::Restarting { after, restarts } => Progress::Restarting {
+                instance,
+                after_ms: after.as_millis() as u64,
+                restarts,
+            },
+            Report::GaveUp { reason } => Progress::GaveUp { instance, reason },
+            Report::Stopping => Progress::Stopping { instance },
+            Report::Stopped => Progress::Stopped { instance },
+            Report::Note(line) => return self.note(&line),
+        };
+        self.shared.events.send(event).ok();
+    }
+
+    /// What the process's end means: an exit, or a port lost to another process at start.
+    fn exited(&mut self, status: std::io::Result<std::process::ExitStatus>) -> Event {
+        self.child = None;
+        if let (State::Starting { addr, .. }, true) = (&self.machine.state, self.policy.auto_port) {
+            if !crate::ports::is_free(addr.port()) {
+                return Event::PortLost;
+            }
+        }
+        match status {
+            Ok(s) => Event::Exited {
+                reason: process::describe_exit(&s),
+                success: s.success(),
+            },
+            Err(e) => Event::Exited {
+                reason: e.to_string(),
+                success: false,
+            },
+        }
+    }
+
+    /// What a health check's result means: readiness while starting, liveness after.
+    fn probed(&mut self, result: Result<String, ProbeError>) -> Event {
+        let starting = matches!(self.machine.state, State::Starting { .. });
+        if starting {
+            self.probe_gap = (self.probe_gap * 2).min(READINESS_CAP);
+        }
+        self.next_probe = Instant::now() + self.probe_gap;
+        match (starting, result) {
+            (true, Ok(summary)) => Event::Ready { summary },
+            (true, Err(ProbeError::Impostor(reason))) => Event::Impostor { reason },
+            // Not answering yet is what starting looks like; the start timeout judges it.
+            (true, Err(ProbeError::Failed(_))) | (false, Ok(_)) => Event::ProbeOk,
+            (false, Err(e)) => Event::ProbeFailed {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Picks the port and starts the process: `Spawned`, or why it could not be.
+    fn spawn(&mut self) -> Event {
+        match self.try_spawn() {
+            Ok((pid, addr)) => Event::Spawned { pid, addr },
+            Err(reason) => Event::SpawnFailed { reason },
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(u32, SocketAddr), String> {
+        let (program, args) = self.program()?;
+        let data_dir = self.shared.project.data_dir(&self.service.name);
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        let port = match self.service.port {
+            Port::Fixed(p) if !crate::ports::is_free(p) => {
+                let holder = crate::ports::holder(p)
+                    .map(|h| format!(" by {h}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "port {p} is already taken{holder}; free it, or use `port = \"auto\"`"
+                ));
+            }
+            Port::Fixed(p) => p,
+            Port::Auto => crate::ports::pick().ok_or("no free loopback port")?,
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut child = process::spawn(&program, &args, &self.env(addr), &self.shared.project.root)
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let pid = child.id().unwrap_or(0);
+        self.pump_logs(&mut child);
+        self.child = Some(child);
+        self.started_at_ms = now_ms();
+        self.last_addr = Some(addr);
+        self.probe_gap = READINESS_FIRST;
+        self.next_probe = Instant::now() + READINESS_FIRST;
+        Ok((pid, addr))
+    }
+
+    /// The handle is gone (the supervisor is exiting): stop the process within its stop timeout.
+    async fn orphaned(mut self) {
+        let Some(pid) = self.machine.state.pid() else {
+            return;
+        };
+        process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+        process::signal_group(pid, nix::sys::signal::Signal::SIGCONT);
+        if let Some(child) = &mut self.child {
+            let _ = tokio::time::timeout(self.policy.stop_timeout, child.wait()).await;
+        }
+        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
     }
 
     fn env(&self, addr: SocketAddr) -> Vec<(String, String)> {
+        use msctl_contract::env as var;
         let p = &self.shared.project;
-        let mut env: Vec<(String, String)> = vec![
-            ("MSCTL_SERVICE".into(), self.service.name.clone()),
-            ("MSCTL_INSTANCE".into(), self.id.clone()),
-            ("PORT".into(), addr.port().to_string()),
-            ("MSCTL_ADDR".into(), addr.to_string()),
-            ("MSCTL_REGISTRY".into(), p.registry().display().to_string()),
+        let mut env: Vec<(String, String)> = [
+            (var::SERVICE, self.service.name.clone()),
+            (var::INSTANCE, self.id.clone()),
+            (var::PORT, addr.port().to_string()),
+            (var::ADDR, addr.to_string()),
+            (var::REGISTRY, p.registry().display().to_string()),
             (
-                "MSCTL_DATA_DIR".into(),
+                var::DATA_DIR,
                 p.data_dir(&self.service.name).display().to_string(),
             ),
+            (var::TRACE_DIR, p.traces_dir().display().to_string()),
+            (var::OTEL_SERVICE_NAME, self.service.name.clone()),
             (
-                "MSCTL_TRACE_DIR".into(),
-                p.traces_dir().display().to_string(),
-            ),
-            ("OTEL_SERVICE_NAME".into(), self.service.name.clone()),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES".into(),
+                var::OTEL_RESOURCE_ATTRIBUTES,
                 format!("service.instance.id={}", self.id),
             ),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         env.extend(self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
     }
@@ -466,244 +479,6 @@ impl Runner {
         Ok((path, argv))
     }
 
-    /// Runs the process once: start, wait until ready, then watch it until it ends.
-    async fn run_once(&mut self) -> Ended {
-        let (program, args) = match self.program() {
-            Ok(p) => p,
-            Err(e) => return Ended::NotReady(e),
-        };
-        let data_dir = self.shared.project.data_dir(&self.service.name);
-        if let Err(e) = std::fs::create_dir_all(&data_dir) {
-            return Ended::NotReady(format!("cannot create {}: {e}", data_dir.display()));
-        }
-        let mut attempt = 0;
-        'attempt: loop {
-            attempt += 1;
-            let port = match self.service.port {
-                Port::Fixed(p) if !crate::ports::is_free(p) => {
-                    let holder = crate::ports::holder(p)
-                        .map(|h| format!(" by {h}"))
-                        .unwrap_or_default();
-                    return Ended::NotReady(format!(
-                        "port {p} is already taken{holder}; free it, or use `port = \"auto\"`"
-                    ));
-                }
-                Port::Fixed(p) => p,
-                Port::Auto => match crate::ports::pick() {
-                    Some(p) => p,
-                    None => return Ended::NotReady("no free loopback port".into()),
-                },
-            };
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut child =
-                match process::spawn(&program, &args, &self.env(addr), &self.shared.project.root) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return Ended::NotReady(format!("cannot run {}: {e}", program.display()));
-                    }
-                };
-            let pid = child.id().unwrap_or(0);
-            let started = Instant::now();
-            self.started_at_ms = now_ms();
-            self.publish(|s| {
-                s.phase = Phase::Starting;
-                s.generation += 1;
-                s.pid = Some(pid);
-                s.address = Some(addr);
-                s.reason = None;
-                s.startup = None;
-            });
-            self.set_registry(InstanceState::Starting, None, None);
-            self.shared
-                .events
-                .send(Event::Starting {
-                    instance: self.id.clone(),
-                })
-                .ok();
-            self.pump_logs(&mut child);
-
-            let deadline = tokio::time::sleep(self.service.start_timeout);
-            tokio::pin!(deadline);
-            // A start asked for while this one runs waits for a newer generation than this one.
-            let mut joined = false;
-            let outcome = loop {
-                tokio::select! {
-                    ready = wait_ready(&self.shared.prober, &self.service.health, addr, &self.id) => break ready.map(|summary| (summary, started.elapsed())),
-                    status = child.wait() => {
-                        let reason = status.map(|s| process::describe_exit(&s)).unwrap_or_else(|e| e.to_string());
-                        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                        // Another process took the port between our pick and the service's bind.
-                        if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS && !crate::ports::is_free(port) {
-                            self.note(&format!("port {port} was taken before the service could bind it; trying another"));
-                            continue 'attempt;
-                        }
-                        return Ended::NotReady(format!("{reason} before it was healthy"));
-                    }
-                    _ = &mut deadline => break Err(ProbeError::Failed(format!("not healthy within {}", ms(self.service.start_timeout)))),
-                    cmd = self.rx.recv() => {
-                        // A start while starting is the same start: its waiter gets this outcome.
-                        if let Some(Command::Start) = cmd {
-                            joined = true;
-                            continue;
-                        }
-                        self.stop_child(&mut child, pid).await;
-                        return match cmd {
-                            None => Ended::Orphaned,
-                            Some(Command::Stop(ack)) => Ended::StopRequested(Some(ack)),
-                            Some(Command::Restart | Command::Start) => Ended::RestartRequested,
-                        };
-                    }
-                }
-            };
-            let (summary, startup) = match outcome {
-                Ok(ok) => ok,
-                Err(ProbeError::Impostor(why))
-                    if self.service.port == Port::Auto && attempt < PORT_ATTEMPTS =>
-                {
-                    self.note(&format!("{why}; trying another port"));
-                    self.stop_child(&mut child, pid).await;
-                    continue 'attempt;
-                }
-                Err(e) => {
-                    self.stop_child(&mut child, pid).await;
-                    return Ended::NotReady(e.to_string());
-                }
-            };
-            self.publish(|s| {
-                s.phase = Phase::Healthy;
-                s.startup = Some(startup);
-                if joined {
-                    s.generation += 1;
-                }
-            });
-            self.set_registry(InstanceState::Healthy, Some(summary), None);
-            self.shared
-                .events
-                .send(Event::Healthy {
-                    instance: self.id.clone(),
-                    address: addr.to_string(),
-                    startup_ms: startup.as_secs_f64() * 1000.0,
-                })
-                .ok();
-            return self.watch(child, pid, addr).await;
-        }
-    }
-
-    /// Watches a healthy process until it exits, fails its checks, or is told to stop.
-    async fn watch(
-        &mut self,
-        mut child: tokio::process::Child,
-        pid: u32,
-        addr: SocketAddr,
-    ) -> Ended {
-        let healthy_since = Instant::now();
-        let mut failures = 0u32;
-        let mut last_health = String::new();
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.service.health_interval,
-            self.service.health_interval,
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                status = child.wait() => {
-                    // Whatever the service left running in its group goes with it.
-                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                    let (reason, success) = match status {
-                        Ok(s) => (process::describe_exit(&s), s.success()),
-                        Err(e) => (e.to_string(), false),
-                    };
-                    self.note(&format!("--- {} {reason} ---", self.id));
-                    return Ended::Exited { reason, success, healthy_for: healthy_since.elapsed() };
-                }
-                _ = tick.tick(), if self.service.health != Health::None => {
-                    let probe = self.shared.prober.probe(&self.service.health, addr, &self.id).await;
-                    let phase = self.status.borrow().phase;
-                    match probe {
-                        Ok(summary) => {
-                            failures = 0;
-                            if phase == Phase::Unhealthy {
-                                self.publish(|s| s.phase = Phase::Healthy);
-                                self.set_registry(InstanceState::Healthy, Some(summary.clone()), None);
-                                last_health = summary;
-                            } else if last_health.is_empty() {
-                                last_health = summary;
-                            }
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            let reason = format!("{failures} failed health checks in a row; last: {e}");
-                            if failures >= self.service.unhealthy_after {
-                                if phase != Phase::Unhealthy {
-                                    self.publish(|s| s.phase = Phase::Unhealthy);
-                                    self.set_registry(InstanceState::Unhealthy, Some(e.to_string()), Some(reason.clone()));
-                                    self.shared.events.send(Event::Unhealthy { instance: self.id.clone(), reason: reason.clone() }).ok();
-                                }
-                                if self.service.restart != RestartPolicy::No {
-                                    self.stop_child(&mut child, pid).await;
-                                    return Ended::Unhealthy { reason, healthy_for: healthy_since.elapsed() };
-                                }
-                            }
-                        }
-                    }
-                }
-                cmd = self.rx.recv() => match cmd {
-                    None => {
-                        self.stop_child(&mut child, pid).await;
-                        return Ended::Orphaned;
-                    }
-                    Some(Command::Stop(ack)) => {
-                        self.stop_child(&mut child, pid).await;
-                        return Ended::StopRequested(Some(ack));
-                    }
-                    Some(Command::Restart) => {
-                        self.stop_child(&mut child, pid).await;
-                        return Ended::RestartRequested;
-                    }
-                    Some(Command::Start) => {
-                        // Already running: settle the waiter with the current, healthy, status.
-                        self.publish(|s| s.generation += 1);
-                    }
-                },
-            }
-        }
-    }
-
-    /// SIGTERM to the group, SIGKILL after `stop_timeout`, and the group killed outright at the end
-    /// so nothing a service started outlives it.
-    async fn stop_child(&self, child: &mut tokio::process::Child, pid: u32) {
-        self.shared
-            .events
-            .send(Event::Stopping {
-                instance: self.id.clone(),
-            })
-            .ok();
-        // Written before SIGTERM, so that discovery stops choosing this instance before it
-        // starts to drain.
-        self.set_registry(InstanceState::Stopping, None, Some("stopping".into()));
-        process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-        // A stopped (SIGSTOP) process acts on SIGTERM only once it runs again.
-        process::signal_group(pid, nix::sys::signal::Signal::SIGCONT);
-        if tokio::time::timeout(self.service.stop_timeout, child.wait())
-            .await
-            .is_err()
-        {
-            self.note(&format!(
-                "did not stop within {}; killing it",
-                ms(self.service.stop_timeout)
-            ));
-            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait().await;
-        }
-        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-        self.shared
-            .events
-            .send(Event::Stopped {
-                instance: self.id.clone(),
-            })
-            .ok();
-    }
-
     /// A line of msctl's own in the instance's log.
     fn note(&self, line: &str) {
         let line = format!("[msctl] {line}");
@@ -713,7 +488,7 @@ impl Runner {
         }
         self.shared
             .events
-            .send(Event::Log {
+            .send(Progress::Log {
                 instance: self.id.clone(),
                 line,
             })
@@ -726,13 +501,7 @@ impl Runner {
         let file = match LogFile::open(&path) {
             Ok(f) => Arc::new(Mutex::new(f)),
             Err(e) => {
-                self.shared
-                    .events
-                    .send(Event::Log {
-                        instance: self.id.clone(),
-                        line: format!("[msctl] cannot open {}: {e}", path.display()),
-                    })
-                    .ok();
+                self.note(&format!("cannot open {}: {e}", path.display()));
                 return;
             }
         };
@@ -750,184 +519,41 @@ impl Runner {
     }
 }
 
-/// Lines longer than this are cut, so one runaway line cannot exhaust memory.
-pub const MAX_LINE: usize = 64 * 1024;
-/// An instance log is rotated to `<file>.1` past this size…
-pub const LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
-/// …and this many old files are kept, `.1` the newest.
-pub const LOG_KEEP: u32 = 3;
-
-/// An instance's log file, rotated by size. Shared by the stdout and stderr pumps.
-#[derive(Debug)]
-pub struct LogFile {
-    path: PathBuf,
-    file: std::fs::File,
-    len: u64,
-}
-
-impl LogFile {
-    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = Project::open_private(path, true)?;
-        let len = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            len,
-        })
-    }
-
-    /// Appends one line in one write, so appenders in other processes never split it.
-    pub fn write_line(&mut self, line: &[u8]) {
-        if self.len + line.len() as u64 + 1 > LOG_MAX_BYTES && self.len > 0 {
-            self.rotate();
-        }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
-        if self.file.write_all(&buf).is_ok() {
-            self.len += buf.len() as u64;
-        }
-    }
-
-    fn rotate(&mut self) {
-        let numbered = |n: u32| {
-            let mut p = self.path.clone().into_os_string();
-            p.push(format!(".{n}"));
-            PathBuf::from(p)
-        };
-        for n in (1..LOG_KEEP).rev() {
-            let _ = std::fs::rename(numbered(n), numbered(n + 1));
-        }
-        let _ = std::fs::rename(&self.path, numbered(1));
-        if let Ok(fresh) = Self::open(&self.path) {
-            *self = fresh;
-        }
-    }
-}
-
-/// Reads one line of at most `max` bytes into `buf` (without its newline), skipping the rest of
-/// a longer line. `Ok(false)` at the end of the stream. Memory stays bounded by `max` plus the
-/// reader's buffer, however long the line.
-pub async fn read_bounded_line(
-    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<bool> {
-    use tokio::io::AsyncBufReadExt;
-    buf.clear();
-    let mut read_any = false;
-    loop {
-        let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(read_any);
-        }
-        read_any = true;
-        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
-        let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&part[..part.len().min(room)]);
-        let used = done.unwrap_or(chunk.len());
-        reader.consume(used);
-        if done.is_some() {
-            return Ok(true);
-        }
-    }
-}
-
-async fn pump(
-    stream: impl AsyncRead + Unpin,
-    file: Arc<Mutex<LogFile>>,
-    instance: String,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    while let Ok(true) = read_bounded_line(&mut reader, &mut buf, MAX_LINE).await {
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-        if let Ok(mut f) = file.lock() {
-            f.write_line(&buf);
-        }
-        let _ = events.send(Event::Log {
-            instance: instance.clone(),
-            line: String::from_utf8_lossy(&buf).into_owned(),
-        });
-    }
-}
-
-/// Polls until the instance answers its health check: a few milliseconds apart at first, so a
-/// service that is ready in 5 ms is seen within a few more, then backing off to 50 ms.
-async fn wait_ready(
+/// Runs one health check at `due`.
+async fn probe_at(
     prober: &Prober,
     health: &Health,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     instance: &str,
+    due: Instant,
 ) -> Result<String, ProbeError> {
-    let mut delay = Duration::from_millis(1);
-    loop {
-        match prober.probe(health, addr, instance).await {
-            Ok(summary) => return Ok(summary),
-            Err(e @ ProbeError::Impostor(_)) => return Err(e),
-            Err(ProbeError::Failed(_)) => {}
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
+    tokio::time::sleep_until(due).await;
+    match addr {
+        Some(addr) => prober.probe(health, addr, instance).await,
+        None => Err(ProbeError::Failed("no address".into())),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_huge_line_is_cut_without_being_held_whole() {
-        // 8 MiB on one line, then a short one.
-        let mut input = vec![b'x'; 8 * 1024 * 1024];
-        input.extend_from_slice(b"\nnext\n");
-        let mut reader = BufReader::with_capacity(4096, &input[..]);
-        let mut buf = Vec::new();
-        assert!(
-            read_bounded_line(&mut reader, &mut buf, 1000)
-                .await
-                .unwrap()
-        );
-        assert_eq!(buf.len(), 1000);
-        assert!(buf.capacity() < 16 * 1024, "held {} bytes", buf.capacity());
-        assert!(
-            read_bounded_line(&mut reader, &mut buf, 1000)
-                .await
-                .unwrap()
-        );
-        assert_eq!(buf, b"next");
-        assert!(
-            !read_bounded_line(&mut reader, &mut buf, 1000)
-                .await
-                .unwrap()
-        );
+/// Waits for the child to exit; never resolves when there is none.
+async fn wait(
+    child: &mut Option<tokio::process::Child>,
+) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
     }
+}
 
-    #[test]
-    fn logs_rotate_and_keep_a_few_old_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s-1.log");
-        let mut log = LogFile::open(&path).unwrap();
-        let line = vec![b'y'; 1024 * 1024 - 1];
-        for _ in 0..(LOG_MAX_BYTES / (1024 * 1024)) * (LOG_KEEP as u64 + 2) {
-            log.write_line(&line);
-        }
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["s-1.log", "s-1.log.1", "s-1.log.2", "s-1.log.3"]);
-        for name in &names {
-            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
-            assert!(len <= LOG_MAX_BYTES, "{name} has {len} bytes");
-        }
+/// A state in a few words, for a waiter that got neither success nor failure.
+fn describe(state: &State) -> &'static str {
+    match state {
+        State::Idle => "idle",
+        State::Launching { .. } | State::Starting { .. } => "starting",
+        State::Healthy { .. } => "healthy",
+        State::Unhealthy { .. } => "unhealthy",
+        State::Stopping { .. } => "stopping",
+        State::BackingOff { .. } => "restarting",
+        State::Stopped { .. } => "stopped",
+        State::Failed { .. } => "failed",
     }
 }

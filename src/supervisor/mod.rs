@@ -5,6 +5,8 @@ pub mod control;
 pub mod events;
 pub mod health;
 pub mod instance;
+pub mod lifecycle;
+pub mod logs;
 pub mod process;
 pub mod signals;
 pub mod store;
@@ -13,7 +15,8 @@ use crate::config::Config;
 use crate::error::MsctlError;
 use crate::project::Project;
 use events::Event;
-use instance::{InstanceHandle, Phase, Shared};
+use instance::{InstanceHandle, Shared};
+use lifecycle::State;
 use msctl_contract::control::{FailureKind, Request, Response};
 use msctl_contract::registry::SupervisorPhase;
 use std::collections::{BTreeMap, HashMap};
@@ -433,10 +436,7 @@ impl Supervisor {
     /// Restarts one service's instances one after another, so replicas keep serving.
     pub async fn restart_service(&self, name: &str) -> Result<(), StartFailure> {
         let handles = self.handles_of(name);
-        if handles
-            .iter()
-            .all(|h| matches!(h.status().phase, Phase::Idle))
-        {
+        if handles.iter().all(|h| matches!(h.state(), State::Idle)) {
             return self.start(&[name.to_string()]).await;
         }
         for h in handles {
@@ -489,7 +489,7 @@ async fn start_service(
         .into_iter()
         .map(|h| {
             tokio::spawn(async move {
-                if h.status().phase == Phase::Healthy {
+                if matches!(h.state(), State::Healthy { .. }) {
                     return Ok(());
                 }
                 h.start().await.map(|_| ()).map_err(|reason| StartFailure {

@@ -1,0 +1,172 @@
+//! An instance's output: its stdout and stderr copied line by line, bounded in length, to a log
+//! file rotated by size (docs/state.md), and to the supervisor's events.
+
+use super::events::Event;
+use crate::project::Project;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+/// Lines longer than this are cut, so one runaway line cannot exhaust memory.
+pub const MAX_LINE: usize = 64 * 1024;
+/// An instance log is rotated to `<file>.1` past this size…
+pub const LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// …and this many old files are kept, `.1` the newest.
+pub const LOG_KEEP: u32 = 3;
+
+/// An instance's log file, rotated by size. Shared by the stdout and stderr pumps.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+}
+
+impl LogFile {
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = Project::open_private(path, true)?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
+    }
+
+    /// Appends one line in one write, so appenders in other processes never split it.
+    pub fn write_line(&mut self, line: &[u8]) {
+        if self.len + line.len() as u64 + 1 > LOG_MAX_BYTES && self.len > 0 {
+            self.rotate();
+        }
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        if self.file.write_all(&buf).is_ok() {
+            self.len += buf.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        for n in (1..LOG_KEEP).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, numbered(1));
+        if let Ok(fresh) = Self::open(&self.path) {
+            *self = fresh;
+        }
+    }
+}
+
+/// Reads one line of at most `max` bytes into `buf` (without its newline), skipping the rest of
+/// a longer line. `Ok(false)` at the end of the stream. Memory stays bounded by `max` plus the
+/// reader's buffer, however long the line.
+pub async fn read_bounded_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    use tokio::io::AsyncBufReadExt;
+    buf.clear();
+    let mut read_any = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = done.unwrap_or(chunk.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+pub async fn pump(
+    stream: impl AsyncRead + Unpin,
+    file: Arc<Mutex<LogFile>>,
+    instance: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while let Ok(true) = read_bounded_line(&mut reader, &mut buf, MAX_LINE).await {
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        if let Ok(mut f) = file.lock() {
+            f.write_line(&buf);
+        }
+        let _ = events.send(Event::Log {
+            instance: instance.clone(),
+            line: String::from_utf8_lossy(&buf).into_owned(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_huge_line_is_cut_without_being_held_whole() {
+        // 8 MiB on one line, then a short one.
+        let mut input = vec![b'x'; 8 * 1024 * 1024];
+        input.extend_from_slice(b"\nnext\n");
+        let mut reader = BufReader::with_capacity(4096, &input[..]);
+        let mut buf = Vec::new();
+        assert!(
+            read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(buf.len(), 1000);
+        assert!(buf.capacity() < 16 * 1024, "held {} bytes", buf.capacity());
+        assert!(
+            read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
+        assert_eq!(buf, b"next");
+        assert!(
+            !read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn logs_rotate_and_keep_a_few_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        let mut log = LogFile::open(&path).unwrap();
+        let line = vec![b'y'; 1024 * 1024 - 1];
+        for _ in 0..(LOG_MAX_BYTES / (1024 * 1024)) * (LOG_KEEP as u64 + 2) {
+            log.write_line(&line);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["s-1.log", "s-1.log.1", "s-1.log.2", "s-1.log.3"]);
+        for name in &names {
+            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= LOG_MAX_BYTES, "{name} has {len} bytes");
+        }
+    }
+}
