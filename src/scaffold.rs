@@ -618,6 +618,11 @@ pub fn apply(plan: &Plan) -> Result<(), ScaffoldError> {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
+    #[cfg(debug_assertions)]
+    if std::env::var("MSCTL_FAULT").is_ok_and(|f| f == "slow-scaffold") {
+        // Widens the window between the folder and the manifests, for the interruption test.
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
     let undo_dir = || {
         let _ = std::fs::remove_dir_all(&plan.service_dir);
     };
@@ -652,8 +657,8 @@ pub fn apply(plan: &Plan) -> Result<(), ScaffoldError> {
 
 /// Takes back what an interrupted scaffold left: staging folders of msctl processes that are
 /// gone, and any service folder still marked unfinished, with its workspace member and its
-/// msctl.toml table. Returns what was removed, for the user to see.
-pub fn recover(config: &Config) -> Vec<String> {
+/// msctl.toml table. Returns what was (or, with `dry_run`, would be) removed.
+pub fn recover(config: &Config, dry_run: bool) -> Vec<String> {
     let services = config.root.join("services");
     let mut undone = Vec::new();
     let Ok(entries) = std::fs::read_dir(&services) else {
@@ -668,13 +673,17 @@ pub fn recover(config: &Config) -> Vec<String> {
             .and_then(|(_, pid)| pid.parse::<u32>().ok())
             .is_some_and(|pid| !crate::supervisor::process::alive(pid));
         if stray_staging {
-            let _ = std::fs::remove_dir_all(&path);
-            undone.push(format!("removed {}", path.display()));
+            if !dry_run {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            undone.push(format!("left {}", path.display()));
         } else if path.join(UNFINISHED).exists() {
-            let _ = remove_member(&config.root, &file_name);
-            let _ = remove_table(&config.path, &file_name);
-            let _ = std::fs::remove_dir_all(&path);
-            undone.push(format!("took back the unfinished service `{file_name}`"));
+            if !dry_run {
+                let _ = remove_member(&config.root, &file_name);
+                let _ = remove_table(&config.path, &file_name);
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            undone.push(format!("left the service `{file_name}` half added"));
         }
     }
     undone

@@ -159,6 +159,10 @@ fn every_rejection_is_clear_and_writes_nothing() {
         ("exists", vec!["users"], 2),
         ("unknown_dep", vec!["billing", "--dep", "user"], 2),
         ("port_taken", vec!["billing", "--port", "4010"], 2),
+        ("port_zero", vec!["billing", "--port", "0"], 2),
+        ("dep_twice", vec!["billing", "--dep", "users", "--dep", "users"], 2),
+        ("rust_keyword", vec!["match"], 2),
+        ("windows_name", vec!["aux"], 2),
         ("unknown_template", vec!["billing", "--template", "nope"], 2),
         (
             "broken_template",
@@ -355,4 +359,77 @@ fn a_scaffolded_service_works_on_the_first_up() {
     );
     let out = msctl(&["down"]);
     assert!(out.status.success());
+}
+
+#[test]
+fn what_an_interrupted_scaffold_left_is_taken_back_by_the_next() {
+    let p = workspace();
+    // What a scaffold killed between its steps leaves: a staging folder of a process that is
+    // gone, and a service folder still marked unfinished, already in the workspace members and
+    // msctl.toml.
+    let dead_pid = 999_999_999u32;
+    p.write(
+        &format!("services/.billing.scaffolding-{dead_pid}/src/lib.rs"),
+        "//! half\n",
+    );
+    p.write("services/half/.msctl-scaffold-unfinished", "");
+    p.write("services/half/src/lib.rs", "//! half\n");
+    let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    p.write(
+        "Cargo.toml",
+        &cargo.replace("[\"services/users\"]", "[\"services/users\", \"services/half\"]"),
+    );
+    let manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
+    p.write(
+        "msctl.toml",
+        &format!("{manifest}\n[services.half]\ncommand = [\"half\"]\n"),
+    );
+    // A dry run says so and writes nothing.
+    let out = scaffold(&p, &["other", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("half added; a real run takes it back"), "{stderr}");
+    assert!(p.path().join("services/half/.msctl-scaffold-unfinished").exists());
+    // Another service is created cleanly, and the leftovers are gone with their manifest
+    // entries: the manifests are as they were, comments and all.
+    let out = scaffold(&p, &["other"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!p.path().join("services/half").exists());
+    let manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
+    assert!(!manifest.contains("[services.half]"), "{manifest}");
+    assert!(manifest.contains("# posts come after users"), "{manifest}");
+    let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    assert!(!cargo.contains("services/half"), "{cargo}");
+    assert!(cargo.contains("# keep me"), "{cargo}");
+    assert!(!p.path().join(format!("services/.billing.scaffolding-{dead_pid}")).exists());
+    // The new service is finished: no marker is left in it.
+    assert!(!p.path().join("services/other/.msctl-scaffold-unfinished").exists());
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_scaffold_waits_until_the_service_is_whole() {
+    let p = workspace();
+    let mut child = p
+        .msctl_process()
+        .args(["scaffold", "billing"])
+        .env("MSCTL_FAULT", "slow-scaffold")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The folder is there, the manifests are not yet: the worst moment for a Ctrl-C.
+    common::wait_until(std::time::Duration::from_secs(20), "the folder", || {
+        p.path().join("services/billing").exists().then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
+    assert!(manifest.contains("[services.billing]"), "{manifest}");
+    let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("services/billing"), "{cargo}");
+    assert!(!p.path().join("services/billing/.msctl-scaffold-unfinished").exists());
 }

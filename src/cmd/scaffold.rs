@@ -5,6 +5,7 @@ use crate::cli::ScaffoldArgs;
 use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::scaffold::{self, Request};
+use std::time::Duration;
 
 pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
@@ -25,8 +26,13 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
             MsctlError::Usage("give the new service's name: msctl scaffold NAME".into()).into(),
         );
     };
-    for undone in scaffold::recover(&config) {
-        say!("an earlier scaffold was interrupted: {undone}");
+    for undone in scaffold::recover(&config, args.dry_run) {
+        let done = if args.dry_run {
+            "a real run takes it back"
+        } else {
+            "taken back"
+        };
+        say!("an earlier scaffold was interrupted and {undone}; {done}");
     }
     // What recover took back may have been in the config just read.
     let (project, config) = ctx.load()?;
@@ -62,11 +68,10 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
     // whole or not at all. (A SIGKILL cannot wait; the next scaffold takes back what it left.)
     let mut signals = crate::supervisor::signals::Signals::install()?;
     let applied = scaffold::apply(&plan);
-    let interrupted = tokio::select! {
-        biased;
-        name = signals.next() => Some(name),
-        _ = std::future::ready(()) => None,
-    };
+    // A signal that came while apply ran is seen once the runtime's signal driver has run.
+    let interrupted = tokio::time::timeout(Duration::from_millis(20), signals.next())
+        .await
+        .ok();
     applied.map_err(MsctlError::Scaffold)?;
     say!("created {dir} from the template `{}`:", request.template);
     for (path, _) in &plan.files {
