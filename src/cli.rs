@@ -132,7 +132,7 @@ pub struct TracesArgs {
     /// Only traces with a failed span
     #[arg(long, global = true)]
     pub errors: bool,
-    /// Only traces at least this long, such as 10ms or 1.5s
+    /// Only traces at least this long, such as 10ms, 2s or 1m 30s
     #[arg(long, global = true, value_name = "DURATION")]
     pub min_duration: Option<String>,
     /// At most this many traces

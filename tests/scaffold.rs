@@ -160,7 +160,11 @@ fn every_rejection_is_clear_and_writes_nothing() {
         ("unknown_dep", vec!["billing", "--dep", "user"], 2),
         ("port_taken", vec!["billing", "--port", "4010"], 2),
         ("port_zero", vec!["billing", "--port", "0"], 2),
-        ("dep_twice", vec!["billing", "--dep", "users", "--dep", "users"], 2),
+        (
+            "dep_twice",
+            vec!["billing", "--dep", "users", "--dep", "users"],
+            2,
+        ),
         ("rust_keyword", vec!["match"], 2),
         ("windows_name", vec!["aux"], 2),
         ("unknown_template", vec!["billing", "--template", "nope"], 2),
@@ -377,7 +381,10 @@ fn what_an_interrupted_scaffold_left_is_taken_back_by_the_next() {
     let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
     p.write(
         "Cargo.toml",
-        &cargo.replace("[\"services/users\"]", "[\"services/users\", \"services/half\"]"),
+        &cargo.replace(
+            "[\"services/users\"]",
+            "[\"services/users\", \"services/half\"]",
+        ),
     );
     let manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
     p.write(
@@ -388,12 +395,23 @@ fn what_an_interrupted_scaffold_left_is_taken_back_by_the_next() {
     let out = scaffold(&p, &["other", "--dry-run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("half added; a real run takes it back"), "{stderr}");
-    assert!(p.path().join("services/half/.msctl-scaffold-unfinished").exists());
+    assert!(
+        stderr.contains("half added; a real run takes it back"),
+        "{stderr}"
+    );
+    assert!(
+        p.path()
+            .join("services/half/.msctl-scaffold-unfinished")
+            .exists()
+    );
     // Another service is created cleanly, and the leftovers are gone with their manifest
     // entries: the manifests are as they were, comments and all.
     let out = scaffold(&p, &["other"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!p.path().join("services/half").exists());
     let manifest = std::fs::read_to_string(p.path().join("msctl.toml")).unwrap();
     assert!(!manifest.contains("[services.half]"), "{manifest}");
@@ -401,9 +419,17 @@ fn what_an_interrupted_scaffold_left_is_taken_back_by_the_next() {
     let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
     assert!(!cargo.contains("services/half"), "{cargo}");
     assert!(cargo.contains("# keep me"), "{cargo}");
-    assert!(!p.path().join(format!("services/.billing.scaffolding-{dead_pid}")).exists());
+    assert!(
+        !p.path()
+            .join(format!("services/.billing.scaffolding-{dead_pid}"))
+            .exists()
+    );
     // The new service is finished: no marker is left in it.
-    assert!(!p.path().join("services/other/.msctl-scaffold-unfinished").exists());
+    assert!(
+        !p.path()
+            .join("services/other/.msctl-scaffold-unfinished")
+            .exists()
+    );
 }
 
 #[test]
@@ -431,5 +457,9 @@ fn ctrl_c_in_the_middle_of_a_scaffold_waits_until_the_service_is_whole() {
     assert!(manifest.contains("[services.billing]"), "{manifest}");
     let cargo = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
     assert!(cargo.contains("services/billing"), "{cargo}");
-    assert!(!p.path().join("services/billing/.msctl-scaffold-unfinished").exists());
+    assert!(
+        !p.path()
+            .join("services/billing/.msctl-scaffold-unfinished")
+            .exists()
+    );
 }

@@ -12,7 +12,9 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
     let min = match &args.min_duration {
         Some(raw) => Some(crate::config::parse_duration(raw).ok_or_else(|| {
-            MsctlError::Usage(format!("`{raw}` is not a duration such as 10ms or 1.5s"))
+            MsctlError::Usage(format!(
+                "`{raw}` is not a duration such as 10ms, 2s or 1m 30s"
+            ))
         })?),
         None => None,
     };

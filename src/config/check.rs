@@ -1,0 +1,245 @@
+//! Checking a parsed msctl.toml: defaults merged into each service, and every value checked,
+//! each failure located in the file.
+
+use super::error::{ConfigError, did_you_mean};
+use super::graph::find_cycle;
+use super::raw::{RawManifest, Seconds};
+use super::{Config, Health, Port, RestartPolicy, Service};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+/// A service name: used in file names, URL prefixes and variable names, so kept plain.
+pub fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 40
+        && !name.ends_with('-')
+}
+
+pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigError> {
+    let err = |span: Range<usize>, msg: String, hint: Option<String>| {
+        ConfigError::at(path, text, span, msg, hint)
+    };
+    let defaults = raw.defaults.unwrap_or_default();
+    let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
+    let mut services = BTreeMap::new();
+    let mut fixed_ports: BTreeMap<u16, String> = BTreeMap::new();
+    if raw.services.is_empty() {
+        return Err(err(
+            0..0,
+            "no services: msctl.toml has no [services.NAME] table".into(),
+            Some("add one, such as\n  [services.web]\n  command = [\"path/to/program\"]".into()),
+        ));
+    }
+    // Zero would make a timer spin or a stop that never waits; every duration must be positive.
+    let duration = |key: &str, value: Option<&Spanned<Seconds>>, default: Duration| match value {
+        Some(v) if v.get_ref().0.is_zero() => Err(err(
+            v.span(),
+            format!("`{key}` must be longer than zero"),
+            Some(format!(
+                "write a positive duration such as \"{}\"",
+                humanish(default)
+            )),
+        )),
+        Some(v) => Ok(v.get_ref().0),
+        None => Ok(default),
+    };
+    for (name, table) in &raw.services {
+        let span = name.span();
+        let name = name.get_ref().clone();
+        if !valid_service_name(&name) {
+            return Err(err(
+                span,
+                format!("service name `{name}` is not allowed"),
+                Some(
+                    "use lowercase letters, digits and dashes, starting with a letter (at most 40)"
+                        .into(),
+                ),
+            ));
+        }
+        let s = table.get_ref();
+        let command = match &s.command {
+            None => {
+                return Err(err(
+                    span,
+                    format!("service `{name}` has no `command`"),
+                    Some("add `command = [\"path/to/program\", \"arg\"]`".into()),
+                ));
+            }
+            Some(c) if c.get_ref().is_empty() || c.get_ref()[0].trim().is_empty() => {
+                return Err(err(
+                    c.span(),
+                    format!("the command of service `{name}` is empty"),
+                    Some("give the program to run, then its arguments".into()),
+                ));
+            }
+            Some(c) => c.get_ref().clone(),
+        };
+        let build = s.build.as_ref().or(defaults.build.as_ref());
+        if let Some(b) =
+            build.filter(|b| b.get_ref().is_empty() || b.get_ref()[0].trim().is_empty())
+        {
+            return Err(err(
+                b.span(),
+                format!("the build command of service `{name}` is empty"),
+                Some("remove `build`, or give the program to run".into()),
+            ));
+        }
+        let replicas = s
+            .replicas
+            .as_ref()
+            .map(|r| (*r.get_ref(), r.span()))
+            .unwrap_or((defaults.replicas.unwrap_or(1), span.clone()));
+        if replicas.0 == 0 {
+            return Err(err(
+                replicas.1,
+                format!("service `{name}` needs at least 1 replica"),
+                None,
+            ));
+        }
+        let port = s.port.as_ref().map(|p| (*p.get_ref(), p.span()));
+        if let Some((Port::Fixed(n), port_span)) = &port {
+            if replicas.0 > 1 {
+                return Err(err(
+                    port_span.clone(),
+                    format!(
+                        "service `{name}` has {} replicas but one fixed port {n}",
+                        replicas.0
+                    ),
+                    Some("use `port = \"auto\"` for replicated services".into()),
+                ));
+            }
+            if let Some(other) = fixed_ports.insert(*n, name.clone()) {
+                return Err(err(
+                    port_span.clone(),
+                    format!("port {n} is given to both `{other}` and `{name}`"),
+                    Some("give each service its own port, or use `port = \"auto\"`".into()),
+                ));
+            }
+        }
+        let mut depends_on = Vec::new();
+        for dep in s.depends_on.iter().flatten() {
+            let d = dep.get_ref();
+            if !names.contains(d) {
+                let hint = did_you_mean(d, names.iter().map(String::as_str))
+                    .map(|n| format!("did you mean `{n}`?"));
+                let hint = hint.or_else(|| {
+                    Some(format!(
+                        "known services: {}",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                });
+                return Err(err(
+                    dep.span(),
+                    format!(
+                        "service `{name}` depends on `{d}`, which is not a service in this file"
+                    ),
+                    hint,
+                ));
+            }
+            if *d == name {
+                return Err(err(
+                    dep.span(),
+                    format!("service `{name}` depends on itself"),
+                    None,
+                ));
+            }
+            depends_on.push(d.clone());
+        }
+        let mut env = defaults.env.clone().unwrap_or_default();
+        env.extend(s.env.clone().unwrap_or_default());
+        let service = Service {
+            command,
+            build: build.map(|b| b.get_ref().clone()),
+            health: s
+                .health
+                .clone()
+                .or(defaults.health.clone())
+                .unwrap_or(Health::Http("/health".into())),
+            port: port.map(|p| p.0).unwrap_or(Port::Auto),
+            replicas: replicas.0,
+            depends_on,
+            env,
+            restart: s
+                .restart
+                .or(defaults.restart)
+                .unwrap_or(RestartPolicy::OnFailure),
+            stop_timeout: duration(
+                "stop_timeout",
+                s.stop_timeout.as_ref().or(defaults.stop_timeout.as_ref()),
+                Duration::from_secs(10),
+            )?,
+            start_timeout: duration(
+                "start_timeout",
+                s.start_timeout.as_ref().or(defaults.start_timeout.as_ref()),
+                Duration::from_secs(30),
+            )?,
+            health_interval: duration(
+                "health_interval",
+                s.health_interval
+                    .as_ref()
+                    .or(defaults.health_interval.as_ref()),
+                Duration::from_secs(1),
+            )?,
+            unhealthy_after: match s
+                .unhealthy_after
+                .as_ref()
+                .or(defaults.unhealthy_after.as_ref())
+            {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(err(
+                        n.span(),
+                        "`unhealthy_after` must be at least 1".into(),
+                        Some("it counts failed health checks in a row; 3 is the default".into()),
+                    ));
+                }
+                Some(n) => *n.get_ref(),
+                None => 3,
+            },
+            max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
+            name: name.clone(),
+        };
+        services.insert(name, service);
+    }
+    if let Some(cycle) = find_cycle(&services) {
+        let first = &cycle[0];
+        let second = &cycle[1];
+        let span = raw
+            .services
+            .iter()
+            .find(|(k, _)| k.get_ref() == first)
+            .and_then(|(_, t)| {
+                t.get_ref()
+                    .depends_on
+                    .iter()
+                    .flatten()
+                    .find(|d| d.get_ref() == second)
+                    .map(|d| d.span())
+            })
+            .unwrap_or(0..0);
+        return Err(err(
+            span,
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+            Some("remove one of these `depends_on` entries".into()),
+        ));
+    }
+    let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Config {
+        path: path.to_path_buf(),
+        root,
+        services,
+    })
+}
+
+/// A default duration as a user writes it: `500ms`, `5s`.
+fn humanish(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

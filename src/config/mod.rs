@@ -1,0 +1,206 @@
+//! msctl.toml: finding it, reading it, and checking it, with errors that name the file, line and
+//! column. The checked result is what the rest of msctl uses; the raw schema, the checks, the
+//! error snippets, the dependency graph and `${VAR}` expansion each have a module.
+
+mod check;
+mod error;
+mod expand;
+mod graph;
+mod raw;
+
+pub use check::valid_service_name;
+pub use error::{ConfigError, LoadError, did_you_mean};
+pub use expand::expand_vars;
+pub use raw::parse_duration;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const MANIFEST: &str = "msctl.toml";
+
+/// A service's whole, checked description, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub command: Vec<String>,
+    pub build: Option<Vec<String>>,
+    pub health: Health,
+    pub port: Port,
+    pub replicas: u32,
+    pub depends_on: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub restart: RestartPolicy,
+    pub stop_timeout: Duration,
+    pub start_timeout: Duration,
+    pub health_interval: Duration,
+    /// Failed liveness probes in a row that make an instance unhealthy.
+    pub unhealthy_after: u32,
+    /// Restarts in a row after which a crashing service is left down.
+    pub max_restarts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// GET this path; healthy on 2xx.
+    Http(String),
+    /// A TCP connect that succeeds.
+    Tcp,
+    /// Healthy once started.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Auto,
+    Fixed(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+}
+
+/// A checked msctl.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub root: PathBuf,
+    pub services: BTreeMap<String, Service>,
+}
+
+/// Finds msctl.toml in `start` or the nearest parent, as cargo finds Cargo.toml.
+pub fn find(start: &Path) -> Result<PathBuf, LoadError> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(MANIFEST))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| LoadError::NotFound(start.to_path_buf()))
+}
+
+/// Reads and checks the manifest at `path`.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(parse(&path, &text)?)
+}
+
+/// Checks `text` as the manifest at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: raw::RawManifest =
+        toml::from_str(text).map_err(|e| error::from_toml_error(path, text, &e))?;
+    check::check(path, text, raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("/p/msctl.toml"), text)
+    }
+
+    #[test]
+    fn defaults_apply_and_services_override_them() {
+        let c = parse_str(
+            r#"
+[defaults]
+restart = "always"
+stop_timeout = "2s"
+env = { A = "1", B = "1" }
+
+[services.a]
+command = ["a"]
+env = { B = "2" }
+stop_timeout = 1
+
+[services.b]
+command = ["b", "--x"]
+port = 4000
+health = "tcp"
+depends_on = ["a"]
+"#,
+        )
+        .unwrap();
+        let a = &c.services["a"];
+        assert_eq!(a.restart, RestartPolicy::Always);
+        assert_eq!(a.stop_timeout, Duration::from_secs(1));
+        assert_eq!(a.env["A"], "1");
+        assert_eq!(a.env["B"], "2");
+        assert_eq!(a.health, Health::Http("/health".into()));
+        let b = &c.services["b"];
+        assert_eq!(b.port, Port::Fixed(4000));
+        assert_eq!(b.health, Health::Tcp);
+        assert_eq!(b.stop_timeout, Duration::from_secs(2));
+        let order: Vec<&str> = c
+            .start_order(&["b".into()])
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order, vec!["a", "b"]);
+        assert!(c.start_order(&["c".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let e =
+            parse_str("[services.a]\ncommand = [\"a\"]\nrestart = \"sometimes\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 11));
+        let e = parse_str("[services.a]\n  comand = [\"a\"]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.message.as_str()),
+            (2, 3, "unknown key `comand`")
+        );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `command`?"));
+        assert!(
+            e.snippet.contains("2 |   comand = [\"a\"]\n  |   ^^^^^^"),
+            "{}",
+            e.snippet
+        );
+    }
+
+    #[test]
+    fn durations_and_variables() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_duration("soon"), None);
+        let env = |k: &str| (k == "T").then(|| "/t".to_string());
+        assert_eq!(expand_vars("${T}/debug/x", env).unwrap(), "/t/debug/x");
+        assert_eq!(
+            expand_vars("${U:-target}/debug/x", env).unwrap(),
+            "target/debug/x"
+        );
+        assert!(expand_vars("${U}/x", env).unwrap_err().contains("${U}"));
+    }
+
+    #[test]
+    fn names_are_plain() {
+        for ok in ["users", "a", "user-db2"] {
+            assert!(valid_service_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Users",
+            "1x",
+            "-x",
+            "x-",
+            "a b",
+            "a/b",
+            "../x",
+            "usérs",
+            "x".repeat(41).as_str(),
+        ] {
+            assert!(!valid_service_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Templates: the project's own (`templates/*/` beside msctl.toml) and the built-in one, which is
+//! the repository's `templates/service/` embedded whole, so the two cannot drift apart; and
+//! rendering one for a new service.
+
+use super::{Request, ScaffoldError};
+use include_dir::{Dir, include_dir};
+use minijinja::{Environment, UndefinedBehavior, context};
+use std::path::{Path, PathBuf};
+
+/// The template the repository ships, built in so that scaffold works in any project.
+const BUILTIN_NAME: &str = "service";
+static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates/service");
+
+/// The file of a template that becomes the new `[services.NAME]` table, not a file.
+pub const SERVICE_TABLE: &str = "service.toml.j2";
+pub const TEMPLATE_INFO: &str = "template.toml";
+
+/// Every file of the built-in template, by its path inside the template, in path order.
+fn builtin_files() -> Vec<(String, String)> {
+    fn walk(dir: &Dir<'_>, out: &mut Vec<(String, String)>) {
+        for file in dir.files() {
+            out.push((
+                file.path().to_string_lossy().replace('\\', "/"),
+                file.contents_utf8().unwrap_or_default().to_string(),
+            ));
+        }
+        for sub in dir.dirs() {
+            walk(sub, out);
+        }
+    }
+    let mut files = Vec::new();
+    walk(&BUILTIN, &mut files);
+    files.sort();
+    files
+}
+
+/// A template: its files, relative to its folder, with their text.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    /// Where it comes from: a folder, or built in.
+    pub origin: String,
+    pub files: Vec<(String, String)>,
+}
+
+/// The templates of a project (`templates/*/` beside msctl.toml), and the built-in one unless the
+/// project has its own of that name.
+pub fn templates(root: &Path) -> Result<Vec<Template>, ScaffoldError> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root.join("templates")) {
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            found.push(read_template(&dir)?);
+        }
+    }
+    if !found.iter().any(|t| t.name == BUILTIN_NAME) {
+        let files = builtin_files();
+        found.push(Template {
+            name: BUILTIN_NAME.into(),
+            description: describe(BUILTIN_NAME, &files)?,
+            origin: "built in".into(),
+            files,
+        });
+    }
+    Ok(found)
+}
+
+fn read_template(dir: &Path) -> Result<Template, ScaffoldError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let broken = |file: String, message: String| ScaffoldError::Template {
+        template: name.clone(),
+        file,
+        message,
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| broken(d.display().to_string(), e.to_string()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                broken(
+                    path.display().to_string(),
+                    format!("cannot read it as text: {e}"),
+                )
+            })?;
+            let relative = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            files.push((relative, text));
+        }
+    }
+    files.sort();
+    let description = describe(&name, &files)?;
+    if !files.iter().any(|(p, _)| p == SERVICE_TABLE) {
+        return Err(broken(
+            format!("{}/{SERVICE_TABLE}", dir.display()),
+            "missing: it gives the new service's table in msctl.toml".into(),
+        ));
+    }
+    Ok(Template {
+        name,
+        description,
+        origin: dir.display().to_string(),
+        files,
+    })
+}
+
+fn describe(name: &str, files: &[(String, String)]) -> Result<String, ScaffoldError> {
+    let Some((_, text)) = files.iter().find(|(p, _)| p == TEMPLATE_INFO) else {
+        return Ok(String::new());
+    };
+    let info: toml::Table = toml::from_str(text).map_err(|e| ScaffoldError::Template {
+        template: name.to_string(),
+        file: TEMPLATE_INFO.into(),
+        message: e.message().to_string(),
+    })?;
+    Ok(info
+        .get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Renders every file of `template`; `.j2` files through the template engine, others as they are.
+pub(super) fn render(
+    template: &Template,
+    request: &Request,
+) -> Result<Vec<(String, String)>, ScaffoldError> {
+    let broken = |file: &str, e: &dyn std::fmt::Display| ScaffoldError::Template {
+        template: template.name.clone(),
+        file: format!("{}/{file}", template.origin),
+        message: e.to_string(),
+    };
+    let mut env = Environment::new();
+    // A misspelt variable in a template is an error, not an empty string.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let ctx = context! {
+        name => &request.name,
+        crate => request.name.replace('-', "_"),
+        deps => &request.deps,
+        port => request.port,
+    };
+    let mut out = Vec::new();
+    for (path, text) in &template.files {
+        match path.strip_suffix(".j2") {
+            Some(target) => {
+                env.add_template_owned(path.clone(), text.clone())
+                    .map_err(|e| broken(path, &DetailedError(&e)))?;
+                let mut rendered = env
+                    .get_template(path)
+                    .and_then(|t| t.render(&ctx))
+                    .map_err(|e| broken(path, &DetailedError(&e)))?;
+                // The engine drops a file's final newline; source files end with one.
+                if !rendered.ends_with('\n') {
+                    rendered.push('\n');
+                }
+                if target.ends_with(".rs") {
+                    rendered = rustfmt(&rendered);
+                }
+                out.push((
+                    if path == SERVICE_TABLE {
+                        path.clone()
+                    } else {
+                        target.to_string()
+                    },
+                    rendered,
+                ));
+            }
+            None => out.push((path.clone(), text.clone())),
+        }
+    }
+    Ok(out)
+}
+
+/// Rust source as rustfmt formats it, so that a new service passes `cargo fmt --check` whatever
+/// its name's length; unchanged where rustfmt is not installed or fails.
+fn rustfmt(source: &str) -> String {
+    use std::io::Write;
+    let child = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024", "--emit", "stdout", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return source.to_string();
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(source.as_bytes());
+    }
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+            String::from_utf8(out.stdout).unwrap_or_else(|_| source.to_string())
+        }
+        _ => source.to_string(),
+    }
+}
+
+/// A template error with its line, as minijinja reports it.
+struct DetailedError<'a>(&'a minijinja::Error);
+
+impl std::fmt::Display for DetailedError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.line() {
+            Some(line) => write!(
+                f,
+                "line {line}: {}",
+                self.0.detail().unwrap_or(&self.0.kind().to_string())
+            ),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_template_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = templates(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, "service");
+        assert!(all[0].files.iter().any(|(p, _)| p == SERVICE_TABLE));
+    }
+}
