@@ -25,7 +25,7 @@ pub async fn run(
         .create_state_dirs()
         .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
     let log_path = project.build_log();
-    let log = Project::open_private(&log_path, false)
+    let log = msctl_contract::fs::open_private(&log_path, false)
         .map_err(|e| MsctlError::Io(format!("cannot write {}: {e}", log_path.display())))?;
     for argv in builds {
         let argv: Vec<String> = argv

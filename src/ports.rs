@@ -21,25 +21,10 @@ pub fn holder(port: u16) -> Option<String> {
         if inodes.is_empty() {
             return None;
         }
-        for (pid, dir) in crate::supervisor::process::all_processes() {
-            let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else {
-                    continue;
-                };
-                let target = target.to_string_lossy();
-                if let Some(inode) = target
-                    .strip_prefix("socket:[")
-                    .and_then(|s| s.strip_suffix(']'))
-                {
-                    if inodes.iter().any(|i| i == inode) {
-                        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-                        return Some(format!("pid {pid} ({})", name.trim()));
-                    }
-                }
-            }
+        let holder = crate::supervisor::process::scan()
+            .find(|p| p.sockets().iter().any(|s| inodes.contains(s)));
+        if let Some(p) = holder {
+            return Some(format!("pid {} ({})", p.pid, p.name()));
         }
         Some("another process".to_string())
     }

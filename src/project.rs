@@ -59,20 +59,6 @@ impl Project {
         self.state.join("build.log")
     }
 
-    /// Opens a state file readable by its owner only; `append` keeps what it holds.
-    pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).write(true);
-        if append {
-            options.append(true);
-        } else {
-            options.truncate(true);
-        }
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path)
-    }
-
     /// Creates `.msctl/` and its folders, readable by their owner only.
     pub fn create_state_dirs(&self) -> std::io::Result<()> {
         for dir in [

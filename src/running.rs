@@ -53,11 +53,10 @@ fn is_supervisor(pid: u32) -> bool {
     }
     #[cfg(target_os = "linux")]
     {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|exe| String::from_utf8_lossy(exe).contains("msctl"))
+        process::Proc { pid }
+            .cmdline()
+            .first()
+            .is_some_and(|exe| exe.contains("msctl"))
     }
     #[cfg(not(target_os = "linux"))]
     true

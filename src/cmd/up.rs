@@ -164,7 +164,7 @@ async fn detached(
         .create_state_dirs()
         .with_context(|| format!("cannot create {}", project.state.display()))?;
     let log_path = project.supervisor_log();
-    let log = Project::open_private(&log_path, false)
+    let log = msctl_contract::fs::open_private(&log_path, false)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the msctl executable")?;
     let mut cmd = tokio::process::Command::new(exe);

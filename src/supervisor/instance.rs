@@ -482,7 +482,9 @@ impl Runner {
     /// A line of msctl's own in the instance's log.
     fn note(&self, line: &str) {
         let line = format!("[msctl] {line}");
-        if let Ok(mut f) = Project::open_private(&self.shared.project.log(&self.id), true) {
+        if let Ok(mut f) =
+            msctl_contract::fs::open_private(&self.shared.project.log(&self.id), true)
+        {
             // One write per line: appenders in other processes never split it.
             let _ = f.write_all(format!("{line}\n").as_bytes());
         }

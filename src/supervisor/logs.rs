@@ -2,7 +2,6 @@
 //! file rotated by size (docs/state.md), and to the supervisor's events.
 
 use super::events::Event;
-use crate::project::Project;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ pub struct LogFile {
 
 impl LogFile {
     pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = Project::open_private(path, true)?;
+        let file = msctl_contract::fs::open_private(path, true)?;
         let len = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),

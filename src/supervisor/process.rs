@@ -75,18 +75,88 @@ pub fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// One process as /proc shows it: the one place msctl reads another process's environment
+/// and command line (Linux only).
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: u32,
+}
+
+impl Proc {
+    /// Its environment, one `NAME=value` a string; empty when it cannot be read.
+    pub fn environ(&self) -> Vec<String> {
+        self.read_nul_separated("environ")
+    }
+
+    /// Its command line, one argument a string.
+    pub fn cmdline(&self) -> Vec<String> {
+        self.read_nul_separated("cmdline")
+    }
+
+    /// The socket inodes among its open files (`socket:[123]`).
+    pub fn sockets(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| {
+                let target = target.to_string_lossy().into_owned();
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Its short command name.
+    pub fn name(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The value of `name` in its environment.
+    pub fn env(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.environ()
+            .into_iter()
+            .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    fn read_nul_separated(&self, file: &str) -> Vec<String> {
+        std::fs::read(format!("/proc/{}/{file}", self.pid))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    }
+}
+
+/// Every live process on the machine, this one included.
+pub fn scan() -> impl Iterator<Item = Proc> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .map(|pid| Proc { pid })
+}
+
 /// Whether `pid` is still the instance `instance` that msctl started for the registry at
 /// `registry`, and not an unrelated process that reused the pid.
 pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            return false;
-        };
-        let want_id = format!("MSCTL_INSTANCE={instance}");
-        let want_reg = format!("MSCTL_REGISTRY={}", registry.display());
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        vars.contains(&want_id.as_bytes()) && vars.contains(&want_reg.as_bytes())
+        let p = Proc { pid };
+        p.env(msctl_contract::env::INSTANCE).as_deref() == Some(instance)
+            && p.env(msctl_contract::env::REGISTRY).as_deref() == registry.to_str()
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -96,45 +166,19 @@ pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
     }
 }
 
-/// Every process on the machine, with its folder under /proc.
-#[cfg(target_os = "linux")]
-pub fn all_processes() -> Vec<(u32, std::path::PathBuf)> {
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc_dir
-        .flatten()
-        .filter_map(|entry| {
-            Some((
-                entry.file_name().to_str()?.parse::<u32>().ok()?,
-                entry.path(),
-            ))
-        })
-        .collect()
-}
-
 /// Every process started for the registry at `registry`, found by the `MSCTL_REGISTRY` their
 /// environment inherited: instances and whatever they started in turn, even once their parent is
 /// gone. Each comes with its `MSCTL_INSTANCE`.
 #[cfg(target_os = "linux")]
 pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
-    let want_reg = format!("MSCTL_REGISTRY={}", registry.display());
-    let mut found = Vec::new();
-    for (pid, dir) in all_processes() {
-        let Ok(environ) = std::fs::read(dir.join("environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        if pid != std::process::id() && vars.contains(&want_reg.as_bytes()) && alive(pid) {
-            let instance = vars
-                .iter()
-                .find_map(|v| v.strip_prefix(b"MSCTL_INSTANCE="))
-                .map(|v| String::from_utf8_lossy(v).to_string())
-                .unwrap_or_default();
-            found.push((pid, instance));
-        }
-    }
-    found
+    scan()
+        .filter(|p| p.pid != std::process::id())
+        .filter(|p| p.env(msctl_contract::env::REGISTRY).as_deref() == registry.to_str())
+        .map(|p| {
+            let instance = p.env(msctl_contract::env::INSTANCE).unwrap_or_default();
+            (p.pid, instance)
+        })
+        .collect()
 }
 
 /// Words for how a process ended: `exited with code 1`, `killed by SIGSEGV`.

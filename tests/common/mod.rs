@@ -56,17 +56,8 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
-/// Whether a process exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next()),
-            Some('Z') | Some('X')
-        ),
-        Err(_) => false,
-    }
-}
+#[allow(unused_imports)]
+pub use msctl::supervisor::process::alive;
 
 /// A project in a temporary folder. Dropping it stops everything that runs for it.
 pub struct TestProject {
@@ -204,29 +195,15 @@ depends_on = ["users", "posts"]
     pub fn processes(&self) -> Vec<u32> {
         let registry = format!("MSCTL_REGISTRY={}", self.registry_path().display());
         let manifest = self.path().join("msctl.toml").display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == std::process::id() || !alive(pid) {
-                continue;
-            }
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let has = |hay: &[u8], needle: &str| {
-                hay.split(|b| *b == 0).any(|part| part == needle.as_bytes())
-            };
-            if has(&environ, &registry) || (has(&cmdline, &manifest) && has(&cmdline, "supervise"))
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        msctl::supervisor::process::scan()
+            .filter(|p| p.pid != std::process::id())
+            .filter(|p| {
+                let cmdline = p.cmdline();
+                p.environ().contains(&registry)
+                    || (cmdline.contains(&manifest) && cmdline.iter().any(|a| a == "supervise"))
+            })
+            .map(|p| p.pid)
+            .collect()
     }
 
     pub fn write(&self, name: &str, text: &str) {

@@ -3,9 +3,8 @@
 
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::error::ApiError;
-use crate::server::RequestContext;
 use crate::span::{KIND_CLIENT, Span, SpanStatus, Tracer, unix_nanos};
-use crate::trace_context::NewIds;
+use crate::trace_context::{NewIds, RequestContext};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};

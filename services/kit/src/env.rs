@@ -1,6 +1,7 @@
 //! The environment contract (docs/environment.md): what msctl gives a service, with defaults for a service
 //! started by hand.
 
+use msctl_contract::env as var;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,9 +36,9 @@ impl ServiceEnv {
         default_name: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let service = lookup("MSCTL_SERVICE").unwrap_or_else(|| default_name.to_string());
-        let instance = lookup("MSCTL_INSTANCE").unwrap_or_else(|| format!("{service}-1"));
-        let addr = match (lookup("MSCTL_ADDR"), lookup("PORT")) {
+        let service = lookup(var::SERVICE).unwrap_or_else(|| default_name.to_string());
+        let instance = lookup(var::INSTANCE).unwrap_or_else(|| format!("{service}-1"));
+        let addr = match (lookup(var::ADDR), lookup(var::PORT)) {
             (Some(addr), _) => addr.parse::<SocketAddr>().map_err(|e| {
                 format!("MSCTL_ADDR={addr:?} is not an address like 127.0.0.1:8080: {e}")
             })?,
@@ -54,7 +55,7 @@ impl ServiceEnv {
                 "refusing to listen on {addr}: msctl services listen on loopback only (use 127.0.0.1)"
             ));
         }
-        let data_dir = lookup("MSCTL_DATA_DIR")
+        let data_dir = lookup(var::DATA_DIR)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".msctl/data").join(&service));
         let millis = |key: &str, default: u64| -> Result<Duration, String> {
@@ -69,11 +70,11 @@ impl ServiceEnv {
         Ok(Self {
             instance,
             addr,
-            registry: lookup("MSCTL_REGISTRY").map(PathBuf::from),
+            registry: lookup(var::REGISTRY).map(PathBuf::from),
             data_dir,
-            trace_dir: lookup("MSCTL_TRACE_DIR").map(PathBuf::from),
-            peer_timeout: millis("MSCTL_PEER_TIMEOUT_MS", 2000)?,
-            drain_timeout: millis("MSCTL_DRAIN_TIMEOUT_MS", 5000)?,
+            trace_dir: lookup(var::TRACE_DIR).map(PathBuf::from),
+            peer_timeout: millis(var::PEER_TIMEOUT_MS, 2000)?,
+            drain_timeout: millis(var::DRAIN_TIMEOUT_MS, 5000)?,
             service,
         })
     }

@@ -22,6 +22,7 @@ pub use client::{PeerError, PeerRequest, PeerResponse, Peers};
 pub use discovery::{Discovery, DiscoveryError, Endpoint};
 pub use env::ServiceEnv;
 pub use error::ApiError;
-pub use server::{Kit, RequestContext};
+pub use server::Kit;
 pub use span::Tracer;
+pub use trace_context::RequestContext;
 pub use trace_context::TraceParent;

@@ -1,9 +1,9 @@
 //! Live OTLP export from a service: posts spans in the contract's OTLP JSON shape
 //! (msctl_contract::otlp), retrying only where the protocol says a retry may succeed.
 
-use crate::span::Span;
 pub use msctl_contract::otlp::{SCOPE, Verdict, export_request, traces_url};
 use msctl_contract::otlp::{retry_pause, verdict};
+use msctl_contract::span::Span;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,15 +4,13 @@ use crate::client::Peers;
 use crate::discovery::Discovery;
 use crate::env::ServiceEnv;
 use crate::span::{KIND_SERVER, Span, SpanStatus, Tracer, unix_nanos};
-use crate::trace_context::{self, NewIds, TraceParent};
+use crate::trace_context::{self, NewIds, RequestContext, TraceParent};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Map, json};
-use std::convert::Infallible;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,29 +26,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// gateway answers `/{service}/{*rest}` and names it `/users/{*rest}`. Spans use this name.
 #[derive(Debug, Clone)]
 pub struct RouteName(pub String);
-
-/// The trace context of the request being served: the server span's own ids.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub trace: TraceParent,
-    pub tracestate: Option<HeaderValue>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Outside the kit's layers (a handler tested alone) there is no context: start a trace.
-        Ok(parts
-            .extensions
-            .get::<RequestContext>()
-            .cloned()
-            .unwrap_or_else(|| RequestContext {
-                trace: TraceParent::new_root(),
-                tracestate: None,
-            }))
-    }
-}
 
 /// What one service is: its environment, its peers and its tracer.
 #[derive(Debug, Clone)]
@@ -86,15 +61,15 @@ impl Kit {
     /// `name` is used when `MSCTL_SERVICE` is unset. Must run inside a Tokio runtime.
     pub fn from_env(name: &str, version: &'static str) -> Result<Self, KitError> {
         let env = ServiceEnv::from_process(name).map_err(KitError::Env)?;
-        let tracing_on = std::env::var("MSCTL_TRACE")
+        let tracing_on = std::env::var(msctl_contract::env::TRACE)
             .map(|v| v != "off")
             .unwrap_or(true);
         // The OpenTelemetry variables: a per-signal URL is used as is, a base gets /v1/traces.
-        let otlp = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        let otlp = std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| {
-                std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_ENDPOINT)
                     .ok()
                     .filter(|v| !v.is_empty())
                     .map(|base| crate::otlp::traces_url(&base))

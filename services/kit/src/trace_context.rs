@@ -3,6 +3,34 @@
 
 pub use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent, combine_tracestate, hex};
 
+use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
+use axum::http::request::Parts;
+use std::convert::Infallible;
+
+/// The trace context of the request being served: the server span's own ids.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub trace: TraceParent,
+    pub tracestate: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Outside the kit's layers (a handler tested alone) there is no context: start a trace.
+        Ok(parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .unwrap_or_else(|| RequestContext {
+                trace: TraceParent::new_root(),
+                tracestate: None,
+            }))
+    }
+}
+
 /// New contexts: a root for a request that came without one, a child for each span under it.
 pub trait NewIds {
     /// A new trace with random ids, sampled.
