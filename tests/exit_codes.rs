@@ -17,6 +17,15 @@ start_timeout = "300ms"
     )
 }
 
+/// Leaves only the healthy service in msctl.toml.
+fn only_alpha(p: &TestProject) {
+    let bin = common::bin_dir().display().to_string();
+    p.write(
+        "msctl.toml",
+        &format!("[services.alpha]\ncommand = [\"{bin}/msctl-fixture\"]\n"),
+    );
+}
+
 fn code(p: &TestProject, args: &[&str]) -> (i32, String) {
     let out = p.msctl().args(args).output().unwrap();
     (
@@ -71,12 +80,7 @@ fn an_unknown_service_is_2_with_a_suggestion_running_or_not() {
         }
     };
     check(&p);
-    p.write(
-        "msctl.toml",
-        "[services.alpha]\ncommand = [\"{bin}/msctl-fixture\"]\n"
-            .replace("{bin}", &common::bin_dir().display().to_string())
-            .as_str(),
-    );
+    only_alpha(&p);
     p.up();
     check(&p);
 }
@@ -92,12 +96,7 @@ fn the_remaining_rows() {
     let (c, stderr) = code(&p, &["up", "-d", "--no-build"]);
     assert_eq!(c, 5, "{stderr}");
     // 7: already running.
-    p.write(
-        "msctl.toml",
-        "[services.alpha]\ncommand = [\"{bin}/msctl-fixture\"]\n"
-            .replace("{bin}", &common::bin_dir().display().to_string())
-            .as_str(),
-    );
+    only_alpha(&p);
     p.up();
     let (c, stderr) = code(&p, &["up", "-d", "--no-build"]);
     assert_eq!(c, 7, "{stderr}");
@@ -105,17 +104,9 @@ fn the_remaining_rows() {
     // 0 when everything is healthy; 8 once one is not.
     assert_eq!(code(&p, &["health"]).0, 0);
     let pid = p.pid_of("alpha-1").unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
+    common::signal(pid, nix::sys::signal::Signal::SIGSTOP);
     let (c, _) = code(&p, &["health"]);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .unwrap();
+    common::signal(pid, nix::sys::signal::Signal::SIGCONT);
     assert_eq!(c, 8);
 }
 

@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{TestProject, alive, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::{TestProject, alive, signal, wait_until};
+use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -128,16 +127,10 @@ fn sighup_stops_a_foreground_up_gracefully() {
 command = ["{bin}/users"]
 "#,
     );
-    let mut up = p
-        .msctl_process()
-        .args(["up", "--no-build"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut up = p.up_foreground();
     p.wait_for_state("users-1", "healthy");
     let pid = p.pid_of("users-1").unwrap();
-    kill(Pid::from_raw(up.id() as i32), Signal::SIGHUP).unwrap();
+    signal(up.id(), Signal::SIGHUP);
     let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
         up.try_wait().unwrap()
     });
@@ -158,18 +151,12 @@ command = ["{bin}/msctl-fixture", "--ignore-sigterm"]
 stop_timeout = "30s"
 "#,
     );
-    let mut up = p
-        .msctl_process()
-        .args(["up", "--no-build"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut up = p.up_foreground();
     p.wait_for_state("stubborn-1", "healthy");
     let pid = p.pid_of("stubborn-1").unwrap();
-    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    signal(up.id(), Signal::SIGINT);
     p.wait_for_state("stubborn-1", "stopping");
-    kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
+    signal(up.id(), Signal::SIGINT);
     let status = wait_until(Duration::from_secs(10), "msctl up to exit", || {
         up.try_wait().unwrap()
     });
@@ -188,7 +175,7 @@ fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
     let p = two_fixtures();
     p.up();
     let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
-    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
+    signal(supervisor, Signal::SIGKILL);
     wait_until(Duration::from_secs(10), "the instances to die", || {
         ["alpha-1", "beta-1"]
             .iter()

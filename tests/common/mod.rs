@@ -59,6 +59,11 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 #[allow(unused_imports)]
 pub use msctl::supervisor::process::alive;
 
+/// Sends `signal` to `pid`; a process already gone is fine.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
 /// A project in a temporary folder. Dropping it stops everything that runs for it.
 pub struct TestProject {
     dir: Folder,
@@ -149,6 +154,17 @@ depends_on = ["users", "posts"]
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "msctl up -d failed: {stderr}");
         stderr
+    }
+
+    /// `msctl up --no-build` in the foreground, output discarded, for tests that signal it.
+    /// `Drop` stops it with `msctl down` if the test does not.
+    pub fn up_foreground(&self) -> std::process::Child {
+        self.msctl_process()
+            .args(["up", "--no-build"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("msctl runs")
     }
 
     pub fn registry(&self) -> Option<Value> {
