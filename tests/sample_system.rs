@@ -11,7 +11,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn start(name: &str, port: u16, data: &Path, peers: &[(&str, u16)]) -> Child {
+/// Starts `name` into `children` (at `slot`, or at the end), so that it is killed even when it
+/// never answers, then waits until it does.
+fn start(
+    children: &mut Children,
+    slot: Option<usize>,
+    name: &str,
+    port: u16,
+    data: &Path,
+    peers: &[(&str, u16)],
+) {
     let mut cmd = Command::new(bin(name));
     cmd.env("PORT", port.to_string())
         .env("MSCTL_DATA_DIR", data.join(name))
@@ -25,6 +34,10 @@ fn start(name: &str, port: u16, data: &Path, peers: &[(&str, u16)]) -> Child {
         );
     }
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    match slot {
+        Some(i) => children.0[i] = child,
+        None => children.0.push(child),
+    }
     wait_until(
         Duration::from_secs(10),
         &format!("{name} to answer /health"),
@@ -36,7 +49,6 @@ fn start(name: &str, port: u16, data: &Path, peers: &[(&str, u16)]) -> Child {
                 .filter(|r| r.status().is_success())
         },
     );
-    child
 }
 
 fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
@@ -54,16 +66,25 @@ fn the_three_services_work_together_without_msctl() {
         .collect();
     let (users, posts, gateway) = (ports[0], ports[1], ports[2]);
     let mut children = Children::default();
-    children.0.push(start("users", users, data.path(), &[]));
-    children
-        .0
-        .push(start("posts", posts, data.path(), &[("users", users)]));
-    children.0.push(start(
+    start(&mut children, None, "users", users, data.path(), &[]);
+    let posts_peers = [("users", users)];
+    start(
+        &mut children,
+        None,
+        "posts",
+        posts,
+        data.path(),
+        &posts_peers,
+    );
+    let gateway_peers = [("users", users), ("posts", posts)];
+    start(
+        &mut children,
+        None,
         "gateway",
         gateway,
         data.path(),
-        &[("users", users), ("posts", posts)],
-    ));
+        &gateway_peers,
+    );
     let gw = format!("http://127.0.0.1:{gateway}");
 
     // The combined answer.
@@ -90,7 +111,14 @@ fn the_three_services_work_together_without_msctl() {
     // posts exits cleanly on SIGTERM, and its data survives the restart.
     let status = sigterm_and_wait(&mut children.0[1]);
     assert_eq!(status.code(), Some(0), "posts exits 0 on SIGTERM");
-    children.0[1] = start("posts", posts, data.path(), &[("users", users)]);
+    start(
+        &mut children,
+        Some(1),
+        "posts",
+        posts,
+        data.path(),
+        &posts_peers,
+    );
     let (status, body) = get_json(&format!("{gw}/posts/{id}"));
     assert_eq!(
         (status, body["title"].as_str()),
