@@ -19,6 +19,7 @@ pub mod running;
 pub mod scaffold;
 pub mod supervisor;
 pub mod table;
+pub mod telemetry;
 pub mod traces;
 pub mod waterfall;
 

@@ -37,8 +37,9 @@ impl Project {
         self.logs_dir().join(format!("{instance}.log"))
     }
 
-    pub fn traces_dir(&self) -> PathBuf {
-        self.state.join("traces")
+    /// The span and log store the supervisor's OTLP receiver writes (docs/telemetry.md).
+    pub fn telemetry_db(&self) -> PathBuf {
+        self.state.join("telemetry.db")
     }
 
     pub fn data_dir(&self, service: &str) -> PathBuf {
@@ -61,12 +62,7 @@ impl Project {
 
     /// Creates `.msctl/` and its folders, readable by their owner only.
     pub fn create_state_dirs(&self) -> std::io::Result<()> {
-        for dir in [
-            self.state.clone(),
-            self.logs_dir(),
-            self.traces_dir(),
-            self.state.join("data"),
-        ] {
+        for dir in [self.state.clone(), self.logs_dir(), self.state.join("data")] {
             std::fs::create_dir_all(&dir)?;
             #[cfg(unix)]
             {

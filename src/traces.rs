@@ -1,32 +1,33 @@
-//! Stored traces: the spans in `.msctl/traces/*.jsonl`, grouped by trace, with what the
-//! listing shows of each.
+//! Stored traces: the spans in the project's store (`.msctl/telemetry.db`), grouped by trace,
+//! with what the listing shows of each.
 
+use crate::project::Project;
+use crate::telemetry::store::Store;
 use msctl_contract::span::{KIND_SERVER, Span};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-/// Every span in the trace folder, rotated files included. A line cut short by a crash is skipped.
-pub fn load_spans(dir: &Path) -> Vec<Span> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut spans = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.1")) {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        spans.extend(
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<Span>(l).ok()),
-        );
-    }
-    spans
+/// The spans of the most recent traces in the project's store. `limit` bounds how many traces
+/// are read, so listing stays fast however much is stored.
+pub fn recent(project: &Project, limit: usize) -> Vec<Span> {
+    Store::open_read(&project.telemetry_db())
+        .and_then(|s| s.recent_spans(limit).ok())
+        .unwrap_or_default()
+}
+
+/// The spans of one trace.
+pub fn spans_of(project: &Project, trace_id: &str) -> Vec<Span> {
+    Store::open_read(&project.telemetry_db())
+        .and_then(|s| s.trace(trace_id).ok())
+        .unwrap_or_default()
+}
+
+/// Spans the receiver had to drop because the store was behind.
+pub fn dropped(project: &Project) -> u64 {
+    Store::open_read(&project.telemetry_db())
+        .map(|s| s.counter(crate::telemetry::receiver::DROPPED))
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -139,14 +140,16 @@ impl Trace {
 }
 
 /// The trace `wanted` names: `last`, a whole id, or a unique prefix of at least 4 characters.
-pub fn find<'a>(traces: &'a [Trace], wanted: &str) -> Result<&'a Trace, String> {
-    if traces.is_empty() {
-        return Err(
-            "no traces recorded yet; make a request, for example `msctl call users/1/posts`".into(),
-        );
-    }
+pub fn find(project: &Project, wanted: &str) -> Result<Trace, String> {
+    let none_yet = || {
+        "no traces recorded yet; make a request, for example `msctl call users/1/posts`".to_string()
+    };
+    let Some(store) = Store::open_read(&project.telemetry_db()) else {
+        return Err(none_yet());
+    };
     if wanted == "last" {
-        return Ok(&traces[0]);
+        let spans = store.recent_spans(1).unwrap_or_default();
+        return group(spans).into_iter().next().ok_or_else(none_yet);
     }
     let wanted = wanted.to_ascii_lowercase();
     if wanted.len() < 4 {
@@ -154,32 +157,30 @@ pub fn find<'a>(traces: &'a [Trace], wanted: &str) -> Result<&'a Trace, String> 
             "trace id `{wanted}` is too short; give at least 4 characters, or `last`"
         ));
     }
-    let matches: Vec<&Trace> = traces
-        .iter()
-        .filter(|t| t.id.starts_with(&wanted))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
+    match store.trace_ids(&wanted, 2).unwrap_or_default().as_slice() {
+        [one] => Ok(Trace {
+            id: one.clone(),
+            spans: group(store.trace(one).unwrap_or_default())
+                .pop()
+                .map(|t| t.spans)
+                .unwrap_or_default(),
+        }),
         [] => Err(format!("no trace `{wanted}`; `msctl traces` lists them")),
-        many => Err(format!(
-            "`{wanted}` matches {} traces; give more of the id",
-            many.len()
+        _ => Err(format!(
+            "`{wanted}` matches more than one trace; give more of the id"
         )),
     }
 }
 
-/// Trace `id` once the services' writers have flushed it (they do every 100 ms): read until its
-/// span count holds steady, for at most two seconds.
-pub async fn settled(dir: &Path, id: &str) -> Trace {
+/// Trace `id` once the services have exported it (msctl has them do so every 100 ms): read
+/// until its span count holds steady, for at most two seconds.
+pub async fn settled(project: &Project, id: &str) -> Trace {
     let mut last = 0;
     let mut steady = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let spans: Vec<Span> = load_spans(dir)
-            .into_iter()
-            .filter(|s| s.trace_id == id)
-            .collect();
+        let spans = spans_of(project, id);
         steady = if spans.len() == last { steady + 1 } else { 0 };
         last = spans.len();
         if (steady >= 3 && last > 1) || std::time::Instant::now() > deadline {

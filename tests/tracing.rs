@@ -363,16 +363,21 @@ fn tracing_off_records_nothing_but_keeps_propagating() {
         header.contains(answer["trace_id"].as_str().unwrap()),
         "{header}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let files: Vec<String> = std::fs::read_dir(p.path().join(".msctl/traces"))
+    // Only msctl's own root span is stored: the services recorded nothing.
+    let id = answer["trace_id"].as_str().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = p.msctl().args(["trace", id, "--json"]).output().unwrap();
+    let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: Vec<&str> = spans
+        .as_array()
         .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != "msctl.jsonl")
+        .iter()
+        .filter_map(|s| s["resource"]["service.name"].as_str())
         .collect();
-    assert!(
-        files.is_empty(),
-        "services wrote spans with tracing off: {files:?}"
+    assert_eq!(
+        services,
+        ["msctl"],
+        "services recorded spans with tracing off"
     );
 }
 

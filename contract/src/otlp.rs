@@ -83,6 +83,38 @@ pub fn traces_url(endpoint: &str) -> String {
     format!("{}/v1/traces", endpoint.trim_end_matches('/'))
 }
 
+/// The headers of `OTEL_EXPORTER_OTLP_HEADERS`: `Name=value` pairs separated by commas, values
+/// percent-decoded (`Authorization=Bearer%20abc`). Malformed pairs are left out.
+pub fn parse_headers(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name.to_string(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// What an answer from an OTLP receiver means for the spans sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -197,6 +229,19 @@ mod tests {
 #[cfg(test)]
 mod verdicts {
     use super::*;
+
+    #[test]
+    fn exporter_headers_are_read_as_the_spec_writes_them() {
+        assert_eq!(
+            parse_headers("Authorization=Bearer%20abc, x-tenant = blue,broken,=x"),
+            vec![
+                ("Authorization".to_string(), "Bearer abc".to_string()),
+                ("x-tenant".to_string(), "blue".to_string()),
+            ]
+        );
+        assert_eq!(parse_headers("a=100%"), vec![("a".into(), "100%".into())]);
+        assert_eq!(parse_headers("a=%4"), vec![("a".into(), "%4".into())]);
+    }
 
     #[test]
     fn partial_success_is_not_success() {

@@ -31,6 +31,10 @@ pub struct Supervisor {
     /// Whether the system is still starting, serving, or shutting down.
     #[serde(default)]
     pub phase: SupervisorPhase,
+    /// The bearer token of the OTLP receiver at `control` (`/v1/traces`, `/v1/logs`); every
+    /// instance is given it in `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(default)]
+    pub otlp_token: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,13 +1,12 @@
-//! The span format: one finished span per line of `.msctl/traces/<instance>.jsonl`, shaped like
-//! an OpenTelemetry span (docs/spans.md).
+//! The span format: one finished span, shaped like an OpenTelemetry span, as the store keeps it,
+//! `msctl trace --json` prints it, and a service run by hand writes it to its JSON-lines file
+//! (docs/spans.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::io::Write;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A trace file is rotated to `<file>.1` when it grows past this.
+/// A service's span file is rotated to `<file>.1` when it grows past this.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub const KIND_SERVER: u8 = 2;
@@ -82,17 +81,4 @@ impl SpanStatus {
 
 pub fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
-
-/// Appends one span to the trace file at `path` from a short-lived process (`msctl call`), in
-/// one write so that concurrent appenders never split a line, rotating as the writer task does.
-pub fn append(path: &Path, span: &Span) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(span).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    if std::fs::metadata(path).is_ok_and(|m| m.len() + line.len() as u64 > MAX_FILE_BYTES) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        std::fs::rename(path, old)?;
-    }
-    crate::fs::open_private(path, true)?.write_all(&line)
 }

@@ -4,7 +4,6 @@
 use crate::cli::CallArgs;
 use crate::cmd::Context;
 use crate::error::MsctlError;
-use crate::project::Project;
 use crate::running::{self, System};
 use msctl_contract::span::{KIND_CLIENT, Resource, Span, SpanStatus, unix_nanos};
 use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent};
@@ -15,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// The service `msctl call` sends to unless `--service` says otherwise.
 pub const DEFAULT_TARGET: &str = "gateway";
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the root span may take to reach the supervisor.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
@@ -32,9 +33,10 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     } else {
         reqwest::Method::GET
     });
-    let registry = match running::inspect(&project).await? {
+    let (registry, receiver_answers) = match running::inspect(&project).await? {
         // The services answer whether or not their supervisor does.
-        System::Running { registry, .. } | System::Unresponsive { registry } => registry,
+        System::Running { registry, .. } => (registry, true),
+        System::Unresponsive { registry } => (registry, false),
         other => return Err(running::not_running(&project, &other).into()),
     };
     let target = args.service.as_deref().unwrap_or(DEFAULT_TARGET);
@@ -102,9 +104,16 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         .as_ref()
         .map(|(s, _, _)| s.as_u16())
         .map_err(|e| msctl_contract::root_cause(e));
+    let receiver = receiver_answers.then(|| {
+        (
+            format!("http://{}/v1/traces", registry.supervisor.control),
+            registry.supervisor.otlp_token.clone(),
+        )
+    });
     record_span(
-        &project, &trace, &method, &path, target, &address, started, elapsed, &outcome,
-    );
+        receiver, &trace, &method, &path, target, &address, started, elapsed, &outcome,
+    )
+    .await;
     let (status, headers, bytes) = match sent {
         Ok(ok) => ok,
         Err(e) => {
@@ -156,7 +165,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         trace.trace_id_hex()
     );
     if args.trace {
-        let found = crate::traces::settled(&project.traces_dir(), &trace.trace_id_hex()).await;
+        let found = crate::traces::settled(&project, &trace.trace_id_hex()).await;
         let width = console::Term::stdout()
             .size_checked()
             .map_or(80, |(_, w)| w as usize)
@@ -198,10 +207,10 @@ fn method_and_path(words: &[String]) -> Result<(Option<reqwest::Method>, String)
     Ok((method, path))
 }
 
-/// Appends msctl's own client span, the root of the trace, to `.msctl/traces/msctl.jsonl`.
+/// Sends msctl's own client span, the root of the trace, to the supervisor's OTLP receiver.
 #[allow(clippy::too_many_arguments)]
-fn record_span(
-    project: &Project,
+async fn record_span(
+    receiver: Option<(String, String)>,
     trace: &TraceParent,
     method: &reqwest::Method,
     path: &str,
@@ -248,8 +257,15 @@ fn record_span(
             service_instance_id: format!("msctl-{}", std::process::id()),
         },
     };
-    if project.create_state_dirs().is_ok() {
-        // Tracing must never fail a call: a span that cannot be written is dropped.
-        let _ = msctl_contract::span::append(&project.traces_dir().join("msctl.jsonl"), &span);
-    }
+    let Some((url, token)) = receiver else { return };
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(RECORD_TIMEOUT)
+        .build()
+    else {
+        return;
+    };
+    // Tracing must never fail a call: a span that cannot be delivered is dropped.
+    let headers = [("authorization".to_string(), format!("Bearer {token}"))];
+    let _ = crate::telemetry::export::send(&client, &url, &[span], &headers, 1).await;
 }

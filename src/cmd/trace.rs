@@ -7,13 +7,10 @@ use crate::traces;
 
 pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
-    let all = traces::group(traces::load_spans(&project.traces_dir()));
-    let found = traces::find(&all, &args.id).map_err(MsctlError::NotFound)?;
-    // Right after a request its spans may still be in the services' writers.
-    let settled;
-    let found = if traces::is_fresh(found) {
-        settled = traces::settled(&project.traces_dir(), &found.id).await;
-        &settled
+    let found = traces::find(&project, &args.id).map_err(MsctlError::NotFound)?;
+    // Right after a request its spans may still be on their way from the services.
+    let found = if traces::is_fresh(&found) {
+        traces::settled(&project, &found.id).await
     } else {
         found
     };
@@ -24,7 +21,7 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
             .size_checked()
             .map_or(80, |(_, w)| w as usize)
             .min(120);
-        outln!("{}", crate::waterfall::render(found, width))?;
+        outln!("{}", crate::waterfall::render(&found, width))?;
     }
     Ok(0)
 }

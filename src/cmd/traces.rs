@@ -4,8 +4,9 @@ use crate::cli::{TracesAction, TracesArgs};
 use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::table;
+use crate::telemetry::export;
 use crate::traces::{self, Trace};
-use msctl_contract::otlp::{self, Verdict};
+use msctl_contract::otlp;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
@@ -18,7 +19,8 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
         })?),
         None => None,
     };
-    let all = traces::group(traces::load_spans(&project.traces_dir()));
+    // The newest traces are enough for any listing; the store holds many more.
+    let all = traces::group(traces::recent(&project, WINDOW));
     let chosen: Vec<&Trace> = all
         .iter()
         .filter(|t| {
@@ -35,6 +37,10 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
         .filter(|t| min.is_none_or(|m| t.duration() >= m))
         .take(args.limit)
         .collect();
+    let dropped = traces::dropped(&project);
+    if dropped > 0 {
+        say!("note: {dropped} spans were dropped on arrival because the store could not keep up");
+    }
     if let Some(TracesAction::Export { otlp }) = args.action {
         return export(&chosen, &otlp).await;
     }
@@ -101,6 +107,9 @@ fn clock(unix_nanos: u64) -> String {
     )
 }
 
+/// How many of the newest traces a listing looks through.
+const WINDOW: usize = 5000;
+
 /// Spans per OTLP request.
 const BATCH: usize = 512;
 /// Attempts per request when the receiver answers 429, 502, 503 or 504.
@@ -128,7 +137,7 @@ async fn export(chosen: &[&Trace], base: &str) -> anyhow::Result<u8> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut requests = 0;
     for batch in spans.chunks(BATCH) {
-        send(&client, &url, batch).await?;
+        export::send(&client, &url, batch, &[], ATTEMPTS).await?;
         requests += 1;
     }
     say!(
@@ -137,59 +146,4 @@ async fn export(chosen: &[&Trace], base: &str) -> anyhow::Result<u8> {
         chosen.len()
     );
     Ok(0)
-}
-
-/// Posts one batch, retrying where the OTLP spec allows. A receiver that cannot be reached
-/// (12) is kept apart from one that answered and refused (13).
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    spans: &[msctl_contract::span::Span],
-) -> Result<(), MsctlError> {
-    let body = serde_json::to_vec(&otlp::export_request(spans)).unwrap_or_default();
-    let mut attempt = 1;
-    loop {
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| {
-                MsctlError::Unreachable(format!(
-                    "the OTLP receiver at {url} could not be reached: {}",
-                    msctl_contract::root_cause(&e)
-                ))
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let answer = response.bytes().await.unwrap_or_default();
-        let refused = |status: u16, body: &str| {
-            MsctlError::Rejected(format!(
-                "the OTLP receiver at {url} was reached but answered {status}: {body}"
-            ))
-        };
-        match otlp::verdict(status, &answer) {
-            Verdict::Accepted => return Ok(()),
-            Verdict::Partial { rejected, message } => {
-                return Err(MsctlError::Rejected(format!(
-                    "the OTLP receiver at {url} rejected {rejected} of {} span(s): {message}",
-                    spans.len()
-                )));
-            }
-            Verdict::Retry if attempt < ATTEMPTS => {
-                tokio::time::sleep(otlp::retry_pause(attempt, retry_after)).await;
-                attempt += 1;
-            }
-            Verdict::Retry => {
-                return Err(refused(status, &String::from_utf8_lossy(&answer)));
-            }
-            Verdict::Refused { status, body } => return Err(refused(status, &body)),
-        }
-    }
 }

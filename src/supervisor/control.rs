@@ -18,10 +18,17 @@ struct Ctl {
     sup: Supervisor,
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, token: String, sup: Supervisor) {
+/// Serves the control API, and `extra` (the OTLP receiver) beside it on the same port.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: String,
+    sup: Supervisor,
+    extra: Router,
+) {
     let app = Router::new()
         .route(control::PATH, post(handle))
-        .with_state(Ctl { token, sup });
+        .with_state(Ctl { token, sup })
+        .merge(extra);
     let _ = axum::serve(listener, app).await;
 }
 

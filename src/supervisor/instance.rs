@@ -51,7 +51,13 @@ pub struct Shared {
     pub store: Arc<RegistryStore>,
     pub events: mpsc::UnboundedSender<Progress>,
     pub prober: Prober,
+    /// The supervisor's OTLP receiver: its base URL and bearer token.
+    pub otlp: Option<(String, String)>,
 }
+
+/// How long an instance's OpenTelemetry SDK waits before it exports a batch, in milliseconds:
+/// short, so that `msctl call` then `msctl trace last` shows the whole trace.
+pub const EXPORT_DELAY_MS: u64 = 100;
 
 impl InstanceHandle {
     /// Creates the instance's task, idle until started.
@@ -408,8 +414,14 @@ impl Runner {
             Port::Auto => crate::ports::pick().ok_or("no free loopback port")?,
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut child = process::spawn(&program, &args, &self.env(addr), &self.shared.project.root)
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let mut child = process::spawn(
+            &program,
+            &args,
+            &self.env(addr),
+            &self.unset(),
+            &self.shared.project.root,
+        )
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
         let pid = child.id().unwrap_or(0);
         self.pump_logs(&mut child);
         self.child = Some(child);
@@ -446,7 +458,6 @@ impl Runner {
                 var::DATA_DIR,
                 p.data_dir(&self.service.name).display().to_string(),
             ),
-            (var::TRACE_DIR, p.traces_dir().display().to_string()),
             (var::OTEL_SERVICE_NAME, self.service.name.clone()),
             (
                 var::OTEL_RESOURCE_ATTRIBUTES,
@@ -456,8 +467,51 @@ impl Runner {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // A service whose msctl.toml table names its own collector exports there, and is not
+        // given msctl's receiver or its token.
+        let own_collector = self
+            .service
+            .env
+            .contains_key(var::OTEL_EXPORTER_OTLP_ENDPOINT);
+        if let (Some((endpoint, token)), false) = (&self.shared.otlp, own_collector) {
+            let delay = EXPORT_DELAY_MS.to_string();
+            env.extend(
+                [
+                    (var::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.clone()),
+                    (
+                        var::OTEL_EXPORTER_OTLP_PROTOCOL,
+                        "http/protobuf".to_string(),
+                    ),
+                    (
+                        var::OTEL_EXPORTER_OTLP_HEADERS,
+                        format!("Authorization=Bearer%20{token}"),
+                    ),
+                    (var::OTEL_BSP_SCHEDULE_DELAY, delay.clone()),
+                    (var::OTEL_BLRP_SCHEDULE_DELAY, delay),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+            );
+        }
         env.extend(self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
+    }
+
+    /// Variables of msctl's own environment that an instance must not inherit: per-signal OTLP
+    /// endpoints would send its telemetry past msctl, which forwards them there itself.
+    fn unset(&self) -> Vec<&'static str> {
+        use msctl_contract::env as var;
+        let own = |k: &str| self.service.env.contains_key(k);
+        if self.shared.otlp.is_none() {
+            return Vec::new();
+        }
+        [
+            var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+        ]
+        .into_iter()
+        .filter(|k| !own(k))
+        .collect()
     }
 
     /// The program to run: variables expanded, and a relative path taken from the project folder.

@@ -14,6 +14,7 @@ pub mod store;
 use crate::config::Config;
 use crate::error::MsctlError;
 use crate::project::Project;
+use crate::telemetry::receiver::Intake;
 use events::Event;
 use instance::{InstanceHandle, Shared};
 use lifecycle::State;
@@ -159,8 +160,10 @@ pub async fn run(
     let control_addr = listener
         .local_addr()
         .map_err(|e| MsctlError::Io(e.to_string()))?;
-    // 128 random bits, as a trace id has: enough that no one guesses it.
+    // 128 random bits, as a trace id has: enough that no one guesses them. The control token
+    // stays in the private registry; the OTLP one is given to every instance.
     let token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
+    let otlp_token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
     let store = RegistryStore::create(
         project.registry(),
         msctl_contract::registry::Supervisor {
@@ -174,6 +177,7 @@ pub async fn run(
             detached,
             token: token.clone(),
             phase: SupervisorPhase::Starting,
+            otlp_token: otlp_token.clone(),
         },
     )
     .map_err(|e| {
@@ -183,11 +187,23 @@ pub async fn run(
         ))
     })?;
     let store = Arc::new(store);
+    // What msctl itself was told to export to, it forwards to, after storing.
+    let upstream = std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_ENDPOINT)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|base| msctl_contract::otlp::traces_url(&base))
+        });
+    let intake = Intake::start(project.telemetry_db(), otlp_token.clone(), upstream);
     let shared = Shared {
         project: project.clone(),
         store: store.clone(),
         events: events.clone(),
         prober: Default::default(),
+        otlp: Some((format!("http://{control_addr}"), otlp_token)),
     };
     let (stopped, _) = watch::channel(false);
     let sup = Supervisor {
@@ -199,7 +215,12 @@ pub async fn run(
             stopped,
         }),
     };
-    let server = tokio::spawn(control::serve(listener, token, sup.clone()));
+    let server = tokio::spawn(control::serve(
+        listener,
+        token,
+        sup.clone(),
+        intake.routes(),
+    ));
 
     let mut stop = Box::pin(async {
         tokio::select! {

@@ -12,9 +12,13 @@ pub fn spawn(
     program: &Path,
     args: &[String],
     env: &[(String, String)],
+    unset: &[&str],
     cwd: &Path,
 ) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(program);
+    for name in unset {
+        cmd.env_remove(name);
+    }
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)

@@ -29,6 +29,7 @@ pub enum ExportError {
 pub async fn send(
     client: &reqwest::Client,
     url: &str,
+    headers: &[(String, String)],
     spans: &[Span],
     attempts: u32,
 ) -> Result<(), ExportError> {
@@ -36,9 +37,11 @@ pub async fn send(
     let attempts = attempts.max(1);
     let mut attempt = 1;
     loop {
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
+        let mut request = client.post(url).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .body(body.clone())
             .timeout(Duration::from_secs(10))
             .send()

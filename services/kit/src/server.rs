@@ -3,7 +3,7 @@
 use crate::client::Peers;
 use crate::discovery::Discovery;
 use crate::env::ServiceEnv;
-use crate::span::{KIND_SERVER, Span, SpanStatus, Tracer, unix_nanos};
+use crate::span::{KIND_SERVER, OtlpTarget, Span, SpanStatus, Tracer, unix_nanos};
 use crate::trace_context::{self, NewIds, RequestContext, TraceParent};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -64,16 +64,7 @@ impl Kit {
         let tracing_on = std::env::var(msctl_contract::env::TRACE)
             .map(|v| v != "off")
             .unwrap_or(true);
-        // The OpenTelemetry variables: a per-signal URL is used as is, a base gets /v1/traces.
-        let otlp = std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| {
-                std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_ENDPOINT)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|base| crate::otlp::traces_url(&base))
-            });
+        let otlp = otlp_target(|k| std::env::var(k).ok());
         let tracer = if tracing_on {
             Tracer::start(env.trace_dir.as_deref(), otlp, &env.service, &env.instance).map_err(
                 |source| KitError::Dir {
@@ -181,6 +172,26 @@ impl Kit {
         crate::log::info("stopped", json!({}));
         Ok(())
     }
+}
+
+/// Where to export spans, from the OpenTelemetry variables: a per-signal URL is used as is, a
+/// base gets `/v1/traces`; headers and the batch delay as the spec names them.
+pub fn otlp_target(lookup: impl Fn(&str) -> Option<String>) -> Option<OtlpTarget> {
+    use msctl_contract::env as var;
+    let set = |k: &str| lookup(k).filter(|v| !v.is_empty());
+    let url = set(var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).or_else(|| {
+        set(var::OTEL_EXPORTER_OTLP_ENDPOINT).map(|base| crate::otlp::traces_url(&base))
+    })?;
+    Some(OtlpTarget {
+        url,
+        headers: set(var::OTEL_EXPORTER_OTLP_HEADERS)
+            .map(|h| msctl_contract::otlp::parse_headers(&h))
+            .unwrap_or_default(),
+        every: set(var::OTEL_BSP_SCHEDULE_DELAY)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(crate::span::DEFAULT_EXPORT_EVERY),
+    })
 }
 
 /// Completes on the first SIGTERM or SIGINT.

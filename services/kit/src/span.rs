@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use msctl_contract::span::{
-    KIND_CLIENT, KIND_SERVER, MAX_FILE_BYTES, Resource, Span, SpanStatus, append, unix_nanos,
+    KIND_CLIENT, KIND_SERVER, MAX_FILE_BYTES, Resource, Span, SpanStatus, unix_nanos,
 };
 
 /// Hands finished spans to the background writer. Cheap to clone; a disabled tracer drops spans.
@@ -41,10 +41,10 @@ impl Tracer {
     }
 
     /// Starts the background task that appends spans to `dir/<instance>.jsonl` and, with an
-    /// `otlp` traces URL, also exports them there. Must run inside a Tokio runtime.
+    /// `otlp` target, also exports them there. Must run inside a Tokio runtime.
     pub fn start(
         dir: Option<&Path>,
-        otlp: Option<String>,
+        otlp: Option<OtlpTarget>,
         service: &str,
         instance: &str,
     ) -> std::io::Result<Self> {
@@ -59,9 +59,9 @@ impl Tracer {
             return Ok(Self::disabled(service, instance));
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let exporter = otlp.map(|url| {
+        let exporter = otlp.map(|target| {
             let (etx, erx) = mpsc::channel(QUEUE);
-            tokio::spawn(export_spans(url, erx));
+            tokio::spawn(export_spans(target, erx));
             etx
         });
         tokio::spawn(write_spans(file, exporter, rx));
@@ -148,18 +148,29 @@ async fn write_spans(
 
 /// Spans sent to an OTLP receiver in one request, at most.
 const EXPORT_BATCH: usize = 512;
-/// A batch goes out at least this often.
-const EXPORT_EVERY: Duration = Duration::from_secs(1);
+/// Where spans are exported, as the OpenTelemetry variables say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpTarget {
+    /// The full `/v1/traces` URL.
+    pub url: String,
+    /// From `OTEL_EXPORTER_OTLP_HEADERS`: msctl's receiver wants its bearer token.
+    pub headers: Vec<(String, String)>,
+    /// From `OTEL_BSP_SCHEDULE_DELAY`: a batch goes out at least this often.
+    pub every: Duration,
+}
+
+/// The OpenTelemetry default batch delay.
+pub const DEFAULT_EXPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Batches spans to the OTLP receiver at `url`. Failures are logged, once per kind of failure
 /// in a row, and the batch is dropped: export must never hold up a service.
-async fn export_spans(url: String, mut rx: mpsc::Receiver<ToWriter>) {
+async fn export_spans(target: OtlpTarget, mut rx: mpsc::Receiver<ToWriter>) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("the OTLP client builds");
     let mut batch: Vec<Span> = Vec::new();
-    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    let mut tick = tokio::time::interval(target.every);
     let mut last_error = String::new();
     loop {
         let mut flushed = None;
@@ -178,7 +189,7 @@ async fn export_spans(url: String, mut rx: mpsc::Receiver<ToWriter>) {
             _ = tick.tick() => (true, false),
         };
         if due && !batch.is_empty() {
-            match crate::otlp::send(&client, &url, &batch, 3).await {
+            match crate::otlp::send(&client, &target.url, &target.headers, &batch, 3).await {
                 Ok(()) => last_error.clear(),
                 Err(e) => {
                     let message = e.to_string();
@@ -297,24 +308,6 @@ mod tests {
             .collect();
         assert_eq!(spans, vec![span(1), span(2)]);
         assert!(text.contains("\"traceId\"") && text.contains("\"service.instance.id\":\"s-1\""));
-    }
-
-    #[test]
-    fn appending_from_another_process_rotates_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("msctl.jsonl");
-        append(&path, &span(1)).unwrap();
-        append(&path, &span(2)).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
-        std::fs::write(&path, vec![b'x'; MAX_FILE_BYTES as usize]).unwrap();
-        append(&path, &span(3)).unwrap();
-        let fresh: Vec<Span> = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(fresh, vec![span(3)]);
-        assert!(dir.path().join("msctl.jsonl.1").exists());
     }
 
     #[test]

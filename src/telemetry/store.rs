@@ -1,0 +1,337 @@
+//! The span and log store: one SQLite file, `.msctl/telemetry.db`, written by the supervisor's
+//! receiver (one writer thread) and read by `msctl traces`, `trace` and `logs --trace` while the
+//! system runs (WAL), or after it stopped. Bounded by size: the oldest spans go first.
+
+use super::convert::LogRecord;
+use msctl_contract::span::{Resource, Span, SpanStatus};
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::Path;
+
+/// Past this size the oldest fifth of the spans and logs is deleted.
+pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Checked every this many inserted spans, not on every insert.
+const CHECK_EVERY: u64 = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    status_message TEXT,
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    UNIQUE (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    trace_id TEXT,
+    span_id TEXT,
+    severity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_ns);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+pub struct Store {
+    db: Connection,
+    since_check: u64,
+}
+
+impl Store {
+    /// Opens the store for writing, creating it (readable by its owner only) if need be.
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        if !path.exists() {
+            // Created private before SQLite opens it: spans name paths, peers and users' data.
+            let _ = msctl_contract::fs::open_private(path, true);
+        }
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db, since_check: 0 })
+    }
+
+    /// Opens the store for reading; `None` when nothing was ever stored.
+    pub fn open_read(path: &Path) -> Option<Self> {
+        if !path.exists() {
+            return None;
+        }
+        let db = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ok()?;
+        db.busy_timeout(std::time::Duration::from_secs(2)).ok()?;
+        Some(Self { db, since_check: 0 })
+    }
+
+    /// Stores spans in one transaction; a span already stored is kept as it was.
+    pub fn insert_spans(&mut self, spans: &[Span]) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind,
+                 start_ns, end_ns, status_code, status_message, service, instance, attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for s in spans {
+                insert.execute(params![
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    s.kind,
+                    s.start_time_unix_nano as i64,
+                    s.end_time_unix_nano as i64,
+                    s.status.code,
+                    s.status.message,
+                    s.resource.service_name,
+                    s.resource.service_instance_id,
+                    serde_json::Value::Object(s.attributes.clone()).to_string(),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        self.since_check += spans.len() as u64;
+        if self.since_check >= CHECK_EVERY {
+            self.since_check = 0;
+            self.trim(MAX_BYTES)?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_logs(&mut self, logs: &[LogRecord]) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logs (time_ns, trace_id, span_id, severity, body, service, instance,
+                 attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for l in logs {
+                insert.execute(params![
+                    l.time_unix_nano as i64,
+                    l.trace_id,
+                    l.span_id,
+                    l.severity,
+                    l.body,
+                    l.resource.service_name,
+                    l.resource.service_instance_id,
+                    serde_json::Value::Object(l.attributes.clone()).to_string(),
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Adds to a counter, such as the spans the receiver had to drop.
+    pub fn add(&self, counter: &str, n: u64) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            params![counter, n as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn counter(&self, counter: &str) -> u64 {
+        self.db
+            .query_row(
+                "SELECT value FROM counters WHERE name = ?1",
+                [counter],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
+    /// The spans of the `limit` most recent traces (by their first span's start).
+    pub fn recent_spans(&self, limit: usize) -> rusqlite::Result<Vec<Span>> {
+        self.spans_where(
+            "trace_id IN (SELECT trace_id FROM spans GROUP BY trace_id
+                          ORDER BY MIN(start_ns) DESC LIMIT ?1)",
+            params![limit as i64],
+        )
+    }
+
+    /// The spans of one trace.
+    pub fn trace(&self, trace_id: &str) -> rusqlite::Result<Vec<Span>> {
+        self.spans_where("trace_id = ?1", params![trace_id])
+    }
+
+    /// The ids of stored traces that start with `prefix` (lowercase hex), at most `limit`.
+    pub fn trace_ids(&self, prefix: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
+        // A range on the (trace_id, span_id) index: `~` sorts after every hex digit.
+        let mut q = self.db.prepare(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ?1 AND trace_id < ?1 || '~'
+             LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![prefix, limit as i64], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// The log records of one trace, in time order.
+    pub fn logs_of(&self, trace_id: &str) -> rusqlite::Result<Vec<LogRecord>> {
+        let mut q = self.db.prepare(
+            "SELECT time_ns, trace_id, span_id, severity, body, service, instance, attributes
+             FROM logs WHERE trace_id = ?1 ORDER BY time_ns",
+        )?;
+        let rows = q.query_map([trace_id], |r| {
+            Ok(LogRecord {
+                time_unix_nano: r.get::<_, i64>(0)? as u64,
+                trace_id: r.get(1)?,
+                span_id: r.get(2)?,
+                severity: r.get(3)?,
+                body: r.get(4)?,
+                resource: Resource {
+                    service_name: r.get(5)?,
+                    service_instance_id: r.get(6)?,
+                },
+                attributes: object(&r.get::<_, String>(7)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    fn spans_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> rusqlite::Result<Vec<Span>> {
+        let mut q = self.db.prepare(&format!(
+            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
+             status_message, service, instance, attributes FROM spans WHERE {condition}"
+        ))?;
+        let rows = q.query_map(args, |r| {
+            Ok(Span {
+                trace_id: r.get(0)?,
+                span_id: r.get(1)?,
+                parent_span_id: r.get(2)?,
+                name: r.get(3)?,
+                kind: r.get(4)?,
+                start_time_unix_nano: r.get::<_, i64>(5)? as u64,
+                end_time_unix_nano: r.get::<_, i64>(6)? as u64,
+                status: SpanStatus {
+                    code: r.get(7)?,
+                    message: r.get(8)?,
+                },
+                resource: Resource {
+                    service_name: r.get(9)?,
+                    service_instance_id: r.get(10)?,
+                },
+                attributes: object(&r.get::<_, String>(11)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Deletes the oldest fifth of what is stored while the file is larger than `max`.
+    pub fn trim(&mut self, max: u64) -> rusqlite::Result<()> {
+        let size = |db: &Connection| -> rusqlite::Result<u64> {
+            let pages: i64 = db.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let free: i64 = db.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let page: i64 = db.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok(((pages - free) * page) as u64)
+        };
+        if size(&self.db)? <= max {
+            return Ok(());
+        }
+        for table in ["spans", "logs"] {
+            self.db.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE id <= (SELECT MIN(id) + (MAX(id) - MIN(id)) / 5
+                     FROM {table})"
+                ),
+                [],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn object(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: u32, span: u32, start: u64) -> Span {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("http.route".into(), "/users/{id}".into());
+        Span {
+            trace_id: format!("{trace:032x}"),
+            span_id: format!("{span:016x}"),
+            parent_span_id: None,
+            name: "GET /users/{id}".into(),
+            kind: 2,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 5,
+            status: SpanStatus {
+                code: 0,
+                message: None,
+            },
+            attributes,
+            resource: Resource {
+                service_name: "users".into(),
+                service_instance_id: "users-1".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn spans_round_trip_and_the_newest_traces_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("telemetry.db");
+        let mut store = Store::open(&path).unwrap();
+        let spans: Vec<Span> = (1..=5).map(|t| span(t, t, t as u64 * 100)).collect();
+        store.insert_spans(&spans).unwrap();
+        // The same span again is not stored twice.
+        store.insert_spans(&spans[..1]).unwrap();
+        let reader = Store::open_read(&path).unwrap();
+        assert_eq!(
+            reader.trace(&spans[0].trace_id).unwrap(),
+            vec![spans[0].clone()]
+        );
+        let recent = reader.recent_spans(2).unwrap();
+        let mut ids: Vec<&str> = recent.iter().map(|s| s.trace_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [spans[3].trace_id.as_str(), spans[4].trace_id.as_str()]
+        );
+        store.add("dropped_spans", 3).unwrap();
+        store.add("dropped_spans", 4).unwrap();
+        assert_eq!(reader.counter("dropped_spans"), 7);
+        assert!(Store::open_read(&dir.path().join("none.db")).is_none());
+    }
+
+    #[test]
+    fn the_store_is_bounded_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("telemetry.db")).unwrap();
+        let spans: Vec<Span> = (1..=5000).map(|t| span(t, t, t as u64)).collect();
+        store.insert_spans(&spans).unwrap();
+        store.trim(64 * 1024).unwrap();
+        let left = store.recent_spans(10_000).unwrap();
+        assert!(left.len() < 5000 && left.len() >= 3900, "{}", left.len());
+        // The oldest went first.
+        assert!(left.iter().all(|s| s.start_time_unix_nano > 900));
+    }
+}

@@ -1,0 +1,182 @@
+//! The supervisor's OTLP receiver and span store, with the real `msctl` and real services: spans
+//! from any OpenTelemetry exporter join `msctl trace`, only with the token, and are forwarded to
+//! the collector named in msctl's own environment.
+
+mod common;
+
+use common::{Receiver, TestProject, http, wait_until};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn one_service() -> TestProject {
+    TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+"#,
+    )
+}
+
+/// A span as a Python or Node SDK would export it, in protobuf.
+fn foreign_span(trace_id: [u8; 16]) -> Vec<u8> {
+    let string = |s: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s.into())),
+        })
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: string("billing-py"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: trace_id.to_vec(),
+                    span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                    name: "GET /invoices".into(),
+                    kind: 2,
+                    start_time_unix_nano: 1_700_000_000_000_000_000,
+                    end_time_unix_nano: 1_700_000_000_050_000_000,
+                    attributes: vec![KeyValue {
+                        key: "http.route".into(),
+                        value: string("/invoices"),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn spans_from_any_exporter_join_msctl_trace_with_the_token_only() {
+    let p = one_service();
+    p.up();
+    let reg = p.registry().unwrap();
+    let url = format!(
+        "http://{}/v1/traces",
+        reg["supervisor"]["control"].as_str().unwrap()
+    );
+    let token = reg["supervisor"]["otlp_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trace_id = [0xab; 16];
+    let post = |token: Option<&str>| {
+        let mut req = http()
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(foreign_span(trace_id));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().unwrap().status().as_u16()
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some("not-the-token")), 401);
+    assert_eq!(post(Some(&token)), 200);
+    let id = "ab".repeat(16);
+    let spans: Vec<Value> = p.wait_until("the posted span", |p| {
+        let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
+        let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let spans = spans.as_array()?.clone();
+        (!spans.is_empty()).then_some(spans)
+    });
+    assert_eq!(spans[0]["name"], "GET /invoices");
+    assert_eq!(spans[0]["resource"]["service.name"], "billing-py");
+    assert_eq!(spans[0]["attributes"]["http.route"], "/invoices");
+    // The receiver still takes the kit's own spans after a malformed body.
+    let bad = http()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0xff, 0xff, 0xff])
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let out = p
+        .msctl()
+        .args(["call", "--service", "users", "/users/1", "--json"])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    let services: HashSet<String> = p.wait_until("both spans of the call", |p| {
+        let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
+        let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let names: HashSet<String> = spans
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["resource"]["service.name"].as_str().map(str::to_string))
+            .collect();
+        (names.len() == 2).then_some(names)
+    });
+    assert_eq!(
+        services,
+        HashSet::from(["msctl".to_string(), "users".to_string()])
+    );
+    // Nothing is written beside the store any more.
+    assert!(p.path().join(".msctl/telemetry.db").exists());
+}
+
+#[test]
+fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
+    let collector = Receiver::start(vec![]);
+    let p = one_service();
+    let out = p
+        .msctl()
+        .args(["up", "-d"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The services are pointed at msctl, never straight at the collector.
+    let pid = p.pid_of("users-1").unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains(&collector.url),
+        "the service bypasses msctl"
+    );
+    let out = p
+        .msctl()
+        .args(["call", "--service", "users", "/users/2", "--json"])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(10), "the forwarded spans", || {
+        let bodies = collector.bodies();
+        let text: String = bodies
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        (text.contains(&id)
+            && text.contains("\"stringValue\":\"users\"")
+            && text.contains("\"stringValue\":\"msctl\""))
+        .then_some(())
+    });
+    // And they are kept locally as well.
+    let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
+    let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spans.as_array().unwrap().len(), 2);
+}
