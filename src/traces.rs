@@ -2,18 +2,54 @@
 //! with what the listing shows of each.
 
 use crate::project::Project;
-use crate::telemetry::store::Store;
+use crate::telemetry::store::{Filter, Store};
 use msctl_contract::span::{KIND_SERVER, Span};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The spans of the most recent traces in the project's store. `limit` bounds how many traces
-/// are read, so listing stays fast however much is stored.
-pub fn recent(project: &Project, limit: usize) -> Vec<Span> {
-    Store::open_read(&project.telemetry_db())
-        .and_then(|s| s.recent_spans(limit).ok())
+/// The newest `limit` traces that match `filter` exactly, and whether any trace is stored at
+/// all. The store narrows by its per-trace summary; each candidate is then checked in full.
+pub fn list(project: &Project, filter: &Filter, limit: usize) -> (Vec<Trace>, bool) {
+    let Some(store) = Store::open_read(&project.telemetry_db()) else {
+        return (Vec::new(), false);
+    };
+    let any = !store
+        .candidates(&Filter::default(), 1, 0)
         .unwrap_or_default()
+        .is_empty();
+    let matches = |t: &Trace| {
+        filter
+            .service
+            .as_ref()
+            .is_none_or(|s| t.services().contains(s))
+            && filter
+                .route
+                .as_ref()
+                .is_none_or(|r| t.route().contains(r.as_str()))
+            && (!filter.errors || t.has_error())
+            && t.duration().as_nanos() as u64 >= filter.min_duration_ns
+    };
+    let mut found = Vec::new();
+    let page = (limit * 2).max(16);
+    let mut offset = 0;
+    while found.len() < limit {
+        let ids = store.candidates(filter, page, offset).unwrap_or_default();
+        for id in &ids {
+            let spans = store.trace(id).unwrap_or_default();
+            if let Some(t) = group(spans).pop().filter(|t| matches(t)) {
+                found.push(t);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        if ids.len() < page {
+            break;
+        }
+        offset += page;
+    }
+    (found, any)
 }
 
 /// The spans of one trace.

@@ -1,7 +1,7 @@
 //! What every benchmark shares: building the binaries, an external health poller, process-group
 //! cleanup, medians and the table.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -209,4 +209,28 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Reads one HTTP/1.1 response with a content-length body; false when the connection failed.
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut line = String::new();
+    let mut length = 0usize;
+    let mut ok = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if line.starts_with("HTTP/1.1 ") {
+            ok = line.as_bytes().get(9) == Some(&b'2');
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).is_ok() && ok
 }

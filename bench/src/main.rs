@@ -4,10 +4,12 @@
 //! `cargo run --release -p msctl-bench -- startup`   time to all healthy: msctl, honcho, bare shell
 //! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl
 //! `cargo run --release -p msctl-bench -- scale`     3, 10 and 30 scaffolded services against a shell
+//! `cargo run --release -p msctl-bench -- telemetry` trace queries over 100,000 stored spans; intake
 
 mod harness;
 mod scale;
 mod startup;
+mod telemetry;
 mod tracing;
 
 fn main() {
@@ -22,8 +24,9 @@ fn main() {
         Some("startup") => startup::run(runs),
         Some("tracing") => tracing::run(runs),
         Some("scale") => scale::run(runs),
+        Some("telemetry") => telemetry::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup|tracing|scale [--runs N]");
+            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry [--runs N]");
             std::process::exit(2);
         }
     }

@@ -2,7 +2,7 @@
 //! time of `msctl call users/1/posts` against curl on the same URL.
 
 use crate::harness::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,30 +62,6 @@ impl Drop for Running {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// Reads one HTTP/1.1 response with a content-length body; false when the connection failed.
-fn read_response(reader: &mut BufReader<TcpStream>) -> bool {
-    let mut line = String::new();
-    let mut length = 0usize;
-    let mut ok = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return false;
-        }
-        if line.starts_with("HTTP/1.1 ") {
-            ok = line.as_bytes().get(9) == Some(&b'2');
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).is_ok() && ok
 }
 
 /// Requests per second over keep-alive connections for `ROUND`.

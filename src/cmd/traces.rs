@@ -5,6 +5,7 @@ use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::table;
 use crate::telemetry::export;
+use crate::telemetry::store::Filter;
 use crate::traces::{self, Trace};
 use msctl_contract::otlp;
 use std::time::{Duration, UNIX_EPOCH};
@@ -19,24 +20,14 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
         })?),
         None => None,
     };
-    // The newest traces are enough for any listing; the store holds many more.
-    let all = traces::group(traces::recent(&project, WINDOW));
-    let chosen: Vec<&Trace> = all
-        .iter()
-        .filter(|t| {
-            args.service
-                .as_ref()
-                .is_none_or(|s| t.services().contains(s))
-        })
-        .filter(|t| {
-            args.route
-                .as_ref()
-                .is_none_or(|r| t.route().contains(r.as_str()))
-        })
-        .filter(|t| !args.errors || t.has_error())
-        .filter(|t| min.is_none_or(|m| t.duration() >= m))
-        .take(args.limit)
-        .collect();
+    let filter = Filter {
+        service: args.service.clone(),
+        route: args.route.clone(),
+        errors: args.errors,
+        min_duration_ns: min.map_or(0, |m| m.as_nanos() as u64),
+    };
+    let (listed, any) = traces::list(&project, &filter, args.limit);
+    let chosen: Vec<&Trace> = listed.iter().collect();
     let dropped = traces::dropped(&project);
     if dropped > 0 {
         say!("note: {dropped} spans were dropped on arrival because the store could not keep up");
@@ -52,7 +43,7 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
     if chosen.is_empty() {
         say!(
             "no traces{}",
-            if all.is_empty() {
+            if !any {
                 " recorded yet; make a request, for example `msctl call users/1/posts`"
             } else {
                 " match"
@@ -106,9 +97,6 @@ fn clock(unix_nanos: u64) -> String {
         since.subsec_millis()
     )
 }
-
-/// How many of the newest traces a listing looks through.
-const WINDOW: usize = 5000;
 
 /// Spans per OTLP request.
 const BATCH: usize = 512;

@@ -3,7 +3,7 @@
 //! system runs (WAL), or after it stopped. Bounded by size: the oldest spans go first.
 
 use super::convert::LogRecord;
-use msctl_contract::span::{Resource, Span, SpanStatus};
+use msctl_contract::span::{KIND_SERVER, Resource, Span, SpanStatus};
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::Path;
 
@@ -30,6 +30,17 @@ CREATE TABLE IF NOT EXISTS spans (
     UNIQUE (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id TEXT PRIMARY KEY,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    -- ',gateway,users,': each service once, for an exact match on `,name,`
+    services TEXT NOT NULL,
+    -- the names of its server spans, one a line: a superset of its route
+    routes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY,
     time_ns INTEGER NOT NULL,
@@ -44,6 +55,15 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_ns);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// What `msctl traces` narrows the list to.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub service: Option<String>,
+    pub route: Option<String>,
+    pub errors: bool,
+    pub min_duration_ns: u64,
+}
 
 pub struct Store {
     db: Connection,
@@ -87,8 +107,22 @@ impl Store {
                  start_ns, end_ns, status_code, status_message, service, instance, attributes)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
+            // One row a trace, kept up to date as its spans arrive, so that listing and
+            // filtering never scan the spans.
+            let mut summary = tx.prepare_cached(
+                "INSERT INTO traces (trace_id, start_ns, end_ns, errors, services, routes)
+                 VALUES (?1, ?2, ?3, ?4, ',' || ?5 || ',', ?6)
+                 ON CONFLICT (trace_id) DO UPDATE SET
+                   start_ns = MIN(start_ns, excluded.start_ns),
+                   end_ns = MAX(end_ns, excluded.end_ns),
+                   errors = errors + excluded.errors,
+                   services = CASE WHEN instr(services, ',' || ?5 || ',') THEN services
+                                   ELSE services || ?5 || ',' END,
+                   routes = CASE WHEN ?6 = '' OR instr(routes, ?6) THEN routes
+                                 ELSE routes || char(10) || ?6 END",
+            )?;
             for s in spans {
-                insert.execute(params![
+                let fresh = insert.execute(params![
                     s.trace_id,
                     s.span_id,
                     s.parent_span_id,
@@ -101,6 +135,22 @@ impl Store {
                     s.resource.service_name,
                     s.resource.service_instance_id,
                     serde_json::Value::Object(s.attributes.clone()).to_string(),
+                ])?;
+                if fresh == 0 {
+                    continue;
+                }
+                let route = if s.kind == KIND_SERVER {
+                    s.name.as_str()
+                } else {
+                    ""
+                };
+                summary.execute(params![
+                    s.trace_id,
+                    s.start_time_unix_nano as i64,
+                    s.end_time_unix_nano as i64,
+                    (s.status.code == 2) as i64,
+                    s.resource.service_name,
+                    route,
                 ])?;
             }
         }
@@ -157,13 +207,50 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// How many spans are stored.
+    pub fn span_count(&self) -> u64 {
+        self.db
+            .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .unwrap_or(0)
+    }
+
     /// The spans of the `limit` most recent traces (by their first span's start).
     pub fn recent_spans(&self, limit: usize) -> rusqlite::Result<Vec<Span>> {
         self.spans_where(
-            "trace_id IN (SELECT trace_id FROM spans GROUP BY trace_id
-                          ORDER BY MIN(start_ns) DESC LIMIT ?1)",
+            "trace_id IN (SELECT trace_id FROM traces ORDER BY start_ns DESC LIMIT ?1)",
             params![limit as i64],
         )
+    }
+
+    /// Ids of traces, newest first, that may match `filter` (it narrows; the caller checks
+    /// exactly), `limit` of them after skipping `offset`.
+    pub fn candidates(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        offset: usize,
+    ) -> rusqlite::Result<Vec<String>> {
+        let mut q = self.db.prepare_cached(
+            "SELECT trace_id FROM traces
+             WHERE (?1 IS NULL OR instr(services, ',' || ?1 || ','))
+               AND (?2 IS NULL OR instr(routes, ?2))
+               AND (NOT ?3 OR errors > 0)
+               AND (end_ns - start_ns >= ?4)
+             ORDER BY start_ns DESC LIMIT ?5 OFFSET ?6",
+        )?;
+        let rows = q.query_map(
+            params![
+                filter.service,
+                filter.route,
+                filter.errors,
+                filter.min_duration_ns as i64,
+                limit as i64,
+                offset as i64
+            ],
+            |r| r.get(0),
+        )?;
+        rows.collect()
     }
 
     /// The spans of one trace.
@@ -257,6 +344,10 @@ impl Store {
                 [],
             )?;
         }
+        self.db.execute(
+            "DELETE FROM traces WHERE trace_id NOT IN (SELECT trace_id FROM spans)",
+            [],
+        )?;
         Ok(())
     }
 }
@@ -320,6 +411,57 @@ mod tests {
         store.add("dropped_spans", 4).unwrap();
         assert_eq!(reader.counter("dropped_spans"), 7);
         assert!(Store::open_read(&dir.path().join("none.db")).is_none());
+    }
+
+    #[test]
+    fn traces_are_narrowed_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("telemetry.db")).unwrap();
+        let mut failing = span(2, 20, 200);
+        failing.status.code = 2;
+        failing.resource.service_name = "posts".into();
+        failing.name = "GET /posts".into();
+        store
+            .insert_spans(&[
+                span(1, 10, 100),
+                span(2, 21, 199),
+                failing,
+                span(3, 30, 300),
+            ])
+            .unwrap();
+        let ids = |f: Filter| store.candidates(&f, 10, 0).unwrap();
+        let t = |n: u32| format!("{n:032x}");
+        assert_eq!(ids(Filter::default()), [t(3), t(2), t(1)]);
+        let errors = Filter {
+            errors: true,
+            ..Default::default()
+        };
+        assert_eq!(ids(errors), [t(2)]);
+        let posts = Filter {
+            service: Some("posts".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(posts), [t(2)]);
+        let pos = Filter {
+            service: Some("post".into()),
+            ..Default::default()
+        };
+        assert!(ids(pos).is_empty(), "services match whole names");
+        let route = Filter {
+            route: Some("/posts".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(route), [t(2)]);
+        let long = Filter {
+            min_duration_ns: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(long),
+            [t(2)],
+            "199..205: the only trace longer than 5 ns"
+        );
+        assert_eq!(store.candidates(&Filter::default(), 1, 1).unwrap(), [t(2)]);
     }
 
     #[test]
