@@ -4,6 +4,9 @@
 mod common;
 
 use common::{Receiver, TestProject, otlp_span_count, stdout_json, wait_until};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use prost::Message;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -331,23 +334,42 @@ fn services_export_live_when_an_otlp_endpoint_is_set() {
     p.up();
     let answer = call_json(&p, &["users/4/posts"]);
     let id = answer["trace_id"].as_str().unwrap().to_string();
-    // gateway (3 spans), users (1) and posts (1) export on their own, within about a second.
-    let bodies = wait_until(Duration::from_secs(10), "the services' live export", || {
-        let bodies: Vec<Vec<u8>> = receiver.bodies().into_iter().map(|(_, b)| b).collect();
-        let text: Vec<String> = bodies
+    // gateway (3 spans), users (1) and posts (1) export on their own, as OTLP protobuf.
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let spans = wait_until(Duration::from_secs(10), "the services' live export", || {
+        let mut by_service: HashMap<String, usize> = HashMap::new();
+        for (path, body) in receiver.bodies() {
+            assert_eq!(path, "/v1/traces");
+            let request = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf");
+            for rs in request.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| r.attributes.iter())
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.clone())
+                    .and_then(|v| match v.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let n = rs
+                    .scope_spans
+                    .iter()
+                    .flat_map(|ss| ss.spans.iter())
+                    .filter(|s| s.trace_id == trace_id)
+                    .count();
+                *by_service.entry(service).or_default() += n;
+            }
+        }
+        ["gateway", "users", "posts"]
             .iter()
-            .map(|b| String::from_utf8_lossy(b).to_string())
-            .collect();
-        let services: HashSet<&str> = ["gateway", "users", "posts"]
-            .into_iter()
-            .filter(|s| {
-                text.iter()
-                    .any(|t| t.contains(&id) && t.contains(&format!("\"stringValue\":\"{s}\"")))
-            })
-            .collect();
-        (services.len() == 3).then_some(bodies)
+            .all(|s| by_service.get(*s).copied().unwrap_or(0) > 0)
+            .then_some(by_service)
     });
-    assert!(otlp_span_count(&bodies) >= 5);
+    assert!(spans.values().sum::<usize>() >= 5, "{spans:?}");
 }
 
 #[test]

@@ -119,13 +119,30 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
         }
     };
     loop {
-        let batch = rx.recv_timeout(Duration::from_secs(1));
-        let stored = match &batch {
-            Ok(Batch::Spans(spans)) => store.insert_spans(spans),
-            Ok(Batch::Logs(logs)) => store.insert_logs(logs),
-            Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(batch) => Some(batch),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // Whatever else is waiting goes into the same transaction: one commit, not many.
+        let (mut spans, mut logs) = (Vec::new(), Vec::new());
+        for batch in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(QUEUE))
+        {
+            match batch {
+                Batch::Spans(s) => spans.extend(s),
+                Batch::Logs(l) => logs.extend(l),
+            }
+        }
+        let stored = (!spans.is_empty())
+            .then(|| store.insert_spans(&spans))
+            .unwrap_or(Ok(()))
+            .and_then(|_| {
+                (!logs.is_empty())
+                    .then(|| store.insert_logs(&logs))
+                    .unwrap_or(Ok(()))
+            });
         if let Err(e) = stored {
             say!("msctl: cannot store telemetry: {e}");
         }

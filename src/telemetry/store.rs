@@ -5,6 +5,7 @@
 use super::convert::LogRecord;
 use msctl_contract::span::{KIND_SERVER, Resource, Span, SpanStatus};
 use rusqlite::{Connection, OpenFlags, params};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Past this size the oldest fifth of the spans and logs is deleted.
@@ -29,7 +30,6 @@ CREATE TABLE IF NOT EXISTS spans (
     attributes TEXT NOT NULL,
     UNIQUE (trace_id, span_id)
 );
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
 CREATE TABLE IF NOT EXISTS traces (
     trace_id TEXT PRIMARY KEY,
     start_ns INTEGER NOT NULL,
@@ -55,6 +55,34 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_ns);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// One trace's part of a batch, added up before it is written.
+#[derive(Default)]
+struct TraceSummary {
+    start: u64,
+    end: u64,
+    errors: u32,
+    services: Vec<String>,
+    routes: Vec<String>,
+}
+
+impl TraceSummary {
+    fn add(&mut self, s: &Span) {
+        self.start = if self.services.is_empty() {
+            s.start_time_unix_nano
+        } else {
+            self.start.min(s.start_time_unix_nano)
+        };
+        self.end = self.end.max(s.end_time_unix_nano);
+        self.errors += u32::from(s.status.code == 2);
+        if !self.services.contains(&s.resource.service_name) {
+            self.services.push(s.resource.service_name.clone());
+        }
+        if s.kind == KIND_SERVER && !self.routes.contains(&s.name) {
+            self.routes.push(s.name.clone());
+        }
+    }
+}
 
 /// What `msctl traces` narrows the list to.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +149,8 @@ impl Store {
                    routes = CASE WHEN ?6 = '' OR instr(routes, ?6) THEN routes
                                  ELSE routes || char(10) || ?6 END",
             )?;
+            // Summaries are added up per trace first: a batch holds several spans of each.
+            let mut traces: HashMap<&str, TraceSummary> = HashMap::new();
             for s in spans {
                 let fresh = insert.execute(params![
                     s.trace_id,
@@ -136,22 +166,27 @@ impl Store {
                     s.resource.service_instance_id,
                     serde_json::Value::Object(s.attributes.clone()).to_string(),
                 ])?;
-                if fresh == 0 {
-                    continue;
+                if fresh > 0 {
+                    traces.entry(&s.trace_id).or_default().add(s);
                 }
-                let route = if s.kind == KIND_SERVER {
-                    s.name.as_str()
-                } else {
-                    ""
-                };
-                summary.execute(params![
-                    s.trace_id,
-                    s.start_time_unix_nano as i64,
-                    s.end_time_unix_nano as i64,
-                    (s.status.code == 2) as i64,
-                    s.resource.service_name,
-                    route,
-                ])?;
+            }
+            for (trace_id, t) in traces {
+                for (i, service) in t.services.iter().enumerate() {
+                    // The first row carries the times and counts; the rest add a service each.
+                    let first = i == 0;
+                    summary.execute(params![
+                        trace_id,
+                        t.start as i64,
+                        t.end as i64,
+                        if first { t.errors as i64 } else { 0 },
+                        service,
+                        if first {
+                            t.routes.join("\n")
+                        } else {
+                            String::new()
+                        },
+                    ])?;
+                }
             }
         }
         tx.commit()?;
