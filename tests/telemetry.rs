@@ -180,3 +180,84 @@ fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
     let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(spans.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_python_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
+    let requirements = std::fs::read_to_string(
+        common::repo_root().join("examples/python-service/requirements.txt"),
+    )
+    .unwrap();
+    let packages: Vec<&str> = requirements
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let python = common::python_venv("python-service-venv", &packages);
+    let app = common::repo_root().join("examples/python-service/app.py");
+    let p = TestProject::new(&format!(
+        r#"
+[services.users]
+command = ["{{bin}}/users"]
+
+[services.billing]
+command = ["{}", "{}"]
+depends_on = ["users"]
+
+[services.gateway]
+command = ["{{bin}}/gateway"]
+depends_on = ["billing"]
+"#,
+        python.display(),
+        app.display()
+    ));
+    p.up();
+    let out = p
+        .msctl()
+        .args(["call", "billing/hello", "--json"])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"]["user"]["id"], 1);
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    // msctl → gateway (server, client) → billing (server, client, by the Python SDK) → users.
+    let spans: Vec<Value> = p.wait_until("the whole trace", |p| {
+        let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
+        let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let spans = spans.as_array()?.clone();
+        (spans.len() >= 6).then_some(spans)
+    });
+    let by_id = |span_id: &str| spans.iter().find(|s| s["spanId"] == span_id);
+    let of = |service: &str, kind: u64| {
+        spans
+            .iter()
+            .find(|s| s["resource"]["service.name"] == service && s["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {service} span of kind {kind} in {spans:#?}"))
+    };
+    let parent_of = |s: &Value| {
+        s["parentSpanId"]
+            .as_str()
+            .and_then(by_id)
+            .unwrap_or_else(|| panic!("the parent of {s} is not in the trace"))
+    };
+    let billing_server = of("billing", 2);
+    assert_eq!(billing_server["name"], "GET /billing/hello");
+    assert_eq!(
+        parent_of(billing_server)["resource"]["service.name"],
+        "gateway"
+    );
+    let billing_client = of("billing", 3);
+    assert_eq!(
+        parent_of(billing_client)["spanId"],
+        billing_server["spanId"]
+    );
+    let users_server = of("users", 2);
+    assert_eq!(parent_of(users_server)["spanId"], billing_client["spanId"]);
+    assert_eq!(
+        parent_of(of("gateway", 2))["resource"]["service.name"],
+        "msctl"
+    );
+    // And the waterfall shows it.
+    let out = p.msctl().args(["trace", &id]).output().unwrap();
+    let waterfall = String::from_utf8_lossy(&out.stdout);
+    assert!(waterfall.contains("billing"), "{waterfall}");
+}

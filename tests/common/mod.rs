@@ -37,6 +37,11 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// The repository's root folder.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
@@ -359,41 +364,59 @@ impl Receiver {
     }
 }
 
-/// A Python with the `opentelemetry-proto` package from PyPI, installed once into a venv under
-/// the target folder: the strict OTLP schema check.
+/// A venv under the target folder named `name`, with `packages` from PyPI, made once and shared
+/// by every test process (a file lock keeps two from installing at once); its python.
+/// Fails, saying how to fix it, when python3 or PyPI cannot be had.
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let ready = venv.join("installed");
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("target tmp folder");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(venv.with_extension("lock"))
+        .expect("lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the venv lock");
+    if !ready.exists() {
+        let made = StdCommand::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "`python3 -m venv` failed: install Python 3 with venv (Debian: apt-get install python3-venv)"
+        );
+        let installed = StdCommand::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            installed,
+            "installing {packages:?} from PyPI into {} failed; check that PyPI can be reached",
+            venv.display()
+        );
+        std::fs::write(&ready, b"").expect("marker written");
+    }
+    python
+}
+
+/// A Python with the `opentelemetry-proto` package: the strict OTLP schema check.
 pub fn otlp_python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
-        .get_or_init(|| {
-            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otlp-venv");
-            let python = venv.join("bin/python");
-            let ready = venv.join("installed");
-            if !ready.exists() {
-                let ok = StdCommand::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .is_ok_and(|s| s.success())
-                    && StdCommand::new(&python)
-                        .args([
-                            "-m",
-                            "pip",
-                            "install",
-                            "--quiet",
-                            "--disable-pip-version-check",
-                            "opentelemetry-proto",
-                        ])
-                        .status()
-                        .is_ok_and(|s| s.success());
-                assert!(
-                    ok,
-                    "installing opentelemetry-proto from PyPI into {} failed",
-                    venv.display()
-                );
-                std::fs::write(&ready, b"").expect("marker written");
-            }
-            python
-        })
+        .get_or_init(|| python_venv("otlp-venv", &["opentelemetry-proto"]))
         .clone()
 }
 
