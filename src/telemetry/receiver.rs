@@ -135,14 +135,13 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
                 Batch::Logs(l) => logs.extend(l),
             }
         }
-        let stored = (!spans.is_empty())
-            .then(|| store.insert_spans(&spans))
-            .unwrap_or(Ok(()))
-            .and_then(|_| {
-                (!logs.is_empty())
-                    .then(|| store.insert_logs(&logs))
-                    .unwrap_or(Ok(()))
-            });
+        let mut stored = Ok(());
+        if !spans.is_empty() {
+            stored = store.insert_spans(&spans);
+        }
+        if !logs.is_empty() && stored.is_ok() {
+            stored = store.insert_logs(&logs);
+        }
         if let Err(e) = stored {
             say!("msctl: cannot store telemetry: {e}");
         }
