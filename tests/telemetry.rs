@@ -182,34 +182,42 @@ fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
 }
 
 #[test]
-fn a_python_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
-    let requirements = std::fs::read_to_string(
-        common::repo_root().join("examples/python-service/requirements.txt"),
-    )
-    .unwrap();
-    let packages: Vec<&str> = requirements
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let python = common::python_venv("python-service-venv", &packages);
-    let app = common::repo_root().join("examples/python-service/app.py");
-    let p = TestProject::new(&format!(
+fn a_scaffolded_python_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
+    let p = TestProject::new(
         r#"
 [services.users]
-command = ["{{bin}}/users"]
-
-[services.billing]
-command = ["{}", "{}"]
-depends_on = ["users"]
+command = ["{bin}/users"]
 
 [services.gateway]
-command = ["{{bin}}/gateway"]
-depends_on = ["billing"]
+command = ["{bin}/gateway"]
 "#,
-        python.display(),
-        app.display()
-    ));
-    p.up();
+    );
+    let out = p
+        .msctl()
+        .args([
+            "scaffold",
+            "billing",
+            "--template",
+            "python",
+            "--dep",
+            "users",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(p.path().join("services/billing/app.py").exists());
+    // Its build step makes a venv in its folder and installs the stock SDK from PyPI.
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(p.path().join(".msctl/build.log")).unwrap_or_default()
+    );
     let out = p
         .msctl()
         .args(["call", "billing/hello", "--json"])
@@ -217,7 +225,7 @@ depends_on = ["billing"]
         .unwrap();
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["status"], 200, "{answer}");
-    assert_eq!(answer["body"]["user"]["id"], 1);
+    assert_eq!(answer["body"]["users"]["id"], 1);
     let id = answer["trace_id"].as_str().unwrap().to_string();
     // msctl → gateway (server, client) → billing (server, client, by the Python SDK) → users.
     let spans: Vec<Value> = p.wait_until("the whole trace", |p| {

@@ -154,7 +154,11 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
         .filter(|(p, _)| p != SERVICE_TABLE && p != TEMPLATE_INFO)
         .collect();
     let manifest = manifests::add_service_table(config, template, name, &table)?;
-    let cargo = manifests::add_workspace_member(root, name)?;
+    let cargo = if template.cargo {
+        manifests::add_workspace_member(root, name)?
+    } else {
+        None
+    };
     Ok(Plan {
         service_dir,
         files,

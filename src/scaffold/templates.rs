@@ -1,5 +1,5 @@
-//! Templates: the project's own (`templates/*/` beside msctl.toml) and the built-in one, which is
-//! the repository's `templates/service/` embedded whole, so the two cannot drift apart; and
+//! Templates: the project's own (`templates/*/` beside msctl.toml) and the built-in ones, which
+//! are the repository's `templates/*/` embedded whole, so the two cannot drift apart; and
 //! rendering one for a new service.
 
 use super::{Request, ScaffoldError};
@@ -7,31 +7,43 @@ use include_dir::{Dir, include_dir};
 use minijinja::{Environment, UndefinedBehavior, context};
 use std::path::{Path, PathBuf};
 
-/// The template the repository ships, built in so that scaffold works in any project.
-const BUILTIN_NAME: &str = "service";
-static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates/service");
+/// The templates the repository ships, built in so that scaffold works in any project.
+static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// The file of a template that becomes the new `[services.NAME]` table, not a file.
 pub const SERVICE_TABLE: &str = "service.toml.j2";
 pub const TEMPLATE_INFO: &str = "template.toml";
 
-/// Every file of the built-in template, by its path inside the template, in path order.
-fn builtin_files() -> Vec<(String, String)> {
-    fn walk(dir: &Dir<'_>, out: &mut Vec<(String, String)>) {
+/// Every built-in template: its name, and its files by their path inside it, in path order.
+fn builtin() -> Vec<(String, Vec<(String, String)>)> {
+    fn walk(root: &Path, dir: &Dir<'_>, out: &mut Vec<(String, String)>) {
         for file in dir.files() {
+            let relative = file.path().strip_prefix(root).unwrap_or(file.path());
             out.push((
-                file.path().to_string_lossy().replace('\\', "/"),
+                relative.to_string_lossy().replace('\\', "/"),
                 file.contents_utf8().unwrap_or_default().to_string(),
             ));
         }
         for sub in dir.dirs() {
-            walk(sub, out);
+            walk(root, sub, out);
         }
     }
-    let mut files = Vec::new();
-    walk(&BUILTIN, &mut files);
-    files.sort();
-    files
+    let mut all: Vec<(String, Vec<(String, String)>)> = BUILTIN
+        .dirs()
+        .map(|dir| {
+            let mut files = Vec::new();
+            walk(dir.path(), dir, &mut files);
+            files.sort();
+            let name = dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, files)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
 
 /// A template: its files, relative to its folder, with their text.
@@ -42,6 +54,9 @@ pub struct Template {
     /// Where it comes from: a folder, or built in.
     pub origin: String,
     pub files: Vec<(String, String)>,
+    /// Whether the new service is a crate of the Cargo workspace (`cargo = false` in
+    /// template.toml for other languages).
+    pub cargo: bool,
 }
 
 /// The templates of a project (`templates/*/` beside msctl.toml), and the built-in one unless the
@@ -59,13 +74,17 @@ pub fn templates(root: &Path) -> Result<Vec<Template>, ScaffoldError> {
             found.push(read_template(&dir)?);
         }
     }
-    if !found.iter().any(|t| t.name == BUILTIN_NAME) {
-        let files = builtin_files();
+    for (name, files) in builtin() {
+        if found.iter().any(|t| t.name == name) {
+            continue;
+        }
+        let info = describe(&name, &files)?;
         found.push(Template {
-            name: BUILTIN_NAME.into(),
-            description: describe(BUILTIN_NAME, &files)?,
+            name,
+            description: info.description,
             origin: "built in".into(),
             files,
+            cargo: info.cargo,
         });
     }
     Ok(found)
@@ -107,7 +126,7 @@ fn read_template(dir: &Path) -> Result<Template, ScaffoldError> {
         }
     }
     files.sort();
-    let description = describe(&name, &files)?;
+    let info = describe(&name, &files)?;
     if !files.iter().any(|(p, _)| p == SERVICE_TABLE) {
         return Err(broken(
             format!("{}/{SERVICE_TABLE}", dir.display()),
@@ -116,26 +135,39 @@ fn read_template(dir: &Path) -> Result<Template, ScaffoldError> {
     }
     Ok(Template {
         name,
-        description,
+        description: info.description,
         origin: dir.display().to_string(),
         files,
+        cargo: info.cargo,
     })
 }
 
-fn describe(name: &str, files: &[(String, String)]) -> Result<String, ScaffoldError> {
+/// What template.toml says of a template.
+struct Info {
+    description: String,
+    cargo: bool,
+}
+
+fn describe(name: &str, files: &[(String, String)]) -> Result<Info, ScaffoldError> {
     let Some((_, text)) = files.iter().find(|(p, _)| p == TEMPLATE_INFO) else {
-        return Ok(String::new());
+        return Ok(Info {
+            description: String::new(),
+            cargo: true,
+        });
     };
     let info: toml::Table = toml::from_str(text).map_err(|e| ScaffoldError::Template {
         template: name.to_string(),
         file: TEMPLATE_INFO.into(),
         message: e.message().to_string(),
     })?;
-    Ok(info
-        .get("description")
-        .and_then(|d| d.as_str())
-        .unwrap_or_default()
-        .to_string())
+    Ok(Info {
+        description: info
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        cargo: info.get("cargo").and_then(|c| c.as_bool()).unwrap_or(true),
+    })
 }
 
 /// Renders every file of `template`; `.j2` files through the template engine, others as they are.
@@ -237,8 +269,19 @@ mod tests {
     fn the_built_in_template_is_complete() {
         let dir = tempfile::tempdir().unwrap();
         let all = templates(dir.path()).unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].name, "service");
-        assert!(all[0].files.iter().any(|(p, _)| p == SERVICE_TABLE));
+        let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["python", "service"]);
+        for t in &all {
+            assert!(
+                t.files.iter().any(|(p, _)| p == SERVICE_TABLE),
+                "{}",
+                t.name
+            );
+        }
+        let python = &all[0];
+        assert!(!python.cargo, "a Python service is no crate");
+        assert!(python.files.iter().any(|(p, _)| p == "app.py"));
+        assert!(all[1].cargo);
+        assert!(all[1].files.iter().any(|(p, _)| p == "src/lib.rs.j2"));
     }
 }

@@ -37,11 +37,6 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
-/// The repository's root folder.
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }

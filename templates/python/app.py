@@ -2,8 +2,10 @@
 of msctl's: the SDK reads OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
 OTEL_SERVICE_NAME and OTEL_BSP_SCHEDULE_DELAY, which msctl gives every instance.
 
-GET /<service>/hello calls users' GET /users/1 and answers with it (the gateway sends a service
-the whole path, so a service's routes start with its name). GET /health answers as msctl expects.
+GET /<service>/hello calls its peer (PEER, the first --dep of `msctl scaffold`) at
+/<peer>/1 and answers with what it got; without a peer it just says hello. The gateway sends a
+service the whole path, so a service's routes start with its name. GET /health answers as msctl
+expects.
 Standard library only, besides the SDK: http.server and urllib.
 """
 
@@ -25,7 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 SERVICE = os.environ.get("MSCTL_SERVICE", "python-service")
 INSTANCE = os.environ.get("MSCTL_INSTANCE", SERVICE + "-1")
 PORT = int(os.environ.get("PORT", "8080"))
-PEER = os.environ.get("PEER", "users")
+PEER = os.environ.get("PEER", "")
 
 provider = TracerProvider(resource=Resource.create())
 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -85,18 +87,20 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(status, body)
 
     def hello(self):
+        if not PEER:
+            return 200, {"hello": f"from {SERVICE}"}
         with tracer.start_as_current_span(
             "GET", kind=SpanKind.CLIENT, attributes={"peer.service": PEER, "http.request.method": "GET"}
         ) as client:
             try:
                 headers = {}
                 propagate.inject(headers)
-                url = peer_url(PEER) + "/users/1"
+                url = f"{peer_url(PEER)}/{PEER}/1"
                 client.set_attribute("url.full", url)
                 request = urllib.request.Request(url, headers=headers)
                 with urllib.request.urlopen(request, timeout=2) as answer:
                     client.set_attribute("http.response.status_code", answer.status)
-                    return 200, {"hello": f"from {SERVICE}", "user": json.load(answer)}
+                    return 200, {"hello": f"from {SERVICE}", PEER: json.load(answer)}
             except (urllib.error.URLError, LookupError, OSError) as e:
                 client.set_status(Status(StatusCode.ERROR, str(e)))
                 client.set_attribute("error.type", type(e).__name__)
