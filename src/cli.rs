@@ -50,6 +50,8 @@ pub enum Command {
     Traces(TracesArgs),
     /// Show one trace as a waterfall
     Trace(TraceArgs),
+    /// Requests per second, error rate and latency per service and route, live
+    Top(TopArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
     Scaffold(ScaffoldArgs),
     /// Print a shell completion script
@@ -158,6 +160,16 @@ pub struct TraceArgs {
     /// A trace id (or a unique prefix of at least 4 characters), or `last`
     pub id: String,
     /// Print the trace's spans as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The sliding window the figures cover, such as 10s or 1m
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub window: String,
+    /// Print one snapshot as JSON and exit
     #[arg(long)]
     pub json: bool,
 }

@@ -59,6 +59,8 @@ fn every_printing_command_stops_quietly_when_its_reader_goes_away() {
         &["traces", "--json"],
         &["trace", "last"],
         &["trace", "last", "--json"],
+        &["top"],
+        &["top", "--json"],
         &["call", "--service", "alpha", "/"],
         &["call", "--service", "alpha", "/", "--json"],
         &["completions", "bash"],

@@ -269,3 +269,57 @@ command = ["{bin}/gateway"]
     let waterfall = String::from_utf8_lossy(&out.stdout);
     assert!(waterfall.contains("billing"), "{waterfall}");
 }
+
+#[test]
+fn top_shows_rate_errors_and_latency_per_service_and_route() {
+    let p = TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+restart = "no"
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users"]
+"#,
+    );
+    p.up();
+    for _ in 0..10 {
+        p.msctl().args(["call", "users/1"]).assert().success();
+    }
+    p.msctl().args(["stop", "users"]).assert().success();
+    for _ in 0..4 {
+        p.msctl().args(["call", "users/1"]).assert().code(11);
+    }
+    let rows: Vec<Value> = p.wait_until("every request in top", |p| {
+        let out = p
+            .msctl()
+            .args(["top", "--json", "--window", "5m"])
+            .output()
+            .unwrap();
+        let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let rows = rows.as_array()?.clone();
+        let gateway = rows.iter().find(|r| r["service"] == "gateway")?;
+        (gateway["requests"] == 14).then_some(rows)
+    });
+    let row = |service: &str| rows.iter().find(|r| r["service"] == service).unwrap();
+    let gateway = row("gateway");
+    assert_eq!(gateway["route"], "GET /users/{*rest}");
+    let rate = gateway["error_rate"].as_f64().unwrap();
+    assert!((rate - 4.0 / 14.0).abs() < 1e-9, "{gateway}");
+    let users = row("users");
+    assert_eq!(
+        (users["requests"].as_u64(), users["error_rate"].as_f64()),
+        (Some(10), Some(0.0))
+    );
+    assert!(users["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(users["p99_ms"].as_f64().unwrap() >= users["p50_ms"].as_f64().unwrap());
+    assert!((users["rps"].as_f64().unwrap() - 10.0 / 300.0).abs() < 1e-9);
+    // Piped, it prints one table and ends.
+    let out = p.msctl().args(["top"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("GET /users/{*rest}") && table.contains("28.6%"),
+        "{table}"
+    );
+}

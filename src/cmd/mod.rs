@@ -11,6 +11,7 @@ pub mod scaffold;
 pub mod start;
 pub mod stop;
 pub mod supervise;
+pub mod top;
 pub mod trace;
 pub mod traces;
 pub mod up;
@@ -84,6 +85,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Call(args) => call::call(&ctx, args).await,
         Command::Traces(args) => traces::traces(&ctx, args).await,
         Command::Trace(args) => trace::trace(&ctx, args).await,
+        Command::Top(args) => top::top(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Supervise(args) => supervise::supervise(&ctx, args).await,

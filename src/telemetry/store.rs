@@ -84,6 +84,15 @@ impl TraceSummary {
     }
 }
 
+/// A server span as `msctl top` counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpan {
+    pub service: String,
+    pub name: String,
+    pub duration_ns: u64,
+    pub error: bool,
+}
+
 /// What `msctl traces` narrows the list to.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -291,6 +300,25 @@ impl Store {
     /// The spans of one trace.
     pub fn trace(&self, trace_id: &str) -> rusqlite::Result<Vec<Span>> {
         self.spans_where("trace_id = ?1", params![trace_id])
+    }
+
+    /// Every server span of the traces that started at or after `since_ns`: its service, name,
+    /// duration and whether it failed.
+    pub fn server_spans_since(&self, since_ns: u64) -> rusqlite::Result<Vec<ServerSpan>> {
+        let mut q = self.db.prepare_cached(
+            "SELECT service, name, end_ns - start_ns, status_code FROM spans
+             WHERE kind = 2 AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+             AND start_ns >= ?1",
+        )?;
+        let rows = q.query_map([since_ns as i64], |r| {
+            Ok(ServerSpan {
+                service: r.get(0)?,
+                name: r.get(1)?,
+                duration_ns: r.get::<_, i64>(2)?.max(0) as u64,
+                error: r.get::<_, i64>(3)? == 2,
+            })
+        })?;
+        rows.collect()
     }
 
     /// The ids of stored traces that start with `prefix` (lowercase hex), at most `limit`.
