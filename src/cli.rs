@@ -96,6 +96,10 @@ pub struct LogsArgs {
     /// Only the last N lines of each instance
     #[arg(short = 'n', long = "tail", value_name = "N")]
     pub tail: Option<usize>,
+    /// The log records of one trace (an id, a prefix of 4+ characters, or `last`), across
+    /// services, in time order
+    #[arg(long, value_name = "ID", conflicts_with_all = ["follow", "tail", "service"])]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +166,9 @@ pub struct TraceArgs {
     /// Print the trace's spans as JSON
     #[arg(long)]
     pub json: bool,
+    /// Show each span's log records under the waterfall
+    #[arg(long)]
+    pub logs: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! with what the listing shows of each.
 
 use crate::project::Project;
+use crate::telemetry::convert::LogRecord;
 use crate::telemetry::store::{Filter, Store};
 use msctl_contract::span::{KIND_SERVER, Span};
 use serde_json::{Value, json};
@@ -57,6 +58,44 @@ pub fn spans_of(project: &Project, trace_id: &str) -> Vec<Span> {
     Store::open_read(&project.telemetry_db())
         .and_then(|s| s.trace(trace_id).ok())
         .unwrap_or_default()
+}
+
+/// The log records of one trace, in time order.
+pub fn logs_of(project: &Project, trace_id: &str) -> Vec<LogRecord> {
+    Store::open_read(&project.telemetry_db())
+        .and_then(|s| s.logs_of(trace_id).ok())
+        .unwrap_or_default()
+}
+
+/// One log record as a line: time of day, level, message, then its attributes as `k=v`.
+pub fn log_line(l: &LogRecord) -> String {
+    let attrs: Vec<String> = l
+        .attributes
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let mut line = format!("{} {:<5} {}", clock(l.time_unix_nano), l.severity, l.body);
+    if !attrs.is_empty() {
+        line.push(' ');
+        line.push_str(&attrs.join(" "));
+    }
+    line
+}
+
+/// Wall-clock time of day, UTC, to the millisecond: enough to tell recent events apart.
+pub fn clock(unix_nanos: u64) -> String {
+    let since = Duration::from_nanos(unix_nanos);
+    let secs = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60,
+        since.subsec_millis()
+    )
 }
 
 /// Spans the receiver had to drop because the store was behind.

@@ -268,6 +268,29 @@ command = ["{bin}/gateway"]
     let out = p.msctl().args(["trace", &id]).output().unwrap();
     let waterfall = String::from_utf8_lossy(&out.stdout);
     assert!(waterfall.contains("billing"), "{waterfall}");
+    // Log records from the Python SDK and from the kit, joined to the trace, in time order.
+    let logs = p.wait_until("the trace's log records", |p| {
+        let out = p.msctl().args(["logs", "--trace", &id]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("asking users") && text.matches(" request ").count() >= 2).then_some(text)
+    });
+    let asking = logs.find("asking users").unwrap();
+    let users_request = logs.find("users-1").unwrap();
+    assert!(
+        asking < users_request,
+        "billing asks before users answers:\n{logs}"
+    );
+    assert!(logs.contains("billing-1"), "{logs}");
+    // Under their spans with `trace --logs`.
+    let out = p.msctl().args(["trace", &id, "--logs"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let logs_section = text.split("\nLOGS\n").nth(1).unwrap_or_default();
+    let mut lines = logs_section.lines();
+    assert!(lines.any(|l| l == "billing GET /billing/hello"), "{text}");
+    assert!(
+        lines.next().unwrap_or_default().contains("asking users"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -15,6 +15,9 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    if let Some(id) = &args.trace {
+        return trace_logs(&project, id).await;
+    }
     let mut files = instance_logs(&project, args.service.as_deref());
     if let (Some(service), true) = (&args.service, files.is_empty()) {
         if let Ok((_, config)) = ctx.load() {
@@ -66,6 +69,33 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
+}
+
+/// The log records of one trace, across services, in time order, prefixed by instance.
+async fn trace_logs(project: &Project, id: &str) -> anyhow::Result<u8> {
+    let trace = crate::traces::find(project, id).map_err(MsctlError::NotFound)?;
+    let records = crate::traces::logs_of(project, &trace.id);
+    if records.is_empty() {
+        say!(
+            "no log records for trace {}; services export them over OTLP (the kit and the python template do)",
+            trace.id
+        );
+        return Ok(0);
+    }
+    let prefixes = Prefixes::new(
+        records
+            .iter()
+            .map(|r| r.resource.service_instance_id.clone())
+            .collect(),
+        false,
+    );
+    for r in &records {
+        outln!(
+            "{}",
+            prefixes.line(&r.resource.service_instance_id, &crate::traces::log_line(r))
+        )?;
+    }
+    Ok(0)
 }
 
 /// The instance log files, for one service or all, in instance order.

@@ -22,6 +22,52 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
             .map_or(80, |(_, w)| w as usize)
             .min(120);
         outln!("{}", crate::waterfall::render(&found, width))?;
+        if args.logs {
+            print_logs(&project, &found)?;
+        }
     }
     Ok(0)
+}
+
+/// Each span's log records, under the span's row label, in the waterfall's order.
+fn print_logs(project: &crate::project::Project, trace: &traces::Trace) -> std::io::Result<()> {
+    let records = traces::logs_of(project, &trace.id);
+    outln!()?;
+    if records.is_empty() {
+        return outln!("no log records in this trace");
+    }
+    outln!("LOGS")?;
+    for span in &trace.spans {
+        let mine: Vec<_> = records
+            .iter()
+            .filter(|r| r.span_id.as_deref() == Some(span.span_id.as_str()))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        outln!("{} {}", span.resource.service_name, span.name)?;
+        for r in mine {
+            outln!("    {}", traces::log_line(r))?;
+        }
+    }
+    let loose: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            !trace
+                .spans
+                .iter()
+                .any(|s| r.span_id.as_deref() == Some(s.span_id.as_str()))
+        })
+        .collect();
+    if !loose.is_empty() {
+        outln!("(not tied to a recorded span)")?;
+        for r in loose {
+            outln!(
+                "    {} {}",
+                r.resource.service_instance_id,
+                traces::log_line(r)
+            )?;
+        }
+    }
+    Ok(())
 }

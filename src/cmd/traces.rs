@@ -8,7 +8,6 @@ use crate::telemetry::export;
 use crate::telemetry::store::Filter;
 use crate::traces::{self, Trace};
 use msctl_contract::otlp;
-use std::time::{Duration, UNIX_EPOCH};
 
 pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
@@ -55,7 +54,7 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|t| {
             vec![
-                clock(t.start()),
+                traces::clock(t.start()),
                 t.id.clone(),
                 t.route(),
                 t.status()
@@ -82,20 +81,6 @@ pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
         )
     )?;
     Ok(0)
-}
-
-/// Wall-clock time of day, UTC, to the millisecond: enough to tell recent requests apart.
-fn clock(unix_nanos: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(unix_nanos);
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60,
-        since.subsec_millis()
-    )
 }
 
 /// Spans per OTLP request.

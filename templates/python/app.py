@@ -10,6 +10,7 @@ Standard library only, besides the SDK: http.server and urllib.
 """
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -18,7 +19,11 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry import propagate, trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -29,10 +34,20 @@ INSTANCE = os.environ.get("MSCTL_INSTANCE", SERVICE + "-1")
 PORT = int(os.environ.get("PORT", "8080"))
 PEER = os.environ.get("PEER", "")
 
-provider = TracerProvider(resource=Resource.create())
+resource = Resource.create()
+provider = TracerProvider(resource=resource)
 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
 trace.set_tracer_provider(provider)
 tracer = trace.get_tracer(SERVICE)
+
+# Log records go to stderr (msctl's instance log) and, with the span they were written in, to
+# msctl's receiver: `msctl logs --trace ID` shows them with the rest of the trace.
+logger_provider = LoggerProvider(resource=resource)
+logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+set_logger_provider(logger_provider)
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+logging.getLogger().addHandler(LoggingHandler(level=logging.INFO, logger_provider=logger_provider))
+log = logging.getLogger(SERVICE)
 
 
 def peer_url(name):
@@ -89,6 +104,7 @@ class Handler(BaseHTTPRequestHandler):
     def hello(self):
         if not PEER:
             return 200, {"hello": f"from {SERVICE}"}
+        log.info("asking %s", PEER)
         with tracer.start_as_current_span(
             "GET", kind=SpanKind.CLIENT, attributes={"peer.service": PEER, "http.request.method": "GET"}
         ) as client:
@@ -116,9 +132,11 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    log.info("listening on 127.0.0.1:%d", PORT)
     server.serve_forever()
-    # The spans of the last requests are still in the batch processor.
+    # The spans and log records of the last requests are still in the batch processors.
     provider.shutdown()
+    logger_provider.shutdown()
 
 
 if __name__ == "__main__":

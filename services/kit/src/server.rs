@@ -64,7 +64,11 @@ impl Kit {
         let tracing_on = std::env::var(msctl_contract::env::TRACE)
             .map(|v| v != "off")
             .unwrap_or(true);
-        let otlp = otlp_target(|k| std::env::var(k).ok());
+        let otlp = otlp_target(Signal::Traces, |k| std::env::var(k).ok());
+        if let Some(logs) = otlp_target(Signal::Logs, |k| std::env::var(k).ok()) {
+            crate::log::init(&env.service, &env.instance);
+            crate::log::export_to(logs);
+        }
         let tracer = if tracing_on {
             Tracer::start(env.trace_dir.as_deref(), otlp, &env.service, &env.instance).map_err(
                 |source| KitError::Dir {
@@ -167,27 +171,48 @@ impl Kit {
                 crate::log::warn("drain timeout: exiting with requests in flight", json!({}));
             }
         }
-        // Spans of the last requests are still in the writer's buffer.
+        // Spans and log lines of the last requests are still in the exporters' buffers.
         tracer.flush(FLUSH_ON_EXIT).await;
+        crate::log::flush(FLUSH_ON_EXIT).await;
         crate::log::info("stopped", json!({}));
         Ok(())
     }
 }
 
-/// Where to export spans, from the OpenTelemetry variables: a per-signal URL is used as is, a
-/// base gets `/v1/traces`; headers and the batch delay as the spec names them.
-pub fn otlp_target(lookup: impl Fn(&str) -> Option<String>) -> Option<OtlpTarget> {
+/// The OpenTelemetry signals the kit exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+}
+
+/// Where to export a signal, from the OpenTelemetry variables: a per-signal URL is used as is,
+/// a base gets `/v1/traces` or `/v1/logs`; headers and the batch delay as the spec names them.
+pub fn otlp_target(signal: Signal, lookup: impl Fn(&str) -> Option<String>) -> Option<OtlpTarget> {
     use msctl_contract::env as var;
     let set = |k: &str| lookup(k).filter(|v| !v.is_empty());
-    let url = set(var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).or_else(|| {
-        set(var::OTEL_EXPORTER_OTLP_ENDPOINT).map(|base| crate::otlp::traces_url(&base))
+    let (own, path, delay) = match signal {
+        Signal::Traces => (
+            var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            "/v1/traces",
+            var::OTEL_BSP_SCHEDULE_DELAY,
+        ),
+        Signal::Logs => (
+            var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+            "/v1/logs",
+            var::OTEL_BLRP_SCHEDULE_DELAY,
+        ),
+    };
+    let url = set(own).or_else(|| {
+        set(var::OTEL_EXPORTER_OTLP_ENDPOINT)
+            .map(|base| format!("{}{path}", base.trim_end_matches('/')))
     })?;
     Some(OtlpTarget {
         url,
         headers: set(var::OTEL_EXPORTER_OTLP_HEADERS)
             .map(|h| msctl_contract::otlp::parse_headers(&h))
             .unwrap_or_default(),
-        every: set(var::OTEL_BSP_SCHEDULE_DELAY)
+        every: set(delay)
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(crate::span::DEFAULT_EXPORT_EVERY),
@@ -267,7 +292,7 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
     }
     crate::log::info(
         "request",
-        json!({"method": method.as_str(), "path": path, "status": status.as_u16(), "ms": millis(elapsed), "trace_id": trace.trace_id_hex()}),
+        json!({"method": method.as_str(), "path": path, "status": status.as_u16(), "ms": millis(elapsed), "trace_id": trace.trace_id_hex(), "span_id": trace.span_id_hex()}),
     );
     if kit.tracer.is_enabled() {
         let mut attributes = Map::new();
