@@ -181,8 +181,11 @@ fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
     assert_eq!(spans.as_array().unwrap().len(), 2);
 }
 
-#[test]
-fn a_scaffolded_python_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
+/// Scaffolds `name` from the built-in `template` (a service in another language on its stock
+/// OpenTelemetry SDK) depending on users, brings the system up through its build step, calls
+/// it through the gateway, and checks the trace: msctl → gateway → `name` → users, each span
+/// parented correctly. Returns the project and the trace id.
+fn polyglot_trace(template: &str, name: &str) -> (TestProject, String) {
     let p = TestProject::new(
         r#"
 [services.users]
@@ -194,14 +197,7 @@ command = ["{bin}/gateway"]
     );
     let out = p
         .msctl()
-        .args([
-            "scaffold",
-            "billing",
-            "--template",
-            "python",
-            "--dep",
-            "users",
-        ])
+        .args(["scaffold", name, "--template", template, "--dep", "users"])
         .output()
         .unwrap();
     assert!(
@@ -209,8 +205,7 @@ command = ["{bin}/gateway"]
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(p.path().join("services/billing/app.py").exists());
-    // Its build step makes a venv in its folder and installs the stock SDK from PyPI.
+    // Its build step installs the stock SDK into its own folder, from PyPI or npm.
     let out = p.msctl().args(["up", "-d"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -220,14 +215,13 @@ command = ["{bin}/gateway"]
     );
     let out = p
         .msctl()
-        .args(["call", "billing/hello", "--json"])
+        .args(["call", &format!("{name}/hello"), "--json"])
         .output()
         .unwrap();
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["body"]["users"]["id"], 1);
     let id = answer["trace_id"].as_str().unwrap().to_string();
-    // msctl → gateway (server, client) → billing (server, client, by the Python SDK) → users.
     let spans: Vec<Value> = p.wait_until("the whole trace", |p| {
         let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
         let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -247,27 +241,28 @@ command = ["{bin}/gateway"]
             .and_then(by_id)
             .unwrap_or_else(|| panic!("the parent of {s} is not in the trace"))
     };
-    let billing_server = of("billing", 2);
-    assert_eq!(billing_server["name"], "GET /billing/hello");
-    assert_eq!(
-        parent_of(billing_server)["resource"]["service.name"],
-        "gateway"
-    );
-    let billing_client = of("billing", 3);
-    assert_eq!(
-        parent_of(billing_client)["spanId"],
-        billing_server["spanId"]
-    );
-    let users_server = of("users", 2);
-    assert_eq!(parent_of(users_server)["spanId"], billing_client["spanId"]);
+    let server = of(name, 2);
+    assert_eq!(server["name"], format!("GET /{name}/hello"));
+    assert_eq!(parent_of(server)["resource"]["service.name"], "gateway");
+    let client = of(name, 3);
+    assert_eq!(parent_of(client)["spanId"], server["spanId"]);
+    assert_eq!(parent_of(of("users", 2))["spanId"], client["spanId"]);
     assert_eq!(
         parent_of(of("gateway", 2))["resource"]["service.name"],
         "msctl"
     );
-    // And the waterfall shows it.
     let out = p.msctl().args(["trace", &id]).output().unwrap();
     let waterfall = String::from_utf8_lossy(&out.stdout);
-    assert!(waterfall.contains("billing"), "{waterfall}");
+    assert!(
+        waterfall.contains(&format!("{name} GET /{name}/hello")),
+        "{waterfall}"
+    );
+    (p, id)
+}
+
+#[test]
+fn a_scaffolded_python_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
+    let (p, id) = polyglot_trace("python", "billing");
     // Log records from the Python SDK and from the kit, joined to the trace, in time order.
     let logs = p.wait_until("the trace's log records", |p| {
         let out = p.msctl().args(["logs", "--trace", &id]).output().unwrap();
@@ -345,4 +340,16 @@ depends_on = ["users"]
         table.contains("GET /users/{*rest}") && table.contains("28.6%"),
         "{table}"
     );
+}
+
+#[test]
+fn a_scaffolded_node_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
+    for tool in ["node", "npm"] {
+        let found = std::process::Command::new(tool).arg("--version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "`{tool}` is needed for this test; on Debian: apt-get install nodejs npm"
+        );
+    }
+    polyglot_trace("node", "orders");
 }

@@ -270,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let all = templates(dir.path()).unwrap();
         let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["python", "service"]);
+        assert_eq!(names, ["node", "python", "service"]);
         for t in &all {
             assert!(
                 t.files.iter().any(|(p, _)| p == SERVICE_TABLE),
@@ -278,10 +278,14 @@ mod tests {
                 t.name
             );
         }
-        let python = &all[0];
-        assert!(!python.cargo, "a Python service is no crate");
+        let (node, python, service) = (&all[0], &all[1], &all[2]);
+        assert!(
+            !node.cargo && !python.cargo,
+            "only Rust services are crates"
+        );
+        assert!(node.files.iter().any(|(p, _)| p == "server.js"));
         assert!(python.files.iter().any(|(p, _)| p == "app.py"));
-        assert!(all[1].cargo);
-        assert!(all[1].files.iter().any(|(p, _)| p == "src/lib.rs.j2"));
+        assert!(service.cargo);
+        assert!(service.files.iter().any(|(p, _)| p == "src/lib.rs.j2"));
     }
 }
