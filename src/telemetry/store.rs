@@ -15,7 +15,6 @@ const CHECK_EVERY: u64 = 10_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spans (
-    id INTEGER PRIMARY KEY,
     trace_id TEXT NOT NULL,
     span_id TEXT NOT NULL,
     parent_span_id TEXT,
@@ -28,8 +27,9 @@ CREATE TABLE IF NOT EXISTS spans (
     service TEXT NOT NULL,
     instance TEXT NOT NULL,
     attributes TEXT NOT NULL,
-    UNIQUE (trace_id, span_id)
-);
+    -- Clustered by trace: one B-tree, and a trace's spans side by side.
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS traces (
     trace_id TEXT PRIMARY KEY,
     start_ns INTEGER NOT NULL,
@@ -398,20 +398,19 @@ impl Store {
         if size(&self.db)? <= max {
             return Ok(());
         }
-        for table in ["spans", "logs"] {
-            self.db.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE id <= (SELECT MIN(id) + (MAX(id) - MIN(id)) / 5
-                     FROM {table})"
-                ),
-                [],
-            )?;
-        }
-        self.db.execute(
-            "DELETE FROM traces WHERE trace_id NOT IN (SELECT trace_id FROM spans)",
-            [],
+        // The oldest fifth of the traces, by their start, with their spans; and the oldest fifth
+        // of the log records.
+        let tx = self.db.transaction()?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS old (trace_id TEXT PRIMARY KEY);
+             DELETE FROM old;
+             INSERT INTO old SELECT trace_id FROM traces ORDER BY start_ns
+                 LIMIT (SELECT COUNT(*) / 5 + 1 FROM traces);
+             DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM old);
+             DELETE FROM traces WHERE trace_id IN (SELECT trace_id FROM old);
+             DELETE FROM logs WHERE id <= (SELECT MIN(id) + (MAX(id) - MIN(id)) / 5 FROM logs);",
         )?;
-        Ok(())
+        tx.commit()
     }
 }
 
@@ -538,5 +537,13 @@ mod tests {
         assert!(left.len() < 5000 && left.len() >= 3900, "{}", left.len());
         // The oldest went first.
         assert!(left.iter().all(|s| s.start_time_unix_nano > 900));
+        assert_eq!(
+            store
+                .candidates(&Filter::default(), 10_000, 0)
+                .unwrap()
+                .len(),
+            left.len(),
+            "the trace summaries went with their spans"
+        );
     }
 }
