@@ -234,3 +234,43 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> bool {
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).is_ok() && ok
 }
+
+/// A system under the release msctl, from an msctl.toml, in a folder of its own; `msctl down`
+/// when dropped.
+pub struct Running {
+    pub dir: tempfile::TempDir,
+    pub msctl: PathBuf,
+}
+
+impl Running {
+    /// `msctl up -d --no-build` on `manifest`; panics when it fails.
+    pub fn up(bins: &Path, manifest: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("msctl.toml"), manifest).expect("manifest written");
+        let msctl = bins.join("msctl");
+        let ok = Command::new(&msctl)
+            .args(["up", "-d", "--no-build"])
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "msctl up failed");
+        Self { dir, msctl }
+    }
+
+    pub fn registry(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.path().join(".msctl/registry.json"))
+            .expect("registry");
+        serde_json::from_str(&text).expect("registry JSON")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.msctl)
+            .arg("down")
+            .current_dir(self.dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

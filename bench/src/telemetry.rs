@@ -172,25 +172,14 @@ fn request(sender: usize, n: u64) -> Vec<u8> {
 /// Spans a second the supervisor's receiver takes in and stores, from `SENDERS` exporters
 /// sending `BATCH`-span requests over keep-alive connections as fast as they are answered.
 fn intake(bins: &Path) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(
-        dir.path().join("msctl.toml"),
-        format!(
+    let system = Running::up(
+        bins,
+        &format!(
             "[services.idle]\ncommand = [\"{}\"]\n",
             bins.join("msctl-fixture").display()
         ),
-    )
-    .expect("manifest");
-    let msctl = bins.join("msctl");
-    let ok = Command::new(&msctl)
-        .args(["up", "-d", "--no-build"])
-        .current_dir(dir.path())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "msctl up failed");
-    let text = std::fs::read_to_string(dir.path().join(".msctl/registry.json")).expect("registry");
-    let reg: serde_json::Value = serde_json::from_str(&text).expect("registry JSON");
+    );
+    let reg = system.registry();
     let addr = reg["supervisor"]["control"]
         .as_str()
         .expect("address")
@@ -236,7 +225,7 @@ fn intake(bins: &Path) {
     let sending = start.elapsed();
     let sent = sent.load(Ordering::Relaxed);
     // Stored is what counts: wait until the writer has caught up.
-    let db = dir.path().join(".msctl/telemetry.db");
+    let db = system.dir.path().join(".msctl/telemetry.db");
     let (mut stored, mut dropped) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -250,11 +239,7 @@ fn intake(bins: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let stored_in = start.elapsed();
-    let _ = Command::new(&msctl)
-        .arg("down")
-        .current_dir(dir.path())
-        .stderr(Stdio::null())
-        .status();
+    drop(system);
     println!();
     println!("receiver intake: {SENDERS} exporters, {BATCH} spans a request, protobuf");
     print_table(

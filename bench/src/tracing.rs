@@ -14,54 +14,27 @@ const CONNECTIONS: usize = 32;
 const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 
-/// A sample system under msctl with `MSCTL_TRACE` set to `trace`; stopped on drop.
-struct Running {
-    dir: tempfile::TempDir,
-    msctl: std::path::PathBuf,
-}
-
-impl Running {
-    fn start(bins: &Path, trace: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let bin = |n: &str| bins.join(n).display().to_string();
-        let toml = format!(
+/// The sample system under msctl with `MSCTL_TRACE` set to `trace`.
+fn sample(bins: &Path, trace: &str) -> Running {
+    let bin = |n: &str| bins.join(n).display().to_string();
+    Running::up(
+        bins,
+        &format!(
             "[defaults]\nenv = {{ MSCTL_TRACE = \"{trace}\" }}\n\n[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
             bin("users"),
             bin("posts"),
             bin("gateway")
-        );
-        std::fs::write(dir.path().join("msctl.toml"), toml).expect("manifest written");
-        let msctl = bins.join("msctl");
-        let ok = Command::new(&msctl)
-            .args(["up", "-d", "--no-build"])
-            .current_dir(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "msctl up failed");
-        Self { dir, msctl }
-    }
-
-    fn gateway(&self) -> SocketAddr {
-        let text = std::fs::read_to_string(self.dir.path().join(".msctl/registry.json"))
-            .expect("registry");
-        let reg: serde_json::Value = serde_json::from_str(&text).expect("registry JSON");
-        reg["services"]["gateway"]["instances"][0]["address"]
-            .as_str()
-            .expect("address")
-            .parse()
-            .expect("socket address")
-    }
+        ),
+    )
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.msctl)
-            .arg("down")
-            .current_dir(self.dir.path())
-            .stderr(Stdio::null())
-            .status();
-    }
+/// The gateway's address.
+fn gateway(system: &Running) -> SocketAddr {
+    system.registry()["services"]["gateway"]["instances"][0]["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("socket address")
 }
 
 /// Requests per second over keep-alive connections for `ROUND`.
@@ -119,8 +92,8 @@ pub fn run(runs: usize) {
     let mut off = Vec::new();
     for _ in 0..ROUNDS {
         for (trace, out) in [("off", &mut off), ("on", &mut on)] {
-            let system = Running::start(&bins, trace);
-            out.push(throughput(system.gateway()));
+            let system = sample(&bins, trace);
+            out.push(throughput(gateway(&system)));
         }
     }
     let med = |v: &mut Vec<f64>| {
@@ -137,8 +110,8 @@ pub fn run(runs: usize) {
     );
     println!("ratio on/off: {:.3}   (target >= 0.90)\n", on / off);
 
-    let system = Running::start(&bins, "on");
-    let url = format!("http://{}/users/1/posts", system.gateway());
+    let system = sample(&bins, "on");
+    let url = format!("http://{}/users/1/posts", gateway(&system));
     let curl = Command::new("curl")
         .arg("--version")
         .stdout(Stdio::null())
