@@ -161,6 +161,55 @@ pub fn verdict(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
+/// Why spans were not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undelivered<E> {
+    /// No answer: the sender's own error.
+    Unreachable(E),
+    /// Answered, and some spans were rejected.
+    Partial { rejected: u64, message: String },
+    /// Answered with a refusal, or with a retryable status on the last attempt.
+    Refused { status: u16, body: String },
+}
+
+/// Delivers one export request: `post` sends it and gives the answer's status, `Retry-After`
+/// (seconds) and body; `sleep` waits. Up to `attempts` attempts, retrying only where the OTLP
+/// spec allows. The one retry loop of msctl and the kit, which bring their own HTTP client.
+pub async fn deliver<E, P, PF, S, SF>(
+    attempts: u32,
+    mut post: P,
+    mut sleep: S,
+) -> Result<(), Undelivered<E>>
+where
+    P: FnMut() -> PF,
+    PF: std::future::Future<Output = Result<(u16, Option<u64>, Vec<u8>), E>>,
+    S: FnMut(Duration) -> SF,
+    SF: std::future::Future<Output = ()>,
+{
+    let attempts = attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let (status, retry_after, answer) = post().await.map_err(Undelivered::Unreachable)?;
+        match verdict(status, &answer) {
+            Verdict::Accepted => return Ok(()),
+            Verdict::Partial { rejected, message } => {
+                return Err(Undelivered::Partial { rejected, message });
+            }
+            Verdict::Retry if attempt < attempts => {
+                sleep(retry_pause(attempt, retry_after)).await;
+                attempt += 1;
+            }
+            Verdict::Retry => {
+                return Err(Undelivered::Refused {
+                    status,
+                    body: String::from_utf8_lossy(&answer).chars().take(300).collect(),
+                });
+            }
+            Verdict::Refused { status, body } => return Err(Undelivered::Refused { status, body }),
+        }
+    }
+}
+
 /// How long to wait before retry number `attempt` (1 for the first): the receiver's
 /// `Retry-After` if it gave one, else 200 ms doubling, and never more than 5 s.
 pub fn retry_pause(attempt: u32, retry_after_secs: Option<u64>) -> Duration {
@@ -229,6 +278,59 @@ mod tests {
 #[cfg(test)]
 mod verdicts {
     use super::*;
+    use std::cell::RefCell;
+
+    /// Runs a future whose parts never wait (the fakes below answer at once).
+    fn now<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("a fake waited"),
+        }
+    }
+
+    /// Delivers against answers given in turn; the result and the pauses taken.
+    fn deliver_against(
+        answers: Vec<Result<(u16, Option<u64>, Vec<u8>), &'static str>>,
+    ) -> (Result<(), Undelivered<&'static str>>, Vec<Duration>) {
+        let answers = RefCell::new(answers.into_iter());
+        let pauses = RefCell::new(Vec::new());
+        let result = now(deliver(
+            4,
+            || std::future::ready(answers.borrow_mut().next().expect("an answer")),
+            |d| {
+                pauses.borrow_mut().push(d);
+                std::future::ready(())
+            },
+        ));
+        (result, pauses.into_inner())
+    }
+
+    #[test]
+    fn delivery_retries_only_where_the_spec_allows() {
+        let ok = |s| Ok((s, None, Vec::new()));
+        let (r, pauses) = deliver_against(vec![ok(503), Ok((429, Some(1), vec![])), ok(200)]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(pauses, [Duration::from_millis(200), Duration::from_secs(1)]);
+        let (r, pauses) = deliver_against(vec![Ok((400, None, b"no".to_vec()))]);
+        assert_eq!(
+            r,
+            Err(Undelivered::Refused {
+                status: 400,
+                body: "no".into()
+            })
+        );
+        assert!(pauses.is_empty());
+        let (r, pauses) = deliver_against(vec![ok(503), ok(503), ok(503), ok(503)]);
+        assert!(matches!(r, Err(Undelivered::Refused { status: 503, .. })));
+        assert_eq!(pauses.len(), 3, "four attempts, three pauses");
+        let (r, _) = deliver_against(vec![Err("connection refused")]);
+        assert_eq!(r, Err(Undelivered::Unreachable("connection refused")));
+        let partial = br#"{"partialSuccess":{"rejectedSpans":"1"}}"#.to_vec();
+        let (r, _) = deliver_against(vec![Ok((200, None, partial))]);
+        assert!(matches!(r, Err(Undelivered::Partial { rejected: 1, .. })));
+    }
 
     #[test]
     fn exporter_headers_are_read_as_the_spec_writes_them() {

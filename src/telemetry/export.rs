@@ -2,13 +2,13 @@
 //! span, and the supervisor forwarding what it receives to an upstream collector.
 
 use crate::error::MsctlError;
-use msctl_contract::otlp::{self, Verdict};
+use msctl_contract::otlp::{self, Undelivered};
 use msctl_contract::span::Span;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Posts one batch, retrying where the OTLP spec allows. A receiver that cannot be reached
-/// (12) is kept apart from one that answered and refused (13).
+/// Posts one batch as OTLP/HTTP JSON, retrying where the OTLP spec allows. A receiver that
+/// cannot be reached (12) is kept apart from one that answered and refused (13).
 pub async fn send(
     client: &reqwest::Client,
     url: &str,
@@ -17,53 +17,39 @@ pub async fn send(
     attempts: u32,
 ) -> Result<(), MsctlError> {
     let body = serde_json::to_vec(&otlp::export_request(spans)).unwrap_or_default();
-    let mut attempt = 1;
-    loop {
+    let post = || {
         let mut request = client.post(url).header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let response = request
-            .body(body.clone())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| {
-                MsctlError::Unreachable(format!(
-                    "the OTLP receiver at {url} could not be reached: {}",
-                    msctl_contract::root_cause(&e)
-                ))
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let answer = response.bytes().await.unwrap_or_default();
-        let refused = |status: u16, body: &str| {
-            MsctlError::Rejected(format!(
-                "the OTLP receiver at {url} was reached but answered {status}: {body}"
-            ))
-        };
-        match otlp::verdict(status, &answer) {
-            Verdict::Accepted => return Ok(()),
-            Verdict::Partial { rejected, message } => {
-                return Err(MsctlError::Rejected(format!(
-                    "the OTLP receiver at {url} rejected {rejected} of {} span(s): {message}",
-                    spans.len()
-                )));
-            }
-            Verdict::Retry if attempt < attempts => {
-                tokio::time::sleep(otlp::retry_pause(attempt, retry_after)).await;
-                attempt += 1;
-            }
-            Verdict::Retry => {
-                return Err(refused(status, &String::from_utf8_lossy(&answer)));
-            }
-            Verdict::Refused { status, body } => return Err(refused(status, &body)),
+        let request = request.body(body.clone()).timeout(Duration::from_secs(10));
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let answer = response.bytes().await.unwrap_or_default().to_vec();
+            Ok::<_, reqwest::Error>((status, retry_after, answer))
         }
-    }
+    };
+    otlp::deliver(attempts, post, tokio::time::sleep)
+        .await
+        .map_err(|e| match e {
+            Undelivered::Unreachable(e) => MsctlError::Unreachable(format!(
+                "the OTLP receiver at {url} could not be reached: {}",
+                msctl_contract::root_cause(&e)
+            )),
+            Undelivered::Partial { rejected, message } => MsctlError::Rejected(format!(
+                "the OTLP receiver at {url} rejected {rejected} of {} span(s): {message}",
+                spans.len()
+            )),
+            Undelivered::Refused { status, body } => MsctlError::Rejected(format!(
+                "the OTLP receiver at {url} was reached but answered {status}: {body}"
+            )),
+        })
 }
 
 /// Spans forwarded in one request, at most.

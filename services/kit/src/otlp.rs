@@ -3,7 +3,7 @@
 //! the protocol says a retry may succeed.
 
 pub use msctl_contract::otlp::{SCOPE, Verdict, export_request, traces_url};
-use msctl_contract::otlp::{retry_pause, verdict};
+use msctl_contract::otlp::{Undelivered, deliver};
 use msctl_contract::span::Span;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -44,7 +44,7 @@ pub async fn send(
     post(client, url, headers, protobuf(spans), attempts).await
 }
 
-/// Posts an encoded OTLP protobuf export request to `url`, judged as the contract says.
+/// Posts an encoded OTLP protobuf export request to `url`, delivered as the contract says.
 pub async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -52,60 +52,44 @@ pub async fn post(
     body: Vec<u8>,
     attempts: u32,
 ) -> Result<(), ExportError> {
-    let attempts = attempts.max(1);
-    let mut attempt = 1;
-    loop {
+    let send = || {
         let mut request = client
             .post(url)
             .header("content-type", "application/x-protobuf");
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let response = request
-            .body(body.clone())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| ExportError::Unreachable {
+        let request = request.body(body.clone()).timeout(Duration::from_secs(10));
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let answer = response.bytes().await.unwrap_or_default().to_vec();
+            Ok::<_, reqwest::Error>((status, retry_after, answer))
+        }
+    };
+    deliver(attempts, send, tokio::time::sleep)
+        .await
+        .map_err(|e| match e {
+            Undelivered::Unreachable(e) => ExportError::Unreachable {
                 url: url.to_string(),
                 message: e.to_string(),
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let answer = response.bytes().await.unwrap_or_default();
-        match verdict(status, &answer) {
-            Verdict::Accepted => return Ok(()),
-            Verdict::Partial { rejected, message } => {
-                return Err(ExportError::Partial {
-                    url: url.to_string(),
-                    rejected,
-                    message,
-                });
-            }
-            Verdict::Retry if attempt < attempts => {
-                tokio::time::sleep(retry_pause(attempt, retry_after)).await;
-                attempt += 1;
-            }
-            Verdict::Retry => {
-                return Err(ExportError::Refused {
-                    url: url.to_string(),
-                    status,
-                    body: String::from_utf8_lossy(&answer).chars().take(300).collect(),
-                });
-            }
-            Verdict::Refused { status, body } => {
-                return Err(ExportError::Refused {
-                    url: url.to_string(),
-                    status,
-                    body,
-                });
-            }
-        }
-    }
+            },
+            Undelivered::Partial { rejected, message } => ExportError::Partial {
+                url: url.to_string(),
+                rejected,
+                message,
+            },
+            Undelivered::Refused { status, body } => ExportError::Refused {
+                url: url.to_string(),
+                status,
+                body,
+            },
+        })
 }
 
 /// One log line as the kit exports it.
