@@ -290,9 +290,12 @@ mod verdicts {
         }
     }
 
+    /// An answer as `post` gives it: status, Retry-After and body, or why there was none.
+    type Answer = Result<(u16, Option<u64>, Vec<u8>), &'static str>;
+
     /// Delivers against answers given in turn; the result and the pauses taken.
     fn deliver_against(
-        answers: Vec<Result<(u16, Option<u64>, Vec<u8>), &'static str>>,
+        answers: Vec<Answer>,
     ) -> (Result<(), Undelivered<&'static str>>, Vec<Duration>) {
         let answers = RefCell::new(answers.into_iter());
         let pauses = RefCell::new(Vec::new());
