@@ -59,11 +59,11 @@ type Lock = nix::fcntl::Flock<std::fs::File>;
 fn lock(project: &Project) -> Result<Lock, MsctlError> {
     use std::io::Write;
     let path = project.lock();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
         .open(&path)
         .map_err(|e| MsctlError::Io(format!("cannot open {}: {e}", path.display())))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
