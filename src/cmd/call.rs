@@ -267,7 +267,8 @@ async fn record_span(
     };
     // Tracing must never fail a call: a span that cannot be delivered is dropped.
     let headers = [("authorization".to_string(), format!("Bearer {token}"))];
-    let delivery = crate::telemetry::export::send(&client, &url, &[span], &headers, 1);
+    let spans = [span];
+    let delivery = crate::telemetry::export::send(&client, &url, &spans, &headers, 1);
     // The request's own timeout is the exporter's; this one is the call's.
     let _ = tokio::time::timeout(RECORD_TIMEOUT, delivery).await;
 }
