@@ -353,3 +353,41 @@ fn a_scaffolded_node_service_on_the_stock_opentelemetry_sdk_joins_the_trace() {
     }
     polyglot_trace("node", "orders");
 }
+
+#[test]
+fn the_last_request_before_down_is_kept_whole() {
+    let p = TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users"]
+"#,
+    );
+    p.up();
+    let out = p
+        .msctl()
+        .args(["call", "users/1", "--json"])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    // At once: the services' batches are still waiting for their 100 ms tick.
+    p.msctl().arg("down").assert().success();
+    let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
+    let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: HashSet<&str> = spans
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["resource"]["service.name"].as_str())
+        .collect();
+    assert_eq!(
+        services,
+        HashSet::from(["msctl", "gateway", "users"]),
+        "{spans:#}"
+    );
+    assert_eq!(spans.as_array().unwrap().len(), 4);
+}

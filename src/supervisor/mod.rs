@@ -219,7 +219,7 @@ pub async fn run(
         listener,
         token,
         sup.clone(),
-        intake.routes(),
+        intake.clone().routes(),
     ));
 
     let mut stop = Box::pin(async {
@@ -252,6 +252,7 @@ pub async fn run(
                 reason: failure.reason,
                 log: Some(log),
             };
+            intake.flush(FLUSH_LIMIT).await;
             finish(&store, &sup, server).await;
             return Err(err);
         }
@@ -284,12 +285,17 @@ pub async fn run(
     });
     sup.stop_all(&store).await;
     force.abort();
+    // The services sent their last spans as they stopped; they are stored before msctl goes.
+    intake.flush(FLUSH_LIMIT).await;
     finish(&store, &sup, server).await;
     match why {
         Stop::Panic(message) => Err(MsctlError::Internal(message)),
         Stop::Signal(_) | Stop::Down => Ok(()),
     }
 }
+
+/// How long a stopping supervisor waits for its store to take in the last spans.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Removes the registry and lets the control API answer the `down` that may have asked.
 async fn finish(store: &RegistryStore, sup: &Supervisor, server: tokio::task::JoinHandle<()>) {

@@ -33,6 +33,8 @@ pub const DROPPED: &str = "dropped_spans";
 enum Batch {
     Spans(Vec<Span>),
     Logs(Vec<LogRecord>),
+    /// Answered once everything queued before it is stored.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The receiving end: where batches go, and how many were dropped.
@@ -82,7 +84,7 @@ impl Intake {
     fn submit(&self, batch: Batch) -> bool {
         let spans = match &batch {
             Batch::Spans(s) => s.len() as u64,
-            Batch::Logs(_) => 0,
+            Batch::Logs(_) | Batch::Flush(_) => 0,
         };
         match self.queue.try_send(batch) {
             Ok(()) => true,
@@ -91,6 +93,20 @@ impl Intake {
                 false
             }
         }
+    }
+
+    /// Waits, at most `limit`, until everything received so far is stored: the supervisor calls
+    /// it last, after its services have sent their final spans.
+    pub async fn flush(&self, limit: Duration) {
+        let (ack, done) = mpsc::channel();
+        let queue = self.queue.clone();
+        let waited = tokio::task::spawn_blocking(move || {
+            // A full queue is waited for here: nothing else is arriving any more.
+            if queue.send(Batch::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(limit);
+            }
+        });
+        let _ = tokio::time::timeout(limit, waited).await;
     }
 
     /// `/v1/traces` and `/v1/logs`, for the supervisor's loopback server.
@@ -111,8 +127,14 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             say!("msctl: cannot open the span store {}: {e}", db.display());
             // Keep draining so that senders are answered and counted, not blocked.
             for batch in rx {
-                if let Batch::Spans(s) = batch {
-                    dropped.fetch_add(s.len() as u64, Ordering::Relaxed);
+                match batch {
+                    Batch::Spans(s) => {
+                        dropped.fetch_add(s.len() as u64, Ordering::Relaxed);
+                    }
+                    Batch::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                    Batch::Logs(_) => {}
                 }
             }
             return;
@@ -125,7 +147,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         // Whatever else is waiting goes into the same transaction: one commit, not many.
-        let (mut spans, mut logs) = (Vec::new(), Vec::new());
+        let (mut spans, mut logs, mut acks) = (Vec::new(), Vec::new(), Vec::new());
         for batch in first
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(QUEUE))
@@ -133,6 +155,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             match batch {
                 Batch::Spans(s) => spans.extend(s),
                 Batch::Logs(l) => logs.extend(l),
+                Batch::Flush(ack) => acks.push(ack),
             }
         }
         let mut stored = Ok(());
@@ -148,6 +171,9 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 && store.add(DROPPED, lost).is_err() {
             dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
 }
@@ -418,7 +444,7 @@ mod tests {
             .try_iter()
             .map(|b| match b {
                 Batch::Spans(s) => s.len(),
-                Batch::Logs(_) => 0,
+                Batch::Logs(_) | Batch::Flush(_) => 0,
             })
             .collect();
         assert_eq!(batches, [2, 1]);
@@ -489,6 +515,28 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "a full queue never blocks"
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_returns_once_everything_before_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("telemetry.db");
+        let intake = Intake::start(db.clone(), TOKEN.into(), None);
+        for _ in 0..20 {
+            let spans = convert::spans(request("users", 50));
+            // Each batch reuses the ids: what counts is that the last one is written.
+            assert!(intake.submit(Batch::Spans(spans)));
+        }
+        let last = convert::spans(request("posts", 3));
+        let trace = last[0].trace_id.clone();
+        assert!(intake.submit(Batch::Spans(last)));
+        intake.flush(Duration::from_secs(10)).await;
+        let stored = Store::open_read(&db).unwrap().trace(&trace).unwrap();
+        assert_eq!(
+            stored.len(),
+            50,
+            "the first batch's 50 spans of this trace id"
         );
     }
 
