@@ -178,7 +178,8 @@ fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
     // And they are kept locally as well.
     let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
     let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(spans.as_array().unwrap().len(), 2);
+    // msctl's root, users' server span and its query.
+    assert_eq!(spans.as_array().unwrap().len(), 3, "{spans:#}");
 }
 
 /// Scaffolds `name` from the built-in `template` (a service in another language on its stock
@@ -389,5 +390,82 @@ depends_on = ["users"]
         HashSet::from(["msctl", "gateway", "users"]),
         "{spans:#}"
     );
-    assert_eq!(spans.as_array().unwrap().len(), 4);
+    // msctl's root, the gateway's server and client spans, users' server span and its query.
+    assert_eq!(spans.as_array().unwrap().len(), 5, "{spans:#}");
+}
+
+#[test]
+fn a_handlers_log_events_carry_its_trace_and_rust_log_filters_them() {
+    let p = TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+
+[services.posts]
+command = ["{bin}/posts"]
+env = { RUST_LOG = "warn" }
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users", "posts"]
+"#,
+    );
+    p.up();
+    let out = p
+        .msctl()
+        .args([
+            "call",
+            "POST",
+            "users",
+            "-d",
+            r#"{"name":"Ida","email":"ida.trace@example.com"}"#,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 201, "{answer}");
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    // The handler's `tracing::info!` is a JSON line with the request's ids, joined to the trace.
+    let logs = p.wait_until("the handler's event in the trace's logs", |p| {
+        let out = p.msctl().args(["logs", "--trace", &id]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("user created").then_some(text)
+    });
+    assert!(
+        logs.contains("users-1") && logs.contains("user_id="),
+        "{logs}"
+    );
+    let line = std::fs::read_to_string(p.path().join(".msctl/logs/users-1.log"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("user created"))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .expect("the event is in the instance log");
+    assert_eq!(line["trace_id"], id.as_str());
+    assert_eq!(line["level"], "info");
+    assert!(
+        line["span_id"].as_str().is_some_and(|s| s.len() == 16),
+        "{line}"
+    );
+    // posts runs with RUST_LOG=warn: its info events are not written.
+    let out = p
+        .msctl()
+        .args([
+            "call",
+            "POST",
+            "posts",
+            "-d",
+            r#"{"user_id":1,"title":"Hi","body":"..."}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let posts_log = std::fs::read_to_string(p.path().join(".msctl/logs/posts-1.log")).unwrap();
+    assert!(!posts_log.contains("post created"), "{posts_log}");
 }

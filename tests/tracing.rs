@@ -68,10 +68,11 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
         .args(["trace", "last", "--json"])
         .output()
         .unwrap();
+    // msctl, the gateway's server span and two client spans, users and posts with a query each.
     let at_once = stdout_json(&out);
-    assert_eq!(at_once.as_array().unwrap().len(), 6, "{at_once:#}");
-    let spans = spans_of(&p, &id, 6);
-    assert_eq!(spans.len(), 6, "{spans:#?}");
+    assert_eq!(at_once.as_array().unwrap().len(), 8, "{at_once:#}");
+    let spans = spans_of(&p, &id, 8);
+    assert_eq!(spans.len(), 8, "{spans:#?}");
     let by_id: HashMap<&str, &Value> = spans
         .iter()
         .map(|s| (s["spanId"].as_str().unwrap(), s))
@@ -89,6 +90,16 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
     let to_posts = find("gateway", 3, "GET /posts");
     let users = find("users", 2, "GET /users/{id}");
     let posts = find("posts", 2, "GET /posts");
+    // The handlers' own `tracing` spans for their SQLite statements, under their server spans.
+    let users_query = find("users", 1, "SELECT users");
+    let posts_query = find("posts", 1, "SELECT posts");
+    for query in [users_query, posts_query] {
+        assert_eq!(query["attributes"]["db.system.name"], "sqlite", "{query}");
+        assert_eq!(
+            query["attributes"]["db.operation.name"], "SELECT",
+            "{query}"
+        );
+    }
     assert!(root.get("parentSpanId").is_none());
     for (child, parent) in [
         (gateway, root),
@@ -96,6 +107,8 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
         (to_posts, gateway),
         (users, to_users),
         (posts, to_posts),
+        (users_query, users),
+        (posts_query, posts),
     ] {
         assert_eq!(
             child["parentSpanId"], parent["spanId"],
@@ -123,7 +136,11 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
     assert_eq!(gateway["attributes"]["http.route"], "/users/{id}/posts");
     assert_eq!(gateway["attributes"]["url.path"], "/users/1/posts");
     assert_eq!(users["attributes"]["http.response.status_code"], 200);
-    assert!(by_id.len() == 6, "span ids are distinct");
+    assert!(by_id.len() == 8, "span ids are distinct");
+    // And the waterfall shows the queries as rows under their requests.
+    let out = p.msctl().args(["trace", &id]).output().unwrap();
+    let waterfall = String::from_utf8_lossy(&out.stdout);
+    assert!(waterfall.contains("users SELECT users"), "{waterfall}");
 
     // Health probes are never traced.
     let out = p
@@ -236,7 +253,7 @@ fn concurrent_calls_give_separate_complete_traces() {
                 .as_array()?
                 .iter()
                 .filter(|t| {
-                    unique.contains(&t["trace_id"].as_str().unwrap().to_string()) && t["spans"] == 6
+                    unique.contains(&t["trace_id"].as_str().unwrap().to_string()) && t["spans"] == 8
                 })
                 .count();
             (complete == CALLS).then_some(list)

@@ -10,6 +10,7 @@ pub mod client;
 pub mod discovery;
 pub mod env;
 pub mod error;
+pub mod layer;
 pub mod log;
 pub mod otlp;
 pub mod params;
@@ -26,3 +27,15 @@ pub use server::Kit;
 pub use span::Tracer;
 pub use trace_context::RequestContext;
 pub use trace_context::TraceParent;
+
+/// A span for one SQLite statement, a child of the request it runs in:
+/// `let _q = msctl_kit::db_span("SELECT", "users").entered();`
+pub fn db_span(operation: &str, table: &str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = format!("{operation} {table}"),
+        db.system.name = "sqlite",
+        db.operation.name = operation,
+        db.collection.name = table,
+    )
+}

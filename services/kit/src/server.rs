@@ -15,6 +15,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
 
 /// Requests larger than this are refused with 413 before a handler sees them.
 /// How long a stopping service may spend writing out its last spans.
@@ -83,6 +84,12 @@ impl Kit {
         } else {
             Tracer::disabled(&env.service, &env.instance)
         };
+        // The service's own `tracing` spans and events go through the kit: spans under the
+        // request they run in, events as JSON log lines filtered by RUST_LOG.
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber =
+            tracing_subscriber::registry().with(crate::layer::KitLayer::new(tracer.clone()));
+        let _ = tracing::subscriber::set_global_default(subscriber);
         Ok(Self::new(env, std::env::vars(), tracer, version))
     }
 
@@ -279,7 +286,11 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
 
-    let mut response = next.run(req).await;
+    // Entered while the handler runs, so that its own `tracing` spans are the server span's
+    // children and its events carry the request's ids.
+    let span = tracing::info_span!("request");
+    crate::layer::set_request_context(&span, trace);
+    let mut response = next.run(req).instrument(span).await;
     let route = response
         .extensions()
         .get::<RouteName>()

@@ -115,6 +115,7 @@ async fn list(
         .map(|raw| parse_id(raw, "user_id"))
         .transpose()?;
     let db = posts.db();
+    let _query = msctl_kit::db_span("SELECT", "posts").entered();
     // NULL matches every user, so one statement serves both the filtered and the full list.
     let total: i64 = db
         .query_row(
@@ -138,6 +139,7 @@ async fn list(
 
 async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json<Post>, ApiError> {
     let id = parse_id(&id, "post id")?;
+    let _query = msctl_kit::db_span("SELECT", "posts").entered();
     let post = posts
         .db()
         .query_row(
@@ -198,6 +200,7 @@ async fn create(
     }
     check_author(&posts, &ctx, new.user_id).await?;
     let db = posts.db();
+    let query = msctl_kit::db_span("INSERT", "posts").entered();
     db.execute(
         "INSERT INTO posts (user_id, title, body) VALUES (?1, ?2, ?3)",
         params![new.user_id, title, new.body],
@@ -209,6 +212,8 @@ async fn create(
         title: title.to_string(),
         body: new.body,
     };
+    drop(query);
+    tracing::info!(post_id = post.id, user_id = post.user_id, "post created");
     let location = format!("/posts/{}", post.id);
     Ok((
         StatusCode::CREATED,
@@ -223,6 +228,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "post id")?;
+    let _query = msctl_kit::db_span("DELETE", "posts").entered();
     let deleted = posts
         .db()
         .execute("DELETE FROM posts WHERE id = ?1", [id])

@@ -100,6 +100,7 @@ async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let page = Paging::from_query(&query)?;
     let db = users.db();
+    let _query = msctl_kit::db_span("SELECT", "users").entered();
     let total: i64 = db
         .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
         .map_err(db_error)?;
@@ -124,6 +125,7 @@ async fn list(
 
 async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
     let id = parse_id(&id, "user id")?;
+    let _query = msctl_kit::db_span("SELECT", "users").entered();
     let user = users
         .db()
         .query_row(
@@ -168,6 +170,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let (name, email) = validate(&new)?;
     let db = users.db();
+    let query = msctl_kit::db_span("INSERT", "users").entered();
     match db.execute(
         "INSERT INTO users (name, email) VALUES (?1, ?2)",
         params![name, email],
@@ -189,6 +192,8 @@ async fn create(
         name,
         email,
     };
+    drop(query);
+    tracing::info!(user_id = user.id, "user created");
     let location = format!("/users/{}", user.id);
     Ok((
         StatusCode::CREATED,
@@ -203,6 +208,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "user id")?;
+    let _query = msctl_kit::db_span("DELETE", "users").entered();
     let deleted = users
         .db()
         .execute("DELETE FROM users WHERE id = ?1", [id])
