@@ -59,12 +59,20 @@ impl Tracer {
             return Ok(Self::disabled(service, instance));
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let exporter = otlp.map(|target| {
-            let (etx, erx) = mpsc::channel(QUEUE);
-            tokio::spawn(export_spans(target, erx));
-            etx
-        });
-        tokio::spawn(write_spans(file, exporter, rx));
+        match (file, otlp) {
+            // Export only, as under msctl: spans go straight to the exporter, uncopied.
+            (None, Some(target)) => {
+                tokio::spawn(export_spans(target, rx));
+            }
+            (file, otlp) => {
+                let exporter = otlp.map(|target| {
+                    let (etx, erx) = mpsc::channel(QUEUE);
+                    tokio::spawn(export_spans(target, erx));
+                    etx
+                });
+                tokio::spawn(write_spans(file, exporter, rx));
+            }
+        }
         Ok(Self {
             tx: Some(tx),
             resource: resource(service, instance),
