@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Receiver, TestProject, http, wait_until};
+use common::{Receiver, TestProject, call_json, http, trace_spans, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -92,9 +92,7 @@ fn spans_from_any_exporter_join_msctl_trace_with_the_token_only() {
     assert_eq!(post(Some(&token)), 200);
     let id = "ab".repeat(16);
     let spans: Vec<Value> = p.wait_until("the posted span", |p| {
-        let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
-        let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let spans = spans.as_array()?.clone();
+        let spans = trace_spans(p, &id)?;
         (!spans.is_empty()).then_some(spans)
     });
     assert_eq!(spans[0]["name"], "GET /invoices");
@@ -109,12 +107,7 @@ fn spans_from_any_exporter_join_msctl_trace_with_the_token_only() {
         .send()
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    let out = p
-        .msctl()
-        .args(["call", "--service", "users", "/users/1", "--json"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = call_json(&p, &["--service", "users", "/users/1"]);
     let id = answer["trace_id"].as_str().unwrap().to_string();
     let services: HashSet<String> = p.wait_until("both spans of the call", |p| {
         let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
@@ -157,12 +150,7 @@ fn what_msctl_receives_is_forwarded_to_the_collector_in_its_own_environment() {
         !environ.contains(&collector.url),
         "the service bypasses msctl"
     );
-    let out = p
-        .msctl()
-        .args(["call", "--service", "users", "/users/2", "--json"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = call_json(&p, &["--service", "users", "/users/2"]);
     let id = answer["trace_id"].as_str().unwrap().to_string();
     wait_until(Duration::from_secs(10), "the forwarded spans", || {
         let bodies = collector.bodies();
@@ -214,19 +202,12 @@ command = ["{bin}/gateway"]
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(p.path().join(".msctl/build.log")).unwrap_or_default()
     );
-    let out = p
-        .msctl()
-        .args(["call", &format!("{name}/hello"), "--json"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = call_json(&p, &[&format!("{name}/hello")]);
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["body"]["users"]["id"], 1);
     let id = answer["trace_id"].as_str().unwrap().to_string();
     let spans: Vec<Value> = p.wait_until("the whole trace", |p| {
-        let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
-        let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let spans = spans.as_array()?.clone();
+        let spans = trace_spans(p, &id)?;
         (spans.len() >= 6).then_some(spans)
     });
     let by_id = |span_id: &str| spans.iter().find(|s| s["spanId"] == span_id);
@@ -368,12 +349,7 @@ depends_on = ["users"]
 "#,
     );
     p.up();
-    let out = p
-        .msctl()
-        .args(["call", "users/1", "--json"])
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = call_json(&p, &["users/1"]);
     let id = answer["trace_id"].as_str().unwrap().to_string();
     // At once: the services' batches are still waiting for their 100 ms tick.
     p.msctl().arg("down").assert().success();

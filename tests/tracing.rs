@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Receiver, TestProject, otlp_span_count, stdout_json, wait_until};
+use common::{Receiver, TestProject, call_json, otlp_span_count, stdout_json, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
@@ -39,17 +39,6 @@ fn spans_of(p: &TestProject, id: &str, count: usize) -> Vec<Value> {
         let spans = spans.as_array()?.clone();
         (spans.len() >= count).then_some(spans)
     })
-}
-
-fn call_json(p: &TestProject, args: &[&str]) -> Value {
-    let out = p
-        .msctl()
-        .arg("call")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    stdout_json(&out)
 }
 
 #[test]

@@ -276,6 +276,25 @@ pub fn get_json(url: &str) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// `msctl call ARGS --json` in `p`: the answer as JSON (status, headers, body, trace id).
+pub fn call_json(p: &TestProject, args: &[&str]) -> Value {
+    let out = p
+        .msctl()
+        .arg("call")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    stdout_json(&out)
+}
+
+/// `msctl trace ID --json` in `p`: the trace's spans, when there are any yet.
+pub fn trace_spans(p: &TestProject, id: &str) -> Option<Vec<Value>> {
+    let out = p.msctl().args(["trace", id, "--json"]).output().unwrap();
+    let spans: Value = serde_json::from_slice(&out.stdout).ok()?;
+    spans.as_array().cloned()
+}
+
 pub fn stdout_json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
