@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Receiver, TestProject, call_json, http, trace_spans, wait_until};
+use common::{Receiver, TestProject, call_json, http, services_of, trace_spans, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -353,21 +353,15 @@ depends_on = ["users"]
     let id = answer["trace_id"].as_str().unwrap().to_string();
     // At once: the services' batches are still waiting for their 100 ms tick.
     p.msctl().arg("down").assert().success();
-    let out = p.msctl().args(["trace", &id, "--json"]).output().unwrap();
-    let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let services: HashSet<&str> = spans
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["resource"]["service.name"].as_str())
-        .collect();
+    let spans = trace_spans(&p, &id).unwrap();
+    let services: HashSet<&str> = services_of(&spans).into_iter().collect();
     assert_eq!(
         services,
         HashSet::from(["msctl", "gateway", "users"]),
-        "{spans:#}"
+        "{spans:#?}"
     );
     // msctl's root, the gateway's server and client spans, users' server span and its query.
-    assert_eq!(spans.as_array().unwrap().len(), 5, "{spans:#}");
+    assert_eq!(spans.len(), 5, "{spans:#?}");
 }
 
 #[test]

@@ -398,16 +398,9 @@ fn tracing_off_records_nothing_but_keeps_propagating() {
     // Only msctl's own root span is stored: the services recorded nothing.
     let id = answer["trace_id"].as_str().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let out = p.msctl().args(["trace", id, "--json"]).output().unwrap();
-    let spans: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let services: Vec<&str> = spans
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["resource"]["service.name"].as_str())
-        .collect();
+    let spans = common::trace_spans(&p, id).unwrap();
     assert_eq!(
-        services,
+        common::services_of(&spans),
         ["msctl"],
         "services recorded spans with tracing off"
     );

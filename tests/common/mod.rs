@@ -295,6 +295,14 @@ pub fn trace_spans(p: &TestProject, id: &str) -> Option<Vec<Value>> {
     spans.as_array().cloned()
 }
 
+/// The service of each span, in order.
+pub fn services_of(spans: &[Value]) -> Vec<&str> {
+    spans
+        .iter()
+        .filter_map(|s| s["resource"]["service.name"].as_str())
+        .collect()
+}
+
 pub fn stdout_json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
