@@ -226,8 +226,14 @@ command = ["{bin}/gateway"]
     let server = of(name, 2);
     assert_eq!(server["name"], format!("GET /{name}/hello"));
     assert_eq!(parent_of(server)["resource"]["service.name"], "gateway");
+    // Instrumentations may put spans of their own (a framework's handler) between the server
+    // span and the call: the call has the server span among its ancestors, in its service.
     let client = of(name, 3);
-    assert_eq!(parent_of(client)["spanId"], server["spanId"]);
+    let mut up = parent_of(client);
+    while up["spanId"] != server["spanId"] {
+        assert_eq!(up["resource"]["service.name"], name, "{up}");
+        up = parent_of(up);
+    }
     assert_eq!(parent_of(of("users", 2))["spanId"], client["spanId"]);
     assert_eq!(
         parent_of(of("gateway", 2))["resource"]["service.name"],

@@ -12,8 +12,6 @@ pub const ADDR: &str = "MSCTL_ADDR";
 pub const REGISTRY: &str = "MSCTL_REGISTRY";
 /// The service's own data folder, shared by its instances.
 pub const DATA_DIR: &str = "MSCTL_DATA_DIR";
-/// Where the service writes its spans, one JSON-lines file per instance.
-pub const TRACE_DIR: &str = "MSCTL_TRACE_DIR";
 /// `off` records no spans (trace context is still propagated).
 pub const TRACE: &str = "MSCTL_TRACE";
 /// Timeout of each call to a peer, in milliseconds.

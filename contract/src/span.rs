@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A service's span file is rotated to `<file>.1` when it grows past this.
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
-
 pub const KIND_SERVER: u8 = 2;
 pub const KIND_CLIENT: u8 = 3;
 

@@ -20,11 +20,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tokio_mpsc;
 
 /// Batches that may wait for the writer; past this, new ones are dropped.
 pub const QUEUE: usize = 256;
+/// Under load, the store commits at most this often.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// The largest request body taken, after decompression as before it.
 const MAX_BODY: usize = 32 * 1024 * 1024;
 /// The counter `msctl traces` reports.
@@ -140,33 +142,44 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             return;
         }
     };
+    let mut last_commit = Instant::now();
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(batch) => Some(batch),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        // Whatever else is waiting goes into the same transaction: one commit, not many.
+        // Under load, batches are gathered for up to COMMIT_EVERY into one transaction: each
+        // commit rewrites every page it touched, and random trace ids touch many. A flush, or a
+        // quiet moment, commits at once.
         let (mut spans, mut logs, mut acks) = (Vec::new(), Vec::new(), Vec::new());
-        for batch in first
-            .into_iter()
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(QUEUE))
-        {
-            match batch {
-                Batch::Spans(s) => spans.extend(s),
-                Batch::Logs(l) => logs.extend(l),
-                Batch::Flush(ack) => acks.push(ack),
+        let mut take = |batch: Batch, acks: &mut Vec<_>| match batch {
+            Batch::Spans(s) => spans.extend(s),
+            Batch::Logs(l) => logs.extend(l),
+            Batch::Flush(ack) => acks.push(ack),
+        };
+        if let Some(batch) = first {
+            take(batch, &mut acks);
+        }
+        let due = last_commit + COMMIT_EVERY;
+        while acks.is_empty() {
+            let Some(left) = due.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match rx.recv_timeout(left) {
+                Ok(batch) => take(batch, &mut acks),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        let mut stored = Ok(());
-        if !spans.is_empty() {
-            stored = store.insert_spans(&spans);
+        for batch in std::iter::from_fn(|| rx.try_recv().ok()).take(QUEUE) {
+            take(batch, &mut acks);
         }
-        if !logs.is_empty() && stored.is_ok() {
-            stored = store.insert_logs(&logs);
-        }
-        if let Err(e) = stored {
-            say!("msctl: cannot store telemetry: {e}");
+        if !spans.is_empty() || !logs.is_empty() {
+            if let Err(e) = store.insert(&spans, &logs) {
+                say!("msctl: cannot store telemetry: {e}");
+            }
+            last_commit = Instant::now();
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 && store.add(DROPPED, lost).is_err() {

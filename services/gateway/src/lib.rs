@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
 use msctl_kit::server::RouteName;
-use msctl_kit::{ApiError, PeerError, PeerRequest, Peers, RequestContext};
+use msctl_kit::{ApiError, PeerError, PeerRequest, Peers};
 use serde_json::{Value, json};
 
 /// The gateway accepts bodies this large; each upstream applies its own, smaller, limit.
@@ -78,7 +78,6 @@ fn unknown_service(service: &str, known: &[String]) -> ApiError {
 
 async fn proxy(
     State(gw): State<Gateway>,
-    ctx: RequestContext,
     Path(params): Path<Vec<(String, String)>>,
     OriginalUri(uri): OriginalUri,
     method: Method,
@@ -92,7 +91,7 @@ async fn proxy(
     } else {
         format!("/{service}")
     };
-    let mut response = forward(gw, ctx, service, route.clone(), uri, method, headers, body)
+    let mut response = forward(gw, service, route.clone(), uri, method, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteName(route));
@@ -102,7 +101,6 @@ async fn proxy(
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     gw: Gateway,
-    ctx: RequestContext,
     service: String,
     route: String,
     uri: axum::http::Uri,
@@ -126,7 +124,7 @@ async fn forward(
         headers: end_to_end(&headers),
         body,
     };
-    match gw.peers.send(&ctx, request).await {
+    match gw.peers.send(request).await {
         Ok(answer) => {
             let mut response = Response::new(Body::from(answer.body));
             *response.status_mut() = answer.status;
@@ -147,19 +145,20 @@ async fn forward(
 /// `GET /users/{id}/posts`: the user and their posts, asked of both services at once.
 async fn user_posts(
     State(gw): State<Gateway>,
-    ctx: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "user id")?;
     let (user, posts) = tokio::join!(
-        gw.peers.send(
-            &ctx,
-            PeerRequest::get("users", format!("/users/{id}"), "/users/{id}")
-        ),
-        gw.peers.send(
-            &ctx,
-            PeerRequest::get("posts", format!("/posts?user_id={id}&limit=100"), "/posts")
-        ),
+        gw.peers.send(PeerRequest::get(
+            "users",
+            format!("/users/{id}"),
+            "/users/{id}"
+        )),
+        gw.peers.send(PeerRequest::get(
+            "posts",
+            format!("/posts?user_id={id}&limit=100"),
+            "/posts"
+        )),
     );
     let user = match user {
         Ok(answer) if answer.status.is_success() => answer

@@ -38,7 +38,6 @@ fn gateway(vars: &[(&str, String)], timeout: Option<Duration>) -> (msctl_kit::Ki
         k = msctl_kit::Kit::new(
             k.env.clone(),
             vars.iter().map(|(a, b)| (a.to_string(), b.clone())),
-            k.tracer.clone(),
             "test",
         );
     }
@@ -245,6 +244,7 @@ async fn users_down_is_503_naming_users() {
 
 #[tokio::test]
 async fn trace_context_is_passed_on_to_upstreams() {
+    let spans = msctl_kit::testing::capture_spans();
     let echo = Router::new().route(
         "/echo/trace",
         route_get(|headers: axum::http::HeaderMap| async move {
@@ -277,4 +277,59 @@ async fn trace_context_is_passed_on_to_upstreams() {
     assert_eq!(body["tracestate"], "vendor=value,other=1");
     let answered = msctl_kit::TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
     assert_eq!(answered.trace_id, sent.trace_id);
+    assert!(
+        spans.finished().is_empty(),
+        "an unsampled trace is passed on but not recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_forwarded_call_is_a_client_span_under_the_gateways_server_span() {
+    use msctl_kit::opentelemetry::trace::{SpanKind, Status};
+    let spans = msctl_kit::testing::capture_spans();
+    let up = upstreams().await;
+    let (k, app) = gateway(&[("USERS_URL", up.users.clone())], None);
+    let req = axum::http::Request::get("/users/2")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, _) = call(&k, app, req).await;
+    assert_eq!(status, 200);
+    let all = spans.finished();
+    let named = |kind: SpanKind, name: &str| {
+        all.iter()
+            .find(|s| s.span_kind == kind && s.name == name)
+            .unwrap_or_else(|| panic!("no {kind:?} span {name:?} in {all:#?}"))
+    };
+    let server = named(SpanKind::Server, "GET /users/{*rest}");
+    let client = named(SpanKind::Client, "GET /users/{*rest}");
+    let users = named(SpanKind::Server, "GET /users/{id}");
+    assert_eq!(
+        server.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(client.parent_span_id, server.span_context.span_id());
+    assert_eq!(users.parent_span_id, client.span_context.span_id());
+    assert_eq!(
+        msctl_kit::testing::attribute(client, "http.response.status_code"),
+        Some(msctl_kit::opentelemetry::Value::I64(200))
+    );
+    assert_eq!(
+        msctl_kit::testing::attribute(server, "http.route"),
+        Some("/users/{*rest}".into())
+    );
+    assert_eq!(client.status, Status::Unset);
+    let answered = msctl_kit::TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+    assert_eq!(answered.span_id, server.span_context.span_id().to_bytes());
+    // The users service's SQLite query nests under its server span.
+    let query = named(SpanKind::Internal, "SELECT users");
+    assert_eq!(query.parent_span_id, users.span_context.span_id());
+    assert_eq!(
+        msctl_kit::testing::attribute(query, "db.system.name"),
+        Some("sqlite".into())
+    );
 }

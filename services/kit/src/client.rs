@@ -3,13 +3,14 @@
 
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::error::ApiError;
-use crate::span::{KIND_CLIENT, Span, SpanStatus, Tracer, unix_nanos};
-use crate::trace_context::{NewIds, RequestContext};
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use serde_json::{Map, Value, json};
+use axum::http::{HeaderMap, Method, StatusCode};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Status, TraceContextExt};
+use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A request to another service, named by service, not address.
 #[derive(Debug, Clone)]
@@ -111,11 +112,10 @@ struct Inner {
     http: reqwest::Client,
     discovery: Discovery,
     timeout: Duration,
-    tracer: Tracer,
 }
 
 impl Peers {
-    pub fn new(discovery: Discovery, timeout: Duration, tracer: Tracer) -> Self {
+    pub fn new(discovery: Discovery, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
@@ -127,7 +127,6 @@ impl Peers {
                 http,
                 discovery,
                 timeout,
-                tracer,
             }),
         }
     }
@@ -140,38 +139,41 @@ impl Peers {
         self.inner.timeout
     }
 
-    /// Sends `req` to a healthy instance of its service, within the timeout, as a child span of `ctx`.
-    pub async fn send(
-        &self,
-        ctx: &RequestContext,
-        req: PeerRequest,
-    ) -> Result<PeerResponse, PeerError> {
-        let started = SystemTime::now();
-        let clock = Instant::now();
-        let span_ctx = ctx.trace.child();
-        let mut attributes = Map::new();
-        attributes.insert("http.request.method".into(), json!(req.method.as_str()));
-        attributes.insert("peer.service".into(), json!(req.service));
-        let result = self.exchange(&req, ctx, &span_ctx, &mut attributes).await;
-        let outcome = match &result {
-            Ok(r) => Ok(r.status.as_u16()),
-            Err(e) => Err((e.error_type(), e.to_string())),
+    /// Sends `req` to a healthy instance of its service, within the timeout, in a client span
+    /// that is a child of the current span: the request's server span, or a handler's own.
+    pub async fn send(&self, req: PeerRequest) -> Result<PeerResponse, PeerError> {
+        let span = tracing::info_span!(
+            "call",
+            otel.name = %format_args!("{} {}", req.method, req.route),
+            otel.kind = "client",
+            http.request.method = %req.method,
+            peer.service = %req.service,
+        );
+        let cx = span.context();
+        let own = cx.span().span_context().is_valid();
+        // With tracing off there is no client span: the current context (the caller's) goes on.
+        let cx = if own {
+            cx
+        } else {
+            opentelemetry::Context::current()
         };
-        let status = SpanStatus::of_call(&mut attributes, outcome);
-        if self.inner.tracer.is_enabled() {
-            let start_ns = unix_nanos(started);
-            self.inner.tracer.record(Span {
-                trace_id: span_ctx.trace_id_hex(),
-                span_id: span_ctx.span_id_hex(),
-                parent_span_id: Some(ctx.trace.span_id_hex()),
-                name: format!("{} {}", req.method, req.route),
-                kind: KIND_CLIENT,
-                start_time_unix_nano: start_ns,
-                end_time_unix_nano: start_ns + clock.elapsed().as_nanos() as u64,
-                status,
-                attributes,
-                resource: self.inner.tracer.resource().clone(),
-            });
+        let result = self.exchange(&req, &cx).await;
+        if own {
+            let otel = cx.span();
+            match &result {
+                Ok(answer) => {
+                    let code = answer.status.as_u16();
+                    otel.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+                    if code >= 400 {
+                        otel.set_attribute(KeyValue::new("error.type", code.to_string()));
+                        otel.set_status(Status::error(""));
+                    }
+                }
+                Err(e) => {
+                    otel.set_attribute(KeyValue::new("error.type", e.error_type()));
+                    otel.set_status(Status::error(e.to_string()));
+                }
+            }
         }
         result
     }
@@ -179,30 +181,24 @@ impl Peers {
     async fn exchange(
         &self,
         req: &PeerRequest,
-        ctx: &RequestContext,
-        span_ctx: &crate::TraceParent,
-        attributes: &mut Map<String, Value>,
+        cx: &opentelemetry::Context,
     ) -> Result<PeerResponse, PeerError> {
         let endpoint = self.inner.discovery.pick(&req.service)?;
         let url = format!("{}{}", endpoint.base_url, req.path_and_query);
-        if let Ok(parsed) = reqwest::Url::parse(&url) {
-            if let Some(host) = parsed.host_str() {
-                attributes.insert("server.address".into(), json!(host));
+        let otel = cx.span();
+        if otel.is_recording() {
+            if let Ok(parsed) = reqwest::Url::parse(&url) {
+                if let Some(host) = parsed.host_str() {
+                    otel.set_attribute(KeyValue::new("server.address", host.to_string()));
+                }
+                if let Some(port) = parsed.port_or_known_default() {
+                    otel.set_attribute(KeyValue::new("server.port", i64::from(port)));
+                }
             }
-            if let Some(port) = parsed.port_or_known_default() {
-                attributes.insert("server.port".into(), json!(port));
-            }
+            otel.set_attribute(KeyValue::new("url.full", url.clone()));
         }
-        attributes.insert("url.full".into(), json!(url));
         let mut headers = req.headers.clone();
-        headers.remove("traceparent");
-        headers.remove("tracestate");
-        if let Ok(v) = HeaderValue::from_str(&span_ctx.header_value()) {
-            headers.insert("traceparent", v);
-        }
-        if let Some(state) = &ctx.tracestate {
-            headers.insert("tracestate", state.clone());
-        }
+        crate::trace_context::inject(cx, &mut headers);
         let call = async {
             let response = self
                 .inner

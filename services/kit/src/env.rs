@@ -15,7 +15,6 @@ pub struct ServiceEnv {
     /// `None` when no registry is given: peers then come from `<NAME>_URL` variables only.
     pub registry: Option<PathBuf>,
     pub data_dir: PathBuf,
-    pub trace_dir: Option<PathBuf>,
     /// Timeout of every call to another service.
     pub peer_timeout: Duration,
     /// How long in-flight requests may run on after a shutdown signal.
@@ -72,7 +71,6 @@ impl ServiceEnv {
             addr,
             registry: lookup(var::REGISTRY).map(PathBuf::from),
             data_dir,
-            trace_dir: lookup(var::TRACE_DIR).map(PathBuf::from),
             peer_timeout: millis(var::PEER_TIMEOUT_MS, 2000)?,
             drain_timeout: millis(var::DRAIN_TIMEOUT_MS, 5000)?,
             service,

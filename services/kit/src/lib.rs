@@ -2,20 +2,20 @@
 //!
 //! A service builds its `Router`, then hands it to [`Kit::serve`], which binds loopback, answers
 //! `GET /health`, turns every error into the JSON error shape, propagates `traceparent`, logs
-//! structured lines and shuts down gracefully on SIGTERM or SIGINT.
+//! structured lines, exports spans and logs over OTLP, and shuts down gracefully on SIGTERM or SIGINT.
 
 pub use msctl_contract::{self as contract, registry};
+/// The OpenTelemetry API the kit's spans are made with, for services' and tests' own use.
+pub use opentelemetry;
 
 pub mod client;
 pub mod discovery;
 pub mod env;
 pub mod error;
-pub mod layer;
 pub mod log;
-pub mod otlp;
 pub mod params;
 pub mod server;
-pub mod span;
+pub mod telemetry;
 pub mod testing;
 pub mod trace_context;
 
@@ -24,9 +24,11 @@ pub use discovery::{Discovery, DiscoveryError, Endpoint};
 pub use env::ServiceEnv;
 pub use error::ApiError;
 pub use server::Kit;
-pub use span::Tracer;
-pub use trace_context::RequestContext;
-pub use trace_context::TraceParent;
+pub use telemetry::Telemetry;
+pub use trace_context::{RequestContext, TraceParent};
+
+/// The instrumentation scope of the kit's spans and log records.
+pub const SCOPE: &str = msctl_contract::otlp::SCOPE;
 
 /// A span for one SQLite statement, a child of the request it runs in:
 /// `let _q = msctl_kit::db_span("SELECT", "users").entered();`

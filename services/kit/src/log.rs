@@ -1,132 +1,103 @@
-//! Structured log lines on stdout: one JSON object a line, so `msctl logs` and scripts can parse
-//! them; and, where an OTLP endpoint is set, the same lines exported as OTLP log records, so that
-//! `msctl logs --trace` joins them to their trace.
+//! Structured log lines on stdout: every `tracing` event a service writes, one JSON object a
+//! line, so that `msctl logs` and scripts can parse them. A line written inside a request
+//! carries the `trace_id` and `span_id` of the span it was written in.
 
-use crate::otlp::LogLine;
-use crate::span::OtlpTarget;
-use serde_json::{Map, Value, json};
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Map, Value};
 use std::io::Write;
-use std::sync::OnceLock;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
 
-static IDENTITY: OnceLock<(String, String)> = OnceLock::new();
-static EXPORT: OnceLock<mpsc::Sender<ToExporter>> = OnceLock::new();
-
-enum ToExporter {
-    Line(LogLine),
-    Flush(oneshot::Sender<()>),
+/// The `tracing` layer that writes the lines.
+pub struct JsonLines {
+    service: String,
+    instance: String,
 }
 
-/// Lines that may wait for the exporter; past this a burst drops lines, never a request's time.
-const QUEUE: usize = 8192;
-/// Lines in one request, at most.
-const BATCH: usize = 512;
-
-/// Exports every later line to `target` as OTLP log records, from a background task. Must run
-/// inside a Tokio runtime; only the first call counts.
-pub fn export_to(target: OtlpTarget) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    if EXPORT.set(tx).is_ok() {
-        tokio::spawn(export(target, rx));
+impl JsonLines {
+    pub fn new(service: &str, instance: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            instance: instance.to_string(),
+        }
     }
 }
 
-/// Sends every line written so far, waiting at most `limit`: a service calls it as it exits.
-pub async fn flush(limit: Duration) {
-    let Some(tx) = EXPORT.get() else { return };
-    let (ack, done) = oneshot::channel();
-    let flushed = async {
-        if tx.send(ToExporter::Flush(ack)).await.is_ok() {
-            let _ = done.await;
-        }
-    };
-    let _ = tokio::time::timeout(limit, flushed).await;
+/// An event's fields as JSON values.
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::from(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
 }
 
-async fn export(target: OtlpTarget, mut rx: mpsc::Receiver<ToExporter>) {
-    let Ok(client) = reqwest::Client::builder().no_proxy().build() else {
-        return;
-    };
-    let (service, instance) = IDENTITY.get().cloned().unwrap_or_default();
-    let mut batch: Vec<LogLine> = Vec::new();
-    let mut tick = tokio::time::interval(target.every);
-    loop {
-        let mut flushed = None;
-        let (due, closed) = tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(ToExporter::Line(line)) => {
-                    batch.push(line);
-                    (batch.len() >= BATCH, false)
-                }
-                Some(ToExporter::Flush(ack)) => {
-                    flushed = Some(ack);
-                    (true, false)
-                }
-                None => (true, true),
-            },
-            _ = tick.tick() => (true, false),
+impl<S: Subscriber> Layer<S> for JsonLines {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let msg = match fields.0.remove("message") {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => String::new(),
         };
-        if due && !batch.is_empty() {
-            let body = crate::otlp::logs_protobuf(&service, &instance, &batch);
-            // A failed export loses these lines; they are still on stdout and in msctl's logs.
-            let _ = crate::otlp::post(&client, &target.url, &target.headers, body, 2).await;
-            batch.clear();
+        // The span the event was written in is the active OpenTelemetry context: tracing
+        // activates it on entry.
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            fields
+                .0
+                .insert("trace_id".into(), sc.trace_id().to_string().into());
+            fields
+                .0
+                .insert("span_id".into(), sc.span_id().to_string().into());
         }
-        if let Some(ack) = flushed {
-            let _ = ack.send(());
-        }
-        if closed {
-            return;
-        }
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        write_line(&level, &self.service, &self.instance, &msg, fields.0);
     }
 }
 
-/// Names every later line with the service and instance; called once by the kit at start.
-pub fn init(service: &str, instance: &str) {
-    let _ = IDENTITY.set((service.to_string(), instance.to_string()));
-}
-
-/// Writes one line at `level` with `msg` and any extra `fields` (a JSON object).
-pub fn line(level: &str, msg: &str, fields: Value) {
+/// Writes one line. Used by the layer, and directly for a failure before the layer is installed.
+pub fn write_line(
+    level: &str,
+    service: &str,
+    instance: &str,
+    msg: &str,
+    fields: Map<String, Value>,
+) {
     let mut obj = Map::new();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    obj.insert("ts_ms".into(), json!(now.as_millis() as u64));
-    obj.insert("level".into(), json!(level));
-    if let Some((service, instance)) = IDENTITY.get() {
-        obj.insert("service".into(), json!(service));
-        obj.insert("instance".into(), json!(instance));
+    obj.insert("ts_ms".into(), Value::from(now.as_millis() as u64));
+    obj.insert("level".into(), Value::from(level));
+    if !service.is_empty() {
+        obj.insert("service".into(), Value::from(service));
+        obj.insert("instance".into(), Value::from(instance));
     }
-    obj.insert("msg".into(), json!(msg));
-    let extra = match fields {
-        Value::Object(extra) => extra,
-        _ => Map::new(),
-    };
-    if let Some(tx) = EXPORT.get() {
-        // A full queue drops the line from the export only: never a request's time.
-        let _ = tx.try_send(ToExporter::Line(LogLine {
-            time_unix_nano: now.as_nanos() as u64,
-            level: level.to_string(),
-            msg: msg.to_string(),
-            fields: extra.clone(),
-        }));
-    }
-    obj.extend(extra);
+    obj.insert("msg".into(), Value::from(msg));
+    obj.extend(fields);
     let mut out = std::io::stdout().lock();
     // A closed stdout (the supervisor went away) must not take the service down with it.
     let _ = writeln!(out, "{}", Value::Object(obj));
-}
-
-pub fn info(msg: &str, fields: Value) {
-    line("info", msg, fields);
-}
-
-pub fn warn(msg: &str, fields: Value) {
-    line("warn", msg, fields);
-}
-
-pub fn error(msg: &str, fields: Value) {
-    line("error", msg, fields);
 }

@@ -3,24 +3,27 @@
 use crate::client::Peers;
 use crate::discovery::Discovery;
 use crate::env::ServiceEnv;
-use crate::span::{KIND_SERVER, OtlpTarget, Span, SpanStatus, Tracer, unix_nanos};
-use crate::trace_context::{self, NewIds, RequestContext, TraceParent};
+use crate::telemetry::{Mode, Telemetry};
+use crate::trace_context::{self, RequestContext};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use serde_json::{Map, json};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{Status, TraceContextExt};
+use serde_json::json;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Requests larger than this are refused with 413 before a handler sees them.
 /// How long a stopping service may spend writing out its last spans.
 const FLUSH_ON_EXIT: Duration = Duration::from_secs(2);
 
+/// Requests larger than this are refused with 413 before a handler sees them.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Set by a handler on its response to name its route more precisely than the router can: the
@@ -28,12 +31,14 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct RouteName(pub String);
 
-/// What one service is: its environment, its peers and its tracer.
+/// What one service is: its environment, its peers and its telemetry.
 #[derive(Debug, Clone)]
 pub struct Kit {
     pub env: ServiceEnv,
     pub peers: Peers,
-    pub tracer: Tracer,
+    pub telemetry: Telemetry,
+    /// `Off` passes a caller's trace context on without spans of its own.
+    pub trace_mode: Mode,
     pub version: &'static str,
     pub body_limit: usize,
     started: Instant,
@@ -58,55 +63,33 @@ pub enum KitError {
 }
 
 impl Kit {
-    /// Reads the environment contract and sets up logging, discovery and tracing.
-    /// `name` is used when `MSCTL_SERVICE` is unset. Must run inside a Tokio runtime.
+    /// Reads the environment contract, installs telemetry (the process's `tracing` subscriber
+    /// and OTLP exporters) and sets up discovery. `name` is used when `MSCTL_SERVICE` is unset.
+    /// Must run inside a Tokio runtime.
     pub fn from_env(name: &str, version: &'static str) -> Result<Self, KitError> {
         let env = ServiceEnv::from_process(name).map_err(KitError::Env)?;
-        let tracing_on = std::env::var(msctl_contract::env::TRACE)
-            .map(|v| v != "off")
-            .unwrap_or(true);
-        let otlp = otlp_target(Signal::Traces, |k| std::env::var(k).ok());
-        if let Some(logs) = otlp_target(Signal::Logs, |k| std::env::var(k).ok()) {
-            crate::log::init(&env.service, &env.instance);
-            crate::log::export_to(logs);
-        }
-        let tracer = if tracing_on {
-            Tracer::start(env.trace_dir.as_deref(), otlp, &env.service, &env.instance).map_err(
-                |source| KitError::Dir {
-                    path: env
-                        .trace_dir
-                        .as_ref()
-                        .map(|d| d.display().to_string())
-                        .unwrap_or_default(),
-                    source,
-                },
-            )?
-        } else {
-            Tracer::disabled(&env.service, &env.instance)
-        };
-        // The service's own `tracing` spans and events go through the kit: spans under the
-        // request they run in, events as JSON log lines filtered by RUST_LOG.
-        use tracing_subscriber::layer::SubscriberExt;
-        let subscriber =
-            tracing_subscriber::registry().with(crate::layer::KitLayer::new(tracer.clone()));
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        Ok(Self::new(env, std::env::vars(), tracer, version))
+        let mode = Mode::from_lookup(|k| std::env::var(k).ok());
+        let telemetry = Telemetry::install(&env.service, &env.instance, mode);
+        let mut kit = Self::new(env, std::env::vars(), version);
+        kit.telemetry = telemetry;
+        kit.trace_mode = mode;
+        Ok(kit)
     }
 
-    /// Builds a kit from explicit parts, for tests and embedding.
+    /// Builds a kit from explicit parts, for tests and embedding. Spans are made by whatever
+    /// `tracing` subscriber is current; none is installed here.
     pub fn new(
         env: ServiceEnv,
         vars: impl IntoIterator<Item = (String, String)>,
-        tracer: Tracer,
         version: &'static str,
     ) -> Self {
-        crate::log::init(&env.service, &env.instance);
         let discovery = Discovery::new(env.registry.clone(), vars);
-        let peers = Peers::new(discovery, env.peer_timeout, tracer.clone());
+        let peers = Peers::new(discovery, env.peer_timeout);
         Self {
             env,
             peers,
-            tracer,
+            telemetry: Telemetry::default(),
+            trace_mode: Mode::Local,
             version,
             body_limit: DEFAULT_BODY_LIMIT,
             started: Instant::now(),
@@ -138,7 +121,7 @@ impl Kit {
         match self.serve_until(app, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                crate::log::error(&e.to_string(), json!({}));
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         }
@@ -156,74 +139,27 @@ impl Kit {
             .await
             .map_err(|source| KitError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(KitError::Serve)?;
-        crate::log::info(
-            "listening",
-            json!({"addr": local.to_string(), "version": self.version}),
-        );
+        tracing::info!(addr = %local, version = self.version, "listening");
         let drain = self.env.drain_timeout;
-        let tracer = self.tracer.clone();
+        let telemetry = self.telemetry.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let notify = stop.clone();
         let server = axum::serve(listener, self.router(app)).with_graceful_shutdown(async move {
             shutdown.await;
-            crate::log::info(
-                "shutting down",
-                json!({"drain_ms": drain.as_millis() as u64}),
-            );
+            tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
             notify.notify_one();
         });
         tokio::select! {
             result = server => result.map_err(KitError::Serve)?,
             _ = async { stop.notified().await; tokio::time::sleep(drain).await } => {
-                crate::log::warn("drain timeout: exiting with requests in flight", json!({}));
+                tracing::warn!("drain timeout: exiting with requests in flight");
             }
         }
-        // Spans and log lines of the last requests are still in the exporters' buffers.
-        tracer.flush(FLUSH_ON_EXIT).await;
-        crate::log::flush(FLUSH_ON_EXIT).await;
-        crate::log::info("stopped", json!({}));
+        // Spans and log records of the last requests are still in the exporters' batches.
+        tracing::info!("stopped");
+        telemetry.flush(FLUSH_ON_EXIT).await;
         Ok(())
     }
-}
-
-/// The OpenTelemetry signals the kit exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Traces,
-    Logs,
-}
-
-/// Where to export a signal, from the OpenTelemetry variables: a per-signal URL is used as is,
-/// a base gets `/v1/traces` or `/v1/logs`; headers and the batch delay as the spec names them.
-pub fn otlp_target(signal: Signal, lookup: impl Fn(&str) -> Option<String>) -> Option<OtlpTarget> {
-    use msctl_contract::env as var;
-    let set = |k: &str| lookup(k).filter(|v| !v.is_empty());
-    let (own, path, delay) = match signal {
-        Signal::Traces => (
-            var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-            "/v1/traces",
-            var::OTEL_BSP_SCHEDULE_DELAY,
-        ),
-        Signal::Logs => (
-            var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
-            "/v1/logs",
-            var::OTEL_BLRP_SCHEDULE_DELAY,
-        ),
-    };
-    let url = set(own).or_else(|| {
-        set(var::OTEL_EXPORTER_OTLP_ENDPOINT)
-            .map(|base| format!("{}{path}", base.trim_end_matches('/')))
-    })?;
-    Some(OtlpTarget {
-        url,
-        headers: set(var::OTEL_EXPORTER_OTLP_HEADERS)
-            .map(|h| msctl_contract::otlp::parse_headers(&h))
-            .unwrap_or_default(),
-        every: set(delay)
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(crate::span::DEFAULT_EXPORT_EVERY),
-    })
 }
 
 /// Completes on the first SIGTERM or SIGINT.
@@ -254,8 +190,9 @@ fn health(kit: &Kit) -> Json<serde_json::Value> {
     }))
 }
 
-/// Gives each request its trace context, answers with the server span's `traceparent`, records
-/// the server span and writes an access log line. Health probes are left out of both.
+/// Gives each request its server span (a child of the caller's, per `traceparent`), answers
+/// with the span's `traceparent`, and writes an access log line in it. Health probes are left
+/// out of both.
 async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         // Unless the app has a route for exactly /health, the kit's answers; a catch-all such
@@ -269,82 +206,80 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         }
         return next.run(req).await;
     }
-    let started = SystemTime::now();
     let clock = Instant::now();
-    let parent = trace_context::from_headers(req.headers());
-    let trace = parent
-        .map(|p| p.child())
-        .unwrap_or_else(TraceParent::new_root);
-    // tracestate is meaningless without a valid traceparent, so it is dropped with it.
-    let tracestate = parent.and_then(|_| trace_context::tracestate(req.headers()));
-    req.extensions_mut()
-        .insert(RequestContext { trace, tracestate });
+    let parent = trace_context::extract(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let matched = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        server.address = %kit.env.addr.ip(),
+        server.port = kit.env.addr.port(),
+    );
+    // Fails only where no OpenTelemetry layer is installed: then there are no spans to parent.
+    let _ = span.set_parent(parent.clone());
+    let cx = span.context();
+    let own = cx.span().span_context().is_valid();
+    let ctx = RequestContext::of(if own { &cx } else { &parent });
+    req.extensions_mut().insert(ctx.clone());
 
-    // Entered while the handler runs, so that its own `tracing` spans are the server span's
-    // children and its events carry the request's ids.
-    let span = tracing::info_span!("request");
-    crate::layer::set_request_context(&span, trace);
-    let mut response = next.run(req).instrument(span).await;
+    // Entered while the handler runs, so that its own spans and calls are children of the
+    // server span and its log lines carry the request's ids. With no span of its own, the
+    // caller's context is the current one, and calls pass it on unchanged.
+    let run = next.run(req).instrument(span.clone());
+    let mut response = if own {
+        run.await
+    } else {
+        run.with_context(parent).await
+    };
     let route = response
         .extensions()
         .get::<RouteName>()
         .map(|r| r.0.clone())
         .or(matched);
-    let elapsed = clock.elapsed();
     let status = response.status();
-    if let Ok(v) = HeaderValue::from_str(&trace.header_value()) {
+    if own {
+        let otel = cx.span();
+        otel.update_name(format!(
+            "{method} {}",
+            route.as_deref().unwrap_or("unmatched")
+        ));
+        if let Some(route) = route {
+            otel.set_attribute(opentelemetry::KeyValue::new("http.route", route));
+        }
+        otel.set_attribute(opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        // A server span is an error only when the server failed, not when the client did.
+        if status.is_server_error() {
+            otel.set_attribute(opentelemetry::KeyValue::new(
+                "error.type",
+                status.as_u16().to_string(),
+            ));
+            otel.set_status(Status::error(status.canonical_reason().unwrap_or_default()));
+        }
+    }
+    if let Some(trace) = ctx.trace
+        && let Ok(v) = HeaderValue::from_str(&trace.header_value())
+    {
         response.headers_mut().insert("traceparent", v);
     }
-    crate::log::info(
-        "request",
-        json!({"method": method.as_str(), "path": path, "status": status.as_u16(), "ms": millis(elapsed), "trace_id": trace.trace_id_hex(), "span_id": trace.span_id_hex()}),
-    );
-    if kit.tracer.is_enabled() {
-        let mut attributes = Map::new();
-        attributes.insert("http.request.method".into(), json!(method.as_str()));
-        if let Some(route) = &route {
-            attributes.insert("http.route".into(), json!(route));
-        }
-        attributes.insert("url.path".into(), json!(path));
-        attributes.insert("http.response.status_code".into(), json!(status.as_u16()));
-        attributes.insert(
-            "server.address".into(),
-            json!(kit.env.addr.ip().to_string()),
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            ms = millis(clock.elapsed()),
+            "request"
         );
-        attributes.insert("server.port".into(), json!(kit.env.addr.port()));
-        // A server span is an error only when the server failed, not when the client did.
-        let span_status = if status.is_server_error() {
-            attributes.insert("error.type".into(), json!(status.as_u16().to_string()));
-            SpanStatus {
-                code: 2,
-                message: status.canonical_reason().map(str::to_string),
-            }
-        } else {
-            SpanStatus {
-                code: 0,
-                message: None,
-            }
-        };
-        let start_ns = unix_nanos(started);
-        kit.tracer.record(Span {
-            trace_id: trace.trace_id_hex(),
-            span_id: trace.span_id_hex(),
-            parent_span_id: parent.map(|p| p.span_id_hex()),
-            name: format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
-            kind: KIND_SERVER,
-            start_time_unix_nano: start_ns,
-            end_time_unix_nano: start_ns + elapsed.as_nanos() as u64,
-            status: span_status,
-            attributes,
-            resource: kit.tracer.resource().clone(),
-        });
-    }
+    });
     response
 }
 
@@ -359,7 +294,7 @@ pub fn not_found(message: impl Into<String>) -> Response {
 
 /// Logs a start-up failure and gives the exit code for `main`.
 pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    crate::log::error(&e.to_string(), json!({}));
+    crate::log::write_line("error", "", "", &e.to_string(), serde_json::Map::new());
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }
@@ -367,13 +302,16 @@ pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TraceParent;
+    use crate::testing::{attribute, capture_spans};
     use axum::body::Body;
     use axum::routing::{get, post};
+    use opentelemetry::trace::SpanKind;
     use tower::ServiceExt;
 
     fn kit() -> Kit {
         let env = ServiceEnv::from_lookup("demo", |_| None).unwrap();
-        Kit::new(env, [], Tracer::disabled("demo", "demo-1"), "9.9.9")
+        Kit::new(env, [], "9.9.9")
     }
 
     fn app() -> Router {
@@ -448,6 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_carry_the_server_span_traceparent() {
+        let spans = capture_spans();
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let req = Request::get("/item/3")
             .header("traceparent", incoming)
@@ -467,17 +406,90 @@ mod tests {
         let (status, headers, _) = send(req).await;
         assert_eq!(status, 200);
         assert!(TraceParent::parse(headers["traceparent"].to_str().unwrap()).is_some());
+        let server = spans.named("GET /item/{id}");
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.span_context.span_id().to_bytes(), out.span_id);
+        assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(
+            attribute(&server, "http.response.status_code"),
+            Some(200i64.into())
+        );
+        assert_eq!(attribute(&server, "http.route"), Some("/item/{id}".into()));
+        assert_eq!(
+            attribute(&server, "http.request.method"),
+            Some("GET".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handlers_own_spans_nest_under_the_server_span() {
+        let spans = capture_spans();
+        #[tracing::instrument]
+        fn lookup(id: u32) -> u32 {
+            let _q = crate::db_span("SELECT", "items").entered();
+            id
+        }
+        let app = Router::new().route(
+            "/item/{id}",
+            get(
+                |axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                    lookup(id).to_string()
+                },
+            ),
+        );
+        let res = kit().router(app).oneshot(get_req("/item/7")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let server = spans.named("GET /item/{id}");
+        let handler = spans.named("lookup");
+        let query = spans.named("SELECT items");
+        assert_eq!(handler.parent_span_id, server.span_context.span_id());
+        assert_eq!(query.parent_span_id, handler.span_context.span_id());
+        assert_eq!(
+            query.span_context.trace_id(),
+            server.span_context.trace_id()
+        );
+        assert_eq!(attribute(&query, "db.system.name"), Some("sqlite".into()));
+        assert_eq!(
+            attribute(&query, "db.operation.name"),
+            Some("SELECT".into())
+        );
+        assert_eq!(
+            attribute(&handler, "id"),
+            Some("7".into()),
+            "recorded with Debug"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_handler_makes_an_error_span_and_a_client_error_does_not() {
+        let spans = capture_spans();
+        let app = Router::new()
+            .route("/boom", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/bad", get(|| async { StatusCode::BAD_REQUEST }));
+        kit()
+            .router(app.clone())
+            .oneshot(get_req("/boom"))
+            .await
+            .unwrap();
+        kit().router(app).oneshot(get_req("/bad")).await.unwrap();
+        let boom = spans.named("GET /boom");
+        assert_eq!(
+            boom.status,
+            opentelemetry::trace::Status::error("Service Unavailable")
+        );
+        assert_eq!(attribute(&boom, "error.type"), Some("503".into()));
+        assert_eq!(
+            spans.named("GET /bad").status,
+            opentelemetry::trace::Status::Unset
+        );
     }
 
     #[tokio::test]
     async fn every_tracestate_header_reaches_the_handler_as_one_list() {
+        let _spans = capture_spans();
         let app = Router::new().route(
             "/state",
-            get(|ctx: RequestContext| async move {
-                ctx.tracestate
-                    .map(|v| v.to_str().unwrap_or_default().to_string())
-                    .unwrap_or_default()
-            }),
+            get(|ctx: RequestContext| async move { ctx.tracestate.unwrap_or_default() }),
         );
         let req = Request::get("/state")
             .header(

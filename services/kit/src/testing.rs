@@ -1,28 +1,28 @@
 //! Helpers for in-process tests of services: a kit with a default environment, a one-shot call
-//! that returns status and JSON, and a real loopback server for a peer.
+//! that returns status and JSON, a real loopback server for a peer, and the spans a test made.
 
-use crate::{Kit, ServiceEnv, Tracer};
+use crate::{Kit, ServiceEnv};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 
-/// A kit for `service` with default settings, no tracing, and `vars` as its environment
-/// (`USERS_URL` and the like).
+/// A kit for `service` with default settings and `vars` as its environment (`USERS_URL` and
+/// the like). Its spans go to whatever subscriber is current: see [`capture_spans`].
 pub fn kit(service: &str, vars: &[(&str, String)]) -> Kit {
     let env = ServiceEnv::from_lookup(service, |_| None).expect("the default environment is valid");
     let vars: Vec<(String, String)> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    Kit::new(
-        env,
-        vars,
-        Tracer::disabled(service, &format!("{service}-1")),
-        "test",
-    )
+    Kit::new(env, vars, "test")
 }
 
 /// Sends `req` through `kit.router(app)` and returns the status, headers and JSON body
@@ -82,4 +82,77 @@ pub async fn spawn(kit: &Kit, app: Router) -> String {
 pub fn dead_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
     format!("http://{}", listener.local_addr().expect("bound"))
+}
+
+/// The spans finished while a [`Spans`] guard lives, on this thread: made by the kit's own
+/// `tracing` layers and the OpenTelemetry SDK, exported to memory instead of over OTLP.
+/// `#[tokio::test]` runs a test and the servers it spawns on one thread, so all are seen.
+pub fn capture_spans() -> Spans {
+    let exporter = Memory::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(crate::SCOPE))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
+    );
+    Spans {
+        exporter,
+        _provider: provider,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+pub struct Spans {
+    exporter: Memory,
+    _provider: SdkTracerProvider,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Spans {
+    /// Every span finished so far, in the order they ended.
+    pub fn finished(&self) -> Vec<SpanData> {
+        self.exporter
+            .0
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The finished span named `name`; panics naming those there are.
+    pub fn named(&self, name: &str) -> SpanData {
+        let all = self.finished();
+        all.iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap_or_else(|| {
+                let names: Vec<_> = all.iter().map(|s| s.name.to_string()).collect();
+                panic!("no span named {name:?}; finished: {names:?}")
+            })
+    }
+}
+
+/// The value of attribute `key` of `span`.
+pub fn attribute(span: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+#[derive(Debug, Clone, Default)]
+struct Memory(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Memory {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if let Ok(mut spans) = self.0.lock() {
+            spans.extend(batch);
+        }
+        Ok(())
+    }
 }

@@ -1,94 +1,141 @@
-//! Trace context in the kit: fresh random ids, and reading the headers of an axum request. The
-//! format itself is the contract's (docs/spans.md).
+//! Trace context in the kit: W3C `traceparent` and `tracestate` read and written by the
+//! `opentelemetry` crate's TraceContext propagator, through a carrier that applies the parts of
+//! the spec the propagator leaves to its caller.
 
 pub use msctl_contract::trace_context::{FLAG_SAMPLED, TraceParent, combine_tracestate, hex};
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderValue;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use std::convert::Infallible;
 
-/// The trace context of the request being served: the server span's own ids.
+/// The trace context of the request being served: the server span's own ids, or, with tracing
+/// off, the caller's.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    pub trace: TraceParent,
-    pub tracestate: Option<HeaderValue>,
+    pub trace: Option<TraceParent>,
+    pub tracestate: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Outside the kit's layers (a handler tested alone) there is no context: start a trace.
         Ok(parts
             .extensions
             .get::<RequestContext>()
             .cloned()
-            .unwrap_or_else(|| RequestContext {
-                trace: TraceParent::new_root(),
+            .unwrap_or_else(|| RequestContext::of(&opentelemetry::Context::current())))
+    }
+}
+
+impl RequestContext {
+    /// The ids of the span `cx` holds, if it holds a valid one.
+    pub fn of(cx: &opentelemetry::Context) -> Self {
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return Self {
+                trace: None,
                 tracestate: None,
-            }))
-    }
-}
-
-/// New contexts: a root for a request that came without one, a child for each span under it.
-pub trait NewIds {
-    /// A new trace with random ids, sampled.
-    fn new_root() -> Self;
-    /// The same trace and flags, with a new span id.
-    fn child(&self) -> Self;
-}
-
-impl NewIds for TraceParent {
-    fn new_root() -> Self {
+            };
+        }
+        let state = sc.trace_state().header();
         Self {
-            trace_id: new_trace_id(),
-            span_id: new_span_id(),
-            flags: FLAG_SAMPLED,
-        }
-    }
-
-    fn child(&self) -> Self {
-        self.with_span(new_span_id())
-    }
-}
-
-/// The request's `traceparent`, when there is exactly one and it is valid.
-pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<TraceParent> {
-    let values = headers.get_all("traceparent");
-    let mut strs = Vec::new();
-    for v in values.iter() {
-        strs.push(v.to_str().ok()?);
-    }
-    TraceParent::from_values(strs.into_iter())
-}
-
-/// Every `tracestate` header of the request, combined into one value.
-pub fn tracestate(headers: &axum::http::HeaderMap) -> Option<axum::http::HeaderValue> {
-    let values: Vec<&str> = headers
-        .get_all("tracestate")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    combine_tracestate(values).and_then(|v| v.parse().ok())
-}
-
-pub fn new_trace_id() -> [u8; 16] {
-    loop {
-        let id: [u8; 16] = rand::random();
-        if id != [0; 16] {
-            return id;
+            trace: TraceParent::new(
+                sc.trace_id().to_bytes(),
+                sc.span_id().to_bytes(),
+                sc.trace_flags().to_u8(),
+            ),
+            tracestate: (!state.is_empty()).then_some(state),
         }
     }
 }
 
-pub fn new_span_id() -> [u8; 8] {
-    loop {
-        let id: [u8; 8] = rand::random();
-        if id != [0; 8] {
-            return id;
+/// The headers of a request as the propagator reads them. The propagator reads one value per
+/// header and accepts ids shorter than the spec's fixed widths, so the carrier hands it a
+/// `traceparent` only when there is exactly one of the fixed shape, and every `tracestate`
+/// header combined into one list (RFC 9110 §5.3).
+struct Incoming {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Incoming {
+    fn read(headers: &HeaderMap) -> Self {
+        let mut parents = headers.get_all("traceparent").iter();
+        let traceparent = match (parents.next(), parents.next()) {
+            (Some(one), None) => one
+                .to_str()
+                .ok()
+                .filter(|v| fixed_shape(v))
+                .map(str::to_string),
+            _ => None,
+        };
+        let tracestate = combine_tracestate(
+            headers
+                .get_all("tracestate")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        Self {
+            traceparent,
+            tracestate,
         }
     }
+}
+
+/// `vv-<32>-<16>-ff`, perhaps followed by `-` and more in a later version.
+fn fixed_shape(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() >= 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && (b.len() == 55 || b[55] == b'-')
+}
+
+impl Extractor for Incoming {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent.as_deref(),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+struct Outgoing<'a>(&'a mut HeaderMap);
+
+impl Injector for Outgoing<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The caller's context from a request's headers; an empty context when it sent none or an
+/// invalid one, and the request then starts a trace.
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&Incoming::read(headers))
+}
+
+/// Writes the context of `cx`'s span into `headers`, replacing any the caller sent.
+pub fn inject(cx: &opentelemetry::Context, headers: &mut HeaderMap) {
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    TraceContextPropagator::new().inject_context(cx, &mut Outgoing(headers));
 }
 
 #[cfg(test)]
@@ -97,32 +144,115 @@ mod tests {
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    fn parse(values: &[&str]) -> Option<TraceParent> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("traceparent", HeaderValue::from_str(v).unwrap());
+        }
+        RequestContext::of(&extract(&headers)).trace
+    }
+
+    fn sent(parent: &str) -> String {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_str(parent).unwrap());
+        let cx = extract(&headers);
+        let mut out = HeaderMap::new();
+        inject(&cx, &mut out);
+        out["traceparent"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_spec_example_round_trips() {
+        let tp = parse(&[VALID]).unwrap();
+        assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
+        assert_eq!(sent(VALID), VALID);
+    }
+
+    #[test]
+    fn only_the_sampled_flag_goes_on() {
+        let id = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        assert!(sent(&format!("{id}-00")).ends_with("-00"));
+        assert!(sent(&format!("{id}-ff")).ends_with("-01"));
+        assert!(sent(&format!("{id}-fe")).ends_with("-00"));
+    }
+
+    #[test]
+    fn invalid_headers_start_a_new_trace() {
+        let cases = [
+            "",
+            "00",
+            // uppercase hex
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            // all-zero trace id and span id
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            // version ff
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // version 00 with trailing data
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            // wrong lengths and separators
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            // non-hex
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+        ];
+        for case in cases {
+            assert_eq!(parse(&[case]), None, "{case:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn a_higher_version_is_read_by_its_first_four_fields() {
+        let tp = parse(&[
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+        ])
+        .unwrap();
+        assert_eq!(tp.span_id_hex(), "00f067aa0ba902b7");
+        assert_eq!(
+            sent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more"),
+            VALID,
+            "always sent as version 00"
+        );
+        // ... but only when the extra part is set off by a dash
+        assert_eq!(
+            parse(&["cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"]),
+            None
+        );
+        assert!(parse(&["cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]).is_some());
+    }
+
     #[test]
     fn two_traceparent_headers_are_invalid() {
-        let mut headers = axum::http::HeaderMap::new();
-        headers.append("traceparent", VALID.parse().unwrap());
-        assert!(from_headers(&headers).is_some());
-        headers.append("traceparent", VALID.parse().unwrap());
-        assert_eq!(from_headers(&headers), None);
+        assert!(parse(&[VALID]).is_some());
+        assert_eq!(parse(&[VALID, VALID]), None);
     }
 
     #[test]
-    fn every_tracestate_header_is_kept() {
-        let mut headers = axum::http::HeaderMap::new();
+    fn every_tracestate_header_is_kept_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append("traceparent", VALID.parse().unwrap());
         headers.append("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
         headers.append("tracestate", "rojo=00f067aa0ba902b7".parse().unwrap());
+        let cx = extract(&headers);
         assert_eq!(
-            tracestate(&headers).unwrap(),
-            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+            RequestContext::of(&cx).tracestate.as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
         );
+        let mut out = HeaderMap::new();
+        inject(&cx, &mut out);
+        assert_eq!(out["tracestate"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
     }
 
     #[test]
-    fn new_ids_are_valid_and_distinct() {
-        let a = TraceParent::new_root();
-        let b = a.child();
-        assert_eq!(a.trace_id, b.trace_id);
-        assert_ne!(a.span_id, b.span_id);
-        assert_eq!(TraceParent::parse(&b.header_value()), Some(b));
+    fn tracestate_without_a_valid_traceparent_is_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.append("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+        let mut out = HeaderMap::new();
+        inject(&extract(&headers), &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use msctl_kit::params::{Paging, parse_id};
-use msctl_kit::{ApiError, PeerRequest, Peers, RequestContext};
+use msctl_kit::{ApiError, PeerRequest, Peers};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -154,7 +154,7 @@ async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json
 }
 
 /// Asks the users service whether `user_id` exists.
-async fn check_author(posts: &Posts, ctx: &RequestContext, user_id: i64) -> Result<(), ApiError> {
+async fn check_author(posts: &Posts, user_id: i64) -> Result<(), ApiError> {
     let unavailable = |why: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -164,10 +164,11 @@ async fn check_author(posts: &Posts, ctx: &RequestContext, user_id: i64) -> Resu
     };
     let answer = posts
         .peers
-        .send(
-            ctx,
-            PeerRequest::get("users", format!("/users/{user_id}"), "/users/{id}"),
-        )
+        .send(PeerRequest::get(
+            "users",
+            format!("/users/{user_id}"),
+            "/users/{id}",
+        ))
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     match answer.status {
@@ -181,7 +182,6 @@ async fn check_author(posts: &Posts, ctx: &RequestContext, user_id: i64) -> Resu
 
 async fn create(
     State(posts): State<Posts>,
-    ctx: RequestContext,
     Json(new): Json<NewPost>,
 ) -> Result<Response, ApiError> {
     if new.user_id <= 0 {
@@ -198,7 +198,7 @@ async fn create(
             "body must be at most 10000 characters",
         ));
     }
-    check_author(&posts, &ctx, new.user_id).await?;
+    check_author(&posts, new.user_id).await?;
     let db = posts.db();
     let query = msctl_kit::db_span("INSERT", "posts").entered();
     db.execute(
