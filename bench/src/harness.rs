@@ -258,6 +258,22 @@ impl Running {
         Self { dir, msctl }
     }
 
+    /// The supervisor's pid and the pids of every instance.
+    pub fn pids(&self) -> (u32, Vec<u32>) {
+        let lock = std::fs::read_to_string(self.dir.path().join(".msctl/supervisor.lock"))
+            .expect("supervisor lock");
+        let supervisor = lock.trim().parse().expect("supervisor pid");
+        let registry = self.registry();
+        let instances = registry["services"]
+            .as_object()
+            .into_iter()
+            .flat_map(|services| services.values())
+            .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        (supervisor, instances)
+    }
+
     pub fn registry(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join(".msctl/registry.json"))
             .expect("registry");
@@ -273,4 +289,21 @@ impl Drop for Running {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    let hz = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }

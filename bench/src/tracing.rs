@@ -37,8 +37,31 @@ fn gateway(system: &Running) -> SocketAddr {
         .expect("socket address")
 }
 
-/// Requests per second over keep-alive connections for `ROUND`.
-fn throughput(addr: SocketAddr) -> f64 {
+/// One round's figures: requests per second, and CPU per 1,000 requests of the services and of
+/// the supervisor (which receives and stores the telemetry).
+struct Round {
+    rps: f64,
+    services_ms: f64,
+    supervisor_ms: f64,
+}
+
+fn round(system: &Running) -> Round {
+    let (supervisor, instances) = system.pids();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
+    let (s0, i0) = (cpu(&[supervisor]), cpu(&instances));
+    let (rps, count) = throughput(gateway(system));
+    let (s1, i1) = (cpu(&[supervisor]), cpu(&instances));
+    let per_1k = |d: Duration| d.as_secs_f64() * 1000.0 * 1000.0 / count.max(1) as f64;
+    Round {
+        rps,
+        services_ms: per_1k(i1 - i0),
+        supervisor_ms: per_1k(s1 - s0),
+    }
+}
+
+/// Requests per second over keep-alive connections for `ROUND`, and how many were answered
+/// from the first request to the last, warm-up included.
+fn throughput(addr: SocketAddr) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let request = format!("GET /users/1/posts HTTP/1.1\r\nhost: {addr}\r\n\r\n");
@@ -69,7 +92,7 @@ fn throughput(addr: SocketAddr) -> f64 {
     for w in workers {
         let _ = w.join();
     }
-    count as f64 / secs
+    (count as f64 / secs, done.load(Ordering::Relaxed))
 }
 
 fn time_command(cmd: &mut Command) -> Duration {
@@ -93,22 +116,35 @@ pub fn run(runs: usize) {
     for _ in 0..ROUNDS {
         for (trace, out) in [("off", &mut off), ("on", &mut on)] {
             let system = sample(&bins, trace);
-            out.push(throughput(gateway(&system)));
+            out.push(round(&system));
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    let med = |v: &[Round], f: fn(&Round) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
     };
-    let (on, off) = (med(&mut on), med(&mut off));
+    let row = |name: &str, v: &[Round]| {
+        vec![
+            name.to_string(),
+            format!("{:.0}", med(v, |r| r.rps)),
+            format!("{:.0} ms", med(v, |r| r.services_ms)),
+            format!("{:.0} ms", med(v, |r| r.supervisor_ms)),
+        ]
+    };
     print_table(
-        &["tracing", "requests/s (median)"],
         &[
-            vec!["off".into(), format!("{off:.0}")],
-            vec!["on".into(), format!("{on:.0}")],
+            "tracing",
+            "requests/s (median)",
+            "services' CPU / 1k requests",
+            "supervisor's CPU / 1k requests",
         ],
+        &[row("off", &off), row("on", &on)],
     );
-    println!("ratio on/off: {:.3}   (target >= 0.90)\n", on / off);
+    println!(
+        "ratio on/off: {:.3}   (target >= 0.90)\n",
+        med(&on, |r| r.rps) / med(&off, |r| r.rps)
+    );
 
     let system = sample(&bins, "on");
     let url = format!("http://{}/users/1/posts", gateway(&system));

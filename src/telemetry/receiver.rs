@@ -26,7 +26,9 @@ use tokio::sync::mpsc as tokio_mpsc;
 /// Batches that may wait for the writer; past this, new ones are dropped.
 pub const QUEUE: usize = 256;
 /// Under load, the store commits at most this often.
-const COMMIT_EVERY: Duration = Duration::from_millis(50);
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// A commit of this many rows or more means load: the next one waits for COMMIT_EVERY.
+const LOAD_ROWS: usize = 256;
 /// The largest request body taken, after decompression as before it.
 const MAX_BODY: usize = 32 * 1024 * 1024;
 /// The counter `msctl traces` reports.
@@ -143,6 +145,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
         }
     };
     let mut last_commit = Instant::now();
+    let mut under_load = false;
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(batch) => Some(batch),
@@ -150,8 +153,9 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         // Under load, batches are gathered for up to COMMIT_EVERY into one transaction: each
-        // commit rewrites every page it touched, and random trace ids touch many. A flush, or a
-        // quiet moment, commits at once.
+        // commit rewrites every page it touched, and random trace ids touch many. Load shows as
+        // a large last commit; otherwise (a developer calling by hand, a flush) it commits at
+        // once, so that `msctl call` then `msctl trace last` finds the call.
         let (mut spans, mut logs, mut acks) = (Vec::new(), Vec::new(), Vec::new());
         let mut take = |batch: Batch, acks: &mut Vec<_>| match batch {
             Batch::Spans(s) => spans.extend(s),
@@ -162,7 +166,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
             take(batch, &mut acks);
         }
         let due = last_commit + COMMIT_EVERY;
-        while acks.is_empty() {
+        while under_load && acks.is_empty() {
             let Some(left) = due.checked_duration_since(Instant::now()) else {
                 break;
             };
@@ -180,6 +184,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
                 say!("msctl: cannot store telemetry: {e}");
             }
             last_commit = Instant::now();
+            under_load = spans.len() + logs.len() >= LOAD_ROWS;
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 && store.add(DROPPED, lost).is_err() {
