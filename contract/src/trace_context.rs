@@ -91,6 +91,31 @@ impl TraceParent {
     }
 }
 
+/// `traceparent` values the spec makes invalid, each of a different kind: every reader of trace
+/// context (this parser, and the kit's carrier around the OpenTelemetry propagator) is tested on
+/// them.
+pub const INVALID_TRACEPARENTS: &[&str] = &[
+    "",
+    "00",
+    // uppercase hex
+    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+    // all-zero trace id and span id
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+    // version ff
+    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    // version 00 with trailing data
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    // wrong lengths and separators
+    "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+    "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+    // non-hex
+    "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+    "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+];
+
 /// Combines the values of several `tracestate` headers into one list, as RFC 9110 combines
 /// repeated fields: joined by commas, in order, with empty members dropped.
 pub fn combine_tracestate<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<String> {
@@ -182,27 +207,7 @@ mod tests {
 
     #[test]
     fn invalid_headers_are_rejected() {
-        let cases = [
-            "",
-            "00",
-            // uppercase hex
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
-            // all-zero trace id and span id
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            // version ff
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            // version 00 with trailing data
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            // wrong lengths and separators
-            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
-            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            // non-hex
-            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
-            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
-        ];
+        let cases = INVALID_TRACEPARENTS;
         for case in cases {
             assert_eq!(TraceParent::parse(case), None, "{case:?} should be invalid");
         }

@@ -109,17 +109,7 @@ impl Telemetry {
                 }
             },
         };
-        let spans = traces.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer(crate::SCOPE))
-                // Events are log lines and records of their own, not span events; and the
-                // spans carry the attributes the semantic conventions name, not code locations.
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_tracked_inactivity(false)
-                .with_filter(filter_fn(|meta| meta.is_span()))
-        });
+        let spans = traces.as_ref().map(span_layer);
         let subscriber = tracing_subscriber::registry()
             .with(stdout)
             .with(bridge)
@@ -144,6 +134,22 @@ impl Telemetry {
         });
         let _ = tokio::time::timeout(limit, flushing).await;
     }
+}
+
+/// The layer that makes `tracing` spans OpenTelemetry spans of `provider`'s.
+pub(crate) fn span_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(crate::SCOPE))
+        // Events are log lines and records of their own, not span events; and the spans carry
+        // the attributes the semantic conventions name, not code locations.
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|meta| meta.is_span()))
 }
 
 /// Which events are written, from `RUST_LOG`; `info` when it is unset or invalid.

@@ -5,14 +5,13 @@ use crate::{Kit, ServiceEnv};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
-use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 
 /// A kit for `service` with default settings and `vars` as its environment (`USERS_URL` and
 /// the like). Its spans go to whatever subscriber is current: see [`capture_spans`].
@@ -88,23 +87,24 @@ pub fn dead_url() -> String {
 /// `tracing` layers and the OpenTelemetry SDK, exported to memory instead of over OTLP.
 /// `#[tokio::test]` runs a test and the servers it spawns on one thread, so all are seen.
 pub fn capture_spans() -> Spans {
+    // `tracing` caches per call site whether any subscriber wants it. Tests running in parallel
+    // threads without a subscriber could cache "no one" for a site this test needs, so a global
+    // subscriber that wants every span is installed first; each test's own still decides.
+    static WANTS_ALL: std::sync::Once = std::sync::Once::new();
+    WANTS_ALL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let exporter = Memory::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(crate::SCOPE))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
-    );
+    let subscriber = tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     Spans {
         exporter,
         _provider: provider,
-        _guard: tracing::subscriber::set_default(subscriber),
+        _guard: guard,
     }
 }
 
