@@ -40,6 +40,8 @@ enum Command {
 pub struct InstanceHandle {
     pub id: String,
     pub service: String,
+    /// The service as this instance runs it.
+    pub spec: Arc<Service>,
     tx: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
 }
@@ -89,6 +91,7 @@ impl InstanceHandle {
         Self {
             id,
             service: service.name.clone(),
+            spec: service,
             tx,
             status,
         }

@@ -460,20 +460,73 @@ impl Supervisor {
         }
     }
 
-    /// Restarts one service's instances one after another, so replicas keep serving.
+    /// Restarts one service's instances with no downtime: an extra instance is started first and
+    /// must become healthy (if it does not, it is stopped, the running instances are left as
+    /// they were, and the restart fails with the reason); then each instance is replaced in turn
+    /// (marked stopping, so that discovery sends it nothing new, drained, started again); then
+    /// the extra one is drained and retired. A service on a fixed port cannot run two instances,
+    /// so it is restarted in place.
     pub async fn restart_service(&self, name: &str) -> Result<(), StartFailure> {
         let handles = self.handles_of(name);
         if handles.iter().all(|h| matches!(h.state(), State::Idle)) {
             return self.start(&[name.to_string()]).await;
         }
-        for h in handles {
-            h.restart().await.map_err(|reason| StartFailure {
-                instance: h.id.clone(),
-                reason,
+        let surge = match handles.first() {
+            Some(h) if h.spec.port == crate::config::Port::Auto => {
+                let index = handles.len() as u32 + 1;
+                Some(InstanceHandle::create(
+                    h.spec.clone(),
+                    index,
+                    self.inner.shared.clone(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(extra) = &surge
+            && let Err(reason) = extra.start().await
+        {
+            self.retire(extra).await;
+            return Err(StartFailure {
+                instance: extra.id.clone(),
+                reason: format!("{reason}; the running instances were left as they were"),
                 dependency: false,
-            })?;
+            });
+        }
+        for h in handles {
+            if let Err(reason) = h.restart().await {
+                // The extra instance goes on serving in its place.
+                if let Some(extra) = surge {
+                    self.adopt(extra);
+                }
+                return Err(StartFailure {
+                    instance: h.id.clone(),
+                    reason,
+                    dependency: false,
+                });
+            }
+        }
+        if let Some(extra) = &surge {
+            self.retire(extra).await;
         }
         Ok(())
+    }
+
+    /// Drains and stops an instance that is not one of the service's own, and forgets it.
+    async fn retire(&self, extra: &InstanceHandle) {
+        extra.stop().await;
+        self.inner
+            .shared
+            .store
+            .remove_instance(&extra.service, &extra.id);
+    }
+
+    /// Makes an extra instance one of the service's own.
+    fn adopt(&self, extra: InstanceHandle) {
+        let mut handles = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+        handles
+            .entry(extra.service.clone())
+            .or_default()
+            .push(extra);
     }
 
     /// Stops everything: dependents before what they depend on, each level in parallel.

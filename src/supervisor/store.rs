@@ -42,6 +42,15 @@ impl RegistryStore {
         self.write(&reg);
     }
 
+    /// Takes a retired instance out of the registry, and writes the file.
+    pub fn remove_instance(&self, service: &str, id: &str) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = reg.services.get_mut(service) {
+            entry.instances.retain(|i| i.id != id);
+        }
+        self.write(&reg);
+    }
+
     /// Records whether the system is starting, ready, or stopping, and writes the file.
     pub fn set_phase(&self, phase: SupervisorPhase) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());

@@ -480,3 +480,55 @@ print(n)
         .parse()
         .expect("a count")
 }
+
+/// A steady stream of GET requests, one after another, to each of `urls` in turn, from a thread
+/// of its own, until [`Load::stop`]: what users see while instances die and come back.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worker: Option<std::thread::JoinHandle<Vec<(String, u16, String)>>>,
+}
+
+impl Load {
+    pub fn start(urls: Vec<String>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let worker = std::thread::spawn(move || {
+            let client = http();
+            let mut answers = Vec::new();
+            for url in urls.iter().cycle() {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let answer = match client.get(url).send() {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        (url.clone(), status, r.text().unwrap_or_default())
+                    }
+                    Err(e) => (url.clone(), 0, e.to_string()),
+                };
+                answers.push(answer);
+            }
+            answers
+        });
+        Self {
+            stop,
+            worker: Some(worker),
+        }
+    }
+
+    /// Stops the stream; every answer, in order: URL, status (0: none), body.
+    pub fn stop(mut self) -> Vec<(String, u16, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.worker
+            .take()
+            .expect("running")
+            .join()
+            .expect("the load thread ends")
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,15 +1,18 @@
-//! Calls to other services: one pooled HTTP client, a timeout on every call, discovery by name,
-//! `traceparent` and `tracestate` passed on, and a client span for each call.
+//! Calls to other services: one pooled HTTP client, discovery by name, the least loaded healthy
+//! instance (ejecting ones that keep failing), one retry on another instance where it is safe,
+//! one timeout over the whole call, trace context passed on, and a client span for each attempt.
 
-use crate::discovery::{Discovery, DiscoveryError};
+use crate::balance::{Balancer, Outcome};
+use crate::discovery::{Discovery, DiscoveryError, Endpoint};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status, TraceContextExt};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A request to another service, named by service, not address.
@@ -112,6 +115,7 @@ struct Inner {
     http: reqwest::Client,
     discovery: Discovery,
     timeout: Duration,
+    balancer: Mutex<Balancer>,
 }
 
 impl Peers {
@@ -127,6 +131,7 @@ impl Peers {
                 http,
                 discovery,
                 timeout,
+                balancer: Mutex::new(Balancer::default()),
             }),
         }
     }
@@ -139,9 +144,35 @@ impl Peers {
         self.inner.timeout
     }
 
-    /// Sends `req` to a healthy instance of its service, within the timeout, in a client span
-    /// that is a child of the current span: the request's server span, or a handler's own.
+    /// Sends `req` to the least loaded healthy instance of its service, within the timeout, in a
+    /// client span that is a child of the current span (the request's server span, or a
+    /// handler's own). A call that may be sent again is retried once, on another instance where
+    /// there is one, within the same timeout: one that never reached a service (the connection
+    /// failed), and an idempotent one without a body (GET, HEAD, PUT, DELETE, OPTIONS) that got no
+    /// answer or a 502, 503 or 504. The retry's span carries `http.request.resend_count = 1`.
     pub async fn send(&self, req: PeerRequest) -> Result<PeerResponse, PeerError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        let (first, instance) = self.attempt(&req, 0, None, deadline).await;
+        let again = match &first {
+            Err(PeerError::Unreachable { .. }) => true,
+            Err(PeerError::BadAnswer { .. }) => may_resend(&req),
+            Ok(answer) => may_resend(&req) && matches!(answer.status.as_u16(), 502..=504),
+            Err(PeerError::Timeout { .. } | PeerError::Discovery(_)) => false,
+        };
+        if !again || Instant::now() >= deadline {
+            return first;
+        }
+        self.attempt(&req, 1, instance.as_deref(), deadline).await.0
+    }
+
+    /// One attempt, in its own client span; also names the instance it went to.
+    async fn attempt(
+        &self,
+        req: &PeerRequest,
+        resend: u32,
+        avoid: Option<&str>,
+        deadline: Instant,
+    ) -> (Result<PeerResponse, PeerError>, Option<String>) {
         let span = tracing::info_span!(
             "call",
             otel.name = %format_args!("{} {}", req.method, req.route),
@@ -157,7 +188,39 @@ impl Peers {
         } else {
             opentelemetry::Context::current()
         };
-        let result = self.exchange(&req, &cx).await;
+        if own && resend > 0 {
+            cx.span().set_attribute(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resend),
+            ));
+        }
+        let (endpoint, peers) = match self.choose(&req.service, avoid) {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                let e = PeerError::from(e);
+                if own {
+                    cx.span()
+                        .set_attribute(KeyValue::new("error.type", e.error_type()));
+                    cx.span().set_status(Status::error(e.to_string()));
+                }
+                return (Err(e), None);
+            }
+        };
+        let mut in_flight = InFlight {
+            peers: self,
+            instance: &endpoint.instance,
+            done: false,
+        };
+        let result = self.exchange(req, &endpoint, &cx, deadline).await;
+        let outcome = match &result {
+            Ok(answer) if answer.status.is_server_error() => Outcome::Failed,
+            Ok(_) => Outcome::Answered,
+            Err(_) => Outcome::Failed,
+        };
+        in_flight.done = true;
+        drop(in_flight);
+        self.lock_balancer()
+            .finish(&endpoint.instance, outcome, peers, Instant::now());
         if own {
             let otel = cx.span();
             match &result {
@@ -175,15 +238,45 @@ impl Peers {
                 }
             }
         }
-        result
+        (result, Some(endpoint.instance))
+    }
+
+    /// The instance to call, and how many healthy instances the service has.
+    fn choose(
+        &self,
+        service: &str,
+        avoid: Option<&str>,
+    ) -> Result<(Endpoint, usize), DiscoveryError> {
+        let mut healthy = self.inner.discovery.resolve(service)?;
+        let names: Vec<&str> = healthy.iter().map(|e| e.instance.as_str()).collect();
+        let mut balancer = self.lock_balancer();
+        let Some(i) = balancer.pick(&names, avoid, Instant::now()) else {
+            return Err(DiscoveryError::NoHealthy {
+                service: service.to_string(),
+                detail: "no instances".into(),
+            });
+        };
+        let peers = healthy.len();
+        let endpoint = healthy.swap_remove(i);
+        balancer.start(&endpoint.instance);
+        Ok((endpoint, peers))
+    }
+
+    fn lock_balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        // The bookkeeping stays usable even if a thread panicked while holding it.
+        self.inner
+            .balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     async fn exchange(
         &self,
         req: &PeerRequest,
+        endpoint: &Endpoint,
         cx: &opentelemetry::Context,
+        deadline: Instant,
     ) -> Result<PeerResponse, PeerError> {
-        let endpoint = self.inner.discovery.pick(&req.service)?;
         let url = format!("{}{}", endpoint.base_url, req.path_and_query);
         let otel = cx.span();
         if otel.is_recording() {
@@ -222,7 +315,7 @@ impl Peers {
                 instance: endpoint.instance.clone(),
             })
         };
-        match tokio::time::timeout(self.inner.timeout, call).await {
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout {
                 service: req.service.clone(),
@@ -249,5 +342,173 @@ impl Peers {
                 message: crate::error::root_cause(&e),
             }
         }
+    }
+}
+
+/// Whether a call may be sent a second time after it may have reached a service: an idempotent
+/// method with no body.
+fn may_resend(req: &PeerRequest) -> bool {
+    use axum::http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(&req.method)
+        && req.body.is_empty()
+}
+
+/// A call in flight: if its caller drops it half-way, it stops counting as outstanding.
+struct InFlight<'a> {
+    peers: &'a Peers,
+    instance: &'a str,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.peers.lock_balancer().abandon(self.instance);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{self, InstanceState, Registry, ServiceEntry, instance};
+    use crate::testing::{self, attribute, capture_spans};
+    use axum::Router;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn port(url: &str) -> u16 {
+        url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Peers whose registry lists `urls` as the healthy instances `echo-1`, `echo-2`…
+    fn peers_of(dir: &std::path::Path, urls: &[String]) -> Peers {
+        let path = dir.join("registry.json");
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        let instances = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| instance(&format!("echo-{}", i + 1), port(u), InstanceState::Healthy))
+            .collect();
+        reg.services
+            .insert("echo".into(), ServiceEntry { instances });
+        registry::write(&path, &reg).unwrap();
+        Peers::new(Discovery::new(Some(path), []), Duration::from_secs(2))
+    }
+
+    /// A server answering `status` to everything, counting what it gets.
+    async fn server(status: u16) -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counted = hits.clone();
+        let app = Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { StatusCode::from_u16(status).unwrap() }
+        });
+        let kit = testing::kit("echo", &[]);
+        (testing::spawn(&kit, app).await, hits)
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_dead_instance_is_retried_once_on_a_live_one() {
+        let spans = capture_spans();
+        let dir = tempfile::tempdir().unwrap();
+        let (live, hits) = server(200).await;
+        let peers = peers_of(dir.path(), &[testing::dead_url(), live]);
+        // Each request tries the least loaded instance; whichever it meets first, all succeed.
+        for _ in 0..4 {
+            let answer = peers
+                .send(PeerRequest::get("echo", "/x", "/x"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.instance, "echo-2");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        let all = spans.finished();
+        let resent: Vec<_> = all
+            .iter()
+            .filter(|s| attribute(s, "http.request.resend_count") == Some(1i64.into()))
+            .collect();
+        assert!(!resent.is_empty(), "some first tries met the dead instance");
+        assert!(
+            resent
+                .iter()
+                .all(|s| attribute(s, "http.response.status_code") == Some(200i64.into()))
+        );
+        // A POST is retried too when it never reached a service: the connection failed.
+        let post = PeerRequest {
+            method: Method::POST,
+            body: Bytes::from_static(b"{}"),
+            ..PeerRequest::get("echo", "/x", "/x")
+        };
+        for _ in 0..2 {
+            assert_eq!(peers.send(post.clone()).await.unwrap().status, 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_for_a_get_but_never_for_a_post() {
+        let dir = tempfile::tempdir().unwrap();
+        let (failing, failed) = server(503).await;
+        let (live, served) = server(200).await;
+        let peers = peers_of(dir.path(), &[failing, live]);
+        for _ in 0..4 {
+            let answer = peers
+                .send(PeerRequest::get("echo", "/x", "/x"))
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.status, 200,
+                "a GET that met the 503 went on to echo-2"
+            );
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 4);
+        let before = failed.load(Ordering::SeqCst);
+        let post = PeerRequest {
+            method: Method::POST,
+            body: Bytes::from_static(b"{}"),
+            ..PeerRequest::get("echo", "/x", "/x")
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(peers.send(post.clone()).await.unwrap().status.as_u16());
+        }
+        let reached_failing = failed.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 503).count() as u32,
+            reached_failing,
+            "every POST that reached the failing instance got its 503, unretried: {statuses:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_instance_failing_again_and_again_leaves_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (failing, failed) = server(500).await;
+        let (live, _) = server(200).await;
+        let (other, _) = server(200).await;
+        let peers = peers_of(dir.path(), &[failing, live, other]);
+        let post = PeerRequest {
+            method: Method::POST,
+            ..PeerRequest::get("echo", "/x", "/x")
+        };
+        for _ in 0..60 {
+            let _ = peers.send(post.clone()).await;
+        }
+        assert_eq!(
+            failed.load(Ordering::SeqCst),
+            crate::balance::EJECT_AFTER,
+            "after five 500s in a row it gets no more calls"
+        );
+        assert!(peers.lock_balancer().is_ejected("echo-1"));
     }
 }

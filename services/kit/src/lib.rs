@@ -8,6 +8,7 @@ pub use msctl_contract::{self as contract, registry};
 /// The OpenTelemetry API the kit's spans are made with, for services' and tests' own use.
 pub use opentelemetry;
 
+pub mod balance;
 pub mod client;
 pub mod discovery;
 pub mod env;

@@ -49,9 +49,11 @@ pub struct Users {
 impl Users {
     /// Opens (creating and seeding on first start) the database at `path`.
     pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let mut conn = Connection::open(path)?;
+        // Replicas share this file and open it at the same moment: each waits for the others'
+        // locks rather than failing.
         conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
                  id INTEGER PRIMARY KEY,
@@ -60,10 +62,11 @@ impl Users {
              );
              CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
         )?;
-        let seeded: bool =
-            conn.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
+        // Checked and seeded under one write lock, so that of several replicas starting at
+        // once exactly one seeds.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seeded: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM seeded)", [], |r| r.get(0))?;
         if !seeded {
-            let tx = conn.unchecked_transaction()?;
             for (i, (name, email)) in SEED.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO users (id, name, email) VALUES (?1, ?2, ?3)",
@@ -71,8 +74,8 @@ impl Users {
                 )?;
             }
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
-            tx.commit()?;
         }
+        tx.commit()?;
         Ok(Self {
             db: Arc::new(Mutex::new(conn)),
         })
