@@ -40,6 +40,8 @@ pub enum Command {
     Restart(ServiceArg),
     /// Stop a service's instances, leaving the rest running
     Stop(ServiceArg),
+    /// Run more or fewer instances of services: `posts=3`, `posts=+1`, `posts=-1`
+    Scale(ScaleArgs),
     /// Start a stopped service (and what it depends on)
     Start(ServiceArg),
     /// Probe every instance now; exit 0 only when all are healthy
@@ -71,6 +73,10 @@ pub struct UpArgs {
     /// Skip the build step
     #[arg(long)]
     pub no_build: bool,
+    /// Run N instances of SERVICE instead of its `replicas` (repeatable); on a running system,
+    /// scale it as `msctl scale` does
+    #[arg(long, value_name = "SERVICE=N", value_parser = parse_scale)]
+    pub scale: Vec<(String, Replicas)>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +84,29 @@ pub struct JsonArg {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// SERVICE=N for exactly N instances, SERVICE=+N or SERVICE=-N for N more or fewer
+    #[arg(required = true, value_name = "SERVICE=N", value_parser = parse_scale)]
+    pub targets: Vec<(String, Replicas)>,
+}
+
+pub use msctl_contract::control::Replicas;
+
+/// `posts=3`, `posts=+1` or `posts=-1`.
+pub fn parse_scale(text: &str) -> Result<(String, Replicas), String> {
+    let usage = || format!("`{text}` is not SERVICE=N, SERVICE=+N or SERVICE=-N (say `posts=3`)");
+    let (name, count) = text.split_once('=').ok_or_else(usage)?;
+    if name.is_empty() {
+        return Err(usage());
+    }
+    let replicas = match count.as_bytes().first() {
+        Some(b'+') | Some(b'-') => Replicas::By(count.parse().map_err(|_| usage())?),
+        _ => Replicas::To(count.parse().map_err(|_| usage())?),
+    };
+    Ok((name.to_string(), replicas))
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +241,8 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     pub services: Vec<String>,
+    #[arg(long, value_parser = parse_scale)]
+    pub scale: Vec<(String, Replicas)>,
 }
 
 #[cfg(test)]

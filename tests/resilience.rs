@@ -139,3 +139,98 @@ start_timeout = "2s"
         "the failed replacement is gone"
     );
 }
+
+#[test]
+fn scaling_posts_up_and_down_under_load_fails_no_request() {
+    let p = TestProject::sample();
+    p.up();
+    let gateway = p.url_of("gateway-1");
+    let load = Load::start(vec![
+        format!("{gateway}/posts/1"),
+        format!("{gateway}/users/1/posts"),
+    ]);
+    p.msctl().args(["scale", "posts=3"]).assert().success();
+    for id in ["posts-1", "posts-2", "posts-3"] {
+        assert_eq!(p.instance(id).expect(id)["state"], "healthy", "{id}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    p.msctl().args(["scale", "posts=-1"]).assert().success();
+    assert!(
+        p.instance("posts-3").is_none(),
+        "posts-3 was drained and removed"
+    );
+    p.msctl().args(["scale", "posts=1"]).assert().success();
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.stop();
+    let registry = p.registry().unwrap();
+    let left: Vec<&str> = registry["services"]["posts"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(left, ["posts-1"]);
+    assert!(
+        answers.len() > 50,
+        "only {} requests were sent",
+        answers.len()
+    );
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, status, body)| {
+            !(200..300).contains(status) || body.contains("\"partial\":true")
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed or were partial: {:#?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[test]
+fn scale_says_what_is_wrong_with_its_arguments() {
+    let p = TestProject::sample();
+    p.up();
+    let out = p.msctl().args(["scale", "posts"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not SERVICE=N"));
+    let out = p.msctl().args(["scale", "posts=-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at least one") && stderr.contains("msctl stop posts"),
+        "{stderr}"
+    );
+    let out = p.msctl().args(["scale", "nosuch=2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service `nosuch`"));
+    assert_eq!(p.instance("posts-1").unwrap()["state"], "healthy");
+}
+
+#[test]
+fn up_scale_sets_the_count_at_start_and_on_a_running_system() {
+    let p = TestProject::sample();
+    let out = p
+        .msctl()
+        .args(["up", "-d", "--no-build", "--scale", "posts=0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one instance"));
+    p.msctl()
+        .args(["up", "-d", "--no-build", "--scale", "posts=3"])
+        .assert()
+        .success();
+    for id in ["posts-1", "posts-2", "posts-3"] {
+        assert_eq!(p.instance(id).expect(id)["state"], "healthy", "{id}");
+    }
+    assert!(p.instance("users-2").is_none());
+    p.msctl()
+        .args(["up", "-d", "--no-build", "--scale", "posts=2"])
+        .assert()
+        .success();
+    assert!(p.instance("posts-2").is_some() && p.instance("posts-3").is_none());
+}

@@ -21,6 +21,30 @@ pub enum Request {
     Stop { service: String },
     /// Replace one service's instances, one after another.
     Restart { service: String },
+    /// Run this many instances of one service: start the missing ones, drain and stop the
+    /// highest-numbered extra ones.
+    Scale { service: String, replicas: Replicas },
+}
+
+/// How many instances `scale` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replicas {
+    /// Exactly this many: `posts=3`.
+    To(u32),
+    /// This many more, or fewer when negative: `posts=+1`, `posts=-1`.
+    By(i32),
+}
+
+impl Replicas {
+    /// The count to run, from the count running now; `None` below one.
+    pub fn resolve(self, now: u32) -> Option<u32> {
+        let wanted = match self {
+            Self::To(n) => i64::from(n),
+            Self::By(d) => i64::from(now) + i64::from(d),
+        };
+        u32::try_from(wanted).ok().filter(|n| *n >= 1)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,11 +78,31 @@ pub enum FailureKind {
     Busy,
     /// The token is missing or wrong, or the request is malformed.
     Refused,
+    /// The request cannot be carried out as asked: scaling below one instance, or a service
+    /// on a fixed port past one.
+    Usage,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scale_counts_resolve_against_what_runs() {
+        assert_eq!(Replicas::To(3).resolve(1), Some(3));
+        assert_eq!(Replicas::By(1).resolve(3), Some(4));
+        assert_eq!(Replicas::By(-2).resolve(3), Some(1));
+        assert_eq!(Replicas::By(-3).resolve(3), None);
+        assert_eq!(Replicas::To(0).resolve(2), None);
+        let scale = Request::Scale {
+            service: "posts".into(),
+            replicas: Replicas::By(1),
+        };
+        assert_eq!(
+            serde_json::to_string(&scale).unwrap(),
+            r#"{"request":"scale","service":"posts","replicas":{"by":1}}"#
+        );
+    }
 
     #[test]
     fn requests_and_answers_have_a_stable_wire_form() {

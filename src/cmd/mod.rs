@@ -8,6 +8,7 @@ pub mod logs;
 pub mod ps;
 pub mod restart;
 pub mod scaffold;
+pub mod scale;
 pub mod start;
 pub mod stop;
 pub mod supervise;
@@ -80,6 +81,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(args) => logs::logs(&ctx, args).await,
         Command::Restart(args) => restart::restart(&ctx, args).await,
         Command::Stop(args) => stop::stop(&ctx, args).await,
+        Command::Scale(args) => scale::scale(&ctx, args).await,
         Command::Start(args) => start::start(&ctx, args).await,
         Command::Health(args) => health::health(&ctx, args).await,
         Command::Call(args) => call::call(&ctx, args).await,
@@ -113,6 +115,7 @@ pub fn control_error(project: &Project, config: &Config, failure: Failure) -> Ms
     match failure.kind {
         FailureKind::UnknownService => MsctlError::unknown_service(&failure.message, config),
         FailureKind::Config => MsctlError::ConfigReload(failure.message),
+        FailureKind::Usage => MsctlError::Usage(failure.message),
         FailureKind::Busy => MsctlError::Busy(failure.message),
         FailureKind::Refused => MsctlError::Unreachable(format!(
             "the supervisor refused the request: {}",

@@ -9,7 +9,8 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8> {
-    let (project, config) = ctx.load()?;
+    let (project, mut config) = ctx.load()?;
+    config.scale(&args.scale).map_err(MsctlError::Usage)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let forward = tokio::spawn(async move {
         let mut reporting = true;

@@ -18,7 +18,8 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
-    let (project, config) = ctx.load()?;
+    let (project, mut config) = ctx.load()?;
+    config.scale(&args.scale).map_err(MsctlError::Usage)?;
     if let Some(unknown) = args
         .services
         .iter()
@@ -51,6 +52,23 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 })
                 .map(|s| s.name.clone())
                 .collect();
+            // `up --scale` on a running system scales what runs, as `msctl scale` does.
+            for (service, _) in &args.scale {
+                let running = !missing.contains(service);
+                let wanted = config.services[service].replicas;
+                if running {
+                    let limit = super::call_limit(&config, std::slice::from_ref(service));
+                    let request = Request::Scale {
+                        service: service.clone(),
+                        replicas: msctl_contract::control::Replicas::To(wanted),
+                    };
+                    super::control(&project, &config, &control, request, limit).await?;
+                    say!("{service} scaled to {wanted}");
+                }
+            }
+            if missing.is_empty() && !args.scale.is_empty() {
+                return Ok(0);
+            }
             if missing.is_empty() {
                 return Err(MsctlError::AlreadyRunning {
                     pid: registry.supervisor.pid,
@@ -118,7 +136,7 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         .flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name)))
         .collect();
     if args.detach {
-        detached(&project, &args.services, instances).await
+        detached(&project, &args.services, &config, instances).await
     } else {
         foreground(project, config, args.services, instances).await
     }
@@ -158,6 +176,7 @@ async fn foreground(
 async fn detached(
     project: &Project,
     services: &[String],
+    config: &crate::config::Config,
     instances: Vec<String>,
 ) -> anyhow::Result<u8> {
     project
@@ -172,6 +191,13 @@ async fn detached(
         .arg(&project.manifest)
         .arg("supervise")
         .args(services)
+        // The counts `up --scale` set, which the supervisor's own reading of msctl.toml lacks.
+        .args(
+            config
+                .services
+                .values()
+                .flat_map(|s| ["--scale".to_string(), format!("{}={}", s.name, s.replicas)]),
+        )
         .current_dir(&project.root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -73,6 +73,37 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
 }
 
+impl Config {
+    /// Overrides `replicas` as `up --scale SERVICE=N` asks; a count below one, more than one on
+    /// a fixed port, or an unknown service is refused with a sentence saying so.
+    pub fn scale(
+        &mut self,
+        targets: &[(String, msctl_contract::control::Replicas)],
+    ) -> Result<(), String> {
+        for (name, replicas) in targets {
+            let Some(service) = self.services.get_mut(name) else {
+                return Err(format!(
+                    "--scale {name}=…: no service `{name}` in msctl.toml"
+                ));
+            };
+            let Some(n) = replicas.resolve(service.replicas) else {
+                return Err(format!(
+                    "--scale {name}: at least one instance; to leave it out, name the services to start"
+                ));
+            };
+            if let Port::Fixed(port) = service.port
+                && n > 1
+            {
+                return Err(format!(
+                    "--scale {name}={n}: `{name}` listens on the fixed port {port}, so it can run only one instance"
+                ));
+            }
+            service.replicas = n;
+        }
+        Ok(())
+    }
+}
+
 /// Finds msctl.toml in `start` or the nearest parent, as cargo finds Cargo.toml.
 pub fn find(start: &Path) -> Result<PathBuf, LoadError> {
     start

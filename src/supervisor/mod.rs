@@ -359,7 +359,9 @@ impl Supervisor {
                     }),
                 }
             }
-            Request::Stop { service } | Request::Restart { service }
+            Request::Stop { service }
+            | Request::Restart { service }
+            | Request::Scale { service, .. }
                 if !self.config().services.contains_key(&service) =>
             {
                 control::failed(FailureKind::UnknownService, service)
@@ -367,6 +369,16 @@ impl Supervisor {
             Request::Stop { service } => {
                 self.stop_service(&service).await;
                 Response::Done
+            }
+            Request::Scale { service, replicas } => {
+                match self.scale_service(&service, replicas).await {
+                    Ok(()) => Response::Done,
+                    Err((kind, f)) => Response::Failed(msctl_contract::control::Failure {
+                        kind,
+                        message: f.reason,
+                        instance: Some(f.instance),
+                    }),
+                }
             }
             Request::Restart { service } => match self.restart_service(&service).await {
                 Ok(()) => Response::Done,
@@ -509,6 +521,101 @@ impl Supervisor {
             self.retire(extra).await;
         }
         Ok(())
+    }
+
+    /// Runs `replicas` instances of `name`: the missing ones are started (and must become
+    /// healthy), the highest-numbered extra ones drained, stopped and forgotten.
+    pub async fn scale_service(
+        &self,
+        name: &str,
+        replicas: msctl_contract::control::Replicas,
+    ) -> Result<(), (FailureKind, StartFailure)> {
+        let refuse = |reason: String| {
+            (
+                FailureKind::Usage,
+                StartFailure {
+                    instance: name.to_string(),
+                    reason,
+                    dependency: false,
+                },
+            )
+        };
+        let spec = match self.config().services.get(name) {
+            Some(s) => Arc::new(s.clone()),
+            None => return Err(refuse(format!("no service `{name}`"))),
+        };
+        let handles = self.handles_of(name);
+        let now = handles.len() as u32;
+        let Some(wanted) = replicas.resolve(now) else {
+            return Err(refuse(format!(
+                "`{name}` runs {now} instance(s); scaling asks for at least one (to stop it: `msctl stop {name}`)"
+            )));
+        };
+        if wanted > 1
+            && let crate::config::Port::Fixed(port) = spec.port
+        {
+            return Err(refuse(format!(
+                "`{name}` listens on the fixed port {port}, so it can run only one instance; remove `port` from msctl.toml to scale it"
+            )));
+        }
+        if wanted < now {
+            // Taken out of the list first, so that nothing restarts them meanwhile.
+            let extra: Vec<InstanceHandle> = {
+                let mut all = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+                let list = all.entry(name.to_string()).or_default();
+                list.split_off(wanted as usize)
+            };
+            let stops: Vec<_> = extra
+                .into_iter()
+                .map(|h| {
+                    let sup = self.clone();
+                    tokio::spawn(async move { sup.retire(&h).await })
+                })
+                .collect();
+            for s in stops {
+                let _ = s.await;
+            }
+            return Ok(());
+        }
+        let new: Vec<InstanceHandle> = (now + 1..=wanted)
+            .map(|i| InstanceHandle::create(spec.clone(), i, self.inner.shared.clone()))
+            .collect();
+        {
+            let mut all = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry(name.to_string())
+                .or_default()
+                .extend(new.iter().cloned());
+        }
+        let starts: Vec<_> = new
+            .into_iter()
+            .map(|h| tokio::spawn(async move { (h.start().await, h) }))
+            .collect();
+        let mut failed = None;
+        for s in starts {
+            if let Ok((Err(reason), h)) = s.await {
+                failed.get_or_insert(StartFailure {
+                    instance: h.id.clone(),
+                    reason,
+                    dependency: false,
+                });
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(f) => {
+                // Back to what ran before: the new instances are drained and forgotten.
+                let extra: Vec<InstanceHandle> = {
+                    let mut all = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+                    all.entry(name.to_string())
+                        .or_default()
+                        .split_off(now as usize)
+                };
+                for h in &extra {
+                    self.retire(h).await;
+                }
+                Err((FailureKind::Start, f))
+            }
+        }
     }
 
     /// Drains and stops an instance that is not one of the service's own, and forgets it.
