@@ -42,6 +42,10 @@ pub enum Command {
     Stop(ServiceArg),
     /// Run more or fewer instances of services: `posts=3`, `posts=+1`, `posts=-1`
     Scale(ScaleArgs),
+    /// SIGKILL one instance (`posts-2`) or every instance of a service, as a crash would
+    Kill(KillArgs),
+    /// Inject latency and errors into calls to a service or instance; `msctl fault clear`
+    Fault(FaultArgs),
     /// Start a stopped service (and what it depends on)
     Start(ServiceArg),
     /// Probe every instance now; exit 0 only when all are healthy
@@ -107,6 +111,47 @@ pub fn parse_scale(text: &str) -> Result<(String, Replicas), String> {
         _ => Replicas::To(count.parse().map_err(|_| usage())?),
     };
     Ok((name.to_string(), replicas))
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// A service (every instance) or one instance, such as `posts-2`
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  msctl fault posts-2 --error-rate 1\n  msctl fault posts --delay 3s --for 30s\n  msctl fault clear"
+)]
+pub struct FaultArgs {
+    /// A service, one instance (`posts-2`), or `clear` to end every fault (or `clear TARGET`)
+    pub target: String,
+    /// With `clear`: the one target whose fault ends
+    pub cleared: Option<String>,
+    /// Wait this long before each call, such as 200ms
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub delay: Option<std::time::Duration>,
+    /// Answer this share of calls (0 to 1) with --status instead of sending them
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub error_rate: Option<f64>,
+    /// The status of an injected error
+    #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub status: u16,
+    /// End the fault after this long [default: until cleared]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub lasting: Option<std::time::Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 200ms, 3s or 1m: {e}"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("`{text}` is not a rate from 0 to 1, such as 0.3"))
 }
 
 #[derive(Debug, Args)]

@@ -234,3 +234,96 @@ fn up_scale_sets_the_count_at_start_and_on_a_running_system() {
         .success();
     assert!(p.instance("posts-2").is_some() && p.instance("posts-3").is_none());
 }
+
+fn posts_at_three() -> TestProject {
+    TestProject::new(
+        r#"
+[services.users]
+command = ["{bin}/users"]
+
+[services.posts]
+command = ["{bin}/posts"]
+replicas = 3
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users", "posts"]
+"#,
+    )
+}
+
+#[test]
+fn a_faulty_instance_is_retried_around_and_the_retries_are_in_the_trace() {
+    let p = posts_at_three();
+    p.up();
+    p.msctl()
+        .args(["fault", "posts-2", "--error-rate", "1"])
+        .assert()
+        .success();
+    let mut resent = 0;
+    for _ in 0..12 {
+        let answer = call_json(&p, &["posts/1"]);
+        assert_eq!(answer["status"], 200, "{answer}");
+        let id = answer["trace_id"].as_str().unwrap().to_string();
+        let spans = p.wait_until("the trace", |p| {
+            trace_spans(p, &id).filter(|s| s.len() >= 3)
+        });
+        resent += spans
+            .iter()
+            .filter(|s| s["attributes"]["http.request.resend_count"] == 1)
+            .count();
+    }
+    assert!(resent >= 1, "no call was retried around posts-2");
+    p.msctl().args(["fault", "clear"]).assert().success();
+    let faults = std::fs::read_to_string(p.path().join(".msctl/faults.json")).unwrap();
+    assert!(!faults.contains("posts-2"), "{faults}");
+}
+
+#[test]
+fn a_slow_posts_leaves_a_partial_answer_within_the_gateways_budget() {
+    let p = TestProject::sample();
+    p.up();
+    let gateway = p.url_of("gateway-1");
+    p.msctl()
+        .args(["fault", "posts", "--delay", "3s", "--for", "1m"])
+        .assert()
+        .success();
+    let started = std::time::Instant::now();
+    let (status, body) = get_json(&format!("{gateway}/users/1/posts"));
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(body["partial"], true, "{body}");
+    assert!(took < Duration::from_millis(2900), "took {took:?}");
+    p.msctl()
+        .args(["fault", "clear", "posts"])
+        .assert()
+        .success();
+    let (_, body) = get_json(&format!("{gateway}/users/1/posts"));
+    assert!(body["posts"].is_array(), "{body}");
+}
+
+#[test]
+fn kill_crashes_one_instance_and_it_comes_back() {
+    let p = posts_at_three();
+    p.up();
+    let before = p.pid_of("posts-2").unwrap();
+    p.msctl().args(["kill", "posts-2"]).assert().success();
+    p.wait_until("posts-2 to be restarted", |p| {
+        let i = p.instance("posts-2")?;
+        (i["state"] == "healthy" && i["pid"].as_u64() != Some(u64::from(before))).then_some(())
+    });
+    assert_eq!(p.instance("posts-2").unwrap()["restarts"], 1);
+    let out = p.msctl().args(["kill", "posts-9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = p.msctl().args(["kill", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = p
+        .msctl()
+        .args(["fault", "posts", "--error-rate", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a rate from 0 to 1"));
+    let out = p.msctl().args(["fault", "posts"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod env;
 pub mod exit;
+pub mod fault;
 pub mod fs;
 pub mod otlp;
 pub mod registry;

@@ -3,6 +3,7 @@
 pub mod call;
 pub mod completions;
 pub mod down;
+pub mod fault;
 pub mod health;
 pub mod logs;
 pub mod ps;
@@ -82,6 +83,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Restart(args) => restart::restart(&ctx, args).await,
         Command::Stop(args) => stop::stop(&ctx, args).await,
         Command::Scale(args) => scale::scale(&ctx, args).await,
+        Command::Kill(args) => fault::kill(&ctx, args).await,
+        Command::Fault(args) => fault::fault(&ctx, args).await,
         Command::Start(args) => start::start(&ctx, args).await,
         Command::Health(args) => health::health(&ctx, args).await,
         Command::Call(args) => call::call(&ctx, args).await,

@@ -116,6 +116,7 @@ struct Inner {
     discovery: Discovery,
     timeout: Duration,
     balancer: Mutex<Balancer>,
+    faults: crate::fault::FaultFile,
 }
 
 impl Peers {
@@ -129,9 +130,10 @@ impl Peers {
         Self {
             inner: Arc::new(Inner {
                 http,
-                discovery,
                 timeout,
                 balancer: Mutex::new(Balancer::default()),
+                faults: crate::fault::FaultFile::beside(discovery.registry_path()),
+                discovery,
             }),
         }
     }
@@ -211,7 +213,10 @@ impl Peers {
             instance: &endpoint.instance,
             done: false,
         };
-        let result = self.exchange(req, &endpoint, &cx, deadline).await;
+        let result = match self.inner.faults.for_call(&req.service, &endpoint.instance) {
+            Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
+            None => self.exchange(req, &endpoint, &cx, deadline).await,
+        };
         let outcome = match &result {
             Ok(answer) if answer.status.is_server_error() => Outcome::Failed,
             Ok(_) => Outcome::Answered,
@@ -239,6 +244,51 @@ impl Peers {
             }
         }
         (result, Some(endpoint.instance))
+    }
+
+    /// A call under `msctl fault`: delayed, within the call's deadline, then with the fault's
+    /// probability answered here with its status instead of sent. Noted as a span event.
+    async fn faulted(
+        &self,
+        req: &PeerRequest,
+        endpoint: &Endpoint,
+        cx: &opentelemetry::Context,
+        deadline: Instant,
+        fault: msctl_contract::fault::Fault,
+    ) -> Result<PeerResponse, PeerError> {
+        let abort = fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate;
+        cx.span().add_event(
+            "msctl.fault",
+            vec![
+                KeyValue::new("msctl.fault.target", fault.target.clone()),
+                KeyValue::new("msctl.fault.delay_ms", fault.delay_ms as i64),
+                KeyValue::new("msctl.fault.aborted", abort),
+            ],
+        );
+        if fault.delay_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(fault.delay_ms);
+            tokio::time::sleep_until(until.min(deadline)).await;
+            if until > deadline {
+                return Err(PeerError::Timeout {
+                    service: req.service.clone(),
+                    after: self.inner.timeout,
+                });
+            }
+        }
+        if !abort {
+            return self.exchange(req, endpoint, cx, deadline).await;
+        }
+        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let body = serde_json::json!({"error": {
+            "code": "fault_injected",
+            "message": format!("msctl fault on `{}`: answered {} without sending the call", fault.target, status.as_u16()),
+        }});
+        Ok(PeerResponse {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            instance: endpoint.instance.clone(),
+        })
     }
 
     /// The instance to call, and how many healthy instances the service has.

@@ -59,11 +59,23 @@ struct Cache {
     registry: Option<Registry>,
 }
 
+/// What tells a changed file from an unchanged one without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     modified: std::time::SystemTime,
     len: u64,
     inode: u64,
+}
+
+impl FileStamp {
+    /// `None` when there is no such file.
+    pub(crate) fn of(path: &std::path::Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|m| Self {
+            modified: m.modified().unwrap_or(std::time::UNIX_EPOCH),
+            len: m.len(),
+            inode: inode(&m),
+        })
+    }
 }
 
 impl Discovery {
@@ -86,6 +98,11 @@ impl Discovery {
             cache: Mutex::new(Cache::default()),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The registry file, when msctl runs this service.
+    pub fn registry_path(&self) -> Option<&std::path::Path> {
+        self.registry_path.as_deref()
     }
 
     /// The healthy instances of `service`.
@@ -162,11 +179,7 @@ impl Discovery {
         let Some(path) = &self.registry_path else {
             return Ok(None);
         };
-        let stamp = std::fs::metadata(path).ok().map(|m| FileStamp {
-            modified: m.modified().unwrap_or(std::time::UNIX_EPOCH),
-            len: m.len(),
-            inode: inode(&m),
-        });
+        let stamp = FileStamp::of(path);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_some() && cache.stamp == stamp {
             return Ok(cache.registry.clone());

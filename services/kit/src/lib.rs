@@ -13,6 +13,7 @@ pub mod client;
 pub mod discovery;
 pub mod env;
 pub mod error;
+pub mod fault;
 pub mod log;
 pub mod params;
 pub mod server;
