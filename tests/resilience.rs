@@ -327,3 +327,36 @@ fn kill_crashes_one_instance_and_it_comes_back() {
     let out = p.msctl().args(["fault", "posts"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_readme_demo_runs_and_fails_no_request() {
+    let p = TestProject::sample();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resilience-demo.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .env("MSCTL", bin("msctl"))
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    assert!(
+        stderr.contains("killed posts-2") && stderr.contains("posts scaled to 1"),
+        "{stderr}"
+    );
+    let requests: u32 = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("== ")?
+                .split_once(" requests")?
+                .0
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("the demo counts its requests");
+    assert!(requests > 10, "{stdout}");
+}
