@@ -360,3 +360,27 @@ fn the_readme_demo_runs_and_fails_no_request() {
         .expect("the demo counts its requests");
     assert!(requests > 10, "{stdout}");
 }
+
+#[test]
+fn with_every_posts_instance_down_the_gateway_answers_partially_then_recovers() {
+    let p = posts_at_three();
+    p.up();
+    let gateway = p.url_of("gateway-1");
+    p.msctl().args(["stop", "posts"]).assert().success();
+    let started = std::time::Instant::now();
+    let (status, body) = get_json(&format!("{gateway}/users/1/posts"));
+    assert_eq!(status, 200);
+    assert_eq!(body["partial"], true, "{body}");
+    assert_eq!(body["user"]["id"], 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    p.msctl().args(["start", "posts"]).assert().success();
+    let (_, body) = get_json(&format!("{gateway}/users/1/posts"));
+    assert!(
+        body["posts"].is_array() && body.get("partial").is_none(),
+        "{body}"
+    );
+}

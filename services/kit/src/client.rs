@@ -153,7 +153,17 @@ impl Peers {
     /// failed), and an idempotent one without a body (GET, HEAD, PUT, DELETE, OPTIONS) that got no
     /// answer or a 502, 503 or 504. The retry's span carries `http.request.resend_count = 1`.
     pub async fn send(&self, req: PeerRequest) -> Result<PeerResponse, PeerError> {
-        let deadline = Instant::now() + self.inner.timeout;
+        // The call's own timeout, or the request's remaining budget if that is shorter.
+        let started = Instant::now();
+        let deadline = crate::deadline::bound(started + self.inner.timeout);
+        // A timeout names the budget the call had, which a caller's deadline may have shortened.
+        let budget = |result: Result<PeerResponse, PeerError>| match result {
+            Err(PeerError::Timeout { service, .. }) => Err(PeerError::Timeout {
+                service,
+                after: deadline - started,
+            }),
+            other => other,
+        };
         let (first, instance) = self.attempt(&req, 0, None, deadline).await;
         let again = match &first {
             Err(PeerError::Unreachable { .. }) => true,
@@ -162,9 +172,9 @@ impl Peers {
             Err(PeerError::Timeout { .. } | PeerError::Discovery(_)) => false,
         };
         if !again || Instant::now() >= deadline {
-            return first;
+            return budget(first);
         }
-        self.attempt(&req, 1, instance.as_deref(), deadline).await.0
+        budget(self.attempt(&req, 1, instance.as_deref(), deadline).await.0)
     }
 
     /// One attempt, in its own client span; also names the instance it went to.
@@ -342,6 +352,7 @@ impl Peers {
         }
         let mut headers = req.headers.clone();
         crate::trace_context::inject(cx, &mut headers);
+        crate::deadline::inject(deadline, &mut headers);
         let call = async {
             let response = self
                 .inner

@@ -10,6 +10,7 @@ pub use opentelemetry;
 
 pub mod balance;
 pub mod client;
+pub mod deadline;
 pub mod discovery;
 pub mod env;
 pub mod error;

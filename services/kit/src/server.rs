@@ -207,6 +207,7 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let clock = Instant::now();
+    let deadline = crate::deadline::from_headers(req.headers());
     let parent = trace_context::extract(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -232,7 +233,8 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
     // Entered while the handler runs, so that its own spans and calls are children of the
     // server span and its log lines carry the request's ids. With no span of its own, the
     // caller's context is the current one, and calls pass it on unchanged.
-    let run = next.run(req).instrument(span.clone());
+    // The caller's remaining budget bounds every call this request makes.
+    let run = crate::deadline::within(deadline, next.run(req)).instrument(span.clone());
     let mut response = if own {
         run.await
     } else {
