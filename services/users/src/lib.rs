@@ -47,8 +47,23 @@ pub struct Users {
 }
 
 impl Users {
-    /// Opens (creating and seeding on first start) the database at `path`.
+    /// Opens (creating and seeding on first start) the database at `path`. Replicas starting
+    /// together race for the lock that turns on WAL and seeds, and SQLite does not always wait
+    /// for it (a change of journal mode fails at once), so the opening is tried again.
     pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path) {
+                Err(e) if is_busy(&e) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &std::path::Path) -> rusqlite::Result<Self> {
         let mut conn = Connection::open(path)?;
         // Replicas share this file and open it at the same moment: each waits for the others'
         // locks rather than failing.
@@ -220,4 +235,12 @@ async fn remove(
         return Err(ApiError::not_found(format!("user {id} does not exist")));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether SQLite refused for a lock another connection holds.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
