@@ -231,6 +231,7 @@ mod tests {
                 service_name: service.into(),
                 service_instance_id: format!("{service}-1"),
             },
+            events: Vec::new(),
         }
     }
 

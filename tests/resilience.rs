@@ -261,6 +261,7 @@ fn a_faulty_instance_is_retried_around_and_the_retries_are_in_the_trace() {
         .assert()
         .success();
     let mut resent = 0;
+    let mut faulted = None;
     for _ in 0..12 {
         let answer = call_json(&p, &["posts/1"]);
         assert_eq!(answer["status"], 200, "{answer}");
@@ -272,8 +273,25 @@ fn a_faulty_instance_is_retried_around_and_the_retries_are_in_the_trace() {
             .iter()
             .filter(|s| s["attributes"]["http.request.resend_count"] == 1)
             .count();
+        if spans
+            .iter()
+            .any(|s| s["events"][0]["name"] == "msctl.fault")
+        {
+            faulted = Some(id);
+        }
     }
     assert!(resent >= 1, "no call was retried around posts-2");
+    // The fault is an event on the client span that met it, in the store and in the waterfall.
+    let faulted = faulted.expect("a trace with the injected fault");
+    let out = p.msctl().args(["trace", &faulted]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("EVENTS")
+            && text.contains("msctl.fault")
+            && text.contains("msctl.fault.target=posts-2")
+            && text.contains("msctl.fault.aborted=true"),
+        "{text}"
+    );
     p.msctl().args(["fault", "clear"]).assert().success();
     let faults = std::fs::read_to_string(p.path().join(".msctl/faults.json")).unwrap();
     assert!(!faults.contains("posts-2"), "{faults}");

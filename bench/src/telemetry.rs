@@ -63,6 +63,7 @@ fn span(i: usize) -> Span {
             service_name: ["gateway", "users", "posts"][i % 3].into(),
             service_instance_id: "x-1".into(),
         },
+        events: Vec::new(),
     }
 }
 

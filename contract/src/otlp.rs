@@ -249,6 +249,7 @@ mod tests {
                 service_name: "users".into(),
                 service_instance_id: "users-1".into(),
             },
+            events: Vec::new(),
         };
         let body = export_request(&[span]);
         let rs = &body["resourceSpans"][0];

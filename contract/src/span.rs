@@ -24,6 +24,18 @@ pub struct Span {
     pub status: SpanStatus,
     pub attributes: Map<String, Value>,
     pub resource: Resource,
+    /// Moments within the span, such as a fault `msctl fault` injected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SpanEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanEvent {
+    pub name: String,
+    pub time_unix_nano: u64,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

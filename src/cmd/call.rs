@@ -256,6 +256,7 @@ async fn record_span(
             service_name: "msctl".into(),
             service_instance_id: format!("msctl-{}", std::process::id()),
         },
+        events: Vec::new(),
     };
     let Some((url, token)) = receiver else { return };
     let Ok(client) = reqwest::Client::builder()

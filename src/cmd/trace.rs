@@ -22,11 +22,45 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
             .map_or(80, |(_, w)| w as usize)
             .min(120);
         outln!("{}", crate::waterfall::render(&found, width))?;
+        print_events(&found)?;
         if args.logs {
             print_logs(&project, &found)?;
         }
     }
     Ok(0)
+}
+
+/// The spans' events (a fault `msctl fault` injected, say), under each span's row label, with
+/// their time from the start of the trace.
+fn print_events(trace: &traces::Trace) -> std::io::Result<()> {
+    let start = trace
+        .spans
+        .iter()
+        .map(|s| s.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let mut header = false;
+    for span in trace.spans.iter().filter(|s| !s.events.is_empty()) {
+        if !header {
+            outln!()?;
+            outln!("EVENTS")?;
+            header = true;
+        }
+        outln!("{} {}", span.resource.service_name, span.name)?;
+        for e in &span.events {
+            let at = e.time_unix_nano.saturating_sub(start) as f64 / 1e6;
+            let attributes: Vec<String> = e
+                .attributes
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            outln!("    +{at:.1} ms {} {}", e.name, attributes.join(" "))?;
+        }
+    }
+    Ok(())
 }
 
 /// Each span's log records, under the span's row label, in the waterfall's order.

@@ -1,7 +1,7 @@
 //! OTLP messages (the `opentelemetry-proto` types) to msctl's flat span and log records: hex ids,
 //! attributes as a JSON object, the resource's service and instance picked out.
 
-use msctl_contract::span::{Resource, Span, SpanStatus};
+use msctl_contract::span::{Resource, Span, SpanEvent, SpanStatus};
 use msctl_contract::trace_context::hex;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -47,6 +47,15 @@ pub fn spans(request: ExportTraceServiceRequest) -> Vec<Span> {
                     },
                     attributes: attributes(s.attributes),
                     resource: resource.clone(),
+                    events: s
+                        .events
+                        .into_iter()
+                        .map(|e| SpanEvent {
+                            name: e.name,
+                            time_unix_nano: e.time_unix_nano,
+                            attributes: attributes(e.attributes),
+                        })
+                        .collect(),
                 });
             }
         }

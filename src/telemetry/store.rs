@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS spans (
     service TEXT NOT NULL,
     instance TEXT NOT NULL,
     attributes TEXT NOT NULL,
+    -- JSON list of the span's events; NULL when it has none
+    events TEXT,
     -- Clustered by trace: one B-tree, and a trace's spans side by side.
     PRIMARY KEY (trace_id, span_id)
 ) WITHOUT ROWID;
@@ -128,6 +130,15 @@ impl Store {
         // checkpoints are let grow past SQLite's 4 MiB default.
         db.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)?;
         db.execute_batch(SCHEMA)?;
+        // A store made before spans kept their events gets the column.
+        let has_events: bool = db.query_row(
+            "SELECT EXISTS(SELECT 1 FROM pragma_table_info('spans') WHERE name = 'events')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_events {
+            db.execute_batch("ALTER TABLE spans ADD COLUMN events TEXT")?;
+        }
         Ok(Self { db, since_check: 0 })
     }
 
@@ -176,8 +187,9 @@ impl Store {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind,
-                 start_ns, end_ns, status_code, status_message, service, instance, attributes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 start_ns, end_ns, status_code, status_message, service, instance, attributes,
+                 events)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             // One row a trace, kept up to date as its spans arrive, so that listing and
             // filtering never scan the spans.
@@ -209,6 +221,8 @@ impl Store {
                     s.resource.service_name,
                     s.resource.service_instance_id,
                     serde_json::Value::Object(s.attributes.clone()).to_string(),
+                    (!s.events.is_empty())
+                        .then(|| serde_json::to_string(&s.events).unwrap_or_default()),
                 ])?;
                 if fresh > 0 {
                     traces.entry(&s.trace_id).or_default().add(s);
@@ -390,7 +404,7 @@ impl Store {
     ) -> rusqlite::Result<Vec<Span>> {
         let mut q = self.db.prepare(&format!(
             "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
-             status_message, service, instance, attributes FROM spans WHERE {condition}"
+             status_message, service, instance, attributes, events FROM spans WHERE {condition}"
         ))?;
         let rows = q.query_map(args, |r| {
             Ok(Span {
@@ -410,6 +424,10 @@ impl Store {
                     service_instance_id: r.get(10)?,
                 },
                 attributes: object(&r.get::<_, String>(11)?),
+                events: r
+                    .get::<_, Option<String>>(12)?
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default(),
             })
         })?;
         rows.collect()
@@ -473,7 +491,42 @@ mod tests {
                 service_name: "users".into(),
                 service_instance_id: "users-1".into(),
             },
+            events: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_store_made_before_span_events_gets_them_and_keeps_its_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("telemetry.db");
+        let old = SCHEMA.replace(
+            "    -- JSON list of the span's events; NULL when it has none\n    events TEXT,\n",
+            "",
+        );
+        assert_ne!(old, SCHEMA);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old)
+            .unwrap();
+        let mut store = Store::open(&path).unwrap();
+        let mut faulted = span(1, 1, 100);
+        faulted.events.push(msctl_contract::span::SpanEvent {
+            name: "msctl.fault".into(),
+            time_unix_nano: 150,
+            attributes: [("msctl.fault.aborted".to_string(), true.into())]
+                .into_iter()
+                .collect(),
+        });
+        store
+            .insert_spans(&[faulted.clone(), span(2, 2, 200)])
+            .unwrap();
+        let reader = Store::open_read(&path).unwrap();
+        assert_eq!(reader.trace(&faulted.trace_id).unwrap(), vec![faulted]);
+        assert!(
+            reader.trace(&span(2, 2, 200).trace_id).unwrap()[0]
+                .events
+                .is_empty()
+        );
     }
 
     #[test]
