@@ -145,9 +145,14 @@ fn scaling_posts_up_and_down_under_load_fails_no_request() {
     let p = TestProject::sample();
     p.up();
     let gateway = p.url_of("gateway-1");
-    let load = Load::start(vec![
-        format!("{gateway}/posts/1"),
-        format!("{gateway}/users/1/posts"),
+    // A POST is never retried once it may have reached posts: draining has to get it right.
+    let load = Load::requests(vec![
+        (format!("{gateway}/posts/1"), None),
+        (format!("{gateway}/users/1/posts"), None),
+        (
+            format!("{gateway}/posts"),
+            Some(r#"{"user_id": 1, "title": "t", "body": "b"}"#.into()),
+        ),
     ]);
     p.msctl().args(["scale", "posts=3"]).assert().success();
     for id in ["posts-1", "posts-2", "posts-3"] {

@@ -296,6 +296,9 @@ pub async fn run(
 
 /// How long a stopping supervisor waits for its store to take in the last spans.
 const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long an instance taken out of rotation goes on answering before it is sent SIGTERM: long
+/// enough for calls that picked it just before to arrive.
+const DEREGISTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Removes the registry and lets the control API answer the `down` that may have asked.
 async fn finish(store: &RegistryStore, sup: &Supervisor, server: tokio::task::JoinHandle<()>) {
@@ -505,6 +508,9 @@ impl Supervisor {
             });
         }
         for h in handles {
+            if surge.is_some() {
+                self.deregister(&h).await;
+            }
             if let Err(reason) = h.restart().await {
                 // The extra instance goes on serving in its place.
                 if let Some(extra) = surge {
@@ -618,8 +624,17 @@ impl Supervisor {
         }
     }
 
+    /// Takes `h` out of rotation before it is stopped or replaced: marked stopping in the
+    /// registry, then a pause for calls already on their way to arrive, which it still answers.
+    async fn deregister(&self, h: &InstanceHandle) {
+        if self.inner.shared.store.mark_stopping(&h.service, &h.id) {
+            tokio::time::sleep(DEREGISTER_PAUSE).await;
+        }
+    }
+
     /// Drains and stops an instance that is not one of the service's own, and forgets it.
     async fn retire(&self, extra: &InstanceHandle) {
+        self.deregister(extra).await;
         extra.stop().await;
         self.inner
             .shared

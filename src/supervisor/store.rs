@@ -42,6 +42,24 @@ impl RegistryStore {
         self.write(&reg);
     }
 
+    /// Marks `id` stopping ahead of its stop, so that callers, which read the registry on every
+    /// call, send it nothing new while it still answers what it holds. `false` when it is not
+    /// registered as healthy (nothing to take out of rotation).
+    pub fn mark_stopping(&self, service: &str, id: &str) -> bool {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(instance) = reg
+            .services
+            .get_mut(service)
+            .and_then(|e| e.instances.iter_mut().find(|i| i.id == id))
+            .filter(|i| i.state == msctl_contract::registry::InstanceState::Healthy)
+        else {
+            return false;
+        };
+        instance.state = msctl_contract::registry::InstanceState::Stopping;
+        self.write(&reg);
+        true
+    }
+
     /// Takes a retired instance out of the registry, and writes the file.
     pub fn remove_instance(&self, service: &str, id: &str) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());

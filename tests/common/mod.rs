@@ -490,16 +490,28 @@ pub struct Load {
 
 impl Load {
     pub fn start(urls: Vec<String>) -> Self {
+        Self::requests(urls.into_iter().map(|u| (u, None)).collect())
+    }
+
+    /// Like [`Load::start`], each request a POST of its JSON body where one is given.
+    pub fn requests(requests: Vec<(String, Option<String>)>) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let worker = std::thread::spawn(move || {
             let client = http();
             let mut answers = Vec::new();
-            for url in urls.iter().cycle() {
+            for (url, body) in requests.iter().cycle() {
                 if stopping.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let answer = match client.get(url).send() {
+                let request = match body {
+                    Some(body) => client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body.clone()),
+                    None => client.get(url),
+                };
+                let answer = match request.send() {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         (url.clone(), status, r.text().unwrap_or_default())
