@@ -267,7 +267,14 @@ async fn record_span(
         return;
     };
     // Tracing must never fail a call: a span that cannot be delivered is dropped.
-    let headers = [("authorization".to_string(), format!("Bearer {token}"))];
+    // Answered once the span is stored, so that `msctl trace last` right after finds this call.
+    let headers = [
+        ("authorization".to_string(), format!("Bearer {token}")),
+        (
+            crate::telemetry::receiver::WAIT_STORED.to_string(),
+            "1".to_string(),
+        ),
+    ];
     let spans = [span];
     let delivery = crate::telemetry::export::send(&client, &url, &spans, &headers, 1);
     // The request's own timeout is the exporter's; this one is the call's.

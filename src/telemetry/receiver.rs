@@ -25,6 +25,11 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 /// Batches that may wait for the writer; past this, new ones are dropped.
 pub const QUEUE: usize = 256;
+/// A request header (msctl's own, for `msctl call`): answer once the spans are stored, not
+/// merely queued. Services never send it, so they are never held up.
+pub const WAIT_STORED: &str = "msctl-wait-stored";
+/// How long such a request waits for the store, at most.
+const WAIT_STORED_LIMIT: Duration = Duration::from_secs(2);
 /// Under load, the store commits at most this often.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// A commit of this many rows or more means load: the next one waits for COMMIT_EVERY.
@@ -340,6 +345,9 @@ async fn traces(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -
         let _ = forward.try_send(spans.clone());
     }
     let kept = count == 0 || intake.submit(Batch::Spans(spans));
+    if kept && headers.contains_key(WAIT_STORED) {
+        intake.flush(WAIT_STORED_LIMIT).await;
+    }
     accepted(encoding, if kept { 0 } else { count })
 }
 
@@ -534,6 +542,23 @@ mod tests {
             started.elapsed() < Duration::from_secs(1),
             "a full queue never blocks"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_asks_is_answered_once_its_spans_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("telemetry.db");
+        let app = Intake::start(db.clone(), TOKEN.into(), None).routes();
+        let body = request("msctl", 1);
+        let trace = convert::spans(body.clone())[0].trace_id.clone();
+        let mut req = post(body.encode_to_vec(), "application/x-protobuf", Some(TOKEN));
+        req.headers_mut()
+            .insert(WAIT_STORED, axum::http::HeaderValue::from_static("1"));
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        // No waiting here: the answer came after the store had it.
+        let stored = Store::open_read(&db).unwrap().trace(&trace).unwrap();
+        assert_eq!(stored.len(), 1);
     }
 
     #[tokio::test]
