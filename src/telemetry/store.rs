@@ -220,7 +220,7 @@ impl Store {
                     s.status.message,
                     s.resource.service_name,
                     s.resource.service_instance_id,
-                    serde_json::Value::Object(s.attributes.clone()).to_string(),
+                    serde_json::to_string(&s.attributes).unwrap_or_default(),
                     (!s.events.is_empty())
                         .then(|| serde_json::to_string(&s.events).unwrap_or_default()),
                 ])?;
@@ -265,7 +265,7 @@ impl Store {
                     l.body,
                     l.resource.service_name,
                     l.resource.service_instance_id,
-                    serde_json::Value::Object(l.attributes.clone()).to_string(),
+                    serde_json::to_string(&l.attributes).unwrap_or_default(),
                 ])?;
             }
         }
