@@ -32,6 +32,10 @@ pub fn release_bins() -> PathBuf {
             "gateway",
             "-p",
             "msctl-fixture",
+            "-p",
+            "msctl-bench",
+            "--bin",
+            "bare",
         ])
         .current_dir(root())
         .status()

@@ -5,8 +5,10 @@
 //! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl
 //! `cargo run --release -p msctl-bench -- scale`     3, 10 and 30 scaffolded services against a shell
 //! `cargo run --release -p msctl-bench -- telemetry` trace queries over 100,000 stored spans; intake
+//! `cargo run --release -p msctl-bench -- proxy`     the data path against nginx and a bare server
 
 mod harness;
+mod proxy;
 mod scale;
 mod startup;
 mod telemetry;
@@ -25,8 +27,9 @@ fn main() {
         Some("tracing") => tracing::run(runs),
         Some("scale") => scale::run(runs),
         Some("telemetry") => telemetry::run(runs),
+        Some("proxy") => proxy::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry [--runs N]");
+            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry|proxy [--runs N]");
             std::process::exit(2);
         }
     }

@@ -1,0 +1,257 @@
+//! The data path against nginx and a bare server: `GET /users/1` on a bare axum server, on
+//! users directly, through nginx (a keep-alive reverse proxy to the same users instance) and
+//! through the gateway, and `/users/1/posts` through the gateway; throughput, p50 and p99 by
+//! wrk, and the services' peak memory. Tracing and access logs are on, as shipped.
+
+use crate::harness::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// wrk's settings, the same for every path.
+const THREADS: u32 = 2;
+const CONNECTIONS: u32 = 32;
+const SECONDS: u32 = 5;
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// A program the benchmark needs, installed from Debian's packages when missing and possible.
+fn ensure(program: &str, package: &str) {
+    let found = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found(program) {
+        return;
+    }
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found(program),
+        "`{program}` is needed; install it with `apt-get install {package}`"
+    );
+}
+
+/// Runs wrk against `url` and reads its figures.
+fn wrk(url: &str) -> Figures {
+    let out = Command::new("wrk")
+        .args([
+            &format!("-t{THREADS}"),
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "requests to {url} failed:\n{text}"
+    );
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"));
+    Figures {
+        rps,
+        p50_ms: field("50%").map(millis).unwrap_or(f64::NAN),
+        p99_ms: field("99%").map(millis).unwrap_or(f64::NAN),
+    }
+}
+
+/// wrk's `1.23ms`, `456.00us` or `1.20s`, in milliseconds.
+fn millis(v: &str) -> f64 {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// A child process stopped when dropped: SIGTERM, so that nginx's master takes its workers with
+/// it, then SIGKILL if it is still there after two seconds.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..200 {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(addr: SocketAddr) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+fn bare(bins: &Path) -> (Killed, SocketAddr) {
+    let port = portpicker::pick_unused_port().expect("a free port");
+    let child = Command::new(bins.join("bare"))
+        .env("PORT", port.to_string())
+        .spawn()
+        .expect("the bare server starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr);
+    (Killed(child), addr)
+}
+
+/// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`.
+fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr) {
+    let port = portpicker::pick_unused_port().expect("a free port");
+    let conf = format!(
+        "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  upstream users {{ server {upstream}; keepalive 32; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://users;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf written");
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr);
+    (Killed(child), addr)
+}
+
+pub fn run(_runs: usize) {
+    ensure("wrk", "wrk");
+    ensure("nginx", "nginx");
+    let bins = release_bins();
+    let bin = |n: &str| bins.join(n).display().to_string();
+    let system = Running::up(
+        &bins,
+        &format!(
+            "[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
+            bin("users"),
+            bin("posts"),
+            bin("gateway")
+        ),
+    );
+    let registry = system.registry();
+    let address = |service: &str| -> SocketAddr {
+        registry["services"][service]["instances"][0]["address"]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("socket address")
+    };
+    let (users, gateway) = (address("users"), address("gateway"));
+    let (_bare, bare_addr) = bare(&bins);
+    let nginx_dir = tempfile::tempdir().expect("temp dir");
+    let (_nginx, nginx_addr) = nginx(nginx_dir.path(), users);
+
+    println!(
+        "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency, release builds, one instance each, tracing and access logs on as shipped\n"
+    );
+    let paths = [
+        (
+            "bare axum server, GET /users/1",
+            format!("http://{bare_addr}/users/1"),
+        ),
+        (
+            "users direct, GET /users/1",
+            format!("http://{users}/users/1"),
+        ),
+        (
+            "nginx → users, GET /users/1",
+            format!("http://{nginx_addr}/users/1"),
+        ),
+        (
+            "gateway → users, GET /users/1",
+            format!("http://{gateway}/users/1"),
+        ),
+        (
+            "gateway, GET /users/1/posts",
+            format!("http://{gateway}/users/1/posts"),
+        ),
+    ];
+    let figures: Vec<Figures> = paths.iter().map(|(_, url)| wrk(url)).collect();
+    print_table(
+        &["path", "requests/s", "p50", "p99"],
+        &paths
+            .iter()
+            .zip(&figures)
+            .map(|((name, _), f)| {
+                vec![
+                    name.to_string(),
+                    format!("{:.0}", f.rps),
+                    format!("{:.2} ms", f.p50_ms),
+                    format!("{:.2} ms", f.p99_ms),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    let [bare_f, users_f, nginx_f, gateway_f, posts_f] = &figures[..] else {
+        unreachable!("five paths")
+    };
+    println!();
+    println!(
+        "gateway / nginx throughput: {:.2}   (target >= 1.0; p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms)",
+        gateway_f.rps / nginx_f.rps,
+        gateway_f.p50_ms,
+        nginx_f.p50_ms,
+        gateway_f.p99_ms,
+        nginx_f.p99_ms
+    );
+    println!(
+        "users direct / bare:        {:.2}   (target >= 0.6)",
+        users_f.rps / bare_f.rps
+    );
+    println!(
+        "/users/1/posts / users:     {:.2}   (target >= 0.5)",
+        posts_f.rps / users_f.rps
+    );
+    let rss: Vec<String> = registry["services"]
+        .as_object()
+        .into_iter()
+        .flat_map(|services| services.iter())
+        .filter_map(|(name, entry)| {
+            let pid = entry["instances"][0]["pid"].as_u64()? as u32;
+            let kib = peak_rss_kib(pid)?;
+            Some(format!("{name} {:.1} MiB", kib as f64 / 1024.0))
+        })
+        .collect();
+    println!(
+        "peak RSS under this load:   {}   (target < 20 MiB each)",
+        rss.join(", ")
+    );
+}
