@@ -303,6 +303,17 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(
     })
 }
 
+/// The export request a body holds, checked (token, encoding, size) and decoded; or the
+/// answer that refuses it.
+fn read_request<T: Message + Default + serde::de::DeserializeOwned>(
+    intake: &Intake,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Encoding, T), Refusal> {
+    let (encoding, bytes) = unwrap_body(intake, headers, body)?;
+    Ok((encoding, decode(encoding, &bytes)?))
+}
+
 /// A success answer in the request's encoding: an empty export response, or one that reports
 /// the spans dropped because the store was behind.
 fn accepted(encoding: Encoding, rejected_spans: u64) -> Response {
@@ -330,14 +341,11 @@ fn accepted(encoding: Encoding, rejected_spans: u64) -> Response {
 }
 
 async fn traces(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -> Response {
-    let (encoding, bytes) = match unwrap_body(&intake, &headers, body) {
-        Ok(ok) => ok,
-        Err(refused) => return refused.into_response(),
-    };
-    let request: ExportTraceServiceRequest = match decode(encoding, &bytes) {
-        Ok(r) => r,
-        Err(refused) => return refused.into_response(),
-    };
+    let (encoding, request): (_, ExportTraceServiceRequest) =
+        match read_request(&intake, &headers, body) {
+            Ok(read) => read,
+            Err(refused) => return refused.into_response(),
+        };
     let spans = convert::spans(request);
     let count = spans.len() as u64;
     if let Some(forward) = &intake.forward {
@@ -352,14 +360,11 @@ async fn traces(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn logs(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -> Response {
-    let (encoding, bytes) = match unwrap_body(&intake, &headers, body) {
-        Ok(ok) => ok,
-        Err(refused) => return refused.into_response(),
-    };
-    let request: ExportLogsServiceRequest = match decode(encoding, &bytes) {
-        Ok(r) => r,
-        Err(refused) => return refused.into_response(),
-    };
+    let (encoding, request): (_, ExportLogsServiceRequest) =
+        match read_request(&intake, &headers, body) {
+            Ok(read) => read,
+            Err(refused) => return refused.into_response(),
+        };
     let records = convert::logs(request);
     if !records.is_empty() {
         intake.submit(Batch::Logs(records));
