@@ -3,18 +3,26 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
 use msctl_kit::server::RouteName;
 use msctl_kit::{ApiError, PeerError, PeerRequest, Peers};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The gateway accepts bodies this large; each upstream applies its own, smaller, limit.
+/// The gateway passes on request bodies this large; each upstream applies its own limit.
+/// Answers have no limit: they pass through as they arrive, never held whole.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Request bodies up to this size are read whole before they are sent on, so that a call that
+/// failed may be sent again; larger or unsized ones stream.
+const WHOLE_UP_TO: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -43,7 +51,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+/// The headers of `headers` that belong to the message. A request's length is left to the
+/// client that sends it on; an answer's is kept, since its body passes through unchanged.
+fn end_to_end(headers: &HeaderMap, keep_length: bool) -> HeaderMap {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -57,7 +67,7 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         let drop = HOP_BY_HOP.contains(&n)
             || listed.iter().any(|l| l == n)
             || name == header::HOST
-            || name == header::CONTENT_LENGTH;
+            || (name == header::CONTENT_LENGTH && !keep_length);
         if !drop {
             out.append(name.clone(), value.clone());
         }
@@ -80,9 +90,7 @@ async fn proxy(
     State(gw): State<Gateway>,
     Path(params): Path<Vec<(String, String)>>,
     OriginalUri(uri): OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
     let service = params.first().map(|(_, v)| v.clone()).unwrap_or_default();
     // Spans name the route with the service in it: `/users/{*rest}`, not `/{service}/{*rest}`.
@@ -91,28 +99,79 @@ async fn proxy(
     } else {
         format!("/{service}")
     };
-    let mut response = forward(gw, service, route.clone(), uri, method, headers, body)
+    let mut response = forward(gw, service, route.clone(), uri, request)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteName(route));
     response
 }
 
-#[allow(clippy::too_many_arguments)]
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than the gateway's limit of {BODY_LIMIT} bytes"),
+    )
+}
+
+/// A request body on its way to a service: small ones whole, so that the call may be sent again
+/// on another instance; others as a stream, counted against the limit as they pass.
+enum Outgoing {
+    Whole(Bytes),
+    Stream {
+        body: reqwest::Body,
+        over_limit: Arc<AtomicBool>,
+    },
+}
+
+async fn outgoing(body: Body) -> Result<Outgoing, ApiError> {
+    use axum::body::HttpBody;
+    match body.size_hint().exact() {
+        Some(n) if n > BODY_LIMIT as u64 => Err(too_large()),
+        Some(n) if n <= WHOLE_UP_TO as u64 => axum::body::to_bytes(body, WHOLE_UP_TO)
+            .await
+            .map(Outgoing::Whole)
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        _ => {
+            let over_limit = Arc::new(AtomicBool::new(false));
+            let over = over_limit.clone();
+            let chunks = body.into_data_stream().scan(0usize, move |seen, chunk| {
+                let item = chunk.map_err(std::io::Error::other).and_then(|chunk| {
+                    *seen += chunk.len();
+                    if *seen > BODY_LIMIT {
+                        over.store(true, Ordering::Relaxed);
+                        Err(std::io::Error::other("the request body is over the limit"))
+                    } else {
+                        Ok(chunk)
+                    }
+                });
+                std::future::ready(Some(item))
+            });
+            Ok(Outgoing::Stream {
+                body: reqwest::Body::wrap_stream(chunks),
+                over_limit,
+            })
+        }
+    }
+}
+
 async fn forward(
     gw: Gateway,
     service: String,
     route: String,
     uri: axum::http::Uri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     if service == gw.own_name {
         let mut known = gw.peers.discovery().known_services();
         known.retain(|s| *s != gw.own_name);
         return Err(unknown_service(&service, &known));
     }
+    let (parts, body) = request.into_parts();
+    let (body, stream, over_limit) = match outgoing(body).await? {
+        Outgoing::Whole(bytes) => (bytes, None, None),
+        Outgoing::Stream { body, over_limit } => (Bytes::new(), Some(body), Some(over_limit)),
+    };
     let request = PeerRequest {
         route,
         path_and_query: uri
@@ -120,20 +179,21 @@ async fn forward(
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| uri.path().to_string()),
         service,
-        method,
-        headers: end_to_end(&headers),
+        method: parts.method,
+        headers: end_to_end(&parts.headers, false),
         body,
     };
-    match gw.peers.send(request).await {
+    match gw.peers.forward(request, stream).await {
         Ok(answer) => {
-            let mut response = Response::new(Body::from(answer.body));
+            let mut response = Response::new(answer.body);
             *response.status_mut() = answer.status;
-            let mut headers = end_to_end(&answer.headers);
+            let mut headers = end_to_end(&answer.headers, true);
             // The answer carries the gateway's own server span, set by the kit.
             headers.remove("traceparent");
             *response.headers_mut() = headers;
             Ok(response)
         }
+        Err(_) if over_limit.is_some_and(|o| o.load(Ordering::Relaxed)) => Err(too_large()),
         Err(PeerError::Discovery(DiscoveryError::Unknown { service, known })) => {
             let known: Vec<String> = known.into_iter().filter(|s| *s != gw.own_name).collect();
             Err(unknown_service(&service, &known))

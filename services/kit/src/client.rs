@@ -59,6 +59,88 @@ impl PeerResponse {
     }
 }
 
+/// An answer whose body is passed on as it arrives, for a proxy: a large or slow body is never
+/// held whole in memory.
+#[derive(Debug)]
+pub struct PeerStream {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// Ends with an error if the peer stops sending for longer than the call's timeout.
+    pub body: axum::body::Body,
+    pub instance: String,
+}
+
+/// What an attempt got back: a whole body for `send`, an open one for `forward`.
+struct Fetched {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Fetch,
+    instance: String,
+}
+
+enum Fetch {
+    Whole(Bytes),
+    Open(reqwest::Response),
+}
+
+impl Fetched {
+    fn whole(self) -> PeerResponse {
+        let body = match self.body {
+            Fetch::Whole(bytes) => bytes,
+            // `send` always reads the body whole; an open one cannot reach here.
+            Fetch::Open(_) => Bytes::new(),
+        };
+        PeerResponse {
+            status: self.status,
+            headers: self.headers,
+            body,
+            instance: self.instance,
+        }
+    }
+
+    fn streamed(self, idle: Duration) -> PeerStream {
+        let body = match self.body {
+            Fetch::Whole(bytes) => axum::body::Body::from(bytes),
+            Fetch::Open(response) => {
+                axum::body::Body::from_stream(idle_bounded(response.bytes_stream(), idle))
+            }
+        };
+        PeerStream {
+            status: self.status,
+            headers: self.headers,
+            body,
+            instance: self.instance,
+        }
+    }
+}
+
+/// `chunks`, ended with an error when the next one takes longer than `idle` to come: a peer
+/// that stalls mid-body must not hold the caller's connection open for ever.
+fn idle_bounded(
+    chunks: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    idle: Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(Some(Box::pin(chunks)), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(idle, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((
+                Err(std::io::Error::other(crate::error::root_cause(&e))),
+                None,
+            )),
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer sent nothing for {} ms", idle.as_millis()),
+                )),
+                None,
+            )),
+        }
+    })
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
     #[error(transparent)]
@@ -153,38 +235,73 @@ impl Peers {
     /// failed), and an idempotent one without a body (GET, HEAD, PUT, DELETE, OPTIONS) that got no
     /// answer or a 502, 503 or 504. The retry's span carries `http.request.resend_count = 1`.
     pub async fn send(&self, req: PeerRequest) -> Result<PeerResponse, PeerError> {
+        self.call(&req, None, true).await.map(Fetched::whole)
+    }
+
+    /// As `send`, for a proxy: the answer's body is passed on as it arrives, and the request's
+    /// body may be a stream (`stream`, which replaces `req.body`). A streamed body can be sent
+    /// once only, so such a call is never sent again. The client span and the timeout cover
+    /// the call up to the answer's head; after that, the body ends with an error if the peer
+    /// stops sending for longer than the timeout.
+    pub async fn forward(
+        &self,
+        req: PeerRequest,
+        stream: Option<reqwest::Body>,
+    ) -> Result<PeerStream, PeerError> {
+        let idle = self.inner.timeout;
+        self.call(&req, stream, false)
+            .await
+            .map(|answer| answer.streamed(idle))
+    }
+
+    async fn call(
+        &self,
+        req: &PeerRequest,
+        stream: Option<reqwest::Body>,
+        read_whole: bool,
+    ) -> Result<Fetched, PeerError> {
         // The call's own timeout, or the request's remaining budget if that is shorter.
         let started = Instant::now();
         let deadline = crate::deadline::bound(started + self.inner.timeout);
         // A timeout names the budget the call had, which a caller's deadline may have shortened.
-        let budget = |result: Result<PeerResponse, PeerError>| match result {
+        let budget = |result: Result<Fetched, PeerError>| match result {
             Err(PeerError::Timeout { service, .. }) => Err(PeerError::Timeout {
                 service,
                 after: deadline - started,
             }),
             other => other,
         };
-        let (first, instance) = self.attempt(&req, 0, None, deadline).await;
-        let again = match &first {
-            Err(PeerError::Unreachable { .. }) => true,
-            Err(PeerError::BadAnswer { .. }) => may_resend(&req),
-            Ok(answer) => may_resend(&req) && matches!(answer.status.as_u16(), 502..=504),
-            Err(PeerError::Timeout { .. } | PeerError::Discovery(_)) => false,
-        };
+        let streamed = stream.is_some();
+        let (first, instance) = self
+            .attempt(req, stream, read_whole, 0, None, deadline)
+            .await;
+        let again = !streamed
+            && match &first {
+                Err(PeerError::Unreachable { .. }) => true,
+                Err(PeerError::BadAnswer { .. }) => may_resend(req),
+                Ok(answer) => may_resend(req) && matches!(answer.status.as_u16(), 502..=504),
+                Err(PeerError::Timeout { .. } | PeerError::Discovery(_)) => false,
+            };
         if !again || Instant::now() >= deadline {
             return budget(first);
         }
-        budget(self.attempt(&req, 1, instance.as_deref(), deadline).await.0)
+        budget(
+            self.attempt(req, None, read_whole, 1, instance.as_deref(), deadline)
+                .await
+                .0,
+        )
     }
 
     /// One attempt, in its own client span; also names the instance it went to.
     async fn attempt(
         &self,
         req: &PeerRequest,
+        stream: Option<reqwest::Body>,
+        read_whole: bool,
         resend: u32,
         avoid: Option<&str>,
         deadline: Instant,
-    ) -> (Result<PeerResponse, PeerError>, Option<String>) {
+    ) -> (Result<Fetched, PeerError>, Option<String>) {
         let span = tracing::info_span!(
             "call",
             otel.name = %format_args!("{} {}", req.method, req.route),
@@ -224,8 +341,14 @@ impl Peers {
             done: false,
         };
         let result = match self.inner.faults.for_call(&req.service, &endpoint.instance) {
-            Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
-            None => self.exchange(req, &endpoint, &cx, deadline).await,
+            Some(fault) => {
+                self.faulted(req, stream, read_whole, &endpoint, &cx, deadline, fault)
+                    .await
+            }
+            None => {
+                self.exchange(req, stream, read_whole, &endpoint, &cx, deadline)
+                    .await
+            }
         };
         let outcome = match &result {
             Ok(answer) if answer.status.is_server_error() => Outcome::Failed,
@@ -258,14 +381,17 @@ impl Peers {
 
     /// A call under `msctl fault`: delayed, within the call's deadline, then with the fault's
     /// probability answered here with its status instead of sent. Noted as a span event.
+    #[allow(clippy::too_many_arguments)]
     async fn faulted(
         &self,
         req: &PeerRequest,
+        stream: Option<reqwest::Body>,
+        read_whole: bool,
         endpoint: &Endpoint,
         cx: &opentelemetry::Context,
         deadline: Instant,
         fault: msctl_contract::fault::Fault,
-    ) -> Result<PeerResponse, PeerError> {
+    ) -> Result<Fetched, PeerError> {
         let abort = fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate;
         cx.span().add_event(
             "msctl.fault",
@@ -286,17 +412,19 @@ impl Peers {
             }
         }
         if !abort {
-            return self.exchange(req, endpoint, cx, deadline).await;
+            return self
+                .exchange(req, stream, read_whole, endpoint, cx, deadline)
+                .await;
         }
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let body = serde_json::json!({"error": {
             "code": "fault_injected",
             "message": format!("msctl fault on `{}`: answered {} without sending the call", fault.target, status.as_u16()),
         }});
-        Ok(PeerResponse {
+        Ok(Fetched {
             status,
             headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
+            body: Fetch::Whole(Bytes::from(body.to_string())),
             instance: endpoint.instance.clone(),
         })
     }
@@ -333,10 +461,12 @@ impl Peers {
     async fn exchange(
         &self,
         req: &PeerRequest,
+        stream: Option<reqwest::Body>,
+        read_whole: bool,
         endpoint: &Endpoint,
         cx: &opentelemetry::Context,
         deadline: Instant,
-    ) -> Result<PeerResponse, PeerError> {
+    ) -> Result<Fetched, PeerError> {
         let url = format!("{}{}", endpoint.base_url, req.path_and_query);
         let otel = cx.span();
         if otel.is_recording() {
@@ -359,17 +489,23 @@ impl Peers {
                 .http
                 .request(req.method.clone(), &url)
                 .headers(headers)
-                .body(req.body.clone())
+                .body(stream.unwrap_or_else(|| req.body.clone().into()))
                 .send()
                 .await
                 .map_err(|e| self.classify(&req.service, &url, e))?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.classify(&req.service, &url, e))?;
-            Ok(PeerResponse {
+            let body = if read_whole {
+                Fetch::Whole(
+                    response
+                        .bytes()
+                        .await
+                        .map_err(|e| self.classify(&req.service, &url, e))?,
+                )
+            } else {
+                Fetch::Open(response)
+            };
+            Ok(Fetched {
                 status,
                 headers,
                 body,

@@ -4,8 +4,8 @@
 use crate::registry::{self, Registry, RegistryError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One instance a caller may send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,8 @@ pub struct Discovery {
 #[derive(Debug, Default)]
 struct Cache {
     stamp: Option<FileStamp>,
-    registry: Option<Registry>,
+    /// Shared, not copied, by every call that reads it: the gateway resolves on each request.
+    registry: Option<Arc<Registry>>,
 }
 
 /// What tells a changed file from an unchanged one without reading it.
@@ -124,7 +125,7 @@ impl Discovery {
         let Some(entry) = registry.as_ref().and_then(|r| r.services.get(service)) else {
             return Err(DiscoveryError::Unknown {
                 service: service.to_string(),
-                known: self.known_in(registry.as_ref()),
+                known: self.known_in(registry.as_deref()),
             });
         };
         let healthy: Vec<Endpoint> = entry
@@ -165,7 +166,7 @@ impl Discovery {
     /// Every service in the registry, in name order; none without one.
     pub fn known_services(&self) -> Vec<String> {
         let registry = self.registry("").ok().flatten();
-        self.known_in(registry.as_ref())
+        self.known_in(registry.as_deref())
     }
 
     fn known_in(&self, registry: Option<&Registry>) -> Vec<String> {
@@ -175,7 +176,7 @@ impl Discovery {
     }
 
     /// The current registry, re-read only when the file changed. `None` when there is none.
-    fn registry(&self, service: &str) -> Result<Option<Registry>, DiscoveryError> {
+    fn registry(&self, service: &str) -> Result<Option<Arc<Registry>>, DiscoveryError> {
         let Some(path) = &self.registry_path else {
             return Ok(None);
         };
@@ -187,7 +188,7 @@ impl Discovery {
         match registry::read(path) {
             Ok(r) => {
                 cache.stamp = stamp;
-                cache.registry = Some(r);
+                cache.registry = Some(Arc::new(r));
                 Ok(cache.registry.clone())
             }
             Err(RegistryError::Missing(_)) => {

@@ -102,6 +102,8 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     };
     let body = json!({"error": {"code": code_for(status), "message": message}});
     let mut out = Response::from_parts(parts, Body::from(body.to_string()));
+    // The length was the replaced body's (a proxied answer keeps its own).
+    out.headers_mut().remove(header::CONTENT_LENGTH);
     out.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -17,12 +17,13 @@ pub mod error;
 pub mod fault;
 pub mod log;
 pub mod params;
+pub mod pool;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
 pub mod trace_context;
 
-pub use client::{PeerError, PeerRequest, PeerResponse, Peers};
+pub use client::{PeerError, PeerRequest, PeerResponse, PeerStream, Peers};
 pub use discovery::{Discovery, DiscoveryError, Endpoint};
 pub use env::ServiceEnv;
 pub use error::ApiError;

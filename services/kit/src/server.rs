@@ -296,7 +296,7 @@ pub fn not_found(message: impl Into<String>) -> Response {
 
 /// Logs a start-up failure and gives the exit code for `main`.
 pub fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    crate::log::write_line("error", "", "", &e.to_string(), serde_json::Map::new());
+    crate::log::write_line("error", "", "", &e.to_string());
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }

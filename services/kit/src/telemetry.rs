@@ -4,6 +4,7 @@
 //! them for every instance). Events are also JSON lines on stdout, filtered by `RUST_LOG`.
 
 use crate::log::JsonLines;
+use crate::log::LinesGuard;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
@@ -20,6 +21,8 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
     providers: Option<Arc<Providers>>,
+    /// Writes out the queued stdout lines when the last handle goes.
+    _lines: Option<Arc<LinesGuard>>,
 }
 
 #[derive(Debug)]
@@ -70,7 +73,8 @@ impl Telemetry {
             .with_service_name(service.to_string())
             .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
             .build();
-        let stdout = JsonLines::new(service, instance).with_filter(rust_log());
+        let (stdout, lines) = JsonLines::stdout(service, instance);
+        let stdout = stdout.with_filter(rust_log());
         let logs = (mode != Mode::Off && logs_endpoint)
             .then(|| opentelemetry_otlp::LogExporter::builder().with_http().build())
             .and_then(|built| match built {
@@ -117,6 +121,7 @@ impl Telemetry {
         let _ = tracing::subscriber::set_global_default(subscriber);
         Self {
             providers: traces.map(|traces| Arc::new(Providers { traces, logs })),
+            _lines: Some(Arc::new(lines)),
         }
     }
 

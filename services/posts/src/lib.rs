@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use msctl_kit::params::{Paging, parse_id};
+use msctl_kit::pool::{self, Pool};
 use msctl_kit::{ApiError, PeerRequest, Peers};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Seeded posts: 3 for each of the 10 seeded users, ids 1..=30.
 pub const SEED_POSTS: i64 = 30;
@@ -34,7 +35,7 @@ pub struct NewPost {
 
 #[derive(Debug, Clone)]
 pub struct Posts {
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Pool<Connection>>,
     peers: Peers,
 }
 
@@ -56,10 +57,7 @@ impl Posts {
     }
 
     fn open_once(path: &std::path::Path, peers: Peers) -> rusqlite::Result<Self> {
-        let mut conn = Connection::open(path)?;
-        // Replicas share this file and open it at the same moment: each waits for the others'
-        // locks rather than failing.
-        conn.pragma_update(None, "busy_timeout", 5000)?;
+        let mut conn = connect(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS posts (
@@ -92,15 +90,28 @@ impl Posts {
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
         }
         tx.commit()?;
+        let mut first = Some(conn);
+        let pool = Pool::open(pool::default_size(), || match first.take() {
+            Some(conn) => Ok(conn),
+            None => connect(path),
+        })?;
         Ok(Self {
-            db: Arc::new(Mutex::new(conn)),
+            db: Arc::new(pool),
             peers,
         })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.get()
     }
+}
+
+/// One connection to the database at `path`. Replicas share the file and open it at the same
+/// moment: each waits for the others' locks rather than failing.
+fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
 }
 
 pub fn app(state: Posts) -> Router {
@@ -136,11 +147,8 @@ async fn list(
     let _query = msctl_kit::db_span("SELECT", "posts").entered();
     // NULL matches every user, so one statement serves both the filtered and the full list.
     let total: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM posts WHERE ?1 IS NULL OR user_id = ?1",
-            [user_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT COUNT(*) FROM posts WHERE ?1 IS NULL OR user_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([user_id], |r| r.get(0)))
         .map_err(db_error)?;
     let mut stmt = db
         .prepare_cached("SELECT id, user_id, title, body FROM posts WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3")
@@ -160,12 +168,8 @@ async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json
     let _query = msctl_kit::db_span("SELECT", "posts").entered();
     let post = posts
         .db()
-        .query_row(
-            "SELECT id, user_id, title, body FROM posts WHERE id = ?1",
-            [id],
-            row,
-        )
-        .optional()
+        .prepare_cached("SELECT id, user_id, title, body FROM posts WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], row).optional())
         .map_err(db_error)?;
     post.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("post {id} does not exist")))

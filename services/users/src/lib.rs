@@ -7,10 +7,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use msctl_kit::ApiError;
 use msctl_kit::params::{Paging, parse_id};
+use msctl_kit::pool::{self, Pool};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The seeded people: stable ids 1..=10, so examples and tests can name them.
 const SEED: [(&str, &str); 10] = [
@@ -43,7 +44,7 @@ pub struct NewUser {
 /// The service's state: its database, and nothing of anyone else's.
 #[derive(Debug, Clone)]
 pub struct Users {
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Pool<Connection>>,
 }
 
 impl Users {
@@ -64,10 +65,7 @@ impl Users {
     }
 
     fn open_once(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let mut conn = Connection::open(path)?;
-        // Replicas share this file and open it at the same moment: each waits for the others'
-        // locks rather than failing.
-        conn.pragma_update(None, "busy_timeout", 5000)?;
+        let mut conn = connect(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
@@ -91,14 +89,25 @@ impl Users {
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
         }
         tx.commit()?;
-        Ok(Self {
-            db: Arc::new(Mutex::new(conn)),
-        })
+        let mut first = Some(conn);
+        let pool = Pool::open(pool::default_size(), || match first.take() {
+            Some(conn) => Ok(conn),
+            None => connect(path),
+        })?;
+        Ok(Self { db: Arc::new(pool) })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.get()
     }
+}
+
+/// One connection to the database at `path`. Replicas share the file and open it at the same
+/// moment: each waits for the others' locks rather than failing.
+fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
 }
 
 pub fn app(state: Users) -> Router {
@@ -120,7 +129,8 @@ async fn list(
     let db = users.db();
     let _query = msctl_kit::db_span("SELECT", "users").entered();
     let total: i64 = db
-        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .prepare_cached("SELECT COUNT(*) FROM users")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
         .map_err(db_error)?;
     let mut stmt = db
         .prepare_cached("SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2")
@@ -146,18 +156,17 @@ async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json
     let _query = msctl_kit::db_span("SELECT", "users").entered();
     let user = users
         .db()
-        .query_row(
-            "SELECT id, name, email FROM users WHERE id = ?1",
-            [id],
-            |r| {
+        .prepare_cached("SELECT id, name, email FROM users WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |r| {
                 Ok(User {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     email: r.get(2)?,
                 })
-            },
-        )
-        .optional()
+            })
+            .optional()
+        })
         .map_err(db_error)?;
     user.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
