@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::routing::get as route_get;
-use msctl_kit::testing::{call, dead_url, get, json_request, kit, spawn};
+use msctl_kit::testing::{call, dead_url, get, json_request, kit, kit_with_timeout, spawn};
 use std::time::Duration;
 
 struct Upstreams {
@@ -32,15 +32,10 @@ async fn upstreams() -> Upstreams {
 }
 
 fn gateway(vars: &[(&str, String)], timeout: Option<Duration>) -> (msctl_kit::Kit, Router) {
-    let mut k = kit("gateway", vars);
-    if let Some(t) = timeout {
-        k.env.peer_timeout = t;
-        k = msctl_kit::Kit::new(
-            k.env.clone(),
-            vars.iter().map(|(a, b)| (a.to_string(), b.clone())),
-            "test",
-        );
-    }
+    let k = match timeout {
+        Some(t) => kit_with_timeout("gateway", vars, t),
+        None => kit("gateway", vars),
+    };
     let app = gateway::app(gateway::Gateway {
         peers: k.peers.clone(),
         own_name: "gateway".into(),

@@ -10,6 +10,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -21,6 +22,14 @@ pub fn kit(service: &str, vars: &[(&str, String)]) -> Kit {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
+    Kit::new(env, vars, "test")
+}
+
+/// As [`kit`], with the peer timeout set: the kit's calls to others use `timeout`.
+pub fn kit_with_timeout(service: &str, vars: &[(&str, String)], timeout: Duration) -> Kit {
+    let mut env = kit(service, vars).env;
+    env.peer_timeout = timeout;
+    let vars = vars.iter().map(|(k, v)| (k.to_string(), v.clone()));
     Kit::new(env, vars, "test")
 }
 
