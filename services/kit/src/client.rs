@@ -340,11 +340,12 @@ impl Peers {
             instance: &endpoint.instance,
             done: false,
         };
-        let result = match self.inner.faults.for_call(&req.service, &endpoint.instance) {
-            Some(fault) => {
-                self.faulted(req, stream, read_whole, &endpoint, &cx, deadline, fault)
-                    .await
-            }
+        let injected = match self.inner.faults.for_call(&req.service, &endpoint.instance) {
+            Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
+            None => None,
+        };
+        let result = match injected {
+            Some(answered_here) => answered_here,
             None => {
                 self.exchange(req, stream, read_whole, &endpoint, &cx, deadline)
                     .await
@@ -381,17 +382,15 @@ impl Peers {
 
     /// A call under `msctl fault`: delayed, within the call's deadline, then with the fault's
     /// probability answered here with its status instead of sent. Noted as a span event.
-    #[allow(clippy::too_many_arguments)]
+    /// `None` when the call is to be sent after all.
     async fn faulted(
         &self,
         req: &PeerRequest,
-        stream: Option<reqwest::Body>,
-        read_whole: bool,
         endpoint: &Endpoint,
         cx: &opentelemetry::Context,
         deadline: Instant,
         fault: msctl_contract::fault::Fault,
-    ) -> Result<Fetched, PeerError> {
+    ) -> Option<Result<Fetched, PeerError>> {
         let abort = fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate;
         cx.span().add_event(
             "msctl.fault",
@@ -405,28 +404,26 @@ impl Peers {
             let until = Instant::now() + Duration::from_millis(fault.delay_ms);
             tokio::time::sleep_until(until.min(deadline)).await;
             if until > deadline {
-                return Err(PeerError::Timeout {
+                return Some(Err(PeerError::Timeout {
                     service: req.service.clone(),
                     after: self.inner.timeout,
-                });
+                }));
             }
         }
         if !abort {
-            return self
-                .exchange(req, stream, read_whole, endpoint, cx, deadline)
-                .await;
+            return None;
         }
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let body = serde_json::json!({"error": {
             "code": "fault_injected",
             "message": format!("msctl fault on `{}`: answered {} without sending the call", fault.target, status.as_u16()),
         }});
-        Ok(Fetched {
+        Some(Ok(Fetched {
             status,
             headers: HeaderMap::new(),
             body: Fetch::Whole(Bytes::from(body.to_string())),
             instance: endpoint.instance.clone(),
-        })
+        }))
     }
 
     /// The instance to call, and how many healthy instances the service has.
@@ -468,15 +465,19 @@ impl Peers {
         deadline: Instant,
     ) -> Result<Fetched, PeerError> {
         let url = format!("{}{}", endpoint.base_url, req.path_and_query);
+        // Parsed once, for the span and for the request.
+        let parsed = reqwest::Url::parse(&url).map_err(|e| PeerError::Unreachable {
+            service: req.service.clone(),
+            url: url.clone(),
+            message: format!("not a valid URL: {e}"),
+        })?;
         let otel = cx.span();
         if otel.is_recording() {
-            if let Ok(parsed) = reqwest::Url::parse(&url) {
-                if let Some(host) = parsed.host_str() {
-                    otel.set_attribute(KeyValue::new("server.address", host.to_string()));
-                }
-                if let Some(port) = parsed.port_or_known_default() {
-                    otel.set_attribute(KeyValue::new("server.port", i64::from(port)));
-                }
+            if let Some(host) = parsed.host_str() {
+                otel.set_attribute(KeyValue::new("server.address", host.to_string()));
+            }
+            if let Some(port) = parsed.port_or_known_default() {
+                otel.set_attribute(KeyValue::new("server.port", i64::from(port)));
             }
             otel.set_attribute(KeyValue::new("url.full", url.clone()));
         }
@@ -487,7 +488,7 @@ impl Peers {
             let response = self
                 .inner
                 .http
-                .request(req.method.clone(), &url)
+                .request(req.method.clone(), parsed)
                 .headers(headers)
                 .body(stream.unwrap_or_else(|| req.body.clone().into()))
                 .send()

@@ -203,7 +203,7 @@ impl<S: Subscriber> Layer<S> for JsonLines {
             .is_valid()
             .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()));
         let line = Line {
-            level: event.metadata().level().as_str(),
+            level: level_name(event.metadata().level()),
             service: &self.service,
             instance: &self.instance,
             msg: fields.message.as_deref().unwrap_or_default(),
@@ -236,7 +236,7 @@ impl Line<'_> {
         let _ = (|| {
             let mut map = ser.serialize_map(None)?;
             map.serialize_entry("ts_ms", &ts_ms)?;
-            map.serialize_entry("level", &Lower(self.level))?;
+            map.serialize_entry("level", self.level)?;
             if !self.service.is_empty() {
                 map.serialize_entry("service", self.service)?;
                 map.serialize_entry("instance", self.instance)?;
@@ -257,11 +257,13 @@ impl Line<'_> {
 }
 
 /// A level as the lines spell it: `info`, not `INFO`.
-struct Lower<'a>(&'a str);
-
-impl serde::Serialize for Lower<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{}", self.0.to_ascii_lowercase()))
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warn",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
     }
 }
 
@@ -348,7 +350,7 @@ mod tests {
             ("why", Value::from("a \"quoted\"\nword")),
         ];
         let line = Line {
-            level: "INFO",
+            level: level_name(&tracing::Level::INFO),
             service: "users",
             instance: "users-2",
             msg: "user created",

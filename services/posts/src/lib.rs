@@ -57,7 +57,11 @@ impl Posts {
     }
 
     fn open_once(path: &std::path::Path, peers: Peers) -> rusqlite::Result<Self> {
-        let mut conn = connect(path)?;
+        // Every connection is opened before any is set up: the set-up (WAL, schema, seed) is
+        // a property of the file, which the others see on their next transaction.
+        let pool = Pool::open(pool::default_size(), || connect(path))?;
+        let mut held = pool.get();
+        let conn = &mut *held;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS posts (
@@ -90,11 +94,7 @@ impl Posts {
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
         }
         tx.commit()?;
-        let mut first = Some(conn);
-        let pool = Pool::open(pool::default_size(), || match first.take() {
-            Some(conn) => Ok(conn),
-            None => connect(path),
-        })?;
+        drop(held);
         Ok(Self {
             db: Arc::new(pool),
             peers,

@@ -65,7 +65,11 @@ impl Users {
     }
 
     fn open_once(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let mut conn = connect(path)?;
+        // Every connection is opened before any is set up: the set-up (WAL, schema, seed) is
+        // a property of the file, which the others see on their next transaction.
+        let pool = Pool::open(pool::default_size(), || connect(path))?;
+        let mut held = pool.get();
+        let conn = &mut *held;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS users (
@@ -89,11 +93,7 @@ impl Users {
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
         }
         tx.commit()?;
-        let mut first = Some(conn);
-        let pool = Pool::open(pool::default_size(), || match first.take() {
-            Some(conn) => Ok(conn),
-            None => connect(path),
-        })?;
+        drop(held);
         Ok(Self { db: Arc::new(pool) })
     }
 
