@@ -48,6 +48,8 @@ pub enum Command {
     Fault(FaultArgs),
     /// Start a stopped service (and what it depends on)
     Start(ServiceArg),
+    /// Rebuild and replace services when their files change, with no dropped request
+    Watch(WatchArgs),
     /// Probe every instance now; exit 0 only when all are healthy
     Health(JsonArg),
     /// Send one HTTP request into the system, through the gateway unless --service says otherwise
@@ -81,6 +83,25 @@ pub struct UpArgs {
     /// scale it as `msctl scale` does
     #[arg(long, value_name = "SERVICE=N", value_parser = parse_scale)]
     pub scale: Vec<(String, Replicas)>,
+    /// Rebuild and replace services when their files change (see `msctl watch`)
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  msctl watch            watch until Ctrl-C, one line per rebuild\n  msctl watch -d         leave the supervisor watching, and return\n  msctl watch --off      stop watching\n  msctl watch --json     one JSON object per rebuild, for tools"
+)]
+pub struct WatchArgs {
+    /// Turn watching on in the supervisor and return; `msctl watch --off` ends it
+    #[arg(short, long, conflicts_with = "off")]
+    pub detach: bool,
+    /// Stop watching
+    #[arg(long)]
+    pub off: bool,
+    /// Print one JSON object per rebuild instead of a line
+    #[arg(long, conflicts_with = "off")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +307,8 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     pub services: Vec<String>,
+    #[arg(long)]
+    pub watch: bool,
     #[arg(long, value_parser = parse_scale)]
     pub scale: Vec<(String, Replicas)>,
 }

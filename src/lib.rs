@@ -21,6 +21,7 @@ pub mod supervisor;
 pub mod table;
 pub mod telemetry;
 pub mod traces;
+pub mod watch;
 pub mod waterfall;
 
 use clap::Parser;

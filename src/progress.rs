@@ -121,6 +121,14 @@ impl Progress {
                     self.say(line);
                 }
             }
+            Event::Watch { cycle } => {
+                let mark = match cycle.outcome {
+                    crate::watch::report::Outcome::Replaced
+                    | crate::watch::report::Outcome::Applied => ok,
+                    _ => bad,
+                };
+                self.say(format!("{mark} {}", cycle.line()));
+            }
             Event::Ready { .. } | Event::Aborted { .. } => self.finish(),
         }
     }

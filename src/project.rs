@@ -60,6 +60,11 @@ impl Project {
         self.state.join("build.log")
     }
 
+    /// One JSON line per watch cycle (`msctl watch` follows it).
+    pub fn watch_log(&self) -> PathBuf {
+        self.state.join("watch.log")
+    }
+
     /// Creates `.msctl/` and its folders, readable by their owner only.
     pub fn create_state_dirs(&self) -> std::io::Result<()> {
         for dir in [self.state.clone(), self.logs_dir(), self.state.join("data")] {

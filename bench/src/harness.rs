@@ -34,8 +34,8 @@ pub fn release_bins() -> PathBuf {
             "msctl-fixture",
             "-p",
             "msctl-bench",
-            "--bin",
-            "bare",
+            // Every binary of these packages; `--bin NAME` would narrow all of them to one.
+            "--bins",
         ])
         .current_dir(root())
         .status()

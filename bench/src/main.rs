@@ -6,6 +6,7 @@
 //! `cargo run --release -p msctl-bench -- scale`     3, 10 and 30 scaffolded services against a shell
 //! `cargo run --release -p msctl-bench -- telemetry` trace queries over 100,000 stored spans; intake
 //! `cargo run --release -p msctl-bench -- proxy`     the data path against nginx and a bare server
+//! `cargo run --release -p msctl-bench -- watch`     save to new code serving under watch mode
 
 mod harness;
 mod proxy;
@@ -13,6 +14,7 @@ mod scale;
 mod startup;
 mod telemetry;
 mod tracing;
+mod watch;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,8 +30,9 @@ fn main() {
         Some("scale") => scale::run(runs),
         Some("telemetry") => telemetry::run(runs),
         Some("proxy") => proxy::run(runs),
+        Some("watch") => watch::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry|proxy [--runs N]");
+            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry|proxy|watch [--runs N]");
             std::process::exit(2);
         }
     }

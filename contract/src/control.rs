@@ -24,6 +24,8 @@ pub enum Request {
     /// Run this many instances of one service: start the missing ones, drain and stop the
     /// highest-numbered extra ones.
     Scale { service: String, replicas: Replicas },
+    /// Start (`on`) or stop rebuilding and replacing services when their files change.
+    Watch { on: bool },
 }
 
 /// How many instances `scale` asks for.

@@ -35,6 +35,10 @@ pub struct Supervisor {
     /// instance is given it in `OTEL_EXPORTER_OTLP_HEADERS`.
     #[serde(default)]
     pub otlp_token: String,
+    /// Whether the supervisor rebuilds and replaces services when their files change
+    /// (`msctl up --watch`, `msctl watch`).
+    #[serde(default)]
+    pub watching: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +56,18 @@ pub enum SupervisorPhase {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceEntry {
     pub instances: Vec<Instance>,
+    /// Set while the last rebuild of this service under watch failed; its running instances
+    /// keep serving the code built before. Cleared by the next build that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_failed: Option<BuildFailure>,
+}
+
+/// A failed rebuild: the compiler's first error, with file and line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildFailure {
+    /// `services/users/src/lib.rs:12:5: error[E0308]: mismatched types`
+    pub error: String,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +247,7 @@ mod tests {
             "users".into(),
             ServiceEntry {
                 instances: vec![instance("users-1", 4000, InstanceState::Healthy)],
+                build_failed: None,
             },
         );
         write(&path, &reg).unwrap();

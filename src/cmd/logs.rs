@@ -131,13 +131,13 @@ fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathB
 /// Where `logs -f` has read a log up to: which file (the path is renamed away on rotation)
 /// and how far into it.
 #[derive(Debug, Clone, Copy)]
-struct Position {
-    offset: u64,
-    file: Option<u64>,
+pub(crate) struct Position {
+    pub(crate) offset: u64,
+    pub(crate) file: Option<u64>,
 }
 
 /// The identity of the file at `path` (its inode), to notice a rotation.
-fn file_id(path: &Path) -> Option<u64> {
+pub(crate) fn file_id(path: &Path) -> Option<u64> {
     #[cfg(unix)]
     {
         std::fs::metadata(path)
@@ -153,7 +153,7 @@ fn file_id(path: &Path) -> Option<u64> {
 
 /// New complete lines of the log at `path`. After a rotation, the rest of the old file (now
 /// `<path>.1`) comes first, then the new file from its start, so no line is lost.
-fn follow(path: &Path, position: &mut Position) -> Vec<String> {
+pub(crate) fn follow(path: &Path, position: &mut Position) -> Vec<String> {
     let now = file_id(path);
     let mut lines = Vec::new();
     if now.is_some() && now != position.file {

@@ -17,6 +17,7 @@ pub mod top;
 pub mod trace;
 pub mod traces;
 pub mod up;
+pub mod watch;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
@@ -86,6 +87,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Kill(args) => fault::kill(&ctx, args).await,
         Command::Fault(args) => fault::fault(&ctx, args).await,
         Command::Start(args) => start::start(&ctx, args).await,
+        Command::Watch(args) => watch::watch(&ctx, args).await,
         Command::Health(args) => health::health(&ctx, args).await,
         Command::Call(args) => call::call(&ctx, args).await,
         Command::Traces(args) => traces::traces(&ctx, args).await,

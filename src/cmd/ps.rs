@@ -49,6 +49,9 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                     }
                     _ => "gone".to_string(),
                 }
+            } else if entry.build_failed.is_some() {
+                // The instance serves the last good build; the newest code did not compile.
+                format!("{}, build failed", i.state)
             } else {
                 i.state.to_string()
             };
@@ -65,6 +68,8 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 "last_health": i.last_health,
                 "reason": i.reason,
                 "stale": stale,
+                "build_failed": entry.build_failed.as_ref().map(|b| &b.error),
+                "watching": registry.supervisor.watching,
             }));
             rows.push(vec![
                 service.clone(),
@@ -82,6 +87,7 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 i.restarts.to_string(),
                 i.reason
                     .clone()
+                    .or_else(|| entry.build_failed.as_ref().map(|b| b.error.clone()))
                     .or_else(|| i.last_health.clone())
                     .unwrap_or_default(),
             ]);
@@ -100,6 +106,11 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 &rows
             )
         )?;
+    }
+    if registry.supervisor.watching && !stale {
+        say!(
+            "watching for changes: rebuilds and replaces services as their files change (`msctl watch --off` stops it)"
+        );
     }
     if stale {
         say!(

@@ -30,7 +30,17 @@ pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8>
             }
         }
     });
-    let result = supervisor::run(project, config, args.services, true, tx.clone()).await;
+    let result = supervisor::run(
+        project,
+        config,
+        args.services,
+        supervisor::Options {
+            detached: true,
+            watch: args.watch,
+        },
+        tx.clone(),
+    )
+    .await;
     if let Err(e) = &result {
         let (instance, log) = match e {
             MsctlError::Start { instance, log, .. } => (Some(instance.clone()), log.clone()),

@@ -66,7 +66,21 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                     say!("{service} scaled to {wanted}");
                 }
             }
-            if missing.is_empty() && !args.scale.is_empty() {
+            // `up --watch` on a running system turns watching on there, as `msctl watch -d` does.
+            if args.watch {
+                super::control(
+                    &project,
+                    &config,
+                    &control,
+                    Request::Watch { on: true },
+                    Duration::from_secs(30),
+                )
+                .await?;
+                say!(
+                    "watching for changes; `msctl watch` shows each rebuild, `msctl watch --off` stops it"
+                );
+            }
+            if missing.is_empty() && (!args.scale.is_empty() || args.watch) {
                 return Ok(0);
             }
             if missing.is_empty() {
@@ -136,9 +150,9 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         .flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name)))
         .collect();
     if args.detach {
-        detached(&project, &args.services, &config, instances).await
+        detached(&project, &args.services, &config, instances, args.watch).await
     } else {
-        foreground(project, config, args.services, instances).await
+        foreground(project, config, args.services, instances, args.watch).await
     }
 }
 
@@ -147,6 +161,7 @@ async fn foreground(
     config: Config,
     services: Vec<String>,
     instances: Vec<String>,
+    watch: bool,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut progress = Progress::new(instances.clone(), true);
@@ -156,14 +171,25 @@ async fn foreground(
             progress.handle(&event);
             if let Event::Ready { .. } = event {
                 say!(
-                    "{} instances healthy in {}; Ctrl-C stops them",
+                    "{} instances healthy in {}; {}Ctrl-C stops them",
                     instances.len(),
-                    crate::supervisor::health::ms(started.elapsed())
+                    crate::supervisor::health::ms(started.elapsed()),
+                    if watch { "watching for changes; " } else { "" }
                 );
             }
         }
     });
-    let result = supervisor::run(project, config, services, false, tx).await;
+    let result = supervisor::run(
+        project,
+        config,
+        services,
+        supervisor::Options {
+            detached: false,
+            watch,
+        },
+        tx,
+    )
+    .await;
     // The renderer ends when the last sender goes; don't hang on a straggler.
     let _ = tokio::time::timeout(Duration::from_secs(1), render).await;
     result?;
@@ -178,6 +204,7 @@ async fn detached(
     services: &[String],
     config: &crate::config::Config,
     instances: Vec<String>,
+    watch: bool,
 ) -> anyhow::Result<u8> {
     project
         .create_state_dirs()
@@ -190,6 +217,7 @@ async fn detached(
     cmd.arg("--file")
         .arg(&project.manifest)
         .arg("supervise")
+        .args(watch.then_some("--watch"))
         .args(services)
         // The counts `up --scale` set, which the supervisor's own reading of msctl.toml lacks.
         .args(
@@ -232,8 +260,13 @@ async fn detached(
         match event {
             Event::Ready { supervisor_pid } => {
                 say!(
-                    "ready in {}; supervisor pid {supervisor_pid}; `msctl down` stops it",
-                    crate::supervisor::health::ms(started.elapsed())
+                    "ready in {}; supervisor pid {supervisor_pid}; {}`msctl down` stops it",
+                    crate::supervisor::health::ms(started.elapsed()),
+                    if watch {
+                        "watching for changes (`msctl watch` shows each rebuild); "
+                    } else {
+                        ""
+                    }
                 );
                 return Ok(0);
             }

@@ -48,6 +48,42 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
         Some(v) => Ok(v.get_ref().0),
         None => Ok(default),
     };
+    // Watched paths stay inside the project: watch mode must not follow `..` out of it.
+    let watch_path = |service: &str, p: &Spanned<String>| {
+        let text = p.get_ref().trim();
+        let path = Path::new(text);
+        if text.is_empty()
+            || path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(err(
+                p.span(),
+                format!(
+                    "`watch` of service `{service}` names `{text}`, which is not a folder or file inside the project"
+                ),
+                Some(
+                    "give paths relative to msctl.toml's folder, such as \"services/users\"".into(),
+                ),
+            ));
+        }
+        Ok(text.trim_end_matches('/').to_string())
+    };
+    let watch_glob = |g: &Spanned<String>| {
+        globset::Glob::new(g.get_ref())
+            .map(|_| g.get_ref().clone())
+            .map_err(|e| {
+                err(
+                    g.span(),
+                    format!(
+                        "`watch_ignore` has a pattern that is not a glob: {}",
+                        e.kind()
+                    ),
+                    Some("write globs such as \"*.md\" or \"services/users/fixtures/**\"".into()),
+                )
+            })
+    };
     for (name, table) in &raw.services {
         let span = name.span();
         let name = name.get_ref().clone();
@@ -201,6 +237,22 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
                 None => 3,
             },
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
+            watch: match &s.watch {
+                Some(paths) => Some(
+                    paths
+                        .iter()
+                        .map(|p| watch_path(&name, p))
+                        .collect::<Result<_, _>>()?,
+                ),
+                None => None,
+            },
+            watch_ignore: defaults
+                .watch_ignore
+                .iter()
+                .chain(&s.watch_ignore)
+                .flatten()
+                .map(&watch_glob)
+                .collect::<Result<_, _>>()?,
             name: name.clone(),
         };
         services.insert(name, service);

@@ -39,6 +39,12 @@ pub struct Service {
     pub unhealthy_after: u32,
     /// Restarts in a row after which a crashing service is left down.
     pub max_restarts: u32,
+    /// What watch mode watches, relative to the project: `None` for the default (a Cargo
+    /// member's folder and its path dependencies).
+    pub watch: Option<Vec<String>>,
+    /// Globs of files watch mode ignores, on top of `target/`, `.msctl/`, `.git/` and editor
+    /// swap files: a glob without `/` matches a file name, one with `/` a project-relative path.
+    pub watch_ignore: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

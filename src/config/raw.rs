@@ -30,6 +30,7 @@ pub(super) struct RawDefaults {
     pub(super) health_interval: Option<Spanned<Seconds>>,
     pub(super) unhealthy_after: Option<Spanned<u32>>,
     pub(super) max_restarts: Option<u32>,
+    pub(super) watch_ignore: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +49,8 @@ pub(super) struct RawService {
     pub(super) health_interval: Option<Spanned<Seconds>>,
     pub(super) unhealthy_after: Option<Spanned<u32>>,
     pub(super) max_restarts: Option<u32>,
+    pub(super) watch: Option<Vec<Spanned<String>>>,
+    pub(super) watch_ignore: Option<Vec<Spanned<String>>>,
 }
 
 /// A duration written as `"5s"`, `"250ms"`, `"2m"`, or a number of seconds.

@@ -48,6 +48,10 @@ pub enum Event {
         instance: String,
         line: String,
     },
+    /// A watch cycle finished: what changed, what was rebuilt and replaced.
+    Watch {
+        cycle: crate::watch::report::Cycle,
+    },
     /// Every requested service is healthy.
     Ready {
         supervisor_pid: u32,

@@ -40,6 +40,8 @@ enum Command {
 pub struct InstanceHandle {
     pub id: String,
     pub service: String,
+    /// The number in its id: `users-2` is 2.
+    pub index: u32,
     /// The service as this instance runs it.
     pub spec: Arc<Service>,
     tx: mpsc::UnboundedSender<Command>,
@@ -91,6 +93,7 @@ impl InstanceHandle {
         Self {
             id,
             service: service.name.clone(),
+            index,
             spec: service,
             tx,
             status,

@@ -47,6 +47,9 @@ struct Inner {
     handles: Mutex<BTreeMap<String, Vec<InstanceHandle>>>,
     down: Notify,
     stopped: watch::Sender<bool>,
+    intake: Intake,
+    /// Watch mode, while it is on.
+    watching: Mutex<Option<crate::watch::Watching>>,
 }
 
 /// Holds the project's lock file for as long as the supervisor lives.
@@ -129,6 +132,15 @@ impl Fatal {
     }
 }
 
+/// How the supervisor runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Started by `up -d`, in a session of its own.
+    pub detached: bool,
+    /// Rebuild and replace services when their files change, from the start.
+    pub watch: bool,
+}
+
 /// Why the supervisor stops.
 enum Stop {
     Signal(&'static str),
@@ -142,9 +154,10 @@ pub async fn run(
     project: Project,
     config: Config,
     services: Vec<String>,
-    detached: bool,
+    options: Options,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<(), MsctlError> {
+    let detached = options.detached;
     project
         .create_state_dirs()
         .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
@@ -178,6 +191,7 @@ pub async fn run(
             token: token.clone(),
             phase: SupervisorPhase::Starting,
             otlp_token: otlp_token.clone(),
+            watching: false,
         },
     )
     .map_err(|e| {
@@ -213,6 +227,8 @@ pub async fn run(
             handles: Mutex::new(BTreeMap::new()),
             down: Notify::new(),
             stopped,
+            intake: intake.clone(),
+            watching: Mutex::new(None),
         }),
     };
     let server = tokio::spawn(control::serve(
@@ -257,6 +273,11 @@ pub async fn run(
             return Err(err);
         }
         Ok(Ok(())) => {
+            if options.watch
+                && let Err(e) = sup.set_watching(true).await
+            {
+                say!("msctl: cannot watch for changes: {e}");
+            }
             store.set_phase(SupervisorPhase::Ready);
             events
                 .send(Event::Ready {
@@ -268,6 +289,7 @@ pub async fn run(
         Err(why) => why,
     };
     drop(stop);
+    let _ = sup.set_watching(false).await;
     if let Stop::Signal(name) = why {
         say!("msctl: {name}; stopping every service (again to force)");
     }
@@ -362,6 +384,10 @@ impl Supervisor {
                     }),
                 }
             }
+            Request::Watch { on } => match self.set_watching(on).await {
+                Ok(()) => Response::Done,
+                Err(e) => control::failed(FailureKind::Usage, e),
+            },
             Request::Stop { service }
             | Request::Restart { service }
             | Request::Scale { service, .. }
@@ -475,22 +501,44 @@ impl Supervisor {
         }
     }
 
-    /// Restarts one service's instances with no downtime: an extra instance is started first and
-    /// must become healthy (if it does not, it is stopped, the running instances are left as
-    /// they were, and the restart fails with the reason); then each instance is replaced in turn
-    /// (marked stopping, so that discovery sends it nothing new, drained, started again); then
-    /// the extra one is drained and retired. A service on a fixed port cannot run two instances,
-    /// so it is restarted in place.
+    /// Restarts one service's instances with no downtime: see [`Self::replace_service`].
     pub async fn restart_service(&self, name: &str) -> Result<(), StartFailure> {
+        self.replace_service(name, None).await
+    }
+
+    /// Replaces one service's instances with no downtime, with the same settings or with `spec`
+    /// (msctl.toml changed): an extra instance is started first and must become healthy (if it
+    /// does not, it is stopped, the running instances are left as they were, and the replacement
+    /// fails with the reason); then each instance is replaced in turn (marked stopping, so that
+    /// discovery sends it nothing new, drained, started again); then the extra one is drained
+    /// and retired. A service on a fixed port cannot run two instances, so it is replaced in
+    /// place.
+    pub async fn replace_service(
+        &self,
+        name: &str,
+        spec: Option<Arc<crate::config::Service>>,
+    ) -> Result<(), StartFailure> {
         let handles = self.handles_of(name);
         if handles.iter().all(|h| matches!(h.state(), State::Idle)) {
+            if spec.is_some() {
+                // Never started: it starts afresh from the configuration.
+                self.inner
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+            }
             return self.start(&[name.to_string()]).await;
         }
+        let fresh = spec.clone().unwrap_or_else(|| handles[0].spec.clone());
         let surge = match handles.first() {
-            Some(h) if h.spec.port == crate::config::Port::Auto => {
-                let index = handles.len() as u32 + 1;
+            Some(h)
+                if h.spec.port == crate::config::Port::Auto
+                    && fresh.port == crate::config::Port::Auto =>
+            {
+                let index = handles.iter().map(|h| h.index).max().unwrap_or(0) + 1;
                 Some(InstanceHandle::create(
-                    h.spec.clone(),
+                    fresh.clone(),
                     index,
                     self.inner.shared.clone(),
                 ))
@@ -511,13 +559,23 @@ impl Supervisor {
             if surge.is_some() {
                 self.deregister(&h).await;
             }
-            if let Err(reason) = h.restart().await {
+            let (id, result) = match &spec {
+                None => (h.id.clone(), h.restart().await),
+                Some(spec) => {
+                    h.stop().await;
+                    let new =
+                        InstanceHandle::create(spec.clone(), h.index, self.inner.shared.clone());
+                    self.swap_handle(&h, new.clone());
+                    (new.id.clone(), new.start().await)
+                }
+            };
+            if let Err(reason) = result {
                 // The extra instance goes on serving in its place.
                 if let Some(extra) = surge {
                     self.adopt(extra);
                 }
                 return Err(StartFailure {
-                    instance: h.id.clone(),
+                    instance: id,
                     reason,
                     dependency: false,
                 });
@@ -526,6 +584,113 @@ impl Supervisor {
         if let Some(extra) = &surge {
             self.retire(extra).await;
         }
+        Ok(())
+    }
+
+    /// Puts `new` where `old` was in its service's list.
+    fn swap_handle(&self, old: &InstanceHandle, new: InstanceHandle) {
+        let mut all = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = all
+            .get_mut(&old.service)
+            .and_then(|list| list.iter_mut().find(|h| h.id == old.id))
+        {
+            *slot = new;
+        }
+    }
+
+    /// Stops a service that left msctl.toml and forgets it.
+    pub async fn remove_service(&self, name: &str) {
+        self.stop_service(name).await;
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.inner.shared.store.remove_service(name);
+    }
+
+    /// Whether `name` has instances that are meant to run (not stopped by `msctl stop`).
+    pub fn is_running(&self, name: &str) -> bool {
+        self.handles_of(name)
+            .iter()
+            .any(|h| !matches!(h.state(), State::Idle | State::Stopped { .. }))
+    }
+
+    /// The ids of `name`'s instances.
+    pub fn instance_ids(&self, name: &str) -> Vec<String> {
+        self.handles_of(name).into_iter().map(|h| h.id).collect()
+    }
+
+    pub fn project(&self) -> &Project {
+        &self.inner.shared.project
+    }
+
+    pub fn store(&self) -> &RegistryStore {
+        &self.inner.shared.store
+    }
+
+    /// Tells whoever shows progress (the foreground `up`) what a watch cycle did, and appends
+    /// it to the watch log that `msctl watch` follows.
+    pub fn report(&self, cycle: crate::watch::report::Cycle) {
+        if let Ok(mut file) =
+            msctl_contract::fs::open_private(&self.inner.shared.project.watch_log(), true)
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                file,
+                "{}",
+                serde_json::to_string(&cycle).unwrap_or_default()
+            );
+        }
+        let _ = self.inner.shared.events.send(Event::Watch { cycle });
+    }
+
+    /// Requests whose traces started at or after `since_ns` and hold a failed server span,
+    /// once the services have exported what they had; `None` when they cannot be counted.
+    pub async fn failed_requests_since(&self, since_ns: u64) -> Option<u64> {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            3 * instance::EXPORT_DELAY_MS,
+        ))
+        .await;
+        self.inner
+            .intake
+            .flush(std::time::Duration::from_secs(2))
+            .await;
+        let db = self.inner.shared.project.telemetry_db();
+        tokio::task::spawn_blocking(move || {
+            crate::telemetry::store::Store::open_read(&db)?
+                .failed_traces_since(since_ns)
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Turns watch mode on or off; on, it is recorded in the registry for `ps`.
+    pub async fn set_watching(&self, on: bool) -> Result<(), String> {
+        let running = self
+            .inner
+            .watching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if on && !running {
+            let watching = crate::watch::start(self.clone()).await?;
+            *self
+                .inner
+                .watching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(watching);
+        } else if !on {
+            // Dropping it ends the watcher, and a build it was running.
+            self.inner
+                .watching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        self.inner.shared.store.set_watching(on);
         Ok(())
     }
 

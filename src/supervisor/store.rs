@@ -69,6 +69,30 @@ impl RegistryStore {
         self.write(&reg);
     }
 
+    /// Takes a service that left msctl.toml out of the registry, and writes the file.
+    pub fn remove_service(&self, service: &str) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.services.remove(service);
+        self.write(&reg);
+    }
+
+    /// Records whether watch mode is on, and writes the file.
+    pub fn set_watching(&self, on: bool) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.supervisor.watching = on;
+        self.write(&reg);
+    }
+
+    /// Records (or clears) a failed rebuild of `service`, and writes the file.
+    pub fn set_build_failed(&self, service: &str, failure: Option<registry::BuildFailure>) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = reg.services.entry(service.to_string()).or_default();
+        if entry.build_failed != failure {
+            entry.build_failed = failure;
+            self.write(&reg);
+        }
+    }
+
     /// Records whether the system is starting, ready, or stopping, and writes the file.
     pub fn set_phase(&self, phase: SupervisorPhase) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());

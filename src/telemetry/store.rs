@@ -363,6 +363,17 @@ impl Store {
         rows.collect()
     }
 
+    /// How many traces that started at or after `since_ns` hold a failed server span: the
+    /// requests that failed somewhere, each counted once however many services it failed in.
+    pub fn failed_traces_since(&self, since_ns: u64) -> rusqlite::Result<u64> {
+        self.db.query_row(
+            "SELECT COUNT(DISTINCT s.trace_id) FROM traces t JOIN spans s ON s.trace_id = t.trace_id
+             WHERE t.start_ns >= ?1 AND s.kind = 2 AND s.status_code = 2",
+            [since_ns as i64],
+            |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
+        )
+    }
+
     /// The ids of stored traces that start with `prefix` (lowercase hex), at most `limit`.
     pub fn trace_ids(&self, prefix: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
         // A range on the (trace_id, span_id) index: `~` sorts after every hex digit.
@@ -493,6 +504,35 @@ mod tests {
             },
             events: Vec::new(),
         }
+    }
+
+    #[test]
+    fn failed_requests_are_traces_with_a_failed_server_span_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let failed = |trace, span, start| {
+            let mut s = super::tests::span(trace, span, start);
+            s.status.code = 2;
+            s
+        };
+        let mut client_only = failed(5, 1, 2_000);
+        client_only.kind = 3;
+        store
+            .insert_spans(&[
+                // Before the window: not counted.
+                failed(1, 1, 500),
+                // Failed in two services: one request.
+                failed(2, 1, 1_000),
+                failed(2, 2, 1_001),
+                failed(3, 1, 1_500),
+                super::tests::span(4, 1, 1_600),
+                // A failed client span alone (a retried call) is not a failed request.
+                client_only,
+            ])
+            .unwrap();
+        assert_eq!(store.failed_traces_since(1_000).unwrap(), 2);
+        assert_eq!(store.failed_traces_since(0).unwrap(), 3);
+        assert_eq!(store.failed_traces_since(10_000).unwrap(), 0);
     }
 
     #[test]

@@ -544,3 +544,135 @@ impl Drop for Load {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A copy of this repository's sample system (contract, kit, users, posts, gateway, in a
+/// workspace of their own) for tests that edit its sources. It lives under target/ so that its
+/// own build stays warm from one run to the next; a file lock lends it to one test at a time,
+/// across test processes. Dropping it stops its system, then releases the lock.
+pub struct SampleCopy {
+    pub project: TestProject,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The crates of the sample system, copied as they are.
+const SAMPLE_CRATES: [&str; 5] = [
+    "contract",
+    "services/kit",
+    "services/users",
+    "services/posts",
+    "services/gateway",
+];
+
+impl SampleCopy {
+    pub fn take() -> Self {
+        let target = bin_dir().parent().expect("target/debug has a parent");
+        let base = target.join("watch-sample");
+        std::fs::create_dir_all(&base).expect("folder made");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join("lock"))
+            .expect("lock file");
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("cannot lock the sample copy: {e}"));
+        let root = base.join("repo");
+        let project = TestProject::at(&root);
+        if root.join("msctl.toml").exists() {
+            // A run that was killed may have left its system up.
+            drop(TestProject::at(&root));
+        }
+        let _ = std::fs::remove_dir_all(root.join(".msctl"));
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for krate in SAMPLE_CRATES {
+            sync(&repo.join(krate), &root.join(krate));
+        }
+        sync(&repo.join("Cargo.lock"), &root.join("Cargo.lock"));
+        let mut manifest: toml_edit::DocumentMut = std::fs::read_to_string(repo.join("Cargo.toml"))
+            .expect("Cargo.toml")
+            .parse()
+            .expect("Cargo.toml parses");
+        for table in ["package", "dependencies", "dev-dependencies", "lints"] {
+            manifest.remove(table);
+        }
+        manifest["workspace"]["members"] =
+            toml_edit::value(toml_edit::Array::from_iter(SAMPLE_CRATES));
+        write_if_changed(&root.join("Cargo.toml"), &manifest.to_string());
+        write_if_changed(
+            &root.join("msctl.toml"),
+            r#"[defaults]
+build = ["cargo", "build", "-p", "users", "-p", "posts", "-p", "gateway"]
+stop_timeout = "5s"
+
+[services.users]
+command = ["target/debug/users"]
+
+[services.posts]
+command = ["target/debug/posts"]
+
+[services.gateway]
+command = ["target/debug/gateway"]
+depends_on = ["users", "posts"]
+"#,
+        );
+        Self {
+            project,
+            _lock: lock,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.project.path()
+    }
+
+    /// Replaces `from` with `to` in the copy's file `name`, which must hold it.
+    pub fn edit(&self, name: &str, from: &str, to: &str) {
+        let path = self.path().join(name);
+        let text = std::fs::read_to_string(&path).expect("file read");
+        assert!(text.contains(from), "{name} does not hold {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("file written");
+    }
+
+    /// Puts `name` back as it is in the repository.
+    pub fn restore(&self, name: &str) {
+        sync(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(name),
+            &self.path().join(name),
+        );
+    }
+}
+
+/// Makes `to` the same as `from` (a file or a folder, `target/` left out), writing only what
+/// differs so that cargo sees unchanged files as unchanged.
+fn sync(from: &Path, to: &Path) {
+    if from.is_file() {
+        let text = std::fs::read(from).expect("file read");
+        if std::fs::read(to).ok().as_deref() != Some(text.as_slice()) {
+            std::fs::create_dir_all(to.parent().expect("a folder")).expect("folder made");
+            std::fs::write(to, text).expect("file written");
+        }
+        return;
+    }
+    std::fs::create_dir_all(to).expect("folder made");
+    let wanted: Vec<_> = std::fs::read_dir(from)
+        .expect("folder read")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n != "target")
+        .collect();
+    for entry in std::fs::read_dir(to).expect("folder read") {
+        let entry = entry.expect("entry");
+        if entry.file_name() != "target" && !wanted.contains(&entry.file_name()) {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    for name in wanted {
+        sync(&from.join(&name), &to.join(&name));
+    }
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).expect("file written");
+    }
+}

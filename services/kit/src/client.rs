@@ -597,8 +597,13 @@ mod tests {
             .enumerate()
             .map(|(i, u)| instance(&format!("echo-{}", i + 1), port(u), InstanceState::Healthy))
             .collect();
-        reg.services
-            .insert("echo".into(), ServiceEntry { instances });
+        reg.services.insert(
+            "echo".into(),
+            ServiceEntry {
+                instances,
+                build_failed: None,
+            },
+        );
         registry::write(&path, &reg).unwrap();
         Peers::new(Discovery::new(Some(path), []), Duration::from_secs(2))
     }

@@ -251,6 +251,7 @@ mod tests {
             "users".into(),
             ServiceEntry {
                 instances: vec![instance("users-1", 1001, InstanceState::Healthy)],
+                build_failed: None,
             },
         );
         registry::write(&path, &reg).unwrap();
@@ -285,6 +286,7 @@ mod tests {
                     instance("users-1", 1001, InstanceState::Healthy),
                     instance("users-2", 1002, InstanceState::Starting),
                 ],
+                build_failed: None,
             },
         );
         registry::write(&path, &reg).unwrap();

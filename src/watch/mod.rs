@@ -1,0 +1,395 @@
+//! Watch mode: when a service's files change, rebuild what the change affects and replace the
+//! running instances with no dropped request. A failed build or a new instance that is not
+//! healthy leaves the running ones serving. A change to msctl.toml is applied as it stands.
+
+pub mod debounce;
+pub mod rebuild;
+pub mod report;
+pub mod targets;
+
+use crate::supervisor::Supervisor;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use report::{Cycle, Outcome};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use targets::Plan;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Watch mode while it is on; dropping it stops watching (and a build it runs).
+#[derive(Debug)]
+pub struct Watching {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts watching the files of `sup`'s services.
+pub async fn start(sup: Supervisor) -> Result<Watching, String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (plan, watcher) = watch_files(&sup, tx.clone()).await?;
+    let task = tokio::spawn(run(sup, plan, watcher, rx, tx));
+    Ok(Watching { task })
+}
+
+/// Works out what to watch from msctl.toml and the Cargo workspace, and registers it with the
+/// operating system's file events (inotify on Linux).
+async fn watch_files(
+    sup: &Supervisor,
+    tx: mpsc::UnboundedSender<PathBuf>,
+) -> Result<(Plan, notify::RecommendedWatcher), String> {
+    let config = sup.config();
+    let root = config.root.clone();
+    let packages = tokio::task::spawn_blocking(move || targets::workspace(&root))
+        .await
+        .unwrap_or_default();
+    let plan = Plan::new(&config, &packages);
+    for (service, why) in &plan.unwatched {
+        say!("msctl watch: `{service}` is not watched: {why}");
+    }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads and opens change nothing.
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })
+    .map_err(|e| format!("cannot watch files: {e}"))?;
+    let (recursive, shallow) = plan.roots();
+    for (dirs, mode) in [
+        (recursive, RecursiveMode::Recursive),
+        (shallow, RecursiveMode::NonRecursive),
+    ] {
+        for dir in dirs.iter().filter(|d| d.exists()) {
+            watcher.watch(dir, mode).map_err(|e| {
+                format!(
+                    "cannot watch {}: {e}{}",
+                    dir.display(),
+                    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                        "; raise fs.inotify.max_user_watches (sysctl) or narrow `watch` in msctl.toml"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+        }
+    }
+    Ok((plan, watcher))
+}
+
+/// The cycles: a burst of changes, then msctl.toml applied, then a rebuild and replacement.
+async fn run(
+    sup: Supervisor,
+    plan: Plan,
+    watcher: notify::RecommendedWatcher,
+    mut rx: mpsc::UnboundedReceiver<PathBuf>,
+    tx: mpsc::UnboundedSender<PathBuf>,
+) {
+    // The watcher lives beside its plan: events stop when it is dropped.
+    let mut watched = (plan, watcher);
+    loop {
+        let plan = &watched.0;
+        let relevant = |p: &Path| plan.is_manifest(p) || !plan.affected(p).is_empty();
+        let Some(batch) =
+            debounce::next_batch(&mut rx, debounce::QUIET, debounce::LONGEST, relevant).await
+        else {
+            return;
+        };
+        let waited = batch.waited.as_millis() as u64;
+        let workspace_changed = batch
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "Cargo.toml"));
+        if batch.paths.iter().any(|p| plan.is_manifest(p)) {
+            let cycle = apply_manifest(&sup, waited).await;
+            let applied = cycle.outcome == Outcome::Applied;
+            sup.report(cycle);
+            if !applied {
+                continue;
+            }
+        }
+        let mut changed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for path in batch.paths.iter().filter(|p| !plan.is_manifest(p)) {
+            let shown = path
+                .strip_prefix(&plan.root)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            for service in plan.affected(path) {
+                changed
+                    .entry(service.to_string())
+                    .or_default()
+                    .push(shown.clone());
+            }
+        }
+        // A service stopped with `msctl stop` stays stopped; it gets the new code when started.
+        changed.retain(|service, _| sup.is_running(service));
+        if !changed.is_empty() {
+            let cycle = rebuild_and_replace(&sup, plan, changed, waited).await;
+            sup.report(cycle);
+        }
+        if workspace_changed || batch.paths.iter().any(|p| plan.is_manifest(p)) {
+            // New services, new path dependencies: what is watched follows.
+            match watch_files(&sup, tx.clone()).await {
+                Ok(fresh) => watched = fresh,
+                Err(e) => say!("msctl watch: {e}; still watching what was watched before"),
+            }
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// Rebuilds the services in `changed` and replaces their instances, dependencies first.
+async fn rebuild_and_replace(
+    sup: &Supervisor,
+    plan: &Plan,
+    changed: BTreeMap<String, Vec<String>>,
+    debounce_ms: u64,
+) -> Cycle {
+    let config = sup.config();
+    let names: Vec<String> = changed.keys().cloned().collect();
+    let files: BTreeSet<String> = changed.into_values().flatten().collect();
+    // An editor's or sed's temporary file, created and renamed away within the burst, is not
+    // worth naming; a deleted source file is, when it is all that changed.
+    let existing: BTreeSet<String> = files
+        .iter()
+        .filter(|f| plan.root.join(f).exists())
+        .cloned()
+        .collect();
+    let files = if existing.is_empty() { files } else { existing };
+    let mut cycle = Cycle {
+        outcome: Outcome::Replaced,
+        services: names.clone(),
+        changed: files.into_iter().collect(),
+        debounce_ms,
+        build_ms: None,
+        swap_ms: None,
+        replaced: vec![],
+        failed_requests: None,
+        started: vec![],
+        stopped: vec![],
+        error: None,
+        log_tail: vec![],
+    };
+    let services: Vec<_> = names
+        .iter()
+        .filter_map(|n| config.services.get(n))
+        .map(|s| {
+            let package = plan
+                .services
+                .get(&s.name)
+                .and_then(|t| t.package.as_deref());
+            (s, package)
+        })
+        .collect();
+    let built = Instant::now();
+    for build in rebuild::plan(&services) {
+        if let Err(error) = rebuild::run(&plan.root, &build, &sup.project().build_log()).await {
+            for name in &names {
+                sup.store().set_build_failed(
+                    name,
+                    Some(msctl_contract::registry::BuildFailure {
+                        error: error.clone(),
+                        at_ms: now_ms(),
+                    }),
+                );
+            }
+            cycle.outcome = Outcome::BuildFailed;
+            cycle.error = Some(error);
+            return cycle;
+        }
+    }
+    cycle.build_ms = Some(built.elapsed().as_millis() as u64);
+    for name in &names {
+        sup.store().set_build_failed(name, None);
+    }
+    let order: Vec<String> = config
+        .start_order(&names)
+        .map(|o| o.into_iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_else(|_| names.clone());
+    let swap_started = Instant::now();
+    let since_ns = now_ns();
+    for name in order.iter().filter(|n| names.contains(n)) {
+        if let Err(failure) = sup.restart_service(name).await {
+            cycle.outcome = Outcome::StartFailed;
+            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
+            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            break;
+        }
+        cycle.replaced.extend(sup.instance_ids(name));
+    }
+    cycle.swap_ms = Some(swap_started.elapsed().as_millis() as u64);
+    cycle.failed_requests = sup.failed_requests_since(since_ns).await;
+    cycle
+}
+
+/// Reads msctl.toml again and brings the system in line with it: added services start, removed
+/// ones stop, changed ones are replaced with their new settings (no downtime where the service
+/// allows two instances). An invalid file changes nothing.
+async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
+    let before = sup.config();
+    let mut cycle = Cycle {
+        outcome: Outcome::Applied,
+        services: vec![],
+        changed: vec![crate::config::MANIFEST.to_string()],
+        debounce_ms,
+        build_ms: None,
+        swap_ms: None,
+        replaced: vec![],
+        failed_requests: None,
+        started: vec![],
+        stopped: vec![],
+        error: None,
+        log_tail: vec![],
+    };
+    if let Err(e) = sup.reload() {
+        cycle.outcome = Outcome::ConfigInvalid;
+        cycle.error = Some(e);
+        return cycle;
+    }
+    let after = sup.config();
+    let removed: Vec<String> = before
+        .services
+        .keys()
+        .filter(|n| !after.services.contains_key(*n))
+        .cloned()
+        .collect();
+    let added: Vec<String> = after
+        .services
+        .keys()
+        .filter(|n| !before.services.contains_key(*n))
+        .cloned()
+        .collect();
+    let changed: Vec<String> = after
+        .services
+        .iter()
+        .filter(|(n, s)| before.services.get(*n).is_some_and(|b| b != *s))
+        .map(|(n, _)| n.clone())
+        .filter(|n| sup.is_running(n))
+        .collect();
+    let swap_started = Instant::now();
+    let since_ns = now_ns();
+    // Dependents of a removed service keep running, as they would after `msctl stop`.
+    for name in &removed {
+        sup.remove_service(name).await;
+        cycle.stopped.push(name.clone());
+    }
+    // Built first, as `up` would: their build command may have changed too.
+    let to_build: Vec<&crate::config::Service> = added
+        .iter()
+        .chain(&changed)
+        .filter_map(|n| after.services.get(n))
+        .collect();
+    if !to_build.is_empty() {
+        let root = after.root.clone();
+        let packages = tokio::task::spawn_blocking(move || targets::workspace(&root))
+            .await
+            .unwrap_or_default();
+        let plan = Plan::new(&after, &packages);
+        let services: Vec<_> = to_build
+            .iter()
+            .map(|s| {
+                let package = plan
+                    .services
+                    .get(&s.name)
+                    .and_then(|t| t.package.as_deref());
+                (*s, package)
+            })
+            .collect();
+        let built = Instant::now();
+        for build in rebuild::plan(&services) {
+            if let Err(error) = rebuild::run(&after.root, &build, &sup.project().build_log()).await
+            {
+                cycle.outcome = Outcome::BuildFailed;
+                cycle.services = build.services;
+                cycle.error = Some(error);
+                return cycle;
+            }
+        }
+        cycle.build_ms = Some(built.elapsed().as_millis() as u64);
+    }
+    for name in &changed {
+        let spec = Arc::new(after.services[name].clone());
+        let replicas = spec.replicas;
+        let result = sup.replace_service(name, Some(spec)).await;
+        let result = match result {
+            Ok(()) => sup
+                .scale_service(name, msctl_contract::control::Replicas::To(replicas))
+                .await
+                .map_err(|(_, f)| f),
+            Err(f) => Err(f),
+        };
+        if let Err(failure) = result {
+            cycle.outcome = Outcome::StartFailed;
+            cycle.services = vec![name.clone()];
+            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
+            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            return cycle;
+        }
+        cycle.replaced.extend(sup.instance_ids(name));
+    }
+    if !added.is_empty() {
+        if let Err(failure) = sup.start(&added).await {
+            cycle.outcome = Outcome::StartFailed;
+            cycle.services = vec![failure.instance.clone()];
+            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
+            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            return cycle;
+        }
+        cycle.started = added;
+    }
+    cycle.services = cycle
+        .started
+        .iter()
+        .chain(&cycle.stopped)
+        .chain(&changed)
+        .cloned()
+        .collect();
+    if !changed.is_empty() {
+        cycle.swap_ms = Some(swap_started.elapsed().as_millis() as u64);
+        cycle.failed_requests = sup.failed_requests_since(since_ns).await;
+    }
+    cycle
+}
+
+/// The last `n` lines of an instance's log.
+fn tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_tail_is_its_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "1\n2\n3\n").unwrap();
+        assert_eq!(super::tail(&path, 2), ["2", "3"]);
+        assert_eq!(super::tail(&path, 10), ["1", "2", "3"]);
+        assert!(super::tail(&dir.path().join("none"), 3).is_empty());
+    }
+}
