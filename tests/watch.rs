@@ -235,4 +235,27 @@ fn watch_mode_rebuilds_and_replaces_with_no_failed_request() {
     let cycle = next_cycle(&copy, seen);
     assert_eq!(cycle["stopped"], serde_json::json!(["extra"]), "{cycle}");
     assert!(p.instance("extra-1").is_none());
+
+    // 6. A service whose settings change is replaced with them, with no failed request.
+    let seen = cycles(&copy).len();
+    let load = Load::start(vec![format!("{gateway}/users/1/posts")]);
+    std::fs::write(
+        copy.path().join("msctl.toml"),
+        manifest.replace(
+            "command = [\"target/debug/posts\"]",
+            "command = [\"target/debug/posts\"]\nenv = { WATCH_TEST = \"changed\" }",
+        ),
+    )
+    .unwrap();
+    let cycle = next_cycle(&copy, seen);
+    assert_eq!(cycle["outcome"], "applied", "{cycle}");
+    assert_eq!(cycle["replaced"], serde_json::json!(["posts-1"]), "{cycle}");
+    assert_eq!(cycle["failed_requests"], 0, "{cycle}");
+    let pid = p.pid_of("posts-1").expect("posts-1 runs");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&environ).contains("WATCH_TEST=changed"),
+        "posts-1 runs with the new settings"
+    );
+    assert_all_ok(&load.stop(), "a replacement with new settings");
 }

@@ -221,6 +221,35 @@ depends_on = ["a"]
     }
 
     #[test]
+    fn watch_settings_are_checked() {
+        let c = parse_str(
+            "[defaults]\nwatch_ignore = [\"*.md\"]\n[services.a]\ncommand = [\"a\"]\nwatch = [\"src/\", \"package.json\"]\nwatch_ignore = [\"fixtures/**\"]\n[services.b]\ncommand = [\"b\"]\n",
+        )
+        .unwrap();
+        let a = &c.services["a"];
+        assert_eq!(
+            a.watch.as_deref(),
+            Some(&["src".to_string(), "package.json".to_string()][..])
+        );
+        assert_eq!(a.watch_ignore, ["*.md", "fixtures/**"]);
+        assert_eq!(c.services["b"].watch, None);
+        assert_eq!(c.services["b"].watch_ignore, ["*.md"]);
+        let e =
+            parse_str("[services.a]\ncommand = [\"a\"]\nwatch = [\"../elsewhere\"]\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.message
+                .contains("not a folder or file inside the project"),
+            "{}",
+            e.message
+        );
+        let e =
+            parse_str("[services.a]\ncommand = [\"a\"]\nwatch_ignore = [\"a[\"]\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("not a glob"), "{}", e.message);
+    }
+
+    #[test]
     fn names_are_plain() {
         for ok in ["users", "a", "user-db2"] {
             assert!(valid_service_name(ok), "{ok}");
