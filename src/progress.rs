@@ -121,6 +121,10 @@ impl Progress {
                     self.say(line);
                 }
             }
+            Event::Absent { service, reason } => {
+                let warn = console::style("warning:").yellow().bold().for_stderr();
+                self.say(format!("{warn} {service} is absent: {reason}"));
+            }
             Event::Watch { cycle } => {
                 let mark = match cycle.outcome {
                     crate::watch::report::Outcome::Replaced

@@ -83,6 +83,8 @@ pub enum InstanceState {
     Stopped,
     /// Could not start, or crashed more often than allowed; left down.
     Failed,
+    /// An optional service whose program is not installed: the rest runs without it.
+    Absent,
 }
 
 impl std::fmt::Display for InstanceState {
@@ -95,6 +97,7 @@ impl std::fmt::Display for InstanceState {
             Self::Restarting => "restarting",
             Self::Stopped => "stopped",
             Self::Failed => "failed",
+            Self::Absent => "absent",
         })
     }
 }

@@ -19,6 +19,7 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
     };
     let prober = Prober::default();
     let mut checks = Vec::new();
+    let mut absent = Vec::new();
     for (service, entry) in &registry.services {
         let spec = config
             .services
@@ -26,6 +27,12 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
             .map(|s| s.health.clone())
             .unwrap_or(Health::Http("/health".into()));
         for i in &entry.instances {
+            if i.state == msctl_contract::registry::InstanceState::Absent {
+                // Optional and not installed: said, and not counted against the system.
+                let reason = i.reason.clone().unwrap_or_else(|| "not installed".into());
+                absent.push((service.clone(), i.id.clone(), reason));
+                continue;
+            }
             let prober = prober.clone();
             let spec = spec.clone();
             let (service, id, address) = (service.clone(), i.id.clone(), i.address.clone());
@@ -52,6 +59,9 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
             .map(|(service, id, address, r)| {
                 json!({"service": service, "instance": id, "address": address, "healthy": r.is_ok(), "result": match r { Ok(s) | Err(s) => s }})
             })
+            .chain(absent.iter().map(|(service, id, reason)| {
+                json!({"service": service, "instance": id, "address": "", "healthy": null, "absent": true, "result": reason})
+            }))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?)?;
     } else {
@@ -64,6 +74,9 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 };
                 vec![id.clone(), address.clone(), state.into(), detail]
             })
+            .chain(absent.iter().map(|(_, id, reason)| {
+                vec![id.clone(), "-".into(), "absent".into(), reason.clone()]
+            }))
             .collect();
         outln!(
             "{}",

@@ -46,7 +46,12 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 .filter(|s| {
                     registry.services.get(&s.name).is_none_or(|e| {
                         e.instances.iter().all(|i| {
-                            matches!(i.state, InstanceState::Stopped | InstanceState::Failed)
+                            matches!(
+                                i.state,
+                                InstanceState::Stopped
+                                    | InstanceState::Failed
+                                    | InstanceState::Absent
+                            )
                         })
                     })
                 })

@@ -113,18 +113,41 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
                     Some("give the program to run, then its arguments".into()),
                 ));
             }
-            Some(c) => c.get_ref().clone(),
+            Some(c) => {
+                if let Some(word) = c
+                    .get_ref()
+                    .iter()
+                    .flat_map(|a| super::unknown_placeholders(a))
+                    .next()
+                {
+                    return Err(err(
+                        c.span(),
+                        format!(
+                            "the command of service `{name}` has an unknown placeholder `{{{word}}}`"
+                        ),
+                        Some(format!(
+                            "msctl fills in {}",
+                            super::PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                        )),
+                    ));
+                }
+                c.get_ref().clone()
+            }
         };
         let build = s.build.as_ref().or(defaults.build.as_ref());
-        if let Some(b) =
-            build.filter(|b| b.get_ref().is_empty() || b.get_ref()[0].trim().is_empty())
-        {
+        if let Some(b) = build.filter(|b| {
+            b.get_ref().first().is_some_and(|p| p.trim().is_empty())
+                || (b.get_ref().is_empty() && s.build.is_none())
+        }) {
             return Err(err(
                 b.span(),
                 format!("the build command of service `{name}` is empty"),
                 Some("remove `build`, or give the program to run".into()),
             ));
         }
+        // `build = []` in a service's own table: nothing to build (a program installed on the
+        // machine), whatever `[defaults]` says.
+        let build = build.filter(|b| !b.get_ref().is_empty());
         let replicas = s
             .replicas
             .as_ref()
@@ -237,6 +260,8 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
                 None => 3,
             },
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
+            optional: s.optional.unwrap_or(false),
+            install: s.install.clone(),
             watch: match &s.watch {
                 Some(paths) => Some(
                     paths

@@ -45,6 +45,51 @@ pub struct Service {
     /// Globs of files watch mode ignores, on top of `target/`, `.msctl/`, `.git/` and editor
     /// swap files: a glob without `/` matches a file name, one with `/` a project-relative path.
     pub watch_ignore: Vec<String>,
+    /// When its program is not installed, the rest of the system runs without it.
+    pub optional: bool,
+    /// How to install its program, said when it is missing.
+    pub install: Option<String>,
+}
+
+/// What msctl fills in in a command: `{port}`, `{addr}`, `{data_dir}`, `{instance}`.
+pub const PLACEHOLDERS: [&str; 4] = ["port", "addr", "data_dir", "instance"];
+
+/// The `{name}` placeholders in `arg` that msctl does not know: a lowercase word in braces.
+/// Anything else in braces (JSON, shell) is left alone.
+pub fn unknown_placeholders(arg: &str) -> Vec<&str> {
+    let mut unknown = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let word = &after[..close];
+                if !word.is_empty()
+                    && word.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && !PLACEHOLDERS.contains(&word)
+                {
+                    unknown.push(word);
+                }
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    unknown
+}
+
+/// `arg` with msctl's placeholders filled in.
+pub fn fill_placeholders(
+    arg: &str,
+    port: u16,
+    addr: &str,
+    data_dir: &str,
+    instance: &str,
+) -> String {
+    arg.replace("{port}", &port.to_string())
+        .replace("{addr}", addr)
+        .replace("{data_dir}", data_dir)
+        .replace("{instance}", instance)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,6 +51,8 @@ pub(super) struct RawService {
     pub(super) max_restarts: Option<u32>,
     pub(super) watch: Option<Vec<Spanned<String>>>,
     pub(super) watch_ignore: Option<Vec<Spanned<String>>>,
+    pub(super) optional: Option<bool>,
+    pub(super) install: Option<String>,
 }
 
 /// A duration written as `"5s"`, `"250ms"`, `"2m"`, or a number of seconds.

@@ -48,6 +48,11 @@ pub enum Event {
         instance: String,
         line: String,
     },
+    /// An optional service's program is not installed: the rest runs without it.
+    Absent {
+        service: String,
+        reason: String,
+    },
     /// A watch cycle finished: what changed, what was rebuilt and replaced.
     Watch {
         cycle: crate::watch::report::Cycle,

@@ -143,6 +143,34 @@ impl InstanceHandle {
     }
 }
 
+/// Where `program` is: relative to `root` when it has a `/`, else on PATH, then in the sbin
+/// folders. `None` when it is nowhere.
+pub fn find_program(program: &str, root: &std::path::Path) -> Option<PathBuf> {
+    let path = PathBuf::from(program);
+    if program.contains('/') {
+        let path = if path.is_relative() {
+            root.join(path)
+        } else {
+            path
+        };
+        return path.is_file().then_some(path);
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .chain(
+            ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+                .iter()
+                .map(PathBuf::from),
+        )
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 fn policy_of(service: &Service) -> Policy {
     Policy {
         restart: service.restart,
@@ -403,7 +431,6 @@ impl Runner {
     }
 
     fn try_spawn(&mut self) -> Result<(u32, SocketAddr), String> {
-        let (program, args) = self.program()?;
         let data_dir = self.shared.project.data_dir(&self.service.name);
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -420,6 +447,7 @@ impl Runner {
             Port::Auto => crate::ports::pick().ok_or("no free loopback port")?,
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (program, args) = self.program(addr)?;
         let mut child = process::spawn(
             &program,
             &args,
@@ -521,22 +549,34 @@ impl Runner {
     }
 
     /// The program to run: variables expanded, and a relative path taken from the project folder.
-    fn program(&self) -> Result<(PathBuf, Vec<String>), String> {
+    /// The program and its arguments: `${VAR}` expanded, placeholders filled in, and a bare
+    /// program name found on PATH (or in the sbin folders, where Debian puts daemons such as
+    /// nats-server, which a user's PATH often lacks).
+    fn program(&self, addr: SocketAddr) -> Result<(PathBuf, Vec<String>), String> {
         let expand = |s: &String| crate::config::expand_vars(s, |k| std::env::var(k).ok());
+        let data_dir = self.shared.project.data_dir(&self.service.name);
         let mut argv = self
             .service
             .command
             .iter()
             .map(expand)
+            .map(|a| {
+                a.map(|a| {
+                    crate::config::fill_placeholders(
+                        &a,
+                        addr.port(),
+                        &addr.to_string(),
+                        &data_dir.display().to_string(),
+                        &self.id,
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let program = argv.remove(0);
-        let path = PathBuf::from(&program);
-        let path = if path.is_relative() && program.contains('/') {
-            self.shared.project.root.join(path)
-        } else {
-            path
-        };
-        Ok((path, argv))
+        Ok((
+            find_program(&program, &self.shared.project.root).unwrap_or_else(|| program.into()),
+            argv,
+        ))
     }
 
     /// A line of msctl's own in the instance's log.

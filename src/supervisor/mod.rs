@@ -460,6 +460,19 @@ impl Supervisor {
         let mut done: HashMap<String, watch::Receiver<Option<bool>>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for service in order {
+            if let Some(reason) = self.absent(service) {
+                // What depends on it starts anyway: it must cope without it.
+                done.insert(service.name.clone(), watch::channel(Some(true)).1);
+                self.inner
+                    .shared
+                    .events
+                    .send(Event::Absent {
+                        service: service.name.clone(),
+                        reason,
+                    })
+                    .ok();
+                continue;
+            }
             let (tx, rx) = watch::channel(None);
             let deps: Vec<(String, watch::Receiver<Option<bool>>)> = service
                 .depends_on
@@ -487,6 +500,46 @@ impl Supervisor {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// For an optional service whose program is not installed: marks its instances absent and
+    /// says why and how to install it. `None` when it can start.
+    fn absent(&self, service: &crate::config::Service) -> Option<String> {
+        if !service.optional {
+            return None;
+        }
+        let program = crate::config::expand_vars(&service.command[0], |k| std::env::var(k).ok())
+            .unwrap_or_else(|_| service.command[0].clone());
+        let root = &self.inner.shared.project.root;
+        if instance::find_program(&program, root).is_some() {
+            return None;
+        }
+        let reason = match &service.install {
+            Some(how) => format!(
+                "`{program}` is not installed (install it: {how}); the rest runs without it"
+            ),
+            None => {
+                format!("`{program}` is not installed or not on PATH; the rest runs without it")
+            }
+        };
+        for h in self.handles_of(&service.name) {
+            if matches!(h.state(), State::Idle) {
+                self.inner.shared.store.upsert(
+                    &service.name,
+                    msctl_contract::registry::Instance {
+                        id: h.id.clone(),
+                        pid: None,
+                        address: String::new(),
+                        state: msctl_contract::registry::InstanceState::Absent,
+                        started_at_ms: 0,
+                        restarts: 0,
+                        last_health: None,
+                        reason: Some(reason.clone()),
+                    },
+                );
+            }
+        }
+        Some(reason)
     }
 
     /// Stops one service's instances; what depends on it is left running, as `docker compose stop` does.

@@ -676,3 +676,56 @@ fn write_if_changed(path: &Path, text: &str) {
         std::fs::write(path, text).expect("file written");
     }
 }
+
+/// Makes sure nats-server is on this machine: installed from Debian's packages when it is
+/// missing and this runs as root (as CI does), one test process at a time. Fails saying how to
+/// install it otherwise; a bus test never skips.
+pub fn nats_server() -> PathBuf {
+    let find = || msctl::supervisor::instance::find_program("nats-server", Path::new("/"));
+    if let Some(found) = find() {
+        return found;
+    }
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("target tmp folder");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apt.lock"))
+        .expect("lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the apt lock");
+    if let Some(found) = find() {
+        return found;
+    }
+    if nix::unistd::geteuid().is_root() {
+        let apt = |args: &[&str]| {
+            StdCommand::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "-y", "-qq", "nats-server"]) {
+            apt(&["update", "-qq"]);
+            apt(&["install", "-y", "-qq", "nats-server"]);
+        }
+    }
+    find().expect(
+        "the bus tests need nats-server 2.9 or newer, and it could not be installed here: \
+         install it (Debian: `sudo apt-get install nats-server`) and run the tests again",
+    )
+}
+
+/// Opens a service's SQLite database read-only, as a test looks into it.
+pub fn service_db(p: &TestProject, service: &str, file: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_with_flags(
+        p.path().join(".msctl/data").join(service).join(file),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the database opens");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn
+}

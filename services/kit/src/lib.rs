@@ -9,6 +9,7 @@ pub use msctl_contract::{self as contract, registry};
 pub use opentelemetry;
 
 pub mod balance;
+pub mod bus;
 pub mod client;
 pub mod deadline;
 pub mod discovery;

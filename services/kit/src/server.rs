@@ -96,6 +96,12 @@ impl Kit {
         }
     }
 
+    /// A discovery of its own, for a task that finds peers apart from the request path (the
+    /// bus's relay and consumers).
+    pub fn discovery(&self) -> crate::Discovery {
+        crate::Discovery::new(self.env.registry.clone(), std::env::vars())
+    }
+
     /// This service's data folder, created on first use.
     pub fn data_dir(&self) -> Result<std::path::PathBuf, KitError> {
         std::fs::create_dir_all(&self.env.data_dir).map_err(|source| KitError::Dir {

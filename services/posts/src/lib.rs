@@ -71,8 +71,18 @@ impl Posts {
                  body TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS posts_by_user ON posts (user_id);
-             CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);
+             -- One row each time the posts of a deleted user are removed: a record of what
+             -- the service did about each event, which shows an event applied twice.
+             CREATE TABLE IF NOT EXISTS clean_ups (
+                 id INTEGER PRIMARY KEY,
+                 event_id TEXT NOT NULL,
+                 user_id INTEGER NOT NULL,
+                 posts_removed INTEGER NOT NULL,
+                 at_ns INTEGER NOT NULL
+             );",
         )?;
+        msctl_kit::bus::setup(conn)?;
         // Checked and seeded under one write lock, so that of several replicas starting at
         // once exactly one seeds.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -103,6 +113,38 @@ impl Posts {
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.db.get()
+    }
+
+    /// Applies a `user.deleted` event: that user's posts are removed, once however often the
+    /// event comes (the event id is recorded in the same transaction).
+    pub fn on_user_deleted(&self, event: &msctl_kit::bus::Delivered) -> Result<(), String> {
+        let user_id = event.data["id"]
+            .as_i64()
+            .ok_or_else(|| format!("event {} names no user id", event.id))?;
+        let _query = msctl_kit::db_span("DELETE", "posts").entered();
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        if !msctl_kit::bus::first_delivery(&tx, event).map_err(|e| e.to_string())? {
+            tracing::info!(event_id = %event.id, "event delivered again; applied before");
+            return Ok(());
+        }
+        let removed = tx
+            .execute("DELETE FROM posts WHERE user_id = ?1", [user_id])
+            .map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        tx.execute(
+            "INSERT INTO clean_ups (event_id, user_id, posts_removed, at_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![event.id, user_id, removed as i64, now],
+        )
+        .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        tracing::info!(user_id, removed, "posts of a deleted user removed");
+        Ok(())
     }
 }
 

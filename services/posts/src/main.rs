@@ -14,7 +14,14 @@ async fn main() -> ExitCode {
             .map_err(|e| format!("cannot open the posts database: {e}"))
     });
     match opened {
-        Ok(posts) => kit.serve(posts::app(posts)).await,
+        Ok(posts) => {
+            // Every posts instance shares the durable consumer `posts`: each event goes to one.
+            let applier = posts.clone();
+            msctl_kit::bus::consume(kit.discovery(), "user.deleted", "posts", move |event| {
+                applier.on_user_deleted(event)
+            });
+            kit.serve(posts::app(posts)).await
+        }
         Err(e) => msctl_kit::server::fail(&e),
     }
 }

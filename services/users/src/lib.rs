@@ -41,10 +41,12 @@ pub struct NewUser {
     pub email: String,
 }
 
-/// The service's state: its database, and nothing of anyone else's.
+/// The service's state: its database, and nothing of anyone else's; and the relay that sends
+/// the events its outbox holds.
 #[derive(Debug, Clone)]
 pub struct Users {
     db: Arc<Pool<Connection>>,
+    outbox: Option<msctl_kit::bus::Outbox>,
 }
 
 impl Users {
@@ -79,6 +81,7 @@ impl Users {
              );
              CREATE TABLE IF NOT EXISTS seeded (done INTEGER NOT NULL);",
         )?;
+        msctl_kit::bus::setup(conn)?;
         // Checked and seeded under one write lock, so that of several replicas starting at
         // once exactly one seeds.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -94,7 +97,23 @@ impl Users {
         }
         tx.commit()?;
         drop(held);
-        Ok(Self { db: Arc::new(pool) })
+        Ok(Self {
+            db: Arc::new(pool),
+            outbox: None,
+        })
+    }
+
+    /// Relays the events this service publishes (`user.created`, `user.deleted`) to the broker
+    /// that `discovery` finds, whenever it is up.
+    pub fn relay_events(mut self, discovery: msctl_kit::Discovery) -> Self {
+        self.outbox = Some(msctl_kit::bus::Outbox::start(self.db.clone(), discovery));
+        self
+    }
+
+    fn committed(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.committed();
+        }
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -196,9 +215,13 @@ async fn create(
     Json(new): Json<NewUser>,
 ) -> Result<Response, ApiError> {
     let (name, email) = validate(&new)?;
-    let db = users.db();
+    let mut db = users.db();
     let query = msctl_kit::db_span("INSERT", "users").entered();
-    match db.execute(
+    // The user and the event announcing it commit together, or neither does.
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    match tx.execute(
         "INSERT INTO users (name, email) VALUES (?1, ?2)",
         params![name, email],
     ) {
@@ -215,10 +238,14 @@ async fn create(
         Err(e) => return Err(db_error(e)),
     }
     let user = User {
-        id: db.last_insert_rowid(),
+        id: tx.last_insert_rowid(),
         name,
         email,
     };
+    msctl_kit::bus::publish(&tx, "user.created", &serde_json::json!(user)).map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    drop(db);
+    users.committed();
     drop(query);
     tracing::info!(user_id = user.id, "user created");
     let location = format!("/users/{}", user.id);
@@ -235,14 +262,25 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "user id")?;
-    let _query = msctl_kit::db_span("DELETE", "users").entered();
-    let deleted = users
-        .db()
+    let query = msctl_kit::db_span("DELETE", "users").entered();
+    let mut db = users.db();
+    // The deletion and the event announcing it commit together, or neither does.
+    let tx = db
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let deleted = tx
         .execute("DELETE FROM users WHERE id = ?1", [id])
         .map_err(db_error)?;
     if deleted == 0 {
         return Err(ApiError::not_found(format!("user {id} does not exist")));
     }
+    msctl_kit::bus::publish(&tx, "user.deleted", &serde_json::json!({ "id": id }))
+        .map_err(db_error)?;
+    tx.commit().map_err(db_error)?;
+    drop(db);
+    users.committed();
+    drop(query);
+    tracing::info!(user_id = id, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,7 +14,10 @@ async fn main() -> ExitCode {
             .map_err(|e| format!("cannot open the users database: {e}"))
     });
     match opened {
-        Ok(users) => kit.serve(users::app(users)).await,
+        Ok(users) => {
+            let users = users.relay_events(kit.discovery());
+            kit.serve(users::app(users)).await
+        }
         Err(e) => msctl_kit::server::fail(&e),
     }
 }
