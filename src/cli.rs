@@ -58,6 +58,8 @@ pub enum Command {
     Traces(TracesArgs),
     /// Show one trace as a waterfall
     Trace(TraceArgs),
+    /// Events on the message bus: published, relayed, applied, with their trace ids
+    Events(EventsArgs),
     /// Requests per second, error rate and latency per service and route, live
     Top(TopArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
@@ -264,6 +266,25 @@ pub struct TraceArgs {
     /// Show each span's log records under the waterfall
     #[arg(long)]
     pub logs: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  msctl events                      the last events and where each one is\n  msctl events -f --subject 'user.*' follow them as they flow\n  msctl events --json               one object per event"
+)]
+pub struct EventsArgs {
+    /// Keep printing events as they are published, relayed and applied, until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only this subject; `*` stands for one token and a final `>` for the rest (`user.*`)
+    #[arg(long, value_name = "SUBJECT")]
+    pub subject: Option<String>,
+    /// At most this many events (the newest)
+    #[arg(short = 'n', long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Print JSON: an array, or one object per line with --follow
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -303,3 +303,72 @@ fn up_without_the_broker_installed_starts_the_rest_and_warns() {
     let (committed, relayed) = deletions(&p);
     assert_eq!((committed.len(), relayed), (1, 0), "kept in the outbox");
 }
+
+/// `msctl events --json`, parsed.
+fn events(p: &TestProject, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = p
+        .msctl()
+        .args(["events", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    stdout_json(&out).as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn events_shows_an_event_pending_in_the_outbox_then_applied() {
+    let p = system();
+    p.msctl().args(["stop", "nats"]).assert().success();
+    let mut follow = Children::default();
+    follow.0.push(
+        p.msctl_process()
+            .args(["events", "-f", "--json", "--subject", "user.*"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = {
+        use std::io::BufRead;
+        let stdout = std::io::BufReader::new(follow.0[0].stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    // The follower's next line for the event with `state`.
+    let next_state = |id: Option<&str>, state: &str| loop {
+        let line = lines.recv_timeout(FLOW).expect("a line from events -f");
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if e["state"] == state && id.is_none_or(|id| e["id"] == id) {
+            return e;
+        }
+    };
+    delete_user(&p, 6);
+    let pending = next_state(None, "pending");
+    assert_eq!(pending["subject"], "user.deleted");
+    assert_eq!(pending["publisher"], "users");
+    let id = pending["id"].as_str().unwrap().to_string();
+    let listed = events(&p, &[]);
+    assert!(
+        listed
+            .iter()
+            .any(|e| e["id"] == id.as_str() && e["state"] == "pending"),
+        "{listed:?}"
+    );
+    p.msctl().args(["start", "nats"]).assert().success();
+    let followed = next_state(Some(&id), "applied");
+    assert_eq!(followed["applied_by"], serde_json::json!(["posts"]));
+    let applied = events(&p, &[])
+        .into_iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(applied["state"], "applied");
+    assert_eq!(applied["trace_id"], pending["trace_id"]);
+    assert!(applied["delay_ms"].as_f64().unwrap() > 0.0);
+    assert!(events(&p, &["--subject", "user.created"]).is_empty());
+}

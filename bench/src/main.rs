@@ -7,7 +7,9 @@
 //! `cargo run --release -p msctl-bench -- telemetry` trace queries over 100,000 stored spans; intake
 //! `cargo run --release -p msctl-bench -- proxy`     the data path against nginx and a bare server
 //! `cargo run --release -p msctl-bench -- watch`     save to new code serving under watch mode
+//! `cargo run --release -p msctl-bench -- bus`       events per second and delay, users → nats → posts
 
+mod bus;
 mod harness;
 mod proxy;
 mod scale;
@@ -31,8 +33,11 @@ fn main() {
         Some("telemetry") => telemetry::run(runs),
         Some("proxy") => proxy::run(runs),
         Some("watch") => watch::run(runs),
+        Some("bus") => bus::run(runs),
         _ => {
-            eprintln!("usage: msctl-bench startup|tracing|scale|telemetry|proxy|watch [--runs N]");
+            eprintln!(
+                "usage: msctl-bench startup|tracing|scale|telemetry|proxy|watch|bus [--runs N]"
+            );
             std::process::exit(2);
         }
     }

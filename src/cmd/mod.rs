@@ -3,6 +3,7 @@
 pub mod call;
 pub mod completions;
 pub mod down;
+pub mod events;
 pub mod fault;
 pub mod health;
 pub mod logs;
@@ -92,6 +93,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Call(args) => call::call(&ctx, args).await,
         Command::Traces(args) => traces::traces(&ctx, args).await,
         Command::Trace(args) => trace::trace(&ctx, args).await,
+        Command::Events(args) => events::events(&ctx, args).await,
         Command::Top(args) => top::top(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),

@@ -363,6 +363,16 @@ impl Store {
         rows.collect()
     }
 
+    /// The newest `limit` spans of the message bus (producer and consumer spans that carry
+    /// `messaging.system`), newest first.
+    pub fn message_spans(&self, limit: usize) -> rusqlite::Result<Vec<Span>> {
+        self.spans_where(
+            "kind IN (4, 5) AND json_extract(attributes, '$.\"messaging.system\"') IS NOT NULL
+             ORDER BY start_ns DESC LIMIT ?1",
+            [limit as i64],
+        )
+    }
+
     /// How many traces that started at or after `since_ns` hold a failed server span: the
     /// requests that failed somewhere, each counted once however many services it failed in.
     pub fn failed_traces_since(&self, since_ns: u64) -> rusqlite::Result<u64> {

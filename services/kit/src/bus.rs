@@ -195,6 +195,9 @@ async fn connect(addr: &str) -> Option<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(1))
         .request_timeout(Some(Duration::from_secs(2)))
+        // The client's own reconnection backs off up to 4 s by default; a broker msctl restarts
+        // is back within a second, and events wait for every moment it is not found.
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 50).min(500)))
         .connect(format!("nats://{addr}"))
         .await
         .ok()
@@ -230,7 +233,9 @@ async fn relay(db: Arc<Pool<Connection>>, discovery: Discovery, wake: Arc<Notify
             tokio::time::sleep(RETRY).await;
             continue;
         };
-        let js = async_nats::jetstream::new(client);
+        let mut js = async_nats::jetstream::new(client);
+        // A broker that died is noticed by its acks not coming: after 1 s, not the default 5.
+        js.set_timeout(Duration::from_secs(1));
         let mut streams: HashSet<String> = HashSet::new();
         // Until the broker fails or moves (a restarted broker may listen on a new port).
         loop {
@@ -363,10 +368,15 @@ where
     let subject = subject.to_string();
     let durable = durable.to_string();
     tokio::spawn(async move {
+        // Said once per outage, not every retry: a machine without a broker stays quiet.
+        let mut said = false;
         loop {
-            if let Err(e) = consume_once(&discovery, &subject, &durable, apply.clone()).await {
-                tracing::debug!(error = %e, "consumer reconnecting");
+            let (connected, why) =
+                consume_once(&discovery, &subject, &durable, apply.clone()).await;
+            if connected || !said {
+                tracing::info!(subject = %subject, reason = %why, "consumer waiting for the broker");
             }
+            said = !connected;
             tokio::time::sleep(RETRY).await;
         }
     });
@@ -377,47 +387,63 @@ async fn consume_once<F>(
     subject: &str,
     durable: &str,
     apply: Arc<F>,
-) -> Result<(), String>
+) -> (bool, String)
 where
     F: Fn(&Delivered) -> Result<(), String> + Send + Sync + 'static,
 {
     use futures_util::StreamExt;
-    let addr = broker(discovery).ok_or("no broker")?;
-    let client = connect(&addr).await.ok_or("cannot connect")?;
-    let js = async_nats::jetstream::new(client);
-    let stream = js
+    let Some(addr) = broker(discovery) else {
+        return (false, "no broker is running".into());
+    };
+    let Some(client) = connect(&addr).await else {
+        return (false, format!("cannot connect to {addr}"));
+    };
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(Duration::from_secs(1));
+    let stream = match js
         .get_or_create_stream(stream_config(&stream_of(subject)))
         .await
-        .map_err(|e| e.to_string())?;
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+    {
+        Ok(s) => s,
+        Err(e) => return (false, e.to_string()),
+    };
+    let consumer: async_nats::jetstream::consumer::PullConsumer = match stream
         .get_or_create_consumer(
             durable,
             async_nats::jetstream::consumer::pull::Config {
                 durable_name: Some(durable.to_string()),
                 filter_subject: subject.to_string(),
                 ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(10),
+                // Messages a consumer had taken but not acknowledged when the broker died come
+                // again after this long: short, as applying one takes milliseconds.
+                ack_wait: Duration::from_secs(2),
                 ..Default::default()
             },
         )
         .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    {
+        Ok(c) => c,
+        Err(e) => return (false, e.to_string()),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return (false, e.to_string()),
+    };
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
             // A broker that went away, or came back elsewhere, is found again.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 if broker(discovery).as_deref() != Some(addr.as_str()) {
-                    return Err("the broker moved".into());
+                    return (true, "the broker stopped or moved".into());
                 }
                 continue;
             }
         };
         let message = match next {
             Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("the message stream ended".into()),
+            Some(Err(e)) => return (true, e.to_string()),
+            None => return (true, "the message stream ended".into()),
         };
         let Some(event) = Delivered::parse(message.subject.as_str(), &message.payload) else {
             tracing::warn!(subject = %message.subject, "an event that is not msctl's JSON shape; acknowledged and dropped");
@@ -440,7 +466,10 @@ where
             .and_then(|r| r);
         match applied {
             Ok(()) => {
-                message.ack().await.map_err(|e| e.to_string())?;
+                if let Err(e) = message.ack().await {
+                    // Applied and recorded: when it comes again, it is skipped.
+                    return (true, format!("cannot acknowledge: {e}"));
+                }
             }
             Err(e) => {
                 span.context()
