@@ -61,6 +61,8 @@ fn every_printing_command_stops_quietly_when_its_reader_goes_away() {
         &["trace", "last", "--json"],
         &["top"],
         &["top", "--json"],
+        &["events"],
+        &["events", "--json"],
         &["call", "--service", "alpha", "/"],
         &["call", "--service", "alpha", "/", "--json"],
         &["completions", "bash"],

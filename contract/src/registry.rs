@@ -310,6 +310,7 @@ mod schema {
             InstanceState::Restarting,
             InstanceState::Stopped,
             InstanceState::Failed,
+            InstanceState::Absent,
         ];
         let ours: Vec<String> = states.iter().map(|s| s.to_string()).collect();
         assert_eq!(documented, ours);
@@ -318,6 +319,21 @@ mod schema {
             assert!(
                 instance.get(key).is_some(),
                 "field `{key}` is not documented"
+            );
+        }
+        let entry = serde_json::to_value(ServiceEntry {
+            instances: vec![],
+            build_failed: Some(BuildFailure {
+                error: "a.rs:1:1: error".into(),
+                at_ms: 1,
+            }),
+        })
+        .unwrap();
+        let service = &schema["properties"]["services"]["additionalProperties"]["properties"];
+        for key in entry.as_object().unwrap().keys() {
+            assert!(
+                service.get(key).is_some(),
+                "service field `{key}` is not documented"
             );
         }
         let sup = serde_json::to_value(Supervisor::default()).unwrap();

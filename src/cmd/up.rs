@@ -172,12 +172,17 @@ async fn foreground(
     let mut progress = Progress::new(instances.clone(), true);
     let started = Instant::now();
     let render = tokio::spawn(async move {
+        let mut absent = 0;
         while let Some(event) = rx.recv().await {
             progress.handle(&event);
+            if let Event::Absent { service, .. } = &event {
+                let prefix = format!("{service}-");
+                absent += instances.iter().filter(|i| i.starts_with(&prefix)).count();
+            }
             if let Event::Ready { .. } = event {
                 say!(
                     "{} instances healthy in {}; {}Ctrl-C stops them",
-                    instances.len(),
+                    instances.len() - absent,
                     crate::supervisor::health::ms(started.elapsed()),
                     if watch { "watching for changes; " } else { "" }
                 );
