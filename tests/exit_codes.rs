@@ -43,6 +43,9 @@ fn nothing_running_is_6_for_every_command_that_needs_a_running_system() {
         &["restart", "alpha"],
         &["stop", "alpha"],
         &["start", "alpha"],
+        &["watch"],
+        &["watch", "--off"],
+        &["watch", "-d"],
     ] {
         let (c, stderr) = code(&p, args);
         assert_eq!(c, 6, "msctl {args:?}: {stderr}");
@@ -54,9 +57,19 @@ fn nothing_running_is_6_for_every_command_that_needs_a_running_system() {
         &["ps", "--json"],
         &["logs"],
         &["traces"],
+        &["events"],
+        &["events", "--json"],
         &["down"],
     ] {
         assert_eq!(code(&p, args).0, 0, "msctl {args:?}");
+    }
+    // Contradictory or malformed flags are usage errors, whatever runs.
+    for args in [
+        &["watch", "--off", "--json"][..],
+        &["watch", "-d", "--off"],
+        &["events", "-n", "many"],
+    ] {
+        assert_eq!(code(&p, args).0, 2, "msctl {args:?}");
     }
 }
 

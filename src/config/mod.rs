@@ -295,6 +295,47 @@ depends_on = ["a"]
     }
 
     #[test]
+    fn placeholders_optional_programs_and_no_build() {
+        let c = parse_str(
+            "[defaults]\nbuild = [\"make\"]\n[services.nats]\ncommand = [\"nats-server\", \"-p\", \"{port}\", \"-sd\", \"{data_dir}\", \"{\\\"json\\\": 1}\"]\nbuild = []\noptional = true\ninstall = \"apt-get install nats-server\"\n[services.app]\ncommand = [\"app\"]\n",
+        )
+        .unwrap();
+        let nats = &c.services["nats"];
+        assert_eq!(nats.build, None, "`build = []` builds nothing");
+        assert!(nats.optional);
+        assert_eq!(nats.install.as_deref(), Some("apt-get install nats-server"));
+        assert_eq!(
+            c.services["app"].build.as_deref(),
+            Some(&["make".to_string()][..])
+        );
+        assert!(!c.services["app"].optional);
+        assert_eq!(
+            fill_placeholders(
+                "{addr}/{instance}/{port}",
+                4222,
+                "127.0.0.1:4222",
+                "/d",
+                "nats-1"
+            ),
+            "127.0.0.1:4222/nats-1/4222"
+        );
+        let e = parse_str("[services.a]\ncommand = [\"x\", \"--port={prot}\"]\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.contains("unknown placeholder `{prot}`"),
+            "{}",
+            e.message
+        );
+        assert!(e.hint.unwrap().contains("{port}"));
+        let e = parse_str("[defaults]\nbuild = []\n[services.a]\ncommand = [\"x\"]\n").unwrap_err();
+        assert!(
+            e.message.contains("build command of service `a` is empty"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn names_are_plain() {
         for ok in ["users", "a", "user-db2"] {
             assert!(valid_service_name(ok), "{ok}");
