@@ -62,6 +62,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Requests per second, error rate and latency per service and route, live
     Top(TopArgs),
+    /// Print the web dashboard's address (with its session token) and open it in a browser
+    Dashboard(DashboardArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
     Scaffold(ScaffoldArgs),
     /// Print a shell completion script
@@ -285,6 +287,13 @@ pub struct EventsArgs {
     /// Print JSON: an array, or one object per line with --follow
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Only print the address; do not start a browser
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod build_step;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod json_view;
 pub mod log_view;

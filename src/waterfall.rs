@@ -137,7 +137,7 @@ fn fit(s: &str, width: usize) -> String {
 
 /// Spans in tree order with their depth; spans whose parent was never recorded (a service that
 /// crashed mid-trace) are shown at the top level and marked.
-fn ordered(trace: &Trace) -> Vec<(&Span, usize, bool)> {
+pub(crate) fn ordered(trace: &Trace) -> Vec<(&Span, usize, bool)> {
     let mut children: HashMap<&str, Vec<&Span>> = HashMap::new();
     let mut roots = Vec::new();
     for s in &trace.spans {
@@ -169,7 +169,7 @@ fn ordered(trace: &Trace) -> Vec<(&Span, usize, bool)> {
 }
 
 /// From the root, the child that finished last, and so on down: what the request waited for.
-fn critical_path(trace: &Trace) -> HashSet<String> {
+pub(crate) fn critical_path(trace: &Trace) -> HashSet<String> {
     let mut path = HashSet::new();
     let Some(mut current) = trace.root() else {
         return path;

@@ -39,6 +39,17 @@ pub struct Supervisor {
     /// (`msctl up --watch`, `msctl watch`).
     #[serde(default)]
     pub watching: bool,
+    /// The web dashboard's session token, at `http://<control>/?token=…` (`msctl dashboard`).
+    #[serde(default)]
+    pub dashboard_token: String,
+}
+
+impl Supervisor {
+    /// The dashboard's address with its token, to open once: the page then keeps the token in
+    /// a cookie and drops it from the address.
+    pub fn dashboard_url(&self) -> String {
+        format!("http://{}/?token={}", self.control, self.dashboard_token)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

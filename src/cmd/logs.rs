@@ -99,7 +99,7 @@ async fn trace_logs(project: &Project, id: &str) -> anyhow::Result<u8> {
 }
 
 /// The instance log files, for one service or all, in instance order.
-fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathBuf)> {
+pub(crate) fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathBuf)> {
     let Ok(dir) = std::fs::read_dir(project.logs_dir()) else {
         return Vec::new();
     };

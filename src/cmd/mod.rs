@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod completions;
+pub mod dashboard;
 pub mod down;
 pub mod events;
 pub mod fault;
@@ -95,6 +96,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace(args) => trace::trace(&ctx, args).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Top(args) => top::top(&ctx, args).await,
+        Command::Dashboard(args) => dashboard::dashboard(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Supervise(args) => supervise::supervise(&ctx, args).await,

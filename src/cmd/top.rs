@@ -71,7 +71,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         json!({
             "service": self.service,

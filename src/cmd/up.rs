@@ -171,6 +171,7 @@ async fn foreground(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut progress = Progress::new(instances.clone(), true);
     let started = Instant::now();
+    let registry_path = project.registry();
     let render = tokio::spawn(async move {
         let mut absent = 0;
         while let Some(event) = rx.recv().await {
@@ -186,6 +187,7 @@ async fn foreground(
                     crate::supervisor::health::ms(started.elapsed()),
                     if watch { "watching for changes; " } else { "" }
                 );
+                dashboard_line(&registry_path);
             }
         }
     });
@@ -205,6 +207,13 @@ async fn foreground(
     result?;
     say!("stopped");
     Ok(0)
+}
+
+/// `dashboard: http://127.0.0.1:PORT/?token=…`, from the registry the supervisor wrote.
+fn dashboard_line(registry: &std::path::Path) {
+    if let Ok(r) = msctl_contract::registry::read(registry) {
+        say!("dashboard: {}", r.supervisor.dashboard_url());
+    }
 }
 
 /// Starts `msctl supervise` in a session of its own and relays its start-up events until the
@@ -278,6 +287,7 @@ async fn detached(
                         ""
                     }
                 );
+                dashboard_line(&project.registry());
                 return Ok(0);
             }
             Event::Aborted {

@@ -177,6 +177,7 @@ pub async fn run(
     // stays in the private registry; the OTLP one is given to every instance.
     let token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
     let otlp_token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
+    let dashboard_token = msctl_contract::trace_context::hex(&rand::random::<[u8; 16]>());
     let store = RegistryStore::create(
         project.registry(),
         msctl_contract::registry::Supervisor {
@@ -192,6 +193,7 @@ pub async fn run(
             phase: SupervisorPhase::Starting,
             otlp_token: otlp_token.clone(),
             watching: false,
+            dashboard_token: dashboard_token.clone(),
         },
     )
     .map_err(|e| {
@@ -235,7 +237,11 @@ pub async fn run(
         listener,
         token,
         sup.clone(),
-        intake.clone().routes(),
+        intake.clone().routes().merge(crate::dashboard::routes(
+            sup.clone(),
+            dashboard_token,
+            control_addr,
+        )),
     ));
 
     let mut stop = Box::pin(async {

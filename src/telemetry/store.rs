@@ -99,6 +99,17 @@ pub struct ServerSpan {
     pub error: bool,
 }
 
+/// One call from the span store, as the service map draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub service: String,
+    pub kind: u8,
+    pub peer: Option<String>,
+    pub subject: Option<String>,
+    pub operation: Option<String>,
+    pub error: bool,
+}
+
 /// What `msctl traces` narrows the list to.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -358,6 +369,53 @@ impl Store {
                 name: r.get(1)?,
                 duration_ns: r.get::<_, i64>(2)?.max(0) as u64,
                 error: r.get::<_, i64>(3)? == 2,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Every server span of the traces that started at or after `since_ns`, with its start:
+    /// what the dashboard's charts bucket by time.
+    pub fn server_spans_timed(&self, since_ns: u64) -> rusqlite::Result<Vec<(u64, ServerSpan)>> {
+        let mut q = self.db.prepare_cached(
+            "SELECT start_ns, service, name, end_ns - start_ns, status_code FROM spans
+             WHERE kind = 2 AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+             AND start_ns >= ?1",
+        )?;
+        let rows = q.query_map([since_ns as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                ServerSpan {
+                    service: r.get(1)?,
+                    name: r.get(2)?,
+                    duration_ns: r.get::<_, i64>(3)?.max(0) as u64,
+                    error: r.get::<_, i64>(4)? == 2,
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// The calls between services since `since_ns`, one per client, producer or consumer span:
+    /// the caller, the callee (`peer.service`) or the event subject, and whether it failed.
+    pub fn calls_since(&self, since_ns: u64) -> rusqlite::Result<Vec<Call>> {
+        let mut q = self.db.prepare_cached(
+            "SELECT service, kind, json_extract(attributes, '$.\"peer.service\"'),
+                    json_extract(attributes, '$.\"messaging.destination.name\"'),
+                    json_extract(attributes, '$.\"messaging.operation.type\"'), status_code
+             FROM spans
+             WHERE kind IN (3, 4, 5)
+               AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+               AND start_ns >= ?1",
+        )?;
+        let rows = q.query_map([since_ns as i64], |r| {
+            Ok(Call {
+                service: r.get(0)?,
+                kind: r.get(1)?,
+                peer: r.get(2)?,
+                subject: r.get(3)?,
+                operation: r.get(4)?,
+                error: r.get::<_, i64>(5)? == 2,
             })
         })?;
         rows.collect()

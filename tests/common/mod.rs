@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::sync::OnceLock;
@@ -682,40 +683,8 @@ fn write_if_changed(path: &Path, text: &str) {
 /// install it otherwise; a bus test never skips.
 pub fn nats_server() -> PathBuf {
     let find = || msctl::supervisor::instance::find_program("nats-server", Path::new("/"));
-    if let Some(found) = find() {
-        return found;
-    }
-    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("target tmp folder");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apt.lock"))
-        .expect("lock file");
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("the apt lock");
-    if let Some(found) = find() {
-        return found;
-    }
-    if nix::unistd::geteuid().is_root() {
-        let apt = |args: &[&str]| {
-            StdCommand::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !apt(&["install", "-y", "-qq", "nats-server"]) {
-            apt(&["update", "-qq"]);
-            apt(&["install", "-y", "-qq", "nats-server"]);
-        }
-    }
-    find().expect(
-        "the bus tests need nats-server 2.9 or newer, and it could not be installed here: \
-         install it (Debian: `sudo apt-get install nats-server`) and run the tests again",
-    )
+    ensure_debian(&["nats-server"], || find().is_some());
+    find().expect("nats-server is installed")
 }
 
 /// Opens a service's SQLite database read-only, as a test looks into it.
@@ -728,4 +697,173 @@ pub fn service_db(p: &TestProject, service: &str, file: &str) -> rusqlite::Conne
     conn.busy_timeout(Duration::from_secs(5))
         .expect("busy timeout");
     conn
+}
+
+/// Installs a Debian package (as root, one test process at a time) unless `present` already
+/// holds; fails saying how to install it when it cannot.
+fn ensure_debian(packages: &[&str], present: impl Fn() -> bool) {
+    if present() {
+        return;
+    }
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("target tmp folder");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("apt.lock"))
+        .expect("lock file");
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the apt lock");
+    if present() {
+        return;
+    }
+    if nix::unistd::geteuid().is_root() {
+        let apt = |args: &[&str]| {
+            StdCommand::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let install: Vec<&str> = ["install", "-y", "-qq"]
+            .iter()
+            .chain(packages)
+            .copied()
+            .collect();
+        if !apt(&install) {
+            apt(&["update", "-qq"]);
+            apt(&install);
+        }
+    }
+    assert!(
+        present(),
+        "this test needs {} and they could not be installed here: install them (Debian: `sudo apt-get install {}`) and run the tests again",
+        packages.join(" and "),
+        packages.join(" ")
+    );
+}
+
+/// A headless Chromium driven through WebDriver (chromedriver on a free loopback port), with
+/// blocking calls for tests. Both processes end when it is dropped.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    runtime: tokio::runtime::Runtime,
+    driver: Children,
+}
+
+impl Browser {
+    pub fn start() -> Self {
+        let find = |p: &str| msctl::supervisor::instance::find_program(p, Path::new("/"));
+        ensure_debian(&["chromium", "chromium-driver"], || {
+            find("chromium").is_some() && find("chromedriver").is_some()
+        });
+        let port = portpicker::pick_unused_port().expect("a free port");
+        let driver = StdCommand::new(find("chromedriver").expect("chromedriver"))
+            // A group of its own, so that the browsers it starts go with it.
+            .process_group(0)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Children(vec![driver]);
+        wait_until(Duration::from_secs(20), "chromedriver to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": find("chromium").expect("chromium").display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+                         "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check"],
+            }),
+        );
+        let client = runtime
+            .block_on(
+                fantoccini::ClientBuilder::new(
+                    hyper_util::client::legacy::connect::HttpConnector::new(),
+                )
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .expect("a browser session");
+        Self {
+            client,
+            runtime,
+            driver,
+        }
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.runtime
+            .block_on(self.client.goto(url))
+            .expect("the page loads");
+    }
+
+    /// Runs `script` in the page and returns its value.
+    pub fn eval(&self, script: &str) -> Value {
+        self.runtime
+            .block_on(self.client.execute(script, vec![]))
+            .unwrap_or_else(|e| panic!("script failed: {e}: {script}"))
+    }
+
+    /// Waits until `script` returns something other than null, false or an empty list.
+    pub fn wait_for(&self, what: &str, script: &str) -> Value {
+        wait_until(Duration::from_secs(20), what, || {
+            let v = self.eval(script);
+            let empty = v.is_null()
+                || v == Value::Bool(false)
+                || v.as_array().is_some_and(|a| a.is_empty());
+            (!empty).then_some(v)
+        })
+    }
+
+    pub fn click(&self, css: &str) {
+        self.runtime.block_on(async {
+            self.client
+                .find(fantoccini::Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"))
+                .click()
+                .await
+                .unwrap_or_else(|e| panic!("cannot click {css}: {e}"))
+        });
+    }
+
+    /// Saves a screenshot as target/dashboard-screenshots/NAME.png: the tests' artifacts.
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = bin_dir()
+            .parent()
+            .expect("target/debug has a parent")
+            .join("dashboard-screenshots");
+        std::fs::create_dir_all(&dir).expect("folder made");
+        let png = self
+            .runtime
+            .block_on(self.client.screenshot())
+            .expect("a screenshot");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("screenshot written");
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let _ = self.runtime.block_on(client.close());
+        for child in &self.driver.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

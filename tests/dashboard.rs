@@ -1,0 +1,265 @@
+//! The web dashboard in a real headless Chromium (Debian's chromium and chromium-driver, through
+//! WebDriver): live services with actions, traces appearing without a reload, log filters, the
+//! service map; and its guard against requests without the session or from a foreign Host.
+//! Screenshots of every page are saved under target/dashboard-screenshots/.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn dashboard_url(p: &TestProject) -> String {
+    let out = p.msctl().args(["dashboard", "--no-open"]).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn base(url: &str) -> String {
+    url.split("/?").next().unwrap().to_string()
+}
+
+#[test]
+fn the_dashboard_shows_the_system_live_and_acts_on_it() {
+    let p = TestProject::sample();
+    let stderr = p.up();
+    let url = dashboard_url(&p);
+    assert!(
+        stderr.contains(&format!("dashboard: {url}")),
+        "up prints it: {stderr}"
+    );
+    let browser = Browser::start();
+    browser.goto(&url);
+
+    // Services: three healthy instances; restart users and see its restart count change.
+    let states = browser.wait_for(
+        "three healthy instances",
+        "const s = [...document.querySelectorAll('#services tr[data-instance] .state')].map(e => e.textContent);
+         return s.length === 3 && s.every(x => x === 'healthy') ? s : null;",
+    );
+    assert_eq!(states.as_array().unwrap().len(), 3);
+    assert!(
+        !browser
+            .eval("return location.search")
+            .as_str()
+            .unwrap()
+            .contains("token"),
+        "the token leaves the address once the cookie holds it"
+    );
+    browser.screenshot("services");
+    let restarts = "document.querySelector('tr[data-instance=\"users-1\"] .restarts').textContent";
+    assert_eq!(browser.eval(&format!("return {restarts}")), "0");
+    browser.click("button[data-action='restart'][data-service='users']");
+    browser.wait_for(
+        "the restart to be reported",
+        "return document.querySelector('#action-result.ok')?.textContent.includes('restart done')",
+    );
+    browser.wait_for(
+        "users-1's restart count to change without a reload",
+        &format!("return {restarts} === '1' ? true : null"),
+    );
+    assert_eq!(p.instance("users-1").unwrap()["restarts"], 1);
+
+    // Traces: a call appears in the open list without a reload; its waterfall has the spans
+    // the terminal shows, across msctl, the gateway, users and posts.
+    browser.click("nav a[data-page='traces']");
+    browser.wait_for(
+        "the traces page",
+        "return document.querySelector('#page-traces.active')",
+    );
+    let marker = browser.eval("window.__same_page = 'yes'; return 1");
+    assert_eq!(marker, 1);
+    let answer = call_json(&p, &["users/1/posts"]);
+    let id = answer["trace_id"].as_str().unwrap().to_string();
+    let spans = wait_until(Duration::from_secs(10), "the whole trace stored", || {
+        trace_spans(&p, &id).filter(|s| s.len() >= 6)
+    });
+    let row = format!("#traces tr[data-trace='{id}']");
+    browser.wait_for(
+        "the call in the trace list",
+        &format!("return document.querySelector(\"{row}\")"),
+    );
+    assert_eq!(
+        browser.eval("return window.__same_page ?? null"),
+        "yes",
+        "no reload happened"
+    );
+    browser.click(&row);
+    let shown = browser.wait_for(
+        "the waterfall",
+        &format!(
+            "return document.querySelectorAll('#waterfall .span-row').length === {} ? [...document.querySelectorAll('#waterfall .span-row')].map(r => r.dataset.service) : null",
+            spans.len()
+        ),
+    );
+    let mut services: Vec<&str> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    services.sort();
+    services.dedup();
+    assert_eq!(services, ["gateway", "msctl", "posts", "users"]);
+    browser.click("#waterfall .span-row[data-service='posts']");
+    browser.wait_for(
+        "a span's attributes",
+        "return document.querySelector('#span-detail pre')?.textContent.includes('http')",
+    );
+    browser.screenshot("trace");
+
+    // Logs: filtered by service and by level.
+    browser.click("nav a[data-page='logs']");
+    browser.eval("const s = document.querySelector('#log-service'); s.value = 'users'; s.dispatchEvent(new Event('change')); return 1");
+    let only_users = browser.wait_for(
+        "only users' lines",
+        "const r = [...document.querySelectorAll('#logs .log-row')]; return r.length > 0 && r.every(x => x.dataset.service === 'users') ? r.length : null",
+    );
+    assert!(only_users.as_u64().unwrap() > 0);
+    browser.screenshot("logs");
+    // By level: `info` shows only info lines; `error` none, as none was logged.
+    let level = |l: &str| {
+        browser.eval(&format!(
+            "const s = document.querySelector('#log-service'); s.value = ''; const l = document.querySelector('#log-level'); l.value = '{l}'; l.dispatchEvent(new Event('change')); return 1"
+        ));
+    };
+    level("info");
+    let info = browser.wait_for(
+        "only info lines",
+        "const r = [...document.querySelectorAll('#logs .log-row')]; return r.length > 0 && r.every(x => x.dataset.level === 'info') && r.some(x => x.dataset.service !== 'users') ? r.length : null",
+    );
+    assert!(info.as_u64().unwrap() > only_users.as_u64().unwrap());
+    level("error");
+    browser.wait_for(
+        "no lines under the error filter",
+        "return document.querySelectorAll('#logs .log-row').length === 0",
+    );
+
+    // The service map: an edge for each pair that called each other, and none other.
+    browser.click("nav a[data-page='map']");
+    let edges = browser.wait_for(
+        "the map's edges",
+        "const e = [...document.querySelectorAll('#map g.edge')].map(g => g.dataset.from + '>' + g.dataset.to); return e.length ? e.sort() : null",
+    );
+    assert_eq!(
+        edges,
+        serde_json::json!(["gateway>posts", "gateway>users", "msctl>gateway"]),
+        "the calls made: msctl → gateway → users and posts"
+    );
+    let nodes = browser
+        .eval("return [...document.querySelectorAll('#map g.node')].map(g => g.dataset.id).sort()");
+    assert_eq!(
+        nodes,
+        serde_json::json!(["gateway", "msctl", "posts", "users"])
+    );
+    browser.screenshot("map");
+
+    // Metrics: a chart per service and route that served requests.
+    browser.click("nav a[data-page='metrics']");
+    let charts = browser.wait_for(
+        "charts",
+        "const c = [...document.querySelectorAll('#metrics .chart')].map(c => c.dataset.key); return c.length ? c : null",
+    );
+    assert!(
+        charts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "gateway GET /users/{id}/posts"),
+        "{charts}"
+    );
+    assert!(
+        browser
+            .eval("return document.querySelectorAll('#metrics canvas').length")
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    browser.screenshot("metrics");
+}
+
+#[test]
+fn without_the_session_or_from_a_foreign_host_nothing_is_shown_and_nothing_runs() {
+    let p = TestProject::sample();
+    p.up();
+    let url = dashboard_url(&p);
+    let base = base(&url);
+    let token = url.rsplit("token=").next().unwrap().to_string();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |r: reqwest::blocking::RequestBuilder| r.send().unwrap().status().as_u16();
+    // No session.
+    assert_eq!(status(client.get(format!("{base}/"))), 401);
+    assert_eq!(status(client.get(format!("{base}/api/overview"))), 401);
+    assert_eq!(status(client.get(format!("{base}/?token=wrong"))), 401);
+    assert_eq!(
+        status(client.post(format!("{base}/api/services/users/restart"))),
+        401
+    );
+    // The right token sets an HttpOnly, SameSite=Strict cookie and leaves the address.
+    let login = client.get(&url).send().unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    assert_eq!(
+        status(
+            client
+                .get(format!("{base}/api/overview"))
+                .header("cookie", &session)
+        ),
+        200
+    );
+    // A foreign Host (DNS rebinding) is refused even with the session.
+    for host in ["evil.example", "127.0.0.1.nip.io", "localhost"] {
+        assert_eq!(
+            status(
+                client
+                    .get(format!("{base}/api/overview"))
+                    .header("cookie", &session)
+                    .header("host", host)
+            ),
+            403,
+            "{host}"
+        );
+    }
+    // An action with the cookie alone (what a forged cross-site form would send) is refused.
+    assert_eq!(
+        status(
+            client
+                .post(format!("{base}/api/services/users/restart"))
+                .header("cookie", &session)
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            client
+                .post(format!("{base}/api/services/users/restart"))
+                .header("cookie", &session)
+                .header("x-msctl-token", "wrong")
+        ),
+        403
+    );
+    assert_eq!(
+        p.instance("users-1").unwrap()["restarts"],
+        0,
+        "no action ran"
+    );
+    // With both, it runs.
+    let done: Value = client
+        .post(format!("{base}/api/services/users/restart"))
+        .header("cookie", &session)
+        .header("x-msctl-token", &token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(done["ok"], true, "{done}");
+    assert_eq!(p.instance("users-1").unwrap()["restarts"], 1);
+}
