@@ -8,8 +8,10 @@
 //! `cargo run --release -p msctl-bench -- proxy`     the data path against nginx and a bare server
 //! `cargo run --release -p msctl-bench -- watch`     save to new code serving under watch mode
 //! `cargo run --release -p msctl-bench -- bus`       events per second and delay, users → nats → posts
+//! `cargo run --release -p msctl-bench -- dashboard` page load, call → trace in the page, cost
 
 mod bus;
+mod dashboard;
 mod harness;
 mod proxy;
 mod scale;
@@ -34,9 +36,10 @@ fn main() {
         Some("proxy") => proxy::run(runs),
         Some("watch") => watch::run(runs),
         Some("bus") => bus::run(runs),
+        Some("dashboard") => dashboard::run(runs),
         _ => {
             eprintln!(
-                "usage: msctl-bench startup|tracing|scale|telemetry|proxy|watch|bus [--runs N]"
+                "usage: msctl-bench startup|tracing|scale|telemetry|proxy|watch|bus|dashboard [--runs N]"
             );
             std::process::exit(2);
         }

@@ -14,14 +14,14 @@ const THREADS: u32 = 2;
 const CONNECTIONS: u32 = 32;
 const SECONDS: u32 = 5;
 
-struct Figures {
-    rps: f64,
+pub(crate) struct Figures {
+    pub(crate) rps: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
 /// A program the benchmark needs, installed from Debian's packages when missing and possible.
-fn ensure(program: &str, package: &str) {
+pub(crate) fn ensure(program: &str, package: &str) {
     let found = |p: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {p}")])
@@ -44,7 +44,7 @@ fn ensure(program: &str, package: &str) {
 }
 
 /// Runs wrk against `url` and reads its figures.
-fn wrk(url: &str) -> Figures {
+pub(crate) fn wrk(url: &str) -> Figures {
     let out = Command::new("wrk")
         .args([
             &format!("-t{THREADS}"),
