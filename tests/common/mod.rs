@@ -826,16 +826,27 @@ impl Browser {
         })
     }
 
+    /// Clicks the element `css` finds. A live page redraws its lists as data arrives, so an
+    /// element found just before a redraw is stale by the click: it is found again.
     pub fn click(&self, css: &str) {
-        self.runtime.block_on(async {
-            self.client
-                .find(fantoccini::Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"))
-                .click()
-                .await
-                .unwrap_or_else(|e| panic!("cannot click {css}: {e}"))
-        });
+        let mut tries = 0;
+        loop {
+            let clicked = self.runtime.block_on(async {
+                self.client
+                    .find(fantoccini::Locator::Css(css))
+                    .await?
+                    .click()
+                    .await
+            });
+            match clicked {
+                Ok(_) => return,
+                Err(e) if tries < 20 && e.to_string().contains("stale") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
+        }
     }
 
     /// Saves a screenshot as target/dashboard-screenshots/NAME.png: the tests' artifacts.
