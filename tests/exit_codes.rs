@@ -46,6 +46,7 @@ fn nothing_running_is_6_for_every_command_that_needs_a_running_system() {
         &["watch"],
         &["watch", "--off"],
         &["watch", "-d"],
+        &["dashboard", "--no-open"],
     ] {
         let (c, stderr) = code(&p, args);
         assert_eq!(c, 6, "msctl {args:?}: {stderr}");
