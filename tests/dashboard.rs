@@ -263,3 +263,73 @@ fn without_the_session_or_from_a_foreign_host_nothing_is_shown_and_nothing_runs(
     assert_eq!(done["ok"], true, "{done}");
     assert_eq!(p.instance("users-1").unwrap()["restarts"], 1);
 }
+
+#[test]
+fn the_service_map_draws_the_bus_from_publisher_to_consumer() {
+    nats_server();
+    let p = TestProject::new(
+        r#"
+[defaults]
+stop_timeout = "5s"
+
+[services.nats]
+command = ["nats-server", "-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{data_dir}"]
+health = "tcp"
+
+[services.users]
+command = ["{bin}/users"]
+
+[services.posts]
+command = ["{bin}/posts"]
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users", "posts"]
+"#,
+    );
+    p.up();
+    let out = p
+        .msctl()
+        .args(["call", "--json", "DELETE", "users/4"])
+        .output()
+        .unwrap();
+    let id = stdout_json(&out)["trace_id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "the event to be applied", || {
+        trace_spans(&p, &id).filter(|s| s.iter().any(|s| s["kind"] == 5))
+    });
+    let browser = Browser::start();
+    browser.goto(&format!("{}#map", dashboard_url(&p)));
+    browser.click("nav a[data-page='map']");
+    let edges = browser.wait_for(
+        "the bus on the map",
+        "const e = [...document.querySelectorAll('#map g.edge')].map(g => g.dataset.from + '>' + g.dataset.to); return e.includes('users>bus:user.deleted') ? e.sort() : null",
+    );
+    assert_eq!(
+        edges,
+        serde_json::json!([
+            "bus:user.deleted>posts",
+            "gateway>users",
+            "msctl>gateway",
+            "users>bus:user.deleted"
+        ])
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector(\"#map g.node[data-id='bus:user.deleted']\").classList.contains('subject')"),
+        true
+    );
+    browser.screenshot("map-with-bus");
+    // The deletion's trace shows the producer and consumer spans as such.
+    browser.goto(&format!("{}/#traces/{id}", base(&dashboard_url(&p))));
+    let kinds = browser.wait_for(
+        "the event's spans in the waterfall",
+        "const k = [...document.querySelectorAll('#waterfall .span-row')].map(r => r.dataset.kind); return k.includes('consumer') ? k : null",
+    );
+    let kinds: Vec<&str> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"producer"), "{kinds:?}");
+    browser.screenshot("trace-with-event");
+}

@@ -141,7 +141,8 @@ function drawMap(m) {
   }));
   const edges = m.edges.map((e) => {
     const a = pos[e.from], b = pos[e.to];
-    const label = `${e.rps.toFixed(2)}/s${e.error_rate > 0 ? " · " + (e.error_rate * 100).toFixed(0) + "% err" : ""}`;
+    const rate = e.rps >= 0.1 ? e.rps.toFixed(1) + "/s" : e.calls + (e.calls === 1 ? " call" : " calls");
+    const label = rate + (e.error_rate > 0 ? " · " + (e.error_rate * 100).toFixed(0) + "% err" : "");
     return `<g class="edge${e.error_rate > 0 ? " failing" : ""}" data-from="${esc(e.from)}" data-to="${esc(e.to)}" data-calls="${e.calls}">
       <line x1="${a.x}" y1="${a.y}" x2="${b.x}" y2="${b.y}" marker-end="url(#arrow)"></line>
       <text x="${(a.x + b.x) / 2}" y="${(a.y + b.y) / 2 - 6}" text-anchor="middle">${esc(label)}</text></g>`;
