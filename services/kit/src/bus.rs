@@ -21,6 +21,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const BROKER: &str = "nats";
 /// Outbox rows relayed in one go.
 const RELAY_BATCH: usize = 256;
+/// How long the broker keeps an event.
+const KEEP_IN_STREAM: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a relayed event stays in the outbox, for `msctl events`-style inspection of the
+/// database; then it is deleted, so the outbox does not grow without end.
+const KEEP_RELAYED: Duration = Duration::from_secs(3600);
 /// How often a relay or consumer with no broker looks again.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -181,6 +186,8 @@ fn stream_config(stream: &str) -> async_nats::jetstream::stream::Config {
         storage: async_nats::jetstream::stream::StorageType::File,
         // Long enough to cover a relay that re-sends after a crash or a broker restart.
         duplicate_window: Duration::from_secs(600),
+        // A development broker keeps a week of events, not all of them forever.
+        max_age: KEEP_IN_STREAM,
         ..Default::default()
     }
 }
@@ -310,6 +317,10 @@ fn mark_relayed(db: &Pool<Connection>, seqs: &[i64]) -> rusqlite::Result<()> {
         for seq in seqs {
             q.execute(params![now, seq])?;
         }
+        tx.prepare_cached(
+            "DELETE FROM msctl_outbox WHERE relayed_ns IS NOT NULL AND relayed_ns < ?1",
+        )?
+        .execute([now - KEEP_RELAYED.as_nanos() as i64])?;
     }
     tx.commit()
 }
@@ -513,6 +524,18 @@ mod tests {
         assert_eq!(event.id, id);
         mark_relayed(&pool, &[pending[0].seq]).unwrap();
         assert!(super::pending(&pool, 10).unwrap().is_empty());
+        // Relayed long ago: deleted when the next batch is marked.
+        let count = |pool: &Pool<Connection>| -> i64 {
+            pool.get()
+                .query_row("SELECT COUNT(*) FROM msctl_outbox", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&pool), 1);
+        pool.get()
+            .execute("UPDATE msctl_outbox SET relayed_ns = 1", [])
+            .unwrap();
+        mark_relayed(&pool, &[]).unwrap();
+        assert_eq!(count(&pool), 0);
     }
 
     #[test]
