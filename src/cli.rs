@@ -62,6 +62,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Requests per second, error rate and latency per service and route, live
     Top(TopArgs),
+    /// Write the system as deployment files for another engine: `msctl export kubernetes`
+    Export(ExportArgs),
     /// Print the web dashboard's address (with its session token) and open it in a browser
     Dashboard(DashboardArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
@@ -287,6 +289,31 @@ pub struct EventsArgs {
     /// Print JSON: an array, or one object per line with --follow
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub target: ExportTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// Kubernetes manifests: a workload and a Service per service, a collector, a kustomization
+    Kubernetes {
+        /// The folder to write into
+        #[arg(long, default_value = "k8s", value_name = "DIR")]
+        out: PathBuf,
+        /// The namespace everything goes in
+        #[arg(long, default_value = "msctl", value_name = "NS")]
+        namespace: String,
+        /// Put before each service's image name: `registry.example.com/shop/`
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        image_prefix: String,
+        /// The images' tag
+        #[arg(long, default_value = "latest", value_name = "TAG")]
+        tag: String,
+    },
 }
 
 #[derive(Debug, Args)]

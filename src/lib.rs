@@ -12,6 +12,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod json_view;
+pub mod kubernetes;
 pub mod log_view;
 pub mod ports;
 pub mod progress;

@@ -8,6 +8,9 @@ pub const INSTANCE: &str = "MSCTL_INSTANCE";
 pub const PORT: &str = "PORT";
 /// The whole address to listen on, `127.0.0.1:PORT`; wins over `PORT`.
 pub const ADDR: &str = "MSCTL_ADDR";
+/// In a container only: the address to listen on, any interface allowed (`0.0.0.0:8080`).
+/// msctl never sets it; `msctl export kubernetes` does.
+pub const LISTEN: &str = "MSCTL_LISTEN";
 /// The registry file; its presence means msctl runs the service.
 pub const REGISTRY: &str = "MSCTL_REGISTRY";
 /// The service's own data folder, shared by its instances.

@@ -5,6 +5,7 @@ pub mod completions;
 pub mod dashboard;
 pub mod down;
 pub mod events;
+pub mod export;
 pub mod fault;
 pub mod health;
 pub mod logs;
@@ -96,6 +97,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace(args) => trace::trace(&ctx, args).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Top(args) => top::top(&ctx, args).await,
+        Command::Export(args) => export::export(&ctx, args).await,
         Command::Dashboard(args) => dashboard::dashboard(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),

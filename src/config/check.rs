@@ -262,6 +262,8 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
             optional: s.optional.unwrap_or(false),
             install: s.install.clone(),
+            image: s.image.clone(),
+            kubernetes: s.kubernetes.clone().unwrap_or_default(),
             watch: match &s.watch {
                 Some(paths) => Some(
                     paths

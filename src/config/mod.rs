@@ -49,6 +49,24 @@ pub struct Service {
     pub optional: bool,
     /// How to install its program, said when it is missing.
     pub install: Option<String>,
+    /// The container image it runs on a cluster, for a service that is not a binary of the
+    /// workspace (`nats:2.10`).
+    pub image: Option<String>,
+    /// What `msctl export kubernetes` needs to know beyond what runs here.
+    pub kubernetes: Kubernetes,
+}
+
+/// `[services.X.kubernetes]`: resources and storage on a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    /// The size of the volume at `MSCTL_DATA_DIR` (`"1Gi"`): the service keeps data, and runs
+    /// as a StatefulSet.
+    pub volume: Option<String>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
 }
 
 /// What msctl fills in in a command: `{port}`, `{addr}`, `{data_dir}`, `{instance}`.

@@ -53,6 +53,8 @@ pub(super) struct RawService {
     pub(super) watch_ignore: Option<Vec<Spanned<String>>>,
     pub(super) optional: Option<bool>,
     pub(super) install: Option<String>,
+    pub(super) image: Option<String>,
+    pub(super) kubernetes: Option<super::Kubernetes>,
 }
 
 /// A duration written as `"5s"`, `"250ms"`, `"2m"`, or a number of seconds.

@@ -37,6 +37,14 @@ impl ServiceEnv {
     ) -> Result<Self, String> {
         let service = lookup(var::SERVICE).unwrap_or_else(|| default_name.to_string());
         let instance = lookup(var::INSTANCE).unwrap_or_else(|| format!("{service}-1"));
+        // A container's service must answer other pods: only there, and only when asked
+        // for by name, may it listen beyond loopback.
+        if let Some(listen) = lookup(var::LISTEN) {
+            let addr = listen.parse::<SocketAddr>().map_err(|e| {
+                format!("MSCTL_LISTEN={listen:?} is not an address like 0.0.0.0:8080: {e}")
+            })?;
+            return Self::with_addr(service, instance, addr, &lookup);
+        }
         let addr = match (lookup(var::ADDR), lookup(var::PORT)) {
             (Some(addr), _) => addr.parse::<SocketAddr>().map_err(|e| {
                 format!("MSCTL_ADDR={addr:?} is not an address like 127.0.0.1:8080: {e}")
@@ -54,6 +62,15 @@ impl ServiceEnv {
                 "refusing to listen on {addr}: msctl services listen on loopback only (use 127.0.0.1)"
             ));
         }
+        Self::with_addr(service, instance, addr, &lookup)
+    }
+
+    fn with_addr(
+        service: String,
+        instance: String,
+        addr: SocketAddr,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let data_dir = lookup(var::DATA_DIR)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".msctl/data").join(&service));
@@ -106,6 +123,24 @@ mod tests {
         let e = env(&[("MSCTL_ADDR", "127.0.0.1:4000"), ("PORT", "5000")]).unwrap();
         assert_eq!(e.addr.port(), 4000);
         assert_eq!(env(&[("PORT", "5000")]).unwrap().addr.port(), 5000);
+    }
+
+    #[test]
+    fn only_msctl_listen_may_leave_loopback() {
+        let e = env(&[
+            ("MSCTL_LISTEN", "0.0.0.0:8080"),
+            ("MSCTL_DATA_DIR", "/data"),
+        ])
+        .unwrap();
+        assert_eq!(e.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(e.data_dir, PathBuf::from("/data"));
+        assert!(
+            env(&[("MSCTL_LISTEN", "everywhere")])
+                .unwrap_err()
+                .contains("MSCTL_LISTEN")
+        );
+        // PORT and MSCTL_ADDR stay on loopback.
+        assert!(env(&[("MSCTL_ADDR", "0.0.0.0:80")]).is_err());
     }
 
     #[test]

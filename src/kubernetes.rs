@@ -1,0 +1,491 @@
+//! `msctl export kubernetes`: the system of msctl.toml as plain Kubernetes manifests, one file per
+//! service plus a collector, a namespace and a kustomization. The services' contract carries
+//! over unchanged: they listen on `PORT`, find peers through `<NAME>_URL` (DNS names here, the
+//! registry there), answer their health check, and export OTLP (to a collector here).
+//! Deterministic: the same msctl.toml gives the same bytes.
+
+use crate::config::{Config, Health, Port, Service};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The port every exported service listens on, unless msctl.toml fixes one.
+pub const PORT: u16 = 8080;
+/// Where a service's data volume is mounted; its `MSCTL_DATA_DIR`.
+pub const DATA_DIR: &str = "/data";
+const COLLECTOR: &str = "otel-collector";
+const COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector:0.115.1";
+/// A user id that is no one's: the images run as it.
+const USER: u32 = 65532;
+
+/// What the command line adds to msctl.toml.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub namespace: String,
+    pub image_prefix: String,
+    pub tag: String,
+}
+
+/// The files to write, by name, and notes to say (a stateful service held at one replica).
+pub struct Export {
+    pub files: BTreeMap<String, String>,
+    pub notes: Vec<String>,
+}
+
+/// The binaries of the workspace, to tell a service that is one from one that needs `image`.
+pub fn export(config: &Config, bins: &[String], opts: &Options) -> Result<Export, String> {
+    let mut files = BTreeMap::new();
+    let mut notes = Vec::new();
+    let ns = &opts.namespace;
+    files.insert(
+        "namespace.yaml".to_string(),
+        yaml(
+            "# The namespace the system runs in.",
+            &[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})],
+        )?,
+    );
+    for service in config.services.values() {
+        let (docs, note) = service_docs(service, config, bins, opts)?;
+        let comment = match &note {
+            Some(n) => {
+                notes.push(format!("{}: {n}", service.name));
+                format!(
+                    "# {}: exported by msctl from msctl.toml.\n# {n}",
+                    service.name
+                )
+            }
+            None => format!("# {}: exported by msctl from msctl.toml.", service.name),
+        };
+        files.insert(format!("{}.yaml", service.name), yaml(&comment, &docs)?);
+    }
+    files.insert(
+        format!("{COLLECTOR}.yaml"),
+        yaml(
+            "# An OpenTelemetry Collector: every service exports to it, as it exports to msctl on one machine.\n# Its `debug` exporter prints what arrives; point `exporters` at Jaeger, Tempo or a vendor.",
+            &collector(ns),
+        )?,
+    );
+    let resources: Vec<&String> = files.keys().collect();
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": ns,
+        "resources": resources,
+    });
+    files.insert(
+        "kustomization.yaml".to_string(),
+        yaml(
+            "# `kubectl apply -k .` applies everything.",
+            &[kustomization],
+        )?,
+    );
+    Ok(Export { files, notes })
+}
+
+fn yaml(comment: &str, docs: &[Value]) -> Result<String, String> {
+    let mut out = format!("{comment}\n");
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_norway::to_string(doc).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn labels(name: &str) -> Value {
+    json!({"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "msctl"})
+}
+
+fn port_of(service: &Service) -> u16 {
+    match service.port {
+        Port::Fixed(p) => p,
+        Port::Auto => PORT,
+    }
+}
+
+/// `users` → `USERS_URL`, `user-db` → `USER_DB_URL`, as the kit reads them.
+pub fn url_var(service: &str) -> String {
+    format!("{}_URL", service.to_uppercase().replace('-', "_"))
+}
+
+fn dns(service: &str, ns: &str) -> String {
+    format!("{service}.{ns}.svc.cluster.local")
+}
+
+/// Infrastructure: a service that runs an image rather than a binary of the workspace.
+fn is_infrastructure(service: &Service) -> bool {
+    service.image.is_some()
+}
+
+fn service_docs(
+    service: &Service,
+    config: &Config,
+    bins: &[String],
+    opts: &Options,
+) -> Result<(Vec<Value>, Option<String>), String> {
+    let name = &service.name;
+    let ns = &opts.namespace;
+    let port = port_of(service);
+    let program = std::path::Path::new(&service.command[0])
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let image = match &service.image {
+        Some(image) => image.clone(),
+        None if bins.contains(&program) => {
+            format!("{}{program}:{}", opts.image_prefix, opts.tag)
+        }
+        None => {
+            return Err(format!(
+                "service `{name}` runs `{}`, which is not a binary of this workspace; give it `image = \"…\"` in msctl.toml",
+                service.command.join(" ")
+            ));
+        }
+    };
+    let uses_data_dir = service.command.iter().any(|a| a.contains("{data_dir}"));
+    let volume = service
+        .kubernetes
+        .volume
+        .clone()
+        .or_else(|| uses_data_dir.then(|| "1Gi".to_string()));
+    // Loopback means "this machine" here and "this pod" there: an infrastructure process told
+    // to listen on 127.0.0.1 listens on every interface of its pod instead.
+    let args: Vec<String> = service.command[1..]
+        .iter()
+        .map(|a| {
+            crate::config::fill_placeholders(
+                a,
+                port,
+                &format!("0.0.0.0:{port}"),
+                DATA_DIR,
+                "$(MSCTL_INSTANCE)",
+            )
+            .replace("127.0.0.1", "0.0.0.0")
+        })
+        .collect();
+    let mut env: Vec<Value> = vec![
+        json!({"name": "PORT", "value": port.to_string()}),
+        json!({"name": "MSCTL_LISTEN", "value": format!("0.0.0.0:{port}")}),
+        json!({"name": "MSCTL_SERVICE", "value": name}),
+        json!({"name": "MSCTL_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "OTEL_SERVICE_NAME", "value": name}),
+        json!({"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "service.instance.id=$(MSCTL_INSTANCE)"}),
+        json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": format!("http://{}:4318", dns(COLLECTOR, ns))}),
+        json!({"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"}),
+    ];
+    if volume.is_some() {
+        env.push(json!({"name": "MSCTL_DATA_DIR", "value": DATA_DIR}));
+    }
+    // Peers: what it depends on, and the infrastructure every service may discover (the bus).
+    let mut peers: Vec<&Service> = service
+        .depends_on
+        .iter()
+        .filter_map(|d| config.services.get(d))
+        .collect();
+    for s in config.services.values() {
+        if is_infrastructure(s) && s.name != *name && !peers.iter().any(|p| p.name == s.name) {
+            peers.push(s);
+        }
+    }
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    if !is_infrastructure(service) {
+        for peer in peers {
+            env.push(json!({
+                "name": url_var(&peer.name),
+                "value": format!("http://{}:{}", dns(&peer.name, ns), port_of(peer)),
+            }));
+        }
+    }
+    for (k, v) in &service.env {
+        env.push(json!({"name": k, "value": v}));
+    }
+    let probe = |extra: Value| -> Option<Value> {
+        let mut p = match &service.health {
+            Health::Http(path) => json!({"httpGet": {"path": path, "port": "http"}}),
+            Health::Tcp => json!({"tcpSocket": {"port": "http"}}),
+            Health::None => return None,
+        };
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        Some(p)
+    };
+    let secs = |d: std::time::Duration| d.as_secs_f64().ceil().max(1.0) as u64;
+    let k = &service.kubernetes;
+    let mut container = json!({
+        "name": name,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": k.cpu.as_deref().unwrap_or("50m"), "memory": k.memory.as_deref().unwrap_or("64Mi")},
+            "limits": {"cpu": k.cpu_limit.as_deref().unwrap_or("1"), "memory": k.memory_limit.as_deref().unwrap_or("256Mi")},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    });
+    let c = container.as_object_mut().expect("an object");
+    if !args.is_empty() {
+        c.insert("args".into(), json!(args));
+    }
+    if let Some(p) = probe(json!({"periodSeconds": secs(service.health_interval)})) {
+        c.insert("readinessProbe".into(), p);
+    }
+    if let Some(p) = probe(json!({
+        "periodSeconds": secs(service.health_interval),
+        "failureThreshold": service.unhealthy_after,
+    })) {
+        c.insert("livenessProbe".into(), p);
+    }
+    if let Some(p) =
+        probe(json!({"periodSeconds": 1, "failureThreshold": secs(service.start_timeout)}))
+    {
+        c.insert("startupProbe".into(), p);
+    }
+    if volume.is_some() {
+        c["volumeMounts"]
+            .as_array_mut()
+            .expect("a list")
+            .push(json!({"name": "data", "mountPath": DATA_DIR}));
+    }
+    let pod = json!({
+        "metadata": {"labels": labels(name)},
+        "spec": {
+            "terminationGracePeriodSeconds": secs(service.stop_timeout),
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": USER,
+                "runAsGroup": USER,
+                "fsGroup": USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    });
+    let (workload, note) = match &volume {
+        Some(size) => {
+            let note = (service.replicas > 1).then(|| {
+                format!(
+                    "keeps its data in MSCTL_DATA_DIR (one volume, as SQLite needs one writer host): 1 replica on the cluster, not {}",
+                    service.replicas
+                )
+            });
+            (
+                json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels(name)},
+                    "spec": {
+                        "replicas": 1,
+                        "serviceName": name,
+                        "selector": {"matchLabels": labels(name)},
+                        "template": pod,
+                        "volumeClaimTemplates": [{
+                            "metadata": {"name": "data"},
+                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+                        }],
+                    },
+                }),
+                note.or_else(|| {
+                    Some("keeps its data in MSCTL_DATA_DIR: a StatefulSet with a volume there, 1 replica".into())
+                }),
+            )
+        }
+        None => (
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns, "labels": labels(name)},
+                "spec": {
+                    "replicas": service.replicas,
+                    "selector": {"matchLabels": labels(name)},
+                    "template": pod,
+                },
+            }),
+            None,
+        ),
+    };
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels(name)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels(name),
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    });
+    Ok((vec![workload, svc], note))
+}
+
+fn collector(ns: &str) -> Vec<Value> {
+    let config = "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 0.0.0.0:4318\n      grpc:\n        endpoint: 0.0.0.0:4317\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n";
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": COLLECTOR, "namespace": ns, "labels": labels(COLLECTOR)},
+            "data": {"config.yaml": config},
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": COLLECTOR, "namespace": ns, "labels": labels(COLLECTOR)},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels(COLLECTOR)},
+                "template": {
+                    "metadata": {"labels": labels(COLLECTOR)},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": USER, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": COLLECTOR,
+                            "image": COLLECTOR_IMAGE,
+                            "args": ["--config=/conf/config.yaml"],
+                            "ports": [{"name": "otlp-http", "containerPort": 4318}, {"name": "otlp-grpc", "containerPort": 4317}],
+                            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+                            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                            "volumeMounts": [{"name": "conf", "mountPath": "/conf"}],
+                        }],
+                        "volumes": [{"name": "conf", "configMap": {"name": COLLECTOR}}],
+                    },
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": COLLECTOR, "namespace": ns, "labels": labels(COLLECTOR)},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": labels(COLLECTOR),
+                "ports": [
+                    {"name": "otlp-http", "port": 4318, "targetPort": "otlp-http"},
+                    {"name": "otlp-grpc", "port": 4317, "targetPort": "otlp-grpc"},
+                ],
+            },
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Config {
+        crate::config::parse(
+            std::path::Path::new("/p/msctl.toml"),
+            r#"
+[services.nats]
+command = ["nats-server", "-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{data_dir}"]
+image = "nats:2.10"
+health = "tcp"
+[services.users]
+command = ["target/debug/users"]
+replicas = 2
+[services.users.kubernetes]
+volume = "2Gi"
+memory = "32Mi"
+[services.gateway]
+command = ["target/debug/gateway"]
+depends_on = ["users"]
+stop_timeout = "5s"
+"#,
+        )
+        .unwrap()
+    }
+
+    fn opts() -> Options {
+        Options {
+            namespace: "shop".into(),
+            image_prefix: "reg.example/".into(),
+            tag: "v1".into(),
+        }
+    }
+
+    fn bins() -> Vec<String> {
+        vec!["users".into(), "gateway".into()]
+    }
+
+    #[test]
+    fn the_export_is_deterministic_and_complete() {
+        let a = export(&sample(), &bins(), &opts()).unwrap();
+        let b = export(&sample(), &bins(), &opts()).unwrap();
+        assert_eq!(a.files, b.files);
+        let names: Vec<&str> = a.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "gateway.yaml",
+                "kustomization.yaml",
+                "namespace.yaml",
+                "nats.yaml",
+                "otel-collector.yaml",
+                "users.yaml"
+            ]
+        );
+        assert_eq!(a.notes.len(), 2, "{:?}", a.notes);
+        assert!(
+            a.notes[1].contains("1 replica on the cluster, not 2"),
+            "{:?}",
+            a.notes
+        );
+    }
+
+    #[test]
+    fn services_are_wired_by_dns_and_keep_their_contract() {
+        let e = export(&sample(), &bins(), &opts()).unwrap();
+        let gateway = &e.files["gateway.yaml"];
+        assert!(
+            gateway.contains("image: reg.example/gateway:v1"),
+            "{gateway}"
+        );
+        assert!(
+            gateway.contains("value: http://users.shop.svc.cluster.local:8080"),
+            "{gateway}"
+        );
+        assert!(gateway.contains("name: NATS_URL"), "{gateway}");
+        assert!(
+            gateway.contains("terminationGracePeriodSeconds: 5"),
+            "{gateway}"
+        );
+        assert!(gateway.contains("kind: Deployment"));
+        let users = &e.files["users.yaml"];
+        assert!(users.contains("kind: StatefulSet") && users.contains("storage: 2Gi"));
+        assert!(users.contains("memory: 32Mi"));
+        assert!(users.starts_with("# users: exported by msctl"));
+        let nats = &e.files["nats.yaml"];
+        assert!(nats.contains("image: nats:2.10"));
+        assert!(
+            nats.contains("- 0.0.0.0") && !nats.contains("127.0.0.1"),
+            "{nats}"
+        );
+        assert!(
+            nats.contains("- /data") && nats.contains("tcpSocket"),
+            "{nats}"
+        );
+    }
+
+    #[test]
+    fn a_service_that_cannot_be_mapped_is_refused_by_name() {
+        let config = crate::config::parse(
+            std::path::Path::new("/p/msctl.toml"),
+            "[services.script]\ncommand = [\"python3\", \"app.py\"]\n",
+        )
+        .unwrap();
+        let err = export(&config, &bins(), &opts()).err().unwrap();
+        assert!(err.contains("`script`") && err.contains("image ="), "{err}");
+    }
+
+    #[test]
+    fn peer_variables_are_the_kits() {
+        assert_eq!(url_var("users"), "USERS_URL");
+        assert_eq!(url_var("user-db"), "USER_DB_URL");
+    }
+}
