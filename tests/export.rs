@@ -270,3 +270,26 @@ fn the_manifests_environment_is_enough_to_run_the_system() {
     assert_eq!(body["user"]["id"], 1, "{body}");
     assert_eq!(body["posts"].as_array().unwrap().len(), 3, "{body}");
 }
+
+/// The whole export of the sample system, file by file: a change to what is exported shows in
+/// review as a change to this snapshot.
+#[test]
+fn the_sample_systems_export_is_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    export(dir.path());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let all: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "=== {n}\n{}",
+                std::fs::read_to_string(dir.path().join(n)).unwrap()
+            )
+        })
+        .collect();
+    insta::assert_snapshot!(all);
+}
