@@ -110,6 +110,10 @@ fn the_dashboard_shows_the_system_live_and_acts_on_it() {
 
     // Logs: filtered by service and by level.
     browser.click("nav a[data-page='logs']");
+    browser.wait_for(
+        "the services in the log filter",
+        "return [...document.querySelectorAll('#log-service option')].some(o => o.value === 'users')",
+    );
     browser.eval("const s = document.querySelector('#log-service'); s.value = 'users'; s.dispatchEvent(new Event('change')); return 1");
     let only_users = browser.wait_for(
         "only users' lines",

@@ -242,10 +242,14 @@ for (const id of ["#log-service", "#log-level", "#log-follow", "#map-minutes", "
 for (const id of ["#log-text", "#trace-service", "#trace-route"]) $(id).addEventListener("input", refresh);
 for (const form of document.querySelectorAll("form")) form.addEventListener("submit", (e) => e.preventDefault());
 
-// The services for the log filter.
-getJSON("/api/overview").then((o) => {
-  $("#log-service").innerHTML = '<option value="">all services</option>' + o.services.map((s) => `<option>${esc(s.name)}</option>`).join("");
-});
+// The services for the log filter, keeping what is chosen when the list is filled again.
+function fillServices(o) {
+  const select = $("#log-service");
+  const chosen = select.value;
+  select.innerHTML = '<option value="">all services</option>' + o.services.map((s) => `<option>${esc(s.name)}</option>`).join("");
+  select.value = chosen;
+}
+getJSON("/api/overview").then(fillServices);
 
 let pending = null;
 const live = new EventSource("/api/live");
