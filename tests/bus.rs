@@ -10,33 +10,11 @@ use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-const SYSTEM: &str = r#"
-[defaults]
-stop_timeout = "5s"
-
-[services.nats]
-command = ["nats-server", "-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{data_dir}"]
-health = "tcp"
-optional = true
-install = "apt-get install nats-server"
-
-[services.users]
-command = ["{bin}/users"]
-
-[services.posts]
-command = ["{bin}/posts"]
-
-[services.gateway]
-command = ["{bin}/gateway"]
-depends_on = ["users", "posts"]
-"#;
-
 /// How long events may take to flow once everything is up.
 const FLOW: Duration = Duration::from_secs(60);
 
 fn system() -> TestProject {
-    nats_server();
-    let p = TestProject::new(SYSTEM);
+    let p = TestProject::sample_with_bus();
     p.up();
     p
 }
@@ -273,7 +251,7 @@ fn a_deletion_is_one_trace_through_users_the_event_and_posts() {
 fn up_without_the_broker_installed_starts_the_rest_and_warns() {
     // msctl also looks in the sbin folders, where Debian installs nats-server, so a PATH
     // without it would not hide an installed one: the program is named where it is not.
-    let p = TestProject::new(&SYSTEM.replace(
+    let p = TestProject::new(&format!("{SAMPLE}{BROKER}").replace(
         r#"command = ["nats-server","#,
         r#"command = ["/nonexistent/nats-server","#,
     ));

@@ -270,27 +270,7 @@ fn without_the_session_or_from_a_foreign_host_nothing_is_shown_and_nothing_runs(
 
 #[test]
 fn the_service_map_draws_the_bus_from_publisher_to_consumer() {
-    nats_server();
-    let p = TestProject::new(
-        r#"
-[defaults]
-stop_timeout = "5s"
-
-[services.nats]
-command = ["nats-server", "-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{data_dir}"]
-health = "tcp"
-
-[services.users]
-command = ["{bin}/users"]
-
-[services.posts]
-command = ["{bin}/posts"]
-
-[services.gateway]
-command = ["{bin}/gateway"]
-depends_on = ["users", "posts"]
-"#,
-    );
+    let p = TestProject::sample_with_bus();
     p.up();
     let out = p
         .msctl()

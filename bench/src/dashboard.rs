@@ -10,16 +10,7 @@ pub fn run(runs: usize) {
     crate::proxy::ensure("wrk", "wrk");
     crate::proxy::ensure("chromedriver", "chromium-driver");
     let bins = release_bins();
-    let bin = |n: &str| bins.join(n).display().to_string();
-    let system = Running::up(
-        &bins,
-        &format!(
-            "[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
-            bin("users"),
-            bin("posts"),
-            bin("gateway")
-        ),
-    );
+    let system = Running::up(&bins, &sample_manifest(&bins));
     let registry = system.registry();
     let url = format!(
         "http://{}/?token={}",

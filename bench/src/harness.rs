@@ -239,6 +239,17 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> bool {
     reader.read_exact(&mut body).is_ok() && ok
 }
 
+/// The sample system's msctl.toml on the release binaries in `bins`: users, posts, gateway.
+pub fn sample_manifest(bins: &Path) -> String {
+    let bin = |n: &str| bins.join(n).display().to_string();
+    format!(
+        "[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
+        bin("users"),
+        bin("posts"),
+        bin("gateway")
+    )
+}
+
 /// A system under the release msctl, from an msctl.toml, in a folder of its own; `msctl down`
 /// when dropped.
 pub struct Running {

@@ -156,16 +156,7 @@ pub fn run(_runs: usize) {
     ensure("wrk", "wrk");
     ensure("nginx", "nginx");
     let bins = release_bins();
-    let bin = |n: &str| bins.join(n).display().to_string();
-    let system = Running::up(
-        &bins,
-        &format!(
-            "[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
-            bin("users"),
-            bin("posts"),
-            bin("gateway")
-        ),
-    );
+    let system = Running::up(&bins, &sample_manifest(&bins));
     let registry = system.registry();
     let address = |service: &str| -> SocketAddr {
         registry["services"][service]["instances"][0]["address"]

@@ -176,34 +176,19 @@ async fn rebuild_and_replace(
         .cloned()
         .collect();
     let files = if existing.is_empty() { files } else { existing };
-    let mut cycle = Cycle {
-        outcome: Outcome::Replaced,
-        services: names.clone(),
-        changed: files.into_iter().collect(),
+    let mut cycle = Cycle::new(
+        Outcome::Replaced,
+        names.clone(),
+        files.into_iter().collect(),
         debounce_ms,
-        build_ms: None,
-        swap_ms: None,
-        replaced: vec![],
-        failed_requests: None,
-        started: vec![],
-        stopped: vec![],
-        error: None,
-        log_tail: vec![],
-    };
-    let services: Vec<_> = names
+    );
+    let services: Vec<&crate::config::Service> = names
         .iter()
         .filter_map(|n| config.services.get(n))
-        .map(|s| {
-            let package = plan
-                .services
-                .get(&s.name)
-                .and_then(|t| t.package.as_deref());
-            (s, package)
-        })
         .collect();
-    let built = Instant::now();
-    for build in rebuild::plan(&services) {
-        if let Err(error) = rebuild::run(&plan.root, &build, &sup.project().build_log()).await {
+    match build(sup, plan, &services).await {
+        Ok(ms) => cycle.build_ms = Some(ms),
+        Err((_, error)) => {
             for name in &names {
                 sup.store().set_build_failed(
                     name,
@@ -218,7 +203,6 @@ async fn rebuild_and_replace(
             return cycle;
         }
     }
-    cycle.build_ms = Some(built.elapsed().as_millis() as u64);
     for name in &names {
         sup.store().set_build_failed(name, None);
     }
@@ -230,9 +214,7 @@ async fn rebuild_and_replace(
     let since_ns = now_ns();
     for name in order.iter().filter(|n| names.contains(n)) {
         if let Err(failure) = sup.restart_service(name).await {
-            cycle.outcome = Outcome::StartFailed;
-            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
-            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            cycle.start_failed(&failure, sup.project());
             break;
         }
         cycle.replaced.extend(sup.instance_ids(name));
@@ -247,20 +229,12 @@ async fn rebuild_and_replace(
 /// allows two instances). An invalid file changes nothing.
 async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
     let before = sup.config();
-    let mut cycle = Cycle {
-        outcome: Outcome::Applied,
-        services: vec![],
-        changed: vec![crate::config::MANIFEST.to_string()],
+    let mut cycle = Cycle::new(
+        Outcome::Applied,
+        vec![],
+        vec![crate::config::MANIFEST.to_string()],
         debounce_ms,
-        build_ms: None,
-        swap_ms: None,
-        replaced: vec![],
-        failed_requests: None,
-        started: vec![],
-        stopped: vec![],
-        error: None,
-        log_tail: vec![],
-    };
+    );
     if let Err(e) = sup.reload() {
         cycle.outcome = Outcome::ConfigInvalid;
         cycle.error = Some(e);
@@ -305,27 +279,15 @@ async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
             .await
             .unwrap_or_default();
         let plan = Plan::new(&after, &packages);
-        let services: Vec<_> = to_build
-            .iter()
-            .map(|s| {
-                let package = plan
-                    .services
-                    .get(&s.name)
-                    .and_then(|t| t.package.as_deref());
-                (*s, package)
-            })
-            .collect();
-        let built = Instant::now();
-        for build in rebuild::plan(&services) {
-            if let Err(error) = rebuild::run(&after.root, &build, &sup.project().build_log()).await
-            {
+        match build(sup, &plan, &to_build).await {
+            Ok(ms) => cycle.build_ms = Some(ms),
+            Err((services, error)) => {
                 cycle.outcome = Outcome::BuildFailed;
-                cycle.services = build.services;
+                cycle.services = services;
                 cycle.error = Some(error);
                 return cycle;
             }
         }
-        cycle.build_ms = Some(built.elapsed().as_millis() as u64);
     }
     for name in &changed {
         let spec = Arc::new(after.services[name].clone());
@@ -339,20 +301,16 @@ async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
             Err(f) => Err(f),
         };
         if let Err(failure) = result {
-            cycle.outcome = Outcome::StartFailed;
             cycle.services = vec![name.clone()];
-            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
-            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            cycle.start_failed(&failure, sup.project());
             return cycle;
         }
         cycle.replaced.extend(sup.instance_ids(name));
     }
     if !added.is_empty() {
         if let Err(failure) = sup.start(&added).await {
-            cycle.outcome = Outcome::StartFailed;
             cycle.services = vec![failure.instance.clone()];
-            cycle.error = Some(format!("{}: {}", failure.instance, failure.reason));
-            cycle.log_tail = tail(&sup.project().log(&failure.instance), 8);
+            cycle.start_failed(&failure, sup.project());
             return cycle;
         }
         cycle.started = added;
@@ -369,6 +327,40 @@ async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
         cycle.failed_requests = sup.failed_requests_since(since_ns).await;
     }
     cycle
+}
+
+/// Builds `services` as `plan` says (one narrowed cargo build for the Cargo ones, each other
+/// build command once): how long it took, or the services of the build that failed and its
+/// first error.
+async fn build(
+    sup: &Supervisor,
+    plan: &Plan,
+    services: &[&crate::config::Service],
+) -> Result<u64, (Vec<String>, String)> {
+    let with_packages: Vec<_> = services
+        .iter()
+        .map(|s| (*s, plan.package_of(&s.name)))
+        .collect();
+    let started = Instant::now();
+    for build in rebuild::plan(&with_packages) {
+        if let Err(error) = rebuild::run(&plan.root, &build, &sup.project().build_log()).await {
+            return Err((build.services, error));
+        }
+    }
+    Ok(started.elapsed().as_millis() as u64)
+}
+
+impl Cycle {
+    /// The cycle ends on a new instance that did not become healthy: its reason and last lines.
+    fn start_failed(
+        &mut self,
+        failure: &crate::supervisor::StartFailure,
+        project: &crate::project::Project,
+    ) {
+        self.outcome = Outcome::StartFailed;
+        self.error = Some(format!("{}: {}", failure.instance, failure.reason));
+        self.log_tail = tail(&project.log(&failure.instance), 8);
+    }
 }
 
 /// The last `n` lines of an instance's log.

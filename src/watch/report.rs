@@ -52,6 +52,29 @@ pub struct Cycle {
 }
 
 impl Cycle {
+    /// A cycle that has got no further than its changes.
+    pub fn new(
+        outcome: Outcome,
+        services: Vec<String>,
+        changed: Vec<String>,
+        debounce_ms: u64,
+    ) -> Self {
+        Self {
+            outcome,
+            services,
+            changed,
+            debounce_ms,
+            build_ms: None,
+            swap_ms: None,
+            replaced: vec![],
+            failed_requests: None,
+            started: vec![],
+            stopped: vec![],
+            error: None,
+            log_tail: vec![],
+        }
+    }
+
     /// `users: changed src/lib.rs → built in 2.1 s → replaced users-1 (0 failed requests)`,
     /// with the error or the new instance's last log lines on the lines after it.
     pub fn line(&self) -> String {
@@ -125,18 +148,16 @@ mod tests {
 
     fn cycle(outcome: Outcome) -> Cycle {
         Cycle {
-            outcome,
-            services: vec!["users".into()],
-            changed: vec!["services/users/src/lib.rs".into()],
-            debounce_ms: 203,
             build_ms: Some(2140),
             swap_ms: Some(812),
             replaced: vec!["users-1".into()],
             failed_requests: Some(0),
-            started: vec![],
-            stopped: vec![],
-            error: None,
-            log_tail: vec![],
+            ..Cycle::new(
+                outcome,
+                vec!["users".into()],
+                vec!["services/users/src/lib.rs".into()],
+                203,
+            )
         }
     }
 

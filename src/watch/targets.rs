@@ -173,6 +173,13 @@ impl Plan {
             .collect()
     }
 
+    /// The Cargo package that builds `service`, when it has one.
+    pub fn package_of(&self, service: &str) -> Option<&str> {
+        self.services
+            .get(service)
+            .and_then(|t| t.package.as_deref())
+    }
+
     /// Whether `path` is msctl.toml itself.
     pub fn is_manifest(&self, path: &Path) -> bool {
         path == self.manifest

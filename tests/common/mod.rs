@@ -65,6 +65,31 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
+/// The sample system's msctl.toml, with `{bin}` for the binaries' folder.
+pub const SAMPLE: &str = r#"
+[defaults]
+stop_timeout = "5s"
+
+[services.users]
+command = ["{bin}/users"]
+
+[services.posts]
+command = ["{bin}/posts"]
+
+[services.gateway]
+command = ["{bin}/gateway"]
+depends_on = ["users", "posts"]
+"#;
+
+/// The sample's broker, as in the repository's msctl.toml.
+pub const BROKER: &str = r#"
+[services.nats]
+command = ["nats-server", "-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{data_dir}"]
+health = "tcp"
+optional = true
+install = "apt-get install nats-server"
+"#;
+
 /// A project in a temporary folder. Dropping it stops everything that runs for it.
 pub struct TestProject {
     dir: Folder,
@@ -99,22 +124,13 @@ impl TestProject {
 
     /// The sample system: users, posts, and the gateway in front of them.
     pub fn sample() -> Self {
-        Self::new(
-            r#"
-[defaults]
-stop_timeout = "5s"
+        Self::new(SAMPLE)
+    }
 
-[services.users]
-command = ["{bin}/users"]
-
-[services.posts]
-command = ["{bin}/posts"]
-
-[services.gateway]
-command = ["{bin}/gateway"]
-depends_on = ["users", "posts"]
-"#,
-        )
+    /// The sample system with its message bus: nats-server (installed if need be) beside it.
+    pub fn sample_with_bus() -> Self {
+        nats_server();
+        Self::new(&format!("{SAMPLE}{BROKER}"))
     }
 
     pub fn path(&self) -> &Path {
@@ -601,20 +617,10 @@ impl SampleCopy {
         write_if_changed(&root.join("Cargo.toml"), &manifest.to_string());
         write_if_changed(
             &root.join("msctl.toml"),
-            r#"[defaults]
-build = ["cargo", "build", "-p", "users", "-p", "posts", "-p", "gateway"]
-stop_timeout = "5s"
-
-[services.users]
-command = ["target/debug/users"]
-
-[services.posts]
-command = ["target/debug/posts"]
-
-[services.gateway]
-command = ["target/debug/gateway"]
-depends_on = ["users", "posts"]
-"#,
+            &SAMPLE.replace("{bin}", "target/debug").replace(
+                "[defaults]\n",
+                "[defaults]\nbuild = [\"cargo\", \"build\", \"-p\", \"users\", \"-p\", \"posts\", \"-p\", \"gateway\"]\n",
+            ),
         );
         Self {
             project,
