@@ -62,7 +62,7 @@ pub enum Command {
     Events(EventsArgs),
     /// Requests per second, error rate and latency per service and route, live
     Top(TopArgs),
-    /// Write the system as deployment files for another engine: `msctl export kubernetes`
+    /// Write the system as files for another engine: Kubernetes manifests, Containerfiles
     Export(ExportArgs),
     /// Print the web dashboard's address (with its session token) and open it in a browser
     Dashboard(DashboardArgs),
@@ -308,6 +308,19 @@ pub enum ExportTarget {
         #[arg(long, default_value = "msctl", value_name = "NS")]
         namespace: String,
         /// Put before each service's image name: `registry.example.com/shop/`
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        image_prefix: String,
+        /// The images' tag
+        #[arg(long, default_value = "latest", value_name = "TAG")]
+        tag: String,
+    },
+    /// A Containerfile per image to build (Rust binaries, Python and Node services) and a
+    /// build.sh that tags them as the Kubernetes export names them
+    Containerfiles {
+        /// The folder to write into
+        #[arg(long, default_value = "containers", value_name = "DIR")]
+        out: PathBuf,
+        /// Put before each image's name: `registry.example.com/shop/`
         #[arg(long, default_value = "", value_name = "PREFIX")]
         image_prefix: String,
         /// The images' tag

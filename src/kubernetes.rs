@@ -5,6 +5,7 @@
 //! Deterministic: the same msctl.toml gives the same bytes.
 
 use crate::config::{Config, Health, Port, Service};
+use crate::containers::Source;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -31,8 +32,12 @@ pub struct Export {
     pub notes: Vec<String>,
 }
 
-/// The binaries of the workspace, to tell a service that is one from one that needs `image`.
-pub fn export(config: &Config, bins: &[String], opts: &Options) -> Result<Export, String> {
+/// `sources` says where each service's image comes from (`containers::sources`).
+pub fn export(
+    config: &Config,
+    sources: &BTreeMap<String, Source>,
+    opts: &Options,
+) -> Result<Export, String> {
     let mut files = BTreeMap::new();
     let mut notes = Vec::new();
     let ns = &opts.namespace;
@@ -44,7 +49,10 @@ pub fn export(config: &Config, bins: &[String], opts: &Options) -> Result<Export
         )?,
     );
     for service in config.services.values() {
-        let (docs, note) = service_docs(service, config, bins, opts)?;
+        let source = sources
+            .get(&service.name)
+            .ok_or_else(|| format!("service `{}` has no image", service.name))?;
+        let (docs, note) = service_docs(service, config, source, opts)?;
         let comment = match &note {
             Some(n) => {
                 notes.push(format!("{}: {n}", service.name));
@@ -96,7 +104,7 @@ fn labels(name: &str) -> Value {
     json!({"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "msctl"})
 }
 
-fn port_of(service: &Service) -> u16 {
+pub fn port_of(service: &Service) -> u16 {
     match service.port {
         Port::Fixed(p) => p,
         Port::Auto => PORT,
@@ -120,28 +128,16 @@ fn is_infrastructure(service: &Service) -> bool {
 fn service_docs(
     service: &Service,
     config: &Config,
-    bins: &[String],
+    source: &Source,
     opts: &Options,
 ) -> Result<(Vec<Value>, Option<String>), String> {
     let name = &service.name;
     let ns = &opts.namespace;
     let port = port_of(service);
-    let program = std::path::Path::new(&service.command[0])
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let image = match &service.image {
-        Some(image) => image.clone(),
-        None if bins.contains(&program) => {
-            format!("{}{program}:{}", opts.image_prefix, opts.tag)
-        }
-        None => {
-            return Err(format!(
-                "service `{name}` runs `{}`, which is not a binary of this workspace; give it `image = \"…\"` in msctl.toml",
-                service.command.join(" ")
-            ));
-        }
+    let image = match (source, source.image_name(name)) {
+        (Source::Given(image), _) => image.clone(),
+        (_, Some(built)) => format!("{}{built}:{}", opts.image_prefix, opts.tag),
+        (_, None) => unreachable!("only given images have no name"),
     };
     let uses_data_dir = service.command.iter().any(|a| a.contains("{data_dir}"));
     let volume = service
@@ -151,7 +147,12 @@ fn service_docs(
         .or_else(|| uses_data_dir.then(|| "1Gi".to_string()));
     // Loopback means "this machine" here and "this pod" there: an infrastructure process told
     // to listen on 127.0.0.1 listens on every interface of its pod instead.
-    let args: Vec<String> = service.command[1..]
+    // A program in its own folder is started by its image's CMD.
+    let passed = match source {
+        Source::Script { .. } => &[][..],
+        _ => &service.command[1..],
+    };
+    let args: Vec<String> = passed
         .iter()
         .map(|a| {
             crate::config::fill_placeholders(
@@ -409,14 +410,23 @@ stop_timeout = "5s"
         }
     }
 
-    fn bins() -> Vec<String> {
-        vec!["users".into(), "gateway".into()]
+    fn sources(config: &Config) -> BTreeMap<String, Source> {
+        let packages: Vec<_> = ["users", "gateway"]
+            .into_iter()
+            .map(|b| crate::watch::targets::Package {
+                name: b.into(),
+                dir: format!("/p/services/{b}").into(),
+                bins: vec![b.into()],
+                path_deps: vec![],
+            })
+            .collect();
+        crate::containers::sources(config, &packages).unwrap()
     }
 
     #[test]
     fn the_export_is_deterministic_and_complete() {
-        let a = export(&sample(), &bins(), &opts()).unwrap();
-        let b = export(&sample(), &bins(), &opts()).unwrap();
+        let a = export(&sample(), &sources(&sample()), &opts()).unwrap();
+        let b = export(&sample(), &sources(&sample()), &opts()).unwrap();
         assert_eq!(a.files, b.files);
         let names: Vec<&str> = a.files.keys().map(String::as_str).collect();
         assert_eq!(
@@ -440,7 +450,7 @@ stop_timeout = "5s"
 
     #[test]
     fn services_are_wired_by_dns_and_keep_their_contract() {
-        let e = export(&sample(), &bins(), &opts()).unwrap();
+        let e = export(&sample(), &sources(&sample()), &opts()).unwrap();
         let gateway = &e.files["gateway.yaml"];
         assert!(
             gateway.contains("image: reg.example/gateway:v1"),
@@ -470,17 +480,6 @@ stop_timeout = "5s"
             nats.contains("- /data") && nats.contains("tcpSocket"),
             "{nats}"
         );
-    }
-
-    #[test]
-    fn a_service_that_cannot_be_mapped_is_refused_by_name() {
-        let config = crate::config::parse(
-            std::path::Path::new("/p/msctl.toml"),
-            "[services.script]\ncommand = [\"python3\", \"app.py\"]\n",
-        )
-        .unwrap();
-        let err = export(&config, &bins(), &opts()).err().unwrap();
-        assert!(err.contains("`script`") && err.contains("image ="), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod build_step;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod containers;
 pub mod dashboard;
 pub mod error;
 pub mod json_view;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestProject, stdout_json};
+use common::{TestProject, copy_of_repository, stdout_json};
 use std::path::Path;
 use std::process::Command;
 
@@ -236,20 +236,6 @@ fn templates_are_listed() {
             .unwrap()
             .contains("[services.jobs]\ncommand = [\"jobs\"]")
     );
-}
-
-/// A copy of this repository, without its build output, state or history.
-fn copy_of_repository(to: &Path) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C '{root}' --exclude=./target --exclude=./.git --exclude=./.msctl -cf - . | tar -C '{}' -xf -",
-            to.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// A target folder for the copy that starts from this build's compiled dependencies, hard-linked

@@ -15,6 +15,10 @@ const SERVICE = process.env.MSCTL_SERVICE || 'node-service';
 const INSTANCE = process.env.MSCTL_INSTANCE || `${SERVICE}-1`;
 const PORT = Number(process.env.PORT || 8080);
 const PEER = process.env.PEER || '';
+// Loopback on one machine; in a container MSCTL_LISTEN (0.0.0.0:PORT) opens it to the pod.
+const LISTEN = process.env.MSCTL_LISTEN || `127.0.0.1:${PORT}`;
+const HOST = LISTEN.slice(0, LISTEN.lastIndexOf(':'));
+const LISTEN_PORT = Number(LISTEN.slice(LISTEN.lastIndexOf(':') + 1));
 
 /** A healthy instance of `name`: from msctl's registry, or from NAME_URL when run by hand. */
 function peerUrl(name) {
@@ -71,8 +75,8 @@ function getJson(url) {
   });
 }
 
-const server = app.listen(PORT, '127.0.0.1', () =>
-  console.log(`${SERVICE} listening on 127.0.0.1:${PORT}`),
+const server = app.listen(LISTEN_PORT, HOST, () =>
+  console.log(`${SERVICE} listening on ${LISTEN}`),
 );
 
 function stop() {

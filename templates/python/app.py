@@ -23,6 +23,8 @@ SERVICE = os.environ.get("MSCTL_SERVICE", "python-service")
 INSTANCE = os.environ.get("MSCTL_INSTANCE", SERVICE + "-1")
 PORT = int(os.environ.get("PORT", "8080"))
 PEER = os.environ.get("PEER", "")
+# Loopback on one machine; in a container MSCTL_LISTEN (0.0.0.0:PORT) opens it to the pod.
+HOST, _, LISTEN_PORT = os.environ.get("MSCTL_LISTEN", f"127.0.0.1:{PORT}").rpartition(":")
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 log = logging.getLogger(SERVICE)
@@ -67,4 +69,4 @@ async def hello():
 
 if __name__ == "__main__":
     # uvicorn drains on SIGTERM; the SDK writes out its last spans as the process exits.
-    uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning")
+    uvicorn.run(app, host=HOST, port=int(LISTEN_PORT), log_level="warning")

@@ -884,3 +884,17 @@ impl Drop for Browser {
         }
     }
 }
+
+/// A copy of this repository, without its build output, state or history.
+pub fn copy_of_repository(to: &Path) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = StdCommand::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{root}' --exclude=./target --exclude=./.git --exclude=./.msctl -cf - . | tar -C '{}' -xf -",
+            to.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
