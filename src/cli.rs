@@ -52,7 +52,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Probe every instance now; exit 0 only when all are healthy
     Health(JsonArg),
-    /// Send one HTTP request into the system, through the gateway unless --service says otherwise
+    /// Send one HTTP request into the system: through the gateway, or straight to the service
+    /// the path names when there is no gateway, unless --service says otherwise
     Call(CallArgs),
     /// List recent traces, newest first; or export them as OTLP
     Traces(TracesArgs),
@@ -66,6 +67,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the web dashboard's address (with its session token) and open it in a browser
     Dashboard(DashboardArgs),
+    /// Write an msctl.toml for the project here: found from its files, or from a Procfile or
+    /// compose file
+    Init(InitArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
     Scaffold(ScaffoldArgs),
     /// Print a shell completion script
@@ -221,7 +225,8 @@ pub struct CallArgs {
     /// Show this request's trace waterfall after the answer
     #[arg(long)]
     pub trace: bool,
-    /// Call an instance of this service directly instead of the gateway
+    /// Call an instance of this service directly [default: the gateway, or with none, the
+    /// service the path starts with]
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
 }
@@ -327,6 +332,29 @@ pub enum ExportTarget {
         #[arg(long, default_value = "latest", value_name = "TAG")]
         tag: String,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  msctl init                          look at this folder and write msctl.toml\n  msctl init --dry-run                print it instead\n  msctl init --from Procfile -c web=2 import a Procfile, two web processes\n  msctl init --from compose.yaml      import a compose file"
+)]
+pub struct InitArgs {
+    /// Import this Procfile or compose file instead of looking at the folder
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Replace an existing msctl.toml
+    #[arg(long)]
+    pub force: bool,
+    /// Print the file, and what was found, without writing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Instances per Procfile process type, as foreman and honcho take it: `web=2,worker=1`
+    #[arg(short, long, value_name = "TYPE=N", value_parser = parse_concurrency)]
+    pub concurrency: Vec<Vec<(String, u32)>>,
+}
+
+fn parse_concurrency(s: &str) -> Result<Vec<(String, u32)>, String> {
+    crate::init::procfile::parse_concurrency(s)
 }
 
 #[derive(Debug, Args)]

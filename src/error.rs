@@ -10,7 +10,7 @@ pub use msctl_contract::exit as code;
 pub enum MsctlError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("no msctl.toml in {} or any parent folder", .0.display())]
+    #[error("no msctl.toml here or above; run msctl init")]
     NoManifest(PathBuf),
     #[error("cannot read {}: {message}", path.display())]
     ManifestUnreadable { path: PathBuf, message: String },
@@ -159,9 +159,10 @@ impl MsctlError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Config(c) => c.hint.clone(),
-            Self::NoManifest(_) => {
-                Some("run msctl in a project folder, or pass -f path/to/msctl.toml".into())
-            }
+            Self::NoManifest(dir) => Some(format!(
+                "looked in {} and every folder above it; `msctl init` writes one for the project there, or pass -f path/to/msctl.toml",
+                dir.display()
+            )),
             Self::Build { log, .. } => {
                 Some(format!("the whole build output is in {}", log.display()))
             }

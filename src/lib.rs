@@ -12,6 +12,7 @@ pub mod config;
 pub mod containers;
 pub mod dashboard;
 pub mod error;
+pub mod init;
 pub mod json_view;
 pub mod kubernetes;
 pub mod log_view;

@@ -102,9 +102,13 @@ fn no_manifest_anywhere() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: no msctl.toml in "), "{stderr}");
     assert!(
-        stderr.contains("hint: run msctl in a project folder, or pass -f path/to/msctl.toml"),
+        stderr.starts_with("error: no msctl.toml here or above; run msctl init\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("every folder above it; `msctl init` writes one")
+            && stderr.contains("or pass -f path/to/msctl.toml"),
         "{stderr}"
     );
 }

@@ -17,6 +17,24 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the root span may take to reach the supervisor.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The gateway when the system has one; otherwise the service the path starts with, as a
+/// gateway would route it (`api/hello` goes to `api`).
+fn default_target<'a>(registry: &'a msctl_contract::registry::Registry, path: &'a str) -> &'a str {
+    if registry.services.contains_key(DEFAULT_TARGET) {
+        return DEFAULT_TARGET;
+    }
+    let first = path
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    if registry.services.contains_key(first) {
+        first
+    } else {
+        DEFAULT_TARGET
+    }
+}
+
 pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
     let (method, path) = method_and_path(&args.request)?;
@@ -39,7 +57,10 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         System::Unresponsive { registry } => (registry, false),
         other => return Err(running::not_running(&project, &other).into()),
     };
-    let target = args.service.as_deref().unwrap_or(DEFAULT_TARGET);
+    let target = args
+        .service
+        .as_deref()
+        .unwrap_or_else(|| default_target(&registry, &path));
     let Some(entry) = registry.services.get(target) else {
         let names: Vec<&str> = registry.services.keys().map(String::as_str).collect();
         return Err(MsctlError::Usage(format!(

@@ -8,6 +8,7 @@ pub mod events;
 pub mod export;
 pub mod fault;
 pub mod health;
+pub mod init;
 pub mod logs;
 pub mod ps;
 pub mod restart;
@@ -74,6 +75,13 @@ impl Context {
         let config = config::load(&manifest)?;
         Ok((Project::new(&manifest), config))
     }
+
+    /// The same for a command that adds services: msctl.toml may have none yet.
+    pub fn load_to_edit(&self) -> Result<(Project, Config), MsctlError> {
+        let manifest = self.manifest()?;
+        let config = config::load_to_edit(&manifest)?;
+        Ok((Project::new(&manifest), config))
+    }
 }
 
 /// Runs the command; `Ok` is the exit code of a command that finished as designed.
@@ -98,6 +106,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Top(args) => top::top(&ctx, args).await,
         Command::Export(args) => export::export(&ctx, args).await,
+        Command::Init(args) => init::init(&ctx, args).await,
         Command::Dashboard(args) => dashboard::dashboard(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),

@@ -8,7 +8,7 @@ use crate::scaffold::{self, Request};
 use std::time::Duration;
 
 pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
-    let (project, config) = ctx.load()?;
+    let (project, config) = ctx.load_to_edit()?;
     if args.list_templates {
         let all = scaffold::templates(&project.root).map_err(MsctlError::Scaffold)?;
         let rows: Vec<Vec<String>> = all
@@ -35,7 +35,7 @@ pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
         say!("an earlier scaffold was interrupted and {undone}; {done}");
     }
     // What recover took back may have been in the config just read.
-    let (project, config) = ctx.load()?;
+    let (project, config) = ctx.load_to_edit()?;
     let request = Request {
         name: name.clone(),
         deps: args.deps,

@@ -20,7 +20,12 @@ pub fn valid_service_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config, ConfigError> {
+pub(super) fn check(
+    path: &Path,
+    text: &str,
+    raw: RawManifest,
+    allow_empty: bool,
+) -> Result<Config, ConfigError> {
     let err = |span: Range<usize>, msg: String, hint: Option<String>| {
         ConfigError::at(path, text, span, msg, hint)
     };
@@ -28,11 +33,11 @@ pub(super) fn check(path: &Path, text: &str, raw: RawManifest) -> Result<Config,
     let names: BTreeSet<String> = raw.services.keys().map(|k| k.get_ref().clone()).collect();
     let mut services = BTreeMap::new();
     let mut fixed_ports: BTreeMap<u16, String> = BTreeMap::new();
-    if raw.services.is_empty() {
+    if raw.services.is_empty() && !allow_empty {
         return Err(err(
             0..0,
             "no services: msctl.toml has no [services.NAME] table".into(),
-            Some("add one, such as\n  [services.web]\n  command = [\"path/to/program\"]".into()),
+            Some("`msctl scaffold NAME` adds one; or write one, such as\n  [services.web]\n  command = [\"path/to/program\"]".into()),
         ));
     }
     // Zero would make a timer spin or a stop that never waits; every duration must be positive.

@@ -184,19 +184,38 @@ pub fn find(start: &Path) -> Result<PathBuf, LoadError> {
 
 /// Reads and checks the manifest at `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
+    load_with(path, false)
+}
+
+/// The same, for commands that add to it: a manifest with no services yet (as `msctl init`
+/// writes in an empty folder) is fine.
+pub fn load_to_edit(path: &Path) -> Result<Config, LoadError> {
+    load_with(path, true)
+}
+
+fn load_with(path: &Path, allow_empty: bool) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(parse(&path, &text)?)
+    Ok(parse_with(&path, &text, allow_empty)?)
 }
 
 /// Checks `text` as the manifest at `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, false)
+}
+
+/// Checks `text` as the manifest at `path`, which may have no services yet.
+pub fn parse_to_edit(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, true)
+}
+
+fn parse_with(path: &Path, text: &str, allow_empty: bool) -> Result<Config, ConfigError> {
     let raw: raw::RawManifest =
         toml::from_str(text).map_err(|e| error::from_toml_error(path, text, &e))?;
-    check::check(path, text, raw)
+    check::check(path, text, raw, allow_empty)
 }
 
 #[cfg(test)]

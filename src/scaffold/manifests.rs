@@ -47,10 +47,29 @@ pub(super) fn add_service_table(
         )));
     };
     services.insert(name, toml_edit::Item::Table(new_table));
-    let edited = doc.to_string();
+    let mut edited = doc.to_string();
+    if !edited.ends_with('\n') {
+        edited.push('\n');
+    }
     config::parse(&config.path, &edited)
         .map_err(|e| broken(format!("the msctl.toml it makes is invalid: {}", e.message)))?;
     Ok(edited)
+}
+
+/// Whether the root's Cargo.toml makes a workspace a new crate can join.
+pub(super) fn is_workspace(root: &Path) -> bool {
+    std::fs::read_to_string(root.join("Cargo.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml_edit::DocumentMut>().ok())
+        .is_some_and(|doc| doc.get("workspace").is_some_and(|w| w.is_table()))
+}
+
+/// Whether msctl.toml's `[defaults]` gives a `build` every service shares.
+pub(super) fn has_default_build(manifest: &Path) -> bool {
+    std::fs::read_to_string(manifest)
+        .ok()
+        .and_then(|text| text.parse::<toml_edit::DocumentMut>().ok())
+        .is_some_and(|doc| doc.get("defaults").and_then(|d| d.get("build")).is_some())
 }
 
 /// The workspace Cargo.toml with `services/NAME` added to its members, unless a glob covers it.

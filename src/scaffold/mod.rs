@@ -13,7 +13,7 @@ pub use write::{UNFINISHED, apply, recover};
 
 use crate::config::{self, Config};
 use std::path::PathBuf;
-use templates::{SERVICE_TABLE, TEMPLATE_INFO, render};
+use templates::{SERVICE_TABLE, Setting, TEMPLATE_INFO, render};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScaffoldError {
@@ -143,7 +143,11 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
             known: known.join(", "),
         });
     };
-    let rendered = render(template, request)?;
+    let setting = Setting {
+        standalone: !manifests::is_workspace(root),
+        own_build: !manifests::has_default_build(&config.path),
+    };
+    let rendered = render(template, request, setting)?;
     let table = rendered
         .iter()
         .find(|(p, _)| p == SERVICE_TABLE)
@@ -154,7 +158,7 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
         .filter(|(p, _)| p != SERVICE_TABLE && p != TEMPLATE_INFO)
         .collect();
     let manifest = manifests::add_service_table(config, template, name, &table)?;
-    let cargo = if template.cargo {
+    let cargo = if template.cargo && !setting.standalone {
         manifests::add_workspace_member(root, name)?
     } else {
         None

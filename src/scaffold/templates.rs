@@ -170,10 +170,20 @@ fn describe(name: &str, files: &[(String, String)]) -> Result<Info, ScaffoldErro
     })
 }
 
+/// Where a new Rust crate goes: into the project's Cargo workspace, or on its own.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Setting {
+    /// No Cargo workspace at the root: the crate is a workspace of its own.
+    pub standalone: bool,
+    /// msctl.toml's `[defaults]` has no `build`: the service brings its own.
+    pub own_build: bool,
+}
+
 /// Renders every file of `template`; `.j2` files through the template engine, others as they are.
 pub(super) fn render(
     template: &Template,
     request: &Request,
+    setting: Setting,
 ) -> Result<Vec<(String, String)>, ScaffoldError> {
     let broken = |file: &str, e: &dyn std::fmt::Display| ScaffoldError::Template {
         template: template.name.clone(),
@@ -188,6 +198,8 @@ pub(super) fn render(
         crate => request.name.replace('-', "_"),
         deps => &request.deps,
         port => request.port,
+        standalone => setting.standalone,
+        own_build => setting.own_build,
     };
     let mut out = Vec::new();
     for (path, text) in &template.files {

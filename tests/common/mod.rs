@@ -115,6 +115,17 @@ impl TestProject {
         }
     }
 
+    /// An empty folder outside the repository, with no msctl.toml: a project before `init`.
+    pub fn empty() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("msctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        Self {
+            dir: Folder::Owned(dir),
+        }
+    }
+
     /// A project in a folder the test made (and removes), with its own msctl.toml.
     pub fn at(path: &Path) -> Self {
         Self {
