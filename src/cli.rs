@@ -67,6 +67,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the web dashboard's address (with its session token) and open it in a browser
     Dashboard(DashboardArgs),
+    /// Print the app's address (the gateway, leading to the web UI) and open it in a browser
+    Open(OpenArgs),
     /// Write an msctl.toml for the project here: found from its files, or from a Procfile or
     /// compose file
     Init(InitArgs),
@@ -355,6 +357,13 @@ pub struct InitArgs {
 
 fn parse_concurrency(s: &str) -> Result<Vec<(String, u32)>, String> {
     crate::init::procfile::parse_concurrency(s)
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Only print the address; do not start a browser
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Args)]

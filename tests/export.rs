@@ -217,8 +217,8 @@ fn the_wiring_reads_back_right_and_the_output_is_the_same_every_time() {
     let all = workloads(&files);
     assert_eq!(
         all.len(),
-        5,
-        "users, posts, gateway, nats and the collector"
+        6,
+        "users, posts, gateway, web, nats and the collector"
     );
     let gateway = all
         .iter()

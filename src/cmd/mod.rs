@@ -10,6 +10,7 @@ pub mod fault;
 pub mod health;
 pub mod init;
 pub mod logs;
+pub mod open;
 pub mod ps;
 pub mod restart;
 pub mod scaffold;
@@ -107,6 +108,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Top(args) => top::top(&ctx, args).await,
         Command::Export(args) => export::export(&ctx, args).await,
         Command::Init(args) => init::init(&ctx, args).await,
+        Command::Open(args) => open::open(&ctx, args).await,
         Command::Dashboard(args) => dashboard::dashboard(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
         Command::Completions(args) => completions::completions(args),

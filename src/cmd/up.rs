@@ -209,9 +209,13 @@ async fn foreground(
     Ok(0)
 }
 
-/// `dashboard: http://127.0.0.1:PORT/?token=…`, from the registry the supervisor wrote.
+/// `dashboard: http://127.0.0.1:PORT/?token=…`, from the registry the supervisor wrote, and the
+/// app's address when the system has one.
 fn dashboard_line(registry: &std::path::Path) {
     if let Ok(r) = msctl_contract::registry::read(registry) {
+        if let Some(app) = crate::cmd::open::app_url(&r) {
+            say!("app: {app}");
+        }
         say!("dashboard: {}", r.supervisor.dashboard_url());
     }
 }

@@ -9,7 +9,7 @@ use std::process::Command as StdCommand;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The folder holding the built service binaries (users, posts, gateway, msctl-fixture).
+/// The folder holding the built service binaries (users, posts, gateway, web, msctl-fixture).
 /// They are built once per test binary; cargo makes that a no-op when they are fresh.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -24,6 +24,8 @@ pub fn bin_dir() -> &'static Path {
                 "posts",
                 "-p",
                 "gateway",
+                "-p",
+                "web",
                 "-p",
                 "msctl-fixture",
             ])
@@ -868,10 +870,15 @@ impl Browser {
 
     /// Saves a screenshot as target/dashboard-screenshots/NAME.png: the tests' artifacts.
     pub fn screenshot(&self, name: &str) -> PathBuf {
+        self.screenshot_to("dashboard-screenshots", name)
+    }
+
+    /// Saves a screenshot as target/FOLDER/NAME.png.
+    pub fn screenshot_to(&self, folder: &str, name: &str) -> PathBuf {
         let dir = bin_dir()
             .parent()
             .expect("target/debug has a parent")
-            .join("dashboard-screenshots");
+            .join(folder);
         std::fs::create_dir_all(&dir).expect("folder made");
         let png = self
             .runtime

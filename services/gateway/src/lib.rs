@@ -33,8 +33,11 @@ pub struct Gateway {
 
 pub fn app(state: Gateway) -> Router {
     Router::new()
+        // The UI layer: the web service's app, whose requests come back here.
+        .route("/", get(|| async { axum::response::Redirect::to("/web/") }))
         .route("/users/{id}/posts", get(user_posts))
         .route("/{service}", any(proxy))
+        .route("/{service}/", any(proxy))
         .route("/{service}/{*rest}", any(proxy))
         .with_state(state)
 }
