@@ -150,11 +150,8 @@ pub struct Options {
     pub dir_in_project: Option<String>,
 }
 
-/// The files to write, by name, and notes to say (a service that needs no Containerfile).
-pub struct Export {
-    pub files: BTreeMap<String, String>,
-    pub notes: Vec<String>,
-}
+/// The files to write and the notes to say, as for the manifests.
+pub use crate::kubernetes::Export;
 
 pub fn export(
     config: &Config,

@@ -26,7 +26,8 @@ pub struct Options {
     pub tag: String,
 }
 
-/// The files to write, by name, and notes to say (a stateful service held at one replica).
+/// The files to write, by name, and notes to say (a stateful service held at one replica, a
+/// service that needs no image built).
 pub struct Export {
     pub files: BTreeMap<String, String>,
     pub notes: Vec<String>,

@@ -130,6 +130,15 @@ fn service(
     found: &mut Found,
 ) -> Option<Draft> {
     let at = |key: &str| format!("services.{compose_name}.{key}");
+    if !spec.is_object() {
+        found.skipped.push(Skipped {
+            name: compose_name.into(),
+            why: "its definition is not a mapping of keys (command, build, image…)".into(),
+            suggestion: "fix it in the compose file, or write its msctl.toml table by hand".into(),
+            table: None,
+        });
+        return None;
+    }
     let image = spec.get("image").and_then(Value::as_str);
     let infrastructure_image = image.is_some_and(|i| INFRASTRUCTURE.contains(&image_base(i)));
     let command = spec.get("command").and_then(words);
@@ -205,7 +214,15 @@ fn service(
             }
         }
         (None, None) => {
-            skip_image(compose_name, name, image.unwrap_or("(none)"), found);
+            match image {
+                Some(image) => skip_image(compose_name, name, image, found),
+                None => found.skipped.push(Skipped {
+                    name: compose_name.into(),
+                    why: "it has no command, build or image".into(),
+                    suggestion: "give it a `command` in msctl.toml".into(),
+                    table: None,
+                }),
+            }
             return None;
         }
     };
@@ -594,6 +611,9 @@ volumes:
         assert!(err.starts_with("compose.yaml:"), "{err}");
         let err = import(dir.path(), "compose.yaml", "version: '3'\n").unwrap_err();
         assert!(err.contains("no `services`"), "{err}");
+        let found = import(dir.path(), "compose.yaml", "services:\n  a: null\n  b: {}\n").unwrap();
+        assert!(found.skipped[0].why.contains("not a mapping"), "{:?}", found.skipped);
+        assert!(found.skipped[1].why.contains("no command, build or image"));
     }
 
     #[test]

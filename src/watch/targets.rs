@@ -86,7 +86,7 @@ pub fn always_ignored(relative: &Path) -> bool {
     let skipped_dir = relative.components().any(|c| {
         matches!(
             c.as_os_str().to_str(),
-            Some("target" | ".msctl" | ".git" | "node_modules" | "__pycache__")
+            Some("target" | ".msctl" | ".git" | "node_modules" | "__pycache__" | ".venv")
         )
     });
     let name = relative
