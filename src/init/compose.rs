@@ -611,8 +611,17 @@ volumes:
         assert!(err.starts_with("compose.yaml:"), "{err}");
         let err = import(dir.path(), "compose.yaml", "version: '3'\n").unwrap_err();
         assert!(err.contains("no `services`"), "{err}");
-        let found = import(dir.path(), "compose.yaml", "services:\n  a: null\n  b: {}\n").unwrap();
-        assert!(found.skipped[0].why.contains("not a mapping"), "{:?}", found.skipped);
+        let found = import(
+            dir.path(),
+            "compose.yaml",
+            "services:\n  a: null\n  b: {}\n",
+        )
+        .unwrap();
+        assert!(
+            found.skipped[0].why.contains("not a mapping"),
+            "{:?}",
+            found.skipped
+        );
         assert!(found.skipped[1].why.contains("no command, build or image"));
     }
 
