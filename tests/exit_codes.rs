@@ -117,6 +117,12 @@ fn the_remaining_rows() {
     assert!(stderr.contains("pid"), "{stderr}");
     // 0 when everything is healthy; 8 once one is not.
     assert_eq!(code(&p, &["health"]).0, 0);
+    // 12: `open` with no gateway and UI to open.
+    let (c, stderr) = code(&p, &["open", "--no-open"]);
+    assert_eq!(c, 12, "{stderr}");
+    assert!(stderr.contains("no app to open"), "{stderr}");
+    // 2: init over the existing msctl.toml.
+    assert_eq!(code(&p, &["init"]).0, 2);
     let pid = p.pid_of("alpha-1").unwrap();
     common::signal(pid, nix::sys::signal::Signal::SIGSTOP);
     let (c, _) = code(&p, &["health"]);
@@ -125,7 +131,7 @@ fn the_remaining_rows() {
 }
 
 // Rows checked by other tests:
-// 3: config_errors.rs (every value, each with file:line:column).
+// 3: config_errors.rs (every value, each with file:line:column); init.rs for no msctl.toml.
 // 4: up_down.rs a_failed_build_shows_its_output_and_starts_nothing.
 // 10, 11, 12 for call: tracing.rs call_exit_codes_and_output_modes.
 // 12 and 13 for traces export, 2 for a malformed URL: tracing.rs

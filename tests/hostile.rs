@@ -68,6 +68,7 @@ fn every_printing_command_stops_quietly_when_its_reader_goes_away() {
         &["completions", "bash"],
         &["completions", "zsh"],
         &["scaffold", "--list-templates"],
+        &["init", "--dry-run"],
         &["--help"],
         &["--version"],
     ];
