@@ -147,6 +147,16 @@ fn the_app_lists_opens_and_creates_through_the_gateway_with_traces_from_the_clic
         link.as_str().unwrap().ends_with(&format!("/#traces/{id}")),
         "{link}"
     );
+    // The link opens that trace in the dashboard, once the dashboard has been opened in this
+    // browser (its token is kept per origin).
+    let out = p.msctl().args(["dashboard", "--no-open"]).output().unwrap();
+    browser.goto(String::from_utf8_lossy(&out.stdout).trim());
+    browser.goto(link.as_str().unwrap());
+    browser.wait_for(
+        "the trace in the dashboard",
+        "const n = document.getElementById('span-count'); return n && Number(n.textContent) >= 6 ? n.textContent : null",
+    );
+    browser.screenshot_to(SHOTS, "trace-in-dashboard");
     let listed = wait_until(Duration::from_secs(10), "the trace in msctl traces", || {
         let out = p
             .msctl()

@@ -46,7 +46,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// The dashboard's address with its token, to open once: the page then keeps the token in
-    /// a cookie and drops it from the address.
+    /// its origin's storage and drops it from the address.
     pub fn dashboard_url(&self) -> String {
         format!("http://{}/?token={}", self.control, self.dashboard_token)
     }

@@ -1,27 +1,30 @@
 //! The web dashboard, served by the supervisor on its loopback port: the system, its logs,
 //! traces, service map and metrics, live in the browser (docs/dashboard.md).
 //!
-//! Access needs the session token, given once in the address and then kept in an HttpOnly,
-//! SameSite=Strict cookie. A Host header other than the loopback address is refused, which
-//! defeats DNS rebinding. Actions are POSTs that carry the token in a header besides the cookie,
-//! so that no page of another site can set them off. The front end is plain HTML and JavaScript
-//! modules embedded in the binary, with uPlot vendored for the charts: no CDN, no Node to build.
+//! Every request for data or an action carries the session token in a header (the event stream,
+//! which cannot set headers, in its query). The page is given the token once in its address and
+//! keeps it in the browser's storage for this origin, which includes the port: no cookie, since
+//! a browser sends a cookie for 127.0.0.1 to every port, other local users' servers included.
+//! Another site's page can neither read the token nor send the header without a CORS preflight
+//! that is never granted. A Host header other than the loopback address is refused, which
+//! defeats DNS rebinding. The front end is plain HTML and JavaScript modules embedded in the
+//! binary, with uPlot vendored for the charts: no CDN, no Node to build. The page and its assets
+//! hold no data, and are served to anyone who can reach the port.
 
 mod api;
 
 use crate::supervisor::Supervisor;
 use axum::Router;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-const COOKIE: &str = "msctl_session";
-/// The header an action carries the token in.
+/// The header every API request carries the token in.
 pub const TOKEN_HEADER: &str = "x-msctl-token";
 
 #[derive(Clone)]
@@ -73,15 +76,12 @@ async fn host_check(State(dash): State<Dash>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// The token a request carries: its header, or for the event stream its query.
+fn given_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| query.get("token").map(String::as_str))
 }
 
 /// Equal in time independent of where they differ.
@@ -93,67 +93,46 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The session: `/?token=…` sets the cookie and drops the token from the address; everything
-/// else needs the cookie (401), and a POST the token in a header too (403).
+/// The API needs the token (401 without it, or with another); the page and its assets hold no
+/// data and need none.
 async fn guard(
     State(dash): State<Dash>,
     Query(query): Query<HashMap<String, String>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(given) = query.get("token")
-        && req.uri().path() == "/"
-    {
-        if !same(given, &dash.token) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "wrong token: run `msctl dashboard` for the address",
-            )
-                .into_response();
-        }
-        let mut answer = Redirect::to("/").into_response();
-        let cookie = format!("{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/");
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            answer.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        return answer;
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
     }
-    if !cookie_token(req.headers()).is_some_and(|t| same(t, &dash.token)) {
+    // Only the event stream may carry it in its address: EventSource sets no headers.
+    let query = if req.uri().path() == "/api/live" {
+        query
+    } else {
+        HashMap::new()
+    };
+    if !given_token(req.headers(), &query).is_some_and(|t| same(t, &dash.token)) {
         return (
             StatusCode::UNAUTHORIZED,
-            "no session: open the address `msctl dashboard` prints",
+            axum::Json(serde_json::json!({"error": {
+                "code": "no_session",
+                "message": "no session: open the address `msctl dashboard` prints",
+            }})),
         )
             .into_response();
-    }
-    if req.method() == axum::http::Method::POST {
-        let header_token = req
-            .headers()
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !same(header_token, &dash.token) {
-            return (
-                StatusCode::FORBIDDEN,
-                "an action needs the session token in its request",
-            )
-                .into_response();
-        }
     }
     next.run(req).await
 }
 
 const INDEX: &str = include_str!("assets/index.html");
 
-/// The page, with the token for actions in a meta tag: only a page that already has the
-/// session gets it, and another site's page cannot read it.
-async fn index(State(dash): State<Dash>) -> Response {
-    let page = INDEX.replace("{{token}}", &dash.token);
+/// The page: it takes the token from its address into this origin's storage.
+async fn index() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        page,
+        INDEX,
     )
         .into_response()
 }
@@ -178,13 +157,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_cookie_is_read_among_others() {
+    fn the_token_is_read_from_the_header_before_the_query() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            "a=1; msctl_session=abc; b=2".parse().unwrap(),
-        );
-        assert_eq!(cookie_token(&h), Some("abc"));
+        let mut q = HashMap::new();
+        assert_eq!(given_token(&h, &q), None);
+        q.insert("token".to_string(), "fromquery".to_string());
+        assert_eq!(given_token(&h, &q), Some("fromquery"));
+        h.insert(TOKEN_HEADER, "abc".parse().unwrap());
+        assert_eq!(given_token(&h, &q), Some("abc"));
         assert!(same("abc", "abc"));
         assert!(!same("abc", "abd"));
         assert!(!same("abc", "abcd"));

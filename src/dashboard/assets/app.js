@@ -2,7 +2,15 @@
 // something changed; the open view fetches again. No framework, no build step.
 "use strict";
 
-const token = document.querySelector('meta[name="msctl-token"]').content;
+// The session token: given once in the address (`msctl dashboard` prints it), then kept in this
+// origin's storage (scheme, host and port: no other local server sees it) and sent in a header.
+const TOKEN_KEY = "msctl-dashboard-token";
+const given = new URLSearchParams(location.search).get("token");
+if (given) {
+  localStorage.setItem(TOKEN_KEY, given);
+  history.replaceState(null, "", location.pathname + location.hash);
+}
+const token = localStorage.getItem(TOKEN_KEY) || "";
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const ms = (v) => (v == null ? "-" : v < 10 ? v.toFixed(2) + " ms" : v.toFixed(1) + " ms");
@@ -15,7 +23,12 @@ const uptime = (ms) => {
 const KINDS = { 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer" };
 
 async function getJSON(url) {
-  const r = await fetch(url, { credentials: "same-origin" });
+  const r = await fetch(url, { headers: { "x-msctl-token": token } });
+  if (r.status === 401) {
+    const note = document.getElementById("session");
+    note.textContent = "No session: open the address `msctl dashboard` prints (it carries the token).";
+    note.hidden = false;
+  }
   if (!r.ok) throw new Error(url + ": " + r.status);
   return r.json();
 }
@@ -222,7 +235,7 @@ document.addEventListener("click", async (e) => {
     const out = $("#action-result");
     out.className = "";
     out.textContent = `${service}: ${action.split("?")[0]}…`;
-    const r = await fetch(`/api/services/${encodeURIComponent(service)}/${action}`, { method: "POST", headers: { "x-msctl-token": token }, credentials: "same-origin" });
+    const r = await fetch(`/api/services/${encodeURIComponent(service)}/${action}`, { method: "POST", headers: { "x-msctl-token": token } });
     const body = await r.json().catch(() => ({ ok: false, message: r.statusText }));
     out.className = body.ok ? "ok" : "bad";
     out.textContent = body.message;
@@ -252,7 +265,8 @@ function fillServices(o) {
 getJSON("/api/overview").then(fillServices);
 
 let pending = null;
-const live = new EventSource("/api/live");
+// EventSource sends no headers: the stream alone takes the token in its address.
+const live = new EventSource("/api/live?token=" + encodeURIComponent(token));
 live.addEventListener("change", () => {
   // A burst of changes is one refresh.
   if (pending) return;
