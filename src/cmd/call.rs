@@ -301,3 +301,29 @@ async fn record_span(
     // The request's own timeout is the exporter's; this one is the call's.
     let _ = tokio::time::timeout(RECORD_TIMEOUT, delivery).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msctl_contract::registry::{Registry, ServiceEntry};
+
+    fn with(names: &[&str]) -> Registry {
+        let mut r = Registry::default();
+        for n in names {
+            r.services.insert(n.to_string(), ServiceEntry::default());
+        }
+        r
+    }
+
+    #[test]
+    fn the_gateway_first_then_the_service_the_path_names() {
+        let sample = with(&["gateway", "users"]);
+        assert_eq!(default_target(&sample, "/users/1"), "gateway");
+        let bare = with(&["api", "worker"]);
+        assert_eq!(default_target(&bare, "/api/hello"), "api");
+        assert_eq!(default_target(&bare, "/worker?x=1"), "worker");
+        // Nothing matches: the gateway, so that the error names what is missing.
+        assert_eq!(default_target(&bare, "/billing/1"), "gateway");
+        assert_eq!(default_target(&bare, "/"), "gateway");
+    }
+}
