@@ -363,10 +363,10 @@ fn last<'a>(file: &'a [(String, String)], instruction: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {instruction} in {file:?}"))
 }
 
-/// The sample system plus a Rust service and a Python service made by `msctl scaffold`:
-/// the manifests are valid and wired, a Containerfile builds every image they name, and the
-/// Python service, started as its image starts it with its manifest's environment, answers on
-/// `PORT` and reaches users through `USERS_URL`.
+/// The sample system plus a Rust, a Python and a Node service made by `msctl scaffold`: the
+/// manifests are valid and wired, a Containerfile builds every image they name, and the Python
+/// and Node services, started as their images start them with their manifests' environment,
+/// answer on `PORT` and reach users through `USERS_URL`.
 #[test]
 fn scaffolded_services_export_to_valid_manifests_and_containerfiles() {
     let work = tempfile::tempdir().unwrap();
@@ -384,6 +384,7 @@ fn scaffolded_services_export_to_valid_manifests_and_containerfiles() {
             "--dep",
             "users",
         ],
+        &["scaffold", "pager", "--template", "node", "--dep", "users"],
     ] {
         let out = p.msctl().args(args).output().unwrap();
         assert!(
@@ -405,9 +406,11 @@ fn scaffolded_services_export_to_valid_manifests_and_containerfiles() {
         w["spec"]["template"]["spec"]["containers"][0].clone()
     };
     assert_eq!(image_of("billing")["image"], "billing:t1");
-    let worker = image_of("worker");
-    assert_eq!(worker["image"], "worker:t1");
-    assert!(worker.get("args").is_none(), "its image's CMD starts it");
+    for script in ["worker", "pager"] {
+        let container = image_of(script);
+        assert_eq!(container["image"], format!("{script}:t1"));
+        assert!(container.get("args").is_none(), "its image's CMD starts it");
+    }
 
     let out = p
         .msctl()
@@ -465,35 +468,8 @@ fn scaffolded_services_export_to_valid_manifests_and_containerfiles() {
     );
     assert_eq!(last(billing, "ENTRYPOINT"), "[\"/usr/local/bin/billing\"]");
 
-    // The worker as its image runs it: /opt/venv is a venv with its requirements, /app its
-    // folder; the environment is the image's ENV, then the manifest's.
-    let venv = python_venv(
-        "python-template",
-        &[
-            "-r",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/templates/python/requirements.txt"
-            ),
-        ],
-    );
-    let venv = venv.parent().unwrap().parent().unwrap();
-    let app = repo.join("services/worker");
-    let worker = &parsed["worker.Containerfile"];
-    let cmd: Vec<String> = serde_json::from_str(last(worker, "CMD")).unwrap();
-    let cmd: Vec<String> = cmd
-        .iter()
-        .map(|a| {
-            if let Some(rest) = a.strip_prefix("/opt/venv/") {
-                venv.join(rest).display().to_string()
-            } else if let Some(rest) = a.strip_prefix("/app/") {
-                app.join(rest).display().to_string()
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    assert_eq!(last(worker, "WORKDIR"), "/app");
+    // Each script service as its image runs it, beside users run with its manifest's env: it
+    // answers on PORT and reaches users through USERS_URL.
     let ports: BTreeMap<String, u16> = services(&files)
         .keys()
         .map(|s| (s.clone(), portpicker::pick_unused_port().unwrap()))
@@ -506,33 +482,115 @@ fn scaffolded_services_export_to_valid_manifests_and_containerfiles() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     children.0.push(users.spawn().unwrap());
-    let log = work.path().join("worker.log");
-    let mut run = Command::new(&cmd[0]);
-    run.args(&cmd[1..])
-        .current_dir(&app)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (_, value) in worker.iter().filter(|(i, _)| i == "ENV") {
-        for pair in value.split_whitespace() {
-            let (k, v) = pair.split_once('=').unwrap();
-            run.env(k, v);
-        }
-    }
-    run.envs(local_env(&files, "worker", &ports, work.path()));
-    children.0.push(run.spawn().unwrap());
-    let url = format!("http://127.0.0.1:{}/worker/hello", ports["worker"]);
-    let body = wait_until(Duration::from_secs(60), "the worker to answer", || {
-        if let Ok(Some(status)) = children.0[1].try_wait() {
-            panic!(
-                "the worker exited ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        let answer = http().get(&url).send().ok()?;
-        (answer.status() == 200).then_some(())?;
-        answer.json::<Value>().ok()
-    });
+    // Python: /opt/venv is a venv with the template's requirements.
+    let venv = python_venv(
+        "python-template",
+        &[
+            "-r",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/templates/python/requirements.txt"
+            ),
+        ],
+    );
+    let venv = venv.parent().unwrap().parent().unwrap().to_path_buf();
+    let image = Image {
+        parsed: &parsed,
+        files: &files,
+        ports: &ports,
+        work: work.path(),
+    };
+    let body = image.run_and_ask(&repo, "worker", Some(&venv), &mut children);
     assert_eq!(body["users"]["id"], 1, "{body}");
+    // Node: its packages installed in its folder, as the image's build stage does.
+    let app = repo.join("services/pager");
+    let installed = Command::new("npm")
+        .args([
+            "install",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+        ])
+        .current_dir(&app)
+        .status();
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "npm install failed: this test needs node and npm (Debian: apt-get install nodejs npm) and the npm registry"
+    );
+    let body = image.run_and_ask(&repo, "pager", None, &mut children);
+    assert_eq!(body["users"]["id"], 1, "{body}");
+}
+
+/// What a test needs to start a service the way its image starts it.
+struct Image<'a> {
+    parsed: &'a BTreeMap<String, Vec<(String, String)>>,
+    files: &'a BTreeMap<String, Vec<Value>>,
+    ports: &'a BTreeMap<String, u16>,
+    work: &'a Path,
+}
+
+impl Image<'_> {
+    /// Starts `name` by its Containerfile's CMD, with `/opt/venv` mapped to `venv` and `/app`
+    /// to its folder, the image's ENV and then its manifest's env; returns the answer to
+    /// `GET /NAME/hello`.
+    fn run_and_ask(
+        &self,
+        repo: &Path,
+        name: &str,
+        venv: Option<&Path>,
+        children: &mut Children,
+    ) -> Value {
+        let file = &self.parsed[&format!("{name}.Containerfile")];
+        assert_eq!(last(file, "WORKDIR"), "/app");
+        let app = repo.join("services").join(name);
+        let cmd: Vec<String> = serde_json::from_str(last(file, "CMD")).unwrap();
+        let cmd: Vec<String> = cmd
+            .iter()
+            .map(
+                |a| match (a.strip_prefix("/opt/venv/"), a.strip_prefix("/app/")) {
+                    (Some(rest), _) => venv
+                        .expect("a venv for a Python image")
+                        .join(rest)
+                        .display()
+                        .to_string(),
+                    (_, Some(rest)) => app.join(rest).display().to_string(),
+                    _ => a.clone(),
+                },
+            )
+            .collect();
+        let log = self.work.join(format!("{name}.log"));
+        let mut run = Command::new(&cmd[0]);
+        run.args(&cmd[1..])
+            .current_dir(&app)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (_, value) in file.iter().filter(|(i, _)| i == "ENV") {
+            for pair in value.split_whitespace() {
+                let (k, v) = pair.split_once('=').unwrap();
+                run.env(k, v);
+            }
+        }
+        run.envs(local_env(self.files, name, self.ports, self.work));
+        children.0.push(run.spawn().unwrap());
+        let at = children.0.len() - 1;
+        let url = format!("http://127.0.0.1:{}/{name}/hello", self.ports[name]);
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{name} to answer"),
+            || {
+                if let Ok(Some(status)) = children.0[at].try_wait() {
+                    panic!(
+                        "{name} exited ({status}): {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                let answer = http().get(&url).send().ok()?;
+                (answer.status() == 200).then_some(())?;
+                answer.json::<Value>().ok()
+            },
+        )
+    }
 }
