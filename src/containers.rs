@@ -228,7 +228,7 @@ fn runtime_contract(port: u16) -> String {
 
 fn rust(image: &str, package: &str, bin: &str, port: u16) -> String {
     format!(
-        "{}FROM {RUST_IMAGE} AS build\nWORKDIR /src\nCOPY . .\n# Caches keep the registry and target folder between builds; the binary is copied out of them.\nRUN --mount=type=cache,target=/usr/local/cargo/registry \\\n    --mount=type=cache,target=/src/target \\\n    cargo build --release --locked -p {package} --bin {bin} \\\n    && install -D target/release/{bin} /out/{bin}\n\nFROM {RUST_RUNTIME}\nCOPY --from=build /out/{bin} /usr/local/bin/{bin}\n{}ENTRYPOINT [\"/usr/local/bin/{bin}\"]\n",
+        "{}FROM {RUST_IMAGE} AS build\nWORKDIR /src\nCOPY . .\n# Caches keep the registry and target folder between builds; the binary is copied out of them.\nRUN --mount=type=cache,target=/usr/local/cargo/registry \\\n    --mount=type=cache,target=/src/target \\\n    cargo build --release --locked -p {package} --bin {bin} \\\n    && install -D target/release/{bin} /out/{bin} && mkdir -p /out/data\n\nFROM {RUST_RUNTIME}\nCOPY --from=build /out/{bin} /usr/local/bin/{bin}\n# Where a service keeps its data (SQLite), writable by the image's user; a volume on a cluster.\nCOPY --from=build --chown={USER}:{USER} /out/data /data\nENV MSCTL_DATA_DIR=/data\n{}ENTRYPOINT [\"/usr/local/bin/{bin}\"]\n",
         header(
             image,
             "# Two stages: the workspace compiled with its Cargo.lock, then the binary alone on a small base.\n"
@@ -404,6 +404,7 @@ command = ["node", "--require", "./services/js/instrumentation.js", "services/js
         assert!(users.contains("cargo build --release --locked -p users-service --bin users"));
         assert!(users.contains("ENTRYPOINT [\"/usr/local/bin/users\"]"));
         assert!(users.contains("ENV PORT=8080 MSCTL_LISTEN=0.0.0.0:8080"));
+        assert!(users.contains("--chown=65532:65532 /out/data /data\nENV MSCTL_DATA_DIR=/data"));
         let py = &e.files["py.Containerfile"];
         assert!(py.contains("COPY services/py/ /app/") && py.contains("EXPOSE 9000"));
         assert!(py.contains(

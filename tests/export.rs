@@ -594,3 +594,37 @@ impl Image<'_> {
         )
     }
 }
+
+/// The sample system's Containerfiles, build script and ignore files: a change to how images are
+/// built shows in review as a change to this snapshot.
+#[test]
+fn the_sample_systems_containerfiles_are_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_msctl"))
+        .arg("-f")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("msctl.toml"))
+        .args(["export", "containerfiles", "--tag", "t1", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let all: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "=== {n}\n{}",
+                std::fs::read_to_string(dir.path().join(n)).unwrap()
+            )
+        })
+        .collect();
+    insta::assert_snapshot!(all);
+}
