@@ -140,6 +140,11 @@ fn script(service: &Service, root: &Path) -> Option<Source> {
     Some(Source::Script { lang, dir, command })
 }
 
+/// An image's full name, as both exports write it: `<prefix><name>:<tag>`.
+pub fn image_ref(prefix: &str, name: &str, tag: &str) -> String {
+    format!("{prefix}{name}:{tag}")
+}
+
 /// What the command line adds to msctl.toml: how the images are tagged.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -204,8 +209,8 @@ pub fn export(
             None => format!("$(dirname \"$0\")/{file}"),
         };
         script.push_str(&format!(
-            "build \"{path}\" \"{}{image}:{}\"\n",
-            opts.image_prefix, opts.tag
+            "build \"{path}\" \"{}\"\n",
+            image_ref(&opts.image_prefix, image, &opts.tag)
         ));
         files.insert(format!("{file}.dockerignore"), IGNORE.to_string());
         files.insert(file, text);

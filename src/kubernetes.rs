@@ -137,7 +137,7 @@ fn service_docs(
     let port = port_of(service);
     let image = match (source, source.image_name(name)) {
         (Source::Given(image), _) => image.clone(),
-        (_, Some(built)) => format!("{}{built}:{}", opts.image_prefix, opts.tag),
+        (_, Some(built)) => crate::containers::image_ref(&opts.image_prefix, built, &opts.tag),
         (_, None) => unreachable!("only given images have no name"),
     };
     let uses_data_dir = service.command.iter().any(|a| a.contains("{data_dir}"));

@@ -306,27 +306,26 @@ fn the_manifests_environment_is_enough_to_run_the_system() {
     assert_eq!(body["posts"].as_array().map(Vec::len), Some(3), "{body}");
 }
 
+/// Every file in `dir`, in name order, each under a `=== NAME` line: one text to snapshot.
+fn folder_text(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| format!("=== {n}\n{}", std::fs::read_to_string(dir.join(n)).unwrap()))
+        .collect()
+}
+
 /// The whole export of the sample system, file by file: a change to what is exported shows in
 /// review as a change to this snapshot.
 #[test]
 fn the_sample_systems_export_is_snapshotted() {
     let dir = tempfile::tempdir().unwrap();
     export(dir.path());
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    names.sort();
-    let all: String = names
-        .iter()
-        .map(|n| {
-            format!(
-                "=== {n}\n{}",
-                std::fs::read_to_string(dir.path().join(n)).unwrap()
-            )
-        })
-        .collect();
-    insta::assert_snapshot!(all);
+    insta::assert_snapshot!(folder_text(dir.path()));
 }
 
 /// Each Containerfile in `dir` as a real parser reads it (dockerfile-parse, from PyPI):
@@ -612,19 +611,5 @@ fn the_sample_systems_containerfiles_are_snapshotted() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    names.sort();
-    let all: String = names
-        .iter()
-        .map(|n| {
-            format!(
-                "=== {n}\n{}",
-                std::fs::read_to_string(dir.path().join(n)).unwrap()
-            )
-        })
-        .collect();
-    insta::assert_snapshot!(all);
+    insta::assert_snapshot!(folder_text(dir.path()));
 }
