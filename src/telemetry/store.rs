@@ -1,11 +1,18 @@
 //! The span and log store: one SQLite file, `.msctl/telemetry.db`, written by the supervisor's
 //! receiver (one writer thread) and read by `msctl traces`, `trace` and `logs --trace` while the
 //! system runs (WAL), or after it stopped. Bounded by size: the oldest spans go first.
+//!
+//! Everything is laid out in arrival order. A trace is numbered when it is first seen, and
+//! spans and log records are found through that number, so that writing touches only the
+//! newest pages of each table and index: trace ids are random, and an index on them alone
+//! would put every insert on a page of its own, rewritten at every commit. The one index that
+//! holds trace ids is partitioned by number (`part`), so that its inserts, too, land in the
+//! newest partition; finding a trace by its id looks in each partition, newest first.
 
 use super::convert::LogRecord;
 use msctl_contract::span::{KIND_SERVER, Resource, Span, SpanStatus};
-use rusqlite::{Connection, OpenFlags, params};
-use std::collections::HashMap;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 /// Past this size the oldest fifth of the spans and logs is deleted.
@@ -16,9 +23,35 @@ const CHECK_EVERY: u64 = 10_000;
 const CACHE_KIB: i64 = 64 * 1024;
 /// WAL pages between checkpoints: 32 MiB of 4 KiB pages.
 const WAL_PAGES: i64 = 8192;
+/// Traces a partition of the id index holds: 2^12.
+const PART_BITS: u32 = 12;
+/// The writer remembers the numbers of this many recent traces...
+const REMEMBERED: usize = 1 << 18;
+/// ...for at most this long; a span of a trace older than that is looked up in the file.
+const REMEMBER_NS: u64 = 120_000_000_000;
+/// What `PRAGMA user_version` says of this layout.
+const LAYOUT: i64 = 2;
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS traces (
+    -- in order of first sight
+    no INTEGER PRIMARY KEY,
+    -- no >> PART_BITS
+    part INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    -- ',gateway,users,': each service once, for an exact match on `,name,`
+    services TEXT NOT NULL,
+    -- the names of its server spans, one a line: a superset of its route
+    routes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_by_id ON traces (part, trace_id);
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY,
+    trace_no INTEGER NOT NULL,
     trace_id TEXT NOT NULL,
     span_id TEXT NOT NULL,
     parent_span_id TEXT,
@@ -32,23 +65,13 @@ CREATE TABLE IF NOT EXISTS spans (
     instance TEXT NOT NULL,
     attributes TEXT NOT NULL,
     -- JSON list of the span's events; NULL when it has none
-    events TEXT,
-    -- Clustered by trace: one B-tree, and a trace's spans side by side.
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS traces (
-    trace_id TEXT PRIMARY KEY,
-    start_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    -- ',gateway,users,': each service once, for an exact match on `,name,`
-    services TEXT NOT NULL,
-    -- the names of its server spans, one a line: a superset of its route
-    routes TEXT NOT NULL
+    events TEXT
 );
-CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
+-- A trace's spans together; and a span sent twice is stored once.
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_no, span_id);
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY,
+    trace_no INTEGER,
     time_ns INTEGER NOT NULL,
     trace_id TEXT,
     span_id TEXT,
@@ -58,9 +81,116 @@ CREATE TABLE IF NOT EXISTS logs (
     instance TEXT NOT NULL,
     attributes TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_id, time_ns);
+CREATE INDEX IF NOT EXISTS logs_by_trace ON logs (trace_no, time_ns) WHERE trace_no IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// Moves a store of the first layout (spans and logs keyed by trace id) into this one, keeping
+/// everything in it.
+const FROM_LAYOUT_1: &str = "
+ALTER TABLE spans RENAME TO spans_1;
+ALTER TABLE traces RENAME TO traces_1;
+ALTER TABLE logs RENAME TO logs_1;
+DROP INDEX IF EXISTS traces_by_start;
+DROP INDEX IF EXISTS logs_by_trace;
+";
+
+const FROM_LAYOUT_1_COPY: &str = "
+CREATE TEMP TABLE numbers (trace_id TEXT PRIMARY KEY, no INTEGER NOT NULL);
+INSERT INTO numbers SELECT trace_id, row_number() OVER (ORDER BY start_ns) FROM traces_1;
+INSERT INTO traces (no, part, trace_id, start_ns, end_ns, errors, services, routes)
+    SELECT n.no, n.no >> 12, t.trace_id, t.start_ns, t.end_ns, t.errors, t.services, t.routes
+    FROM traces_1 t JOIN numbers n USING (trace_id) ORDER BY n.no;
+INSERT OR IGNORE INTO spans (trace_no, trace_id, span_id, parent_span_id, name, kind, start_ns,
+    end_ns, status_code, status_message, service, instance, attributes, events)
+    SELECT n.no, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns,
+        s.status_code, s.status_message, s.service, s.instance, s.attributes, s.events
+    FROM spans_1 s JOIN numbers n USING (trace_id) ORDER BY n.no, s.start_ns;
+INSERT INTO logs (trace_no, time_ns, trace_id, span_id, severity, body, service, instance,
+    attributes)
+    SELECT n.no, l.time_ns, l.trace_id, l.span_id, l.severity, l.body, l.service, l.instance,
+        l.attributes
+    FROM logs_1 l LEFT JOIN numbers n USING (trace_id) ORDER BY l.id;
+DROP TABLE spans_1;
+DROP TABLE traces_1;
+DROP TABLE logs_1;
+DROP TABLE numbers;
+";
+
+/// The writer's memory of which number each recent trace has, so that a span or log record of
+/// a trace already seen joins it without a lookup, and a new one is known to be new.
+#[derive(Default)]
+struct Numbers {
+    by_id: HashMap<u128, i64>,
+    /// First sight of each remembered trace, oldest first: (unix ns, id).
+    order: VecDeque<(u64, u128)>,
+    /// Every trace first seen after this moment is remembered.
+    since_ns: u64,
+    next: i64,
+}
+
+/// Where a span or log record goes: a trace known by its number, or a new one.
+enum Placed {
+    Known(i64),
+    New(i64),
+}
+
+impl Numbers {
+    /// The number of trace `id`, for a record of it that began at `at_ns`: remembered, looked
+    /// up with `find` when the trace may be older than the memory, or new.
+    fn place(
+        &mut self,
+        id: u128,
+        at_ns: u64,
+        now_ns: u64,
+        find: impl FnOnce() -> Option<i64>,
+    ) -> Placed {
+        if let Some(&no) = self.by_id.get(&id) {
+            return Placed::Known(no);
+        }
+        // A trace first seen before the memory's start may have records that began before it.
+        if at_ns <= self.since_ns
+            && let Some(no) = find()
+        {
+            self.remember(id, no, now_ns);
+            return Placed::Known(no);
+        }
+        let no = self.next;
+        self.next += 1;
+        self.remember(id, no, now_ns);
+        Placed::New(no)
+    }
+
+    fn remember(&mut self, id: u128, no: i64, now_ns: u64) {
+        self.by_id.insert(id, no);
+        self.order.push_back((now_ns, id));
+        while self.order.len() > REMEMBERED
+            || self
+                .order
+                .front()
+                .is_some_and(|(t, _)| now_ns.saturating_sub(*t) > REMEMBER_NS)
+        {
+            let Some((t, old)) = self.order.pop_front() else {
+                break;
+            };
+            self.by_id.remove(&old);
+            self.since_ns = self.since_ns.max(t);
+        }
+    }
+}
+
+/// A trace id as a number, for the writer's memory; `None` when it is not 32 hex digits.
+fn id_number(id: &str) -> Option<u128> {
+    (id.len() == 32)
+        .then(|| u128::from_str_radix(id, 16).ok())
+        .flatten()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// One trace's part of a batch, added up before it is written.
 #[derive(Default)]
@@ -122,35 +252,64 @@ pub struct Filter {
 pub struct Store {
     db: Connection,
     since_check: u64,
+    numbers: Numbers,
 }
 
 impl Store {
-    /// Opens the store for writing, creating it (readable by its owner only) if need be.
+    /// Opens the store for writing, creating it (readable by its owner only) if need be, and
+    /// bringing a store of an earlier layout to this one.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         if !path.exists() {
             // Created private before SQLite opens it: spans name paths, peers and users' data.
             let _ = msctl_contract::fs::open_private(path, true);
         }
-        let db = Connection::open(path)?;
+        let mut db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
-        // Spans arrive in trace-id order, which is random: a page cache large enough to hold
-        // the hot part of the B-trees saves reading back what was just written.
         db.pragma_update(None, "cache_size", -CACHE_KIB)?;
         // A page changed by many commits is copied into the database once per checkpoint, so
         // checkpoints are let grow past SQLite's 4 MiB default.
         db.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)?;
-        db.execute_batch(SCHEMA)?;
-        // A store made before spans kept their events gets the column.
-        let has_events: bool = db.query_row(
-            "SELECT EXISTS(SELECT 1 FROM pragma_table_info('spans') WHERE name = 'events')",
+        let layout: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let has = |db: &Connection, table: &str, column: &str| -> rusqlite::Result<bool> {
+            db.query_row(
+                "SELECT EXISTS(SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                [table, column],
+                |r| r.get(0),
+            )
+        };
+        let tx = db.transaction()?;
+        let first_layout = layout < LAYOUT && has(&tx, "spans", "span_id")?;
+        if first_layout {
+            tx.execute_batch(FROM_LAYOUT_1)?;
+            // A store made before spans kept their events gets the column.
+            if !has(&tx, "spans_1", "events")? {
+                tx.execute_batch("ALTER TABLE spans_1 ADD COLUMN events TEXT")?;
+            }
+        }
+        tx.execute_batch(SCHEMA)?;
+        if first_layout {
+            tx.execute_batch(FROM_LAYOUT_1_COPY)?;
+        }
+        tx.pragma_update(None, "user_version", LAYOUT)?;
+        tx.commit()?;
+        let last: i64 = db.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(no) FROM traces), 0),
+                        COALESCE((SELECT MAX(trace_no) FROM logs WHERE trace_no IS NOT NULL), 0))",
             [],
             |r| r.get(0),
         )?;
-        if !has_events {
-            db.execute_batch("ALTER TABLE spans ADD COLUMN events TEXT")?;
-        }
-        Ok(Self { db, since_check: 0 })
+        let numbers = Numbers {
+            // What was stored before this writer is in the file, not in its memory.
+            since_ns: now_ns(),
+            next: last + 1,
+            ..Numbers::default()
+        };
+        Ok(Self {
+            db,
+            since_check: 0,
+            numbers,
+        })
     }
 
     /// Opens the store for reading; `None` when nothing was ever stored.
@@ -164,7 +323,11 @@ impl Store {
         )
         .ok()?;
         db.busy_timeout(std::time::Duration::from_secs(2)).ok()?;
-        Some(Self { db, since_check: 0 })
+        Some(Self {
+            db,
+            since_check: 0,
+            numbers: Numbers::default(),
+        })
     }
 
     /// Stores spans in one transaction; a span already stored is kept as it was.
@@ -180,10 +343,10 @@ impl Store {
     pub fn insert(&mut self, spans: &[Span], logs: &[LogRecord]) -> rusqlite::Result<()> {
         let tx = self.db.transaction()?;
         if !spans.is_empty() {
-            Self::add_spans(&tx, spans)?;
+            Self::add_spans(&tx, &mut self.numbers, spans)?;
         }
         if !logs.is_empty() {
-            Self::add_logs(&tx, logs)?;
+            Self::add_logs(&tx, &mut self.numbers, logs)?;
         }
         tx.commit()?;
         self.since_check += spans.len() as u64;
@@ -194,93 +357,176 @@ impl Store {
         Ok(())
     }
 
-    fn add_spans(tx: &rusqlite::Transaction<'_>, spans: &[Span]) -> rusqlite::Result<()> {
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind,
-                 start_ns, end_ns, status_code, status_message, service, instance, attributes,
-                 events)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            // One row a trace, kept up to date as its spans arrive, so that listing and
-            // filtering never scan the spans.
-            let mut summary = tx.prepare_cached(
-                "INSERT INTO traces (trace_id, start_ns, end_ns, errors, services, routes)
-                 VALUES (?1, ?2, ?3, ?4, ',' || ?5 || ',', ?6)
-                 ON CONFLICT (trace_id) DO UPDATE SET
-                   start_ns = MIN(start_ns, excluded.start_ns),
-                   end_ns = MAX(end_ns, excluded.end_ns),
-                   errors = errors + excluded.errors,
-                   services = CASE WHEN instr(services, ',' || ?5 || ',') THEN services
-                                   ELSE services || ?5 || ',' END,
-                   routes = CASE WHEN ?6 = '' OR instr(routes, ?6) THEN routes
-                                 ELSE routes || char(10) || ?6 END",
-            )?;
-            // Summaries are added up per trace first: a batch holds several spans of each.
-            let mut traces: HashMap<&str, TraceSummary> = HashMap::new();
-            for s in spans {
-                let fresh = insert.execute(params![
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_span_id,
-                    s.name,
-                    s.kind,
-                    s.start_time_unix_nano as i64,
-                    s.end_time_unix_nano as i64,
-                    s.status.code,
-                    s.status.message,
-                    s.resource.service_name,
-                    s.resource.service_instance_id,
-                    serde_json::to_string(&s.attributes).unwrap_or_default(),
-                    (!s.events.is_empty())
-                        .then(|| serde_json::to_string(&s.events).unwrap_or_default()),
-                ])?;
-                if fresh > 0 {
-                    traces.entry(&s.trace_id).or_default().add(s);
-                }
+    fn add_spans(
+        tx: &rusqlite::Transaction<'_>,
+        numbers: &mut Numbers,
+        spans: &[Span],
+    ) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO spans (trace_no, trace_id, span_id, parent_span_id, name, kind,
+             start_ns, end_ns, status_code, status_message, service, instance, attributes,
+             events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        // One row a trace, kept up to date as its spans arrive, so that listing and filtering
+        // never scan the spans.
+        let mut summary = tx.prepare_cached(
+            "INSERT INTO traces (no, part, trace_id, start_ns, end_ns, errors, services, routes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ',' || ?7 || ',', ?8)
+             ON CONFLICT (no) DO UPDATE SET
+               start_ns = MIN(start_ns, excluded.start_ns),
+               end_ns = MAX(end_ns, excluded.end_ns),
+               errors = errors + excluded.errors,
+               services = CASE WHEN instr(services, ',' || ?7 || ',') THEN services
+                               ELSE services || ?7 || ',' END,
+               routes = CASE WHEN ?8 = '' OR instr(routes, ?8) THEN routes
+                             ELSE routes || char(10) || ?8 END",
+        )?;
+        let now = now_ns();
+        // Summaries are added up per trace first: a batch holds several spans of each.
+        let mut traces: HashMap<i64, (&str, TraceSummary)> = HashMap::new();
+        for s in spans {
+            let Some(id) = id_number(&s.trace_id) else {
+                continue;
+            };
+            let no = match numbers.place(id, s.start_time_unix_nano, now, || {
+                Self::number_of(tx, &s.trace_id)
+            }) {
+                Placed::Known(no) | Placed::New(no) => no,
+            };
+            let fresh = insert.execute(params![
+                no,
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id,
+                s.name,
+                s.kind,
+                s.start_time_unix_nano as i64,
+                s.end_time_unix_nano as i64,
+                s.status.code,
+                s.status.message,
+                s.resource.service_name,
+                s.resource.service_instance_id,
+                serde_json::to_string(&s.attributes).unwrap_or_default(),
+                (!s.events.is_empty())
+                    .then(|| serde_json::to_string(&s.events).unwrap_or_default()),
+            ])?;
+            if fresh > 0 {
+                traces
+                    .entry(no)
+                    .or_insert_with(|| (&s.trace_id, TraceSummary::default()))
+                    .1
+                    .add(s);
             }
-            for (trace_id, t) in traces {
-                for (i, service) in t.services.iter().enumerate() {
-                    // The first row carries the times and counts; the rest add a service each.
-                    let first = i == 0;
-                    summary.execute(params![
-                        trace_id,
-                        t.start as i64,
-                        t.end as i64,
-                        if first { t.errors as i64 } else { 0 },
-                        service,
-                        if first {
-                            t.routes.join("\n")
-                        } else {
-                            String::new()
-                        },
-                    ])?;
-                }
+        }
+        for (no, (trace_id, t)) in traces {
+            for (i, service) in t.services.iter().enumerate() {
+                // The first row carries the times and counts; the rest add a service each.
+                let first = i == 0;
+                summary.execute(params![
+                    no,
+                    no >> PART_BITS,
+                    trace_id,
+                    t.start as i64,
+                    t.end as i64,
+                    if first { t.errors as i64 } else { 0 },
+                    service,
+                    if first {
+                        t.routes.join("\n")
+                    } else {
+                        String::new()
+                    },
+                ])?;
             }
         }
         Ok(())
     }
 
-    fn add_logs(tx: &rusqlite::Transaction<'_>, logs: &[LogRecord]) -> rusqlite::Result<()> {
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO logs (time_ns, trace_id, span_id, severity, body, service, instance,
-                 attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for l in logs {
-                insert.execute(params![
-                    l.time_unix_nano as i64,
-                    l.trace_id,
-                    l.span_id,
-                    l.severity,
-                    l.body,
-                    l.resource.service_name,
-                    l.resource.service_instance_id,
-                    serde_json::to_string(&l.attributes).unwrap_or_default(),
-                ])?;
-            }
+    fn add_logs(
+        tx: &rusqlite::Transaction<'_>,
+        numbers: &mut Numbers,
+        logs: &[LogRecord],
+    ) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO logs (trace_no, time_ns, trace_id, span_id, severity, body, service,
+             instance, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let now = now_ns();
+        for l in logs {
+            // A record can come before its trace's spans: it numbers the trace.
+            let no = l.trace_id.as_deref().and_then(|trace_id| {
+                let id = id_number(trace_id)?;
+                match numbers.place(id, l.time_unix_nano, now, || Self::number_of(tx, trace_id)) {
+                    Placed::Known(no) | Placed::New(no) => Some(no),
+                }
+            });
+            insert.execute(params![
+                no,
+                l.time_unix_nano as i64,
+                l.trace_id,
+                l.span_id,
+                l.severity,
+                l.body,
+                l.resource.service_name,
+                l.resource.service_instance_id,
+                serde_json::to_string(&l.attributes).unwrap_or_default(),
+            ])?;
         }
         Ok(())
+    }
+
+    /// The number a stored trace has, by its id: the newest of its rows, or of the log records
+    /// that numbered it before any of its spans came.
+    fn number_of(db: &Connection, trace_id: &str) -> Option<i64> {
+        Self::numbers_of(db, trace_id, trace_id, 1)
+            .ok()
+            .and_then(|found| found.into_iter().next().map(|(no, _)| no))
+            .or_else(|| {
+                db.query_row(
+                    "SELECT MAX(trace_no) FROM logs WHERE trace_id = ?1 AND trace_no IS NOT NULL",
+                    [trace_id],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .optional()
+                .ok()
+                .flatten()
+                .flatten()
+            })
+    }
+
+    /// Traces whose id lies in `from..=to`, newest first, at most `limit`: each partition of
+    /// the id index is looked in, the newest first.
+    fn numbers_of(
+        db: &Connection,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(i64, String)>> {
+        let (low, high): (Option<i64>, Option<i64>) =
+            db.query_row("SELECT MIN(no), MAX(no) FROM traces", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let (Some(low), Some(high)) = (low, high) else {
+            return Ok(Vec::new());
+        };
+        let mut q = db.prepare_cached(
+            "SELECT no, trace_id FROM traces WHERE part = ?1 AND trace_id BETWEEN ?2 AND ?3
+             ORDER BY no DESC LIMIT ?4",
+        )?;
+        let mut found = Vec::new();
+        for part in (low >> PART_BITS..=high >> PART_BITS).rev() {
+            let left = limit - found.len();
+            let rows = q.query_map(params![part, from, to, left as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            for row in rows {
+                found.push(row?);
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     /// Adds to a counter, such as the spans the receiver had to drop.
@@ -315,7 +561,7 @@ impl Store {
     /// The spans of the `limit` most recent traces (by their first span's start).
     pub fn recent_spans(&self, limit: usize) -> rusqlite::Result<Vec<Span>> {
         self.spans_where(
-            "trace_id IN (SELECT trace_id FROM traces ORDER BY start_ns DESC LIMIT ?1)",
+            "trace_no IN (SELECT no FROM traces ORDER BY start_ns DESC LIMIT ?1)",
             params![limit as i64],
         )
     }
@@ -352,7 +598,12 @@ impl Store {
 
     /// The spans of one trace.
     pub fn trace(&self, trace_id: &str) -> rusqlite::Result<Vec<Span>> {
-        self.spans_where("trace_id = ?1", params![trace_id])
+        // A trace whose spans came further apart than the writer remembers has two numbers.
+        let mut spans = Vec::new();
+        for (no, _) in Self::numbers_of(&self.db, trace_id, trace_id, 4)? {
+            spans.extend(self.spans_where("trace_no = ?1", params![no])?);
+        }
+        Ok(spans)
     }
 
     /// Every server span of the traces that started at or after `since_ns`: its service, name,
@@ -360,7 +611,7 @@ impl Store {
     pub fn server_spans_since(&self, since_ns: u64) -> rusqlite::Result<Vec<ServerSpan>> {
         let mut q = self.db.prepare_cached(
             "SELECT service, name, end_ns - start_ns, status_code FROM spans
-             WHERE kind = 2 AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+             WHERE kind = 2 AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
              AND start_ns >= ?1",
         )?;
         let rows = q.query_map([since_ns as i64], |r| {
@@ -379,7 +630,7 @@ impl Store {
     pub fn server_spans_timed(&self, since_ns: u64) -> rusqlite::Result<Vec<(u64, ServerSpan)>> {
         let mut q = self.db.prepare_cached(
             "SELECT start_ns, service, name, end_ns - start_ns, status_code FROM spans
-             WHERE kind = 2 AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+             WHERE kind = 2 AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
              AND start_ns >= ?1",
         )?;
         let rows = q.query_map([since_ns as i64], |r| {
@@ -405,7 +656,7 @@ impl Store {
                     json_extract(attributes, '$.\"messaging.operation.type\"'), status_code
              FROM spans
              WHERE kind IN (3, 4, 5)
-               AND trace_id IN (SELECT trace_id FROM traces WHERE start_ns >= ?1)
+               AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
                AND start_ns >= ?1",
         )?;
         let rows = q.query_map([since_ns as i64], |r| {
@@ -435,7 +686,7 @@ impl Store {
     /// requests that failed somewhere, each counted once however many services it failed in.
     pub fn failed_traces_since(&self, since_ns: u64) -> rusqlite::Result<u64> {
         self.db.query_row(
-            "SELECT COUNT(DISTINCT s.trace_id) FROM traces t JOIN spans s ON s.trace_id = t.trace_id
+            "SELECT COUNT(DISTINCT t.trace_id) FROM traces t JOIN spans s ON s.trace_no = t.no
              WHERE t.start_ns >= ?1 AND s.kind = 2 AND s.status_code = 2",
             [since_ns as i64],
             |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
@@ -444,21 +695,36 @@ impl Store {
 
     /// The ids of stored traces that start with `prefix` (lowercase hex), at most `limit`.
     pub fn trace_ids(&self, prefix: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
-        // A range on the (trace_id, span_id) index: `~` sorts after every hex digit.
-        let mut q = self.db.prepare(
-            "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ?1 AND trace_id < ?1 || '~'
-             LIMIT ?2",
-        )?;
-        let rows = q.query_map(params![prefix, limit as i64], |r| r.get(0))?;
-        rows.collect()
+        // `~` sorts after every hex digit.
+        let mut ids: Vec<String> = Vec::new();
+        for (_, id) in Self::numbers_of(&self.db, prefix, &format!("{prefix}~"), limit + 4)? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     /// The log records of one trace, in time order.
     pub fn logs_of(&self, trace_id: &str) -> rusqlite::Result<Vec<LogRecord>> {
-        let mut q = self.db.prepare(
+        let mut numbers: Vec<i64> = Self::numbers_of(&self.db, trace_id, trace_id, 4)?
+            .into_iter()
+            .map(|(no, _)| no)
+            .collect();
+        if numbers.is_empty() {
+            // Log records of a trace none of whose spans were stored.
+            numbers.extend(Self::number_of(&self.db, trace_id));
+        }
+        let list = numbers
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = self.db.prepare(&format!(
             "SELECT time_ns, trace_id, span_id, severity, body, service, instance, attributes
-             FROM logs WHERE trace_id = ?1 ORDER BY time_ns",
-        )?;
+             FROM logs WHERE trace_no IN ({list}) AND trace_id = ?1 ORDER BY time_ns"
+        ))?;
         let rows = q.query_map([trace_id], |r| {
             Ok(LogRecord {
                 time_unix_nano: r.get::<_, i64>(0)? as u64,
@@ -523,16 +789,14 @@ impl Store {
         if size(&self.db)? <= max {
             return Ok(());
         }
-        // The oldest fifth of the traces, by their start, with their spans; and the oldest fifth
-        // of the log records.
+        // The oldest fifth of the traces, by first sight, with their spans; and the oldest fifth
+        // of the log records. Each is a range at the start of its table and index.
         let tx = self.db.transaction()?;
         tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS old (trace_id TEXT PRIMARY KEY);
-             DELETE FROM old;
-             INSERT INTO old SELECT trace_id FROM traces ORDER BY start_ns
-                 LIMIT (SELECT COUNT(*) / 5 + 1 FROM traces);
-             DELETE FROM spans WHERE trace_id IN (SELECT trace_id FROM old);
-             DELETE FROM traces WHERE trace_id IN (SELECT trace_id FROM old);
+            "CREATE TEMP TABLE IF NOT EXISTS cut AS SELECT 0 AS no;
+             UPDATE cut SET no = (SELECT MIN(no) + (MAX(no) - MIN(no)) / 5 + 1 FROM traces);
+             DELETE FROM spans WHERE trace_no < (SELECT no FROM cut);
+             DELETE FROM traces WHERE no < (SELECT no FROM cut);
              DELETE FROM logs WHERE id <= (SELECT MIN(id) + (MAX(id) - MIN(id)) / 5 FROM logs);",
         )?;
         tx.commit()
@@ -603,38 +867,149 @@ mod tests {
         assert_eq!(store.failed_traces_since(10_000).unwrap(), 0);
     }
 
+    /// The first layout, as a store made before span events had it.
+    const LAYOUT_1: &str = "
+        CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT,
+            name TEXT NOT NULL, kind INTEGER NOT NULL, start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL, status_code INTEGER NOT NULL, status_message TEXT,
+            service TEXT NOT NULL, instance TEXT NOT NULL, attributes TEXT NOT NULL,
+            PRIMARY KEY (trace_id, span_id)) WITHOUT ROWID;
+        CREATE TABLE traces (trace_id TEXT PRIMARY KEY, start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL, errors INTEGER NOT NULL, services TEXT NOT NULL,
+            routes TEXT NOT NULL);
+        CREATE INDEX traces_by_start ON traces (start_ns);
+        CREATE TABLE logs (id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, trace_id TEXT,
+            span_id TEXT, severity TEXT NOT NULL, body TEXT NOT NULL, service TEXT NOT NULL,
+            instance TEXT NOT NULL, attributes TEXT NOT NULL);
+        CREATE INDEX logs_by_trace ON logs (trace_id, time_ns);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO traces VALUES ('0000000000000000000000000000000b', 100, 105, 0, ',users,',
+            'GET /users/{id}');
+        INSERT INTO traces VALUES ('0000000000000000000000000000000a', 50, 55, 0, ',users,',
+            'GET /users/{id}');
+        INSERT INTO spans VALUES ('0000000000000000000000000000000b', '0000000000000001', NULL,
+            'GET /users/{id}', 2, 100, 105, 0, NULL, 'users', 'users-1',
+            '{\"http.route\":\"/users/{id}\"}');
+        INSERT INTO spans VALUES ('0000000000000000000000000000000a', '0000000000000002', NULL,
+            'GET /users/{id}', 2, 50, 55, 0, NULL, 'users', 'users-1', '{}');
+        INSERT INTO logs VALUES (1, 101, '0000000000000000000000000000000b', '0000000000000001',
+            'INFO', 'request', 'users', 'users-1', '{}');
+        INSERT INTO counters VALUES ('dropped_spans', 3);
+    ";
+
     #[test]
-    fn a_store_made_before_span_events_gets_them_and_keeps_its_spans() {
+    fn a_store_of_the_first_layout_is_moved_to_this_one_with_everything_in_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("telemetry.db");
-        let old = SCHEMA.replace(
-            "    -- JSON list of the span's events; NULL when it has none\n    events TEXT,\n",
-            "",
-        );
-        assert_ne!(old, SCHEMA);
         Connection::open(&path)
             .unwrap()
-            .execute_batch(&old)
+            .execute_batch(LAYOUT_1)
             .unwrap();
         let mut store = Store::open(&path).unwrap();
-        let mut faulted = span(1, 1, 100);
+        let b = "0000000000000000000000000000000b";
+        let old = span(0xb, 1, 100);
+        assert_eq!(store.trace(b).unwrap(), vec![old.clone()]);
+        assert_eq!(store.logs_of(b).unwrap().len(), 1);
+        assert_eq!(store.counter("dropped_spans"), 3);
+        // Numbered by start: the older trace first; new traces come after both.
+        assert_eq!(
+            store.candidates(&Filter::default(), 10, 0).unwrap(),
+            [b.to_string(), format!("{:032x}", 0xa)]
+        );
+        let mut faulted = span(0xb, 2, 102);
         faulted.events.push(msctl_contract::span::SpanEvent {
             name: "msctl.fault".into(),
-            time_unix_nano: 150,
+            time_unix_nano: 103,
             attributes: [("msctl.fault.aborted".to_string(), true.into())]
                 .into_iter()
                 .collect(),
         });
         store
-            .insert_spans(&[faulted.clone(), span(2, 2, 200)])
+            .insert_spans(&[faulted.clone(), span(0xc, 3, 200)])
             .unwrap();
+        drop(store);
         let reader = Store::open_read(&path).unwrap();
-        assert_eq!(reader.trace(&faulted.trace_id).unwrap(), vec![faulted]);
-        assert!(
-            reader.trace(&span(2, 2, 200).trace_id).unwrap()[0]
-                .events
-                .is_empty()
+        assert_eq!(reader.trace(b).unwrap(), vec![old, faulted]);
+        let numbers: Vec<i64> = reader
+            .db
+            .prepare("SELECT no FROM traces ORDER BY start_ns")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(numbers, [1, 2, 3]);
+        // Opening it again changes nothing.
+        drop(reader);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.span_count(), 4);
+    }
+
+    #[test]
+    fn a_trace_is_found_by_id_in_any_partition_and_its_late_spans_join_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("telemetry.db");
+        let mut store = Store::open(&path).unwrap();
+        // Three partitions' worth of traces, the first of which gets a span later on.
+        let count = 3 << PART_BITS;
+        let spans: Vec<Span> = (1..=count).map(|t| span(t, t, t as u64)).collect();
+        store.insert_spans(&spans).unwrap();
+        let late = span(1, 99_999, 2);
+        store.insert_spans(std::slice::from_ref(&late)).unwrap();
+        assert_eq!(store.trace(&spans[0].trace_id).unwrap().len(), 2);
+        // A writer that starts afresh does not remember, and looks the trace up in the file.
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let later = span(2, 88_888, 3);
+        store.insert_spans(std::slice::from_ref(&later)).unwrap();
+        let reader = Store::open_read(&path).unwrap();
+        assert_eq!(reader.trace(&spans[1].trace_id).unwrap().len(), 2);
+        let last = &spans[count as usize - 1].trace_id;
+        assert_eq!(
+            reader.trace(last).unwrap(),
+            vec![spans[count as usize - 1].clone()]
         );
+        assert_eq!(
+            reader
+                .candidates(&Filter::default(), usize::MAX >> 1, 0)
+                .unwrap()
+                .len(),
+            count as usize,
+            "one summary a trace"
+        );
+        // Abbreviated ids are found in every partition.
+        assert_eq!(
+            reader.trace_ids(&last[..31], 5).unwrap(),
+            std::slice::from_ref(last)
+        );
+        assert_eq!(reader.trace_ids(&"0".repeat(31), 100).unwrap().len(), 15);
+        assert!(reader.trace(&"f".repeat(32)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn log_records_that_come_before_their_spans_join_the_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("telemetry.db")).unwrap();
+        let s = span(7, 1, 1_000);
+        let record = LogRecord {
+            time_unix_nano: 1_001,
+            trace_id: Some(s.trace_id.clone()),
+            span_id: Some(s.span_id.clone()),
+            severity: "INFO".into(),
+            body: "request".into(),
+            resource: s.resource.clone(),
+            attributes: serde_json::Map::new(),
+        };
+        let untraced = LogRecord {
+            trace_id: None,
+            span_id: None,
+            ..record.clone()
+        };
+        store.insert_logs(&[record.clone(), untraced]).unwrap();
+        assert_eq!(store.logs_of(&s.trace_id).unwrap(), vec![record.clone()]);
+        store.insert_spans(std::slice::from_ref(&s)).unwrap();
+        assert_eq!(store.trace(&s.trace_id).unwrap(), vec![s.clone()]);
+        assert_eq!(store.logs_of(&s.trace_id).unwrap(), vec![record]);
     }
 
     #[test]
