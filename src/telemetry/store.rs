@@ -293,6 +293,10 @@ impl Store {
         }
         tx.pragma_update(None, "user_version", LAYOUT)?;
         tx.commit()?;
+        if first_layout {
+            // The old tables' pages would stay in the file, free, doubling it.
+            db.execute_batch("VACUUM")?;
+        }
         let last: i64 = db.query_row(
             "SELECT MAX(COALESCE((SELECT MAX(no) FROM traces), 0),
                         COALESCE((SELECT MAX(trace_no) FROM logs WHERE trace_no IS NOT NULL), 0))",
@@ -323,6 +327,13 @@ impl Store {
         )
         .ok()?;
         db.busy_timeout(std::time::Duration::from_secs(2)).ok()?;
+        let layout: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()?;
+        if layout < LAYOUT {
+            // Stored by an earlier msctl: moved to this layout first, as the writer would.
+            drop(db);
+            drop(Self::open(path).ok()?);
+            return Self::open_read(path);
+        }
         Some(Self {
             db,
             since_check: 0,
