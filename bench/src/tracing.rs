@@ -1,4 +1,5 @@
-//! Tracing cost: gateway throughput for `GET /users/1/posts` with tracing on and off, and the
+//! Tracing cost: gateway throughput for `GET /users/1/posts` with tracing off, on, and on with
+//! log records kept to stdout (`OTEL_LOGS_EXPORTER=none`, to tell what their export costs); and the
 //! time of `msctl call users/1/posts` against curl on the same URL.
 
 use crate::harness::*;
@@ -14,13 +15,23 @@ const CONNECTIONS: usize = 32;
 const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 
-/// The sample system under msctl with `MSCTL_TRACE` set to `trace`.
-fn sample(bins: &Path, trace: &str) -> Running {
+/// How each round runs the sample: its name, and the environment every service gets.
+const VARIANTS: [(&str, &str); 3] = [
+    ("off", "MSCTL_TRACE = \"off\""),
+    ("on", "MSCTL_TRACE = \"on\""),
+    (
+        "on, log records to stdout only",
+        "MSCTL_TRACE = \"on\", OTEL_LOGS_EXPORTER = \"none\"",
+    ),
+];
+
+/// The sample system under msctl with `env` for every service.
+fn sample(bins: &Path, env: &str) -> Running {
     let bin = |n: &str| bins.join(n).display().to_string();
     Running::up(
         bins,
         &format!(
-            "[defaults]\nenv = {{ MSCTL_TRACE = \"{trace}\" }}\n\n[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
+            "[defaults]\nenv = {{ {env} }}\n\n[services.users]\ncommand = [\"{}\"]\n\n[services.posts]\ncommand = [\"{}\"]\n\n[services.gateway]\ncommand = [\"{}\"]\ndepends_on = [\"users\", \"posts\"]\n",
             bin("users"),
             bin("posts"),
             bin("gateway")
@@ -111,11 +122,10 @@ pub fn run(runs: usize) {
     println!(
         "tracing cost: gateway GET /users/1/posts, {CONNECTIONS} keep-alive connections, {ROUNDS} alternating rounds of {ROUND:?} each (release binaries)\n"
     );
-    let mut on = Vec::new();
-    let mut off = Vec::new();
+    let mut rounds: Vec<Vec<Round>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
-        for (trace, out) in [("off", &mut off), ("on", &mut on)] {
-            let system = sample(&bins, trace);
+        for ((_, env), out) in VARIANTS.iter().zip(&mut rounds) {
+            let system = sample(&bins, env);
             out.push(round(&system));
         }
     }
@@ -139,24 +149,22 @@ pub fn run(runs: usize) {
             "services' CPU / 1k requests",
             "supervisor's CPU / 1k requests",
         ],
-        &[row("off", &off), row("on", &on)],
+        &VARIANTS
+            .iter()
+            .zip(&rounds)
+            .map(|((name, _), v)| row(name, v))
+            .collect::<Vec<_>>(),
     );
+    let rps = |i: usize| med(&rounds[i], |r| r.rps);
+    println!("ratio on/off: {:.3}   (target >= 0.90)", rps(1) / rps(0));
     println!(
-        "ratio on/off: {:.3}   (target >= 0.90)\n",
-        med(&on, |r| r.rps) / med(&off, |r| r.rps)
+        "ratio on, log records to stdout only / off: {:.3}   (what exporting log records costs)\n",
+        rps(2) / rps(0)
     );
 
-    let system = sample(&bins, "on");
+    crate::proxy::ensure("curl", "curl");
+    let system = sample(&bins, VARIANTS[1].1);
     let url = format!("http://{}/users/1/posts", gateway(&system));
-    let curl = Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !curl {
-        println!("curl is not installed: skipping msctl call against curl");
-        return;
-    }
     let mut call = Vec::new();
     let mut direct = Vec::new();
     for _ in 0..runs.max(10) * 3 {

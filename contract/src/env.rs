@@ -34,6 +34,8 @@ pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 pub const OTEL_BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 /// The same, for log records.
 pub const OTEL_BLRP_SCHEDULE_DELAY: &str = "OTEL_BLRP_SCHEDULE_DELAY";
+/// `none` turns off the export of log records, as in every OpenTelemetry SDK; spans still go.
+pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
 
 /// The variable that gives a peer's address when no registry is used: `users-db` → `USERS_DB_URL`.
 pub fn url_variable(service: &str) -> String {

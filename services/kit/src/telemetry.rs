@@ -62,12 +62,15 @@ impl Mode {
 impl Telemetry {
     /// Installs the process's `tracing` subscriber: JSON lines on stdout and, unless `mode` is
     /// `Off`, OpenTelemetry spans, exported where the environment says. Logs are exported as
-    /// OTLP log records when a logs endpoint is set. Call once, inside a Tokio runtime.
+    /// OTLP log records when a logs endpoint is set, unless `OTEL_LOGS_EXPORTER=none`. Call
+    /// once, inside a Tokio runtime.
     pub fn install(service: &str, instance: &str, mode: Mode) -> Self {
         let logs_endpoint = {
             use msctl_contract::env as var;
             let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
-            set(var::OTEL_EXPORTER_OTLP_ENDPOINT) || set(var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+            let off = std::env::var(var::OTEL_LOGS_EXPORTER).is_ok_and(|v| v.trim() == "none");
+            !off && (set(var::OTEL_EXPORTER_OTLP_ENDPOINT)
+                || set(var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT))
         };
         let resource = Resource::builder()
             .with_service_name(service.to_string())
