@@ -384,6 +384,7 @@ env = { RUST_LOG = "warn" }
 [services.gateway]
 command = ["{bin}/gateway"]
 depends_on = ["users", "posts"]
+env = { OTEL_LOGS_EXPORTER = "none" }
 "#,
     );
     p.up();
@@ -412,6 +413,28 @@ depends_on = ["users", "posts"]
         logs.contains("users-1") && logs.contains("user_id="),
         "{logs}"
     );
+    // The gateway runs with OTEL_LOGS_EXPORTER=none: it exports its spans, and its request line
+    // stays in its instance log only.
+    let spans = p.wait_until("the gateway's spans", |p| {
+        let spans = common::trace_spans(p, &id)?;
+        common::services_of(&spans)
+            .contains(&"gateway")
+            .then_some(spans)
+    });
+    assert!(common::services_of(&spans).contains(&"users"));
+    let out = p.msctl().args(["logs", "--trace", &id]).output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains("users-1") && !logs.contains("gateway-1"),
+        "{logs}"
+    );
+    p.wait_until("the gateway's request line in its instance log", |p| {
+        std::fs::read_to_string(p.path().join(".msctl/logs/gateway-1.log"))
+            .ok()?
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("\"request\""))
+            .then_some(())
+    });
     let line = std::fs::read_to_string(p.path().join(".msctl/logs/users-1.log"))
         .unwrap()
         .lines()
