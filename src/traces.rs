@@ -35,9 +35,11 @@ pub fn list(project: &Project, filter: &Filter, limit: usize) -> (Vec<Trace>, bo
     let page = (limit * 2).max(16);
     let mut offset = 0;
     while found.len() < limit {
-        let ids = store.candidates(filter, page, offset).unwrap_or_default();
-        for id in &ids {
-            let spans = store.trace(id).unwrap_or_default();
+        let candidates = store
+            .candidate_traces(filter, page, offset)
+            .unwrap_or_default();
+        let fetched = candidates.len();
+        for spans in candidates {
             if let Some(t) = group(spans).pop().filter(|t| matches(t)) {
                 found.push(t);
                 if found.len() == limit {
@@ -45,7 +47,7 @@ pub fn list(project: &Project, filter: &Filter, limit: usize) -> (Vec<Trace>, bo
                 }
             }
         }
-        if ids.len() < page {
+        if fetched < page {
             break;
         }
         offset += page;

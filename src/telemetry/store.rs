@@ -506,38 +506,30 @@ impl Store {
     }
 
     /// Traces whose id lies in `from..=to`, newest first, at most `limit`: each partition of
-    /// the id index is looked in, the newest first.
+    /// the id index is looked in, in one statement (one read transaction).
     fn numbers_of(
         db: &Connection,
         from: &str,
         to: &str,
         limit: usize,
     ) -> rusqlite::Result<Vec<(i64, String)>> {
-        let (low, high): (Option<i64>, Option<i64>) =
-            db.query_row("SELECT MIN(no), MAX(no) FROM traces", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let (Some(low), Some(high)) = (low, high) else {
-            return Ok(Vec::new());
-        };
         let mut q = db.prepare_cached(
-            "SELECT no, trace_id FROM traces WHERE part = ?1 AND trace_id BETWEEN ?2 AND ?3
-             ORDER BY no DESC LIMIT ?4",
+            "WITH RECURSIVE
+               -- Two subqueries: SQLite answers a lone MIN or MAX from the key, both at once by a scan.
+               bounds(low, high) AS (
+                 SELECT (SELECT MIN(no) FROM traces) >> ?1, (SELECT MAX(no) FROM traces) >> ?1),
+               parts(part) AS (
+                 SELECT high FROM bounds WHERE high IS NOT NULL
+                 UNION ALL
+                 SELECT part - 1 FROM parts, bounds WHERE part > low)
+             SELECT t.no, t.trace_id FROM parts CROSS JOIN traces t
+             WHERE t.part = parts.part AND t.trace_id BETWEEN ?2 AND ?3
+             ORDER BY t.no DESC LIMIT ?4",
         )?;
-        let mut found = Vec::new();
-        for part in (low >> PART_BITS..=high >> PART_BITS).rev() {
-            let left = limit - found.len();
-            let rows = q.query_map(params![part, from, to, left as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            for row in rows {
-                found.push(row?);
-            }
-            if found.len() >= limit {
-                break;
-            }
-        }
-        Ok(found)
+        let rows = q.query_map(params![PART_BITS, from, to, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect()
     }
 
     /// Adds to a counter, such as the spans the receiver had to drop.
@@ -585,8 +577,35 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> rusqlite::Result<Vec<String>> {
+        Ok(self
+            .candidate_rows(filter, limit, offset)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// The spans of each trace `candidates` gives, found by number: a list never looks a trace
+    /// up by its id.
+    pub fn candidate_traces(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        offset: usize,
+    ) -> rusqlite::Result<Vec<Vec<Span>>> {
+        self.candidate_rows(filter, limit, offset)?
+            .into_iter()
+            .map(|(no, _)| self.spans_where("trace_no = ?1", params![no]))
+            .collect()
+    }
+
+    fn candidate_rows(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        offset: usize,
+    ) -> rusqlite::Result<Vec<(i64, String)>> {
         let mut q = self.db.prepare_cached(
-            "SELECT trace_id FROM traces
+            "SELECT no, trace_id FROM traces
              WHERE (?1 IS NULL OR instr(services, ',' || ?1 || ','))
                AND (?2 IS NULL OR instr(routes, ?2))
                AND (NOT ?3 OR errors > 0)
@@ -602,7 +621,7 @@ impl Store {
                 limit as i64,
                 offset as i64
             ],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         rows.collect()
     }
@@ -801,14 +820,17 @@ impl Store {
             return Ok(());
         }
         // The oldest fifth of the traces, by first sight, with their spans; and the oldest fifth
-        // of the log records. Each is a range at the start of its table and index.
+        // of the log records. Each is a range at the start of its table and index. (MIN and MAX
+        // are asked one at a time: SQLite reads a lone one from the key, both at once by a scan.)
         let tx = self.db.transaction()?;
         tx.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS cut AS SELECT 0 AS no;
-             UPDATE cut SET no = (SELECT MIN(no) + (MAX(no) - MIN(no)) / 5 + 1 FROM traces);
+             UPDATE cut SET no = (SELECT low + (high - low) / 5 + 1 FROM
+                 (SELECT (SELECT MIN(no) FROM traces) AS low, (SELECT MAX(no) FROM traces) AS high));
              DELETE FROM spans WHERE trace_no < (SELECT no FROM cut);
              DELETE FROM traces WHERE no < (SELECT no FROM cut);
-             DELETE FROM logs WHERE id <= (SELECT MIN(id) + (MAX(id) - MIN(id)) / 5 FROM logs);",
+             DELETE FROM logs WHERE id <= (SELECT low + (high - low) / 5 FROM
+                 (SELECT (SELECT MIN(id) FROM logs) AS low, (SELECT MAX(id) FROM logs) AS high));",
         )?;
         tx.commit()
     }
