@@ -26,7 +26,7 @@ const WAL_PAGES: i64 = 8192;
 /// Traces a partition of the id index holds: 2^12.
 const PART_BITS: u32 = 12;
 /// The writer remembers the numbers of this many recent traces...
-const REMEMBERED: usize = 1 << 18;
+const REMEMBERED: usize = 1 << 16;
 /// ...for at most this long; a span of a trace older than that is looked up in the file.
 const REMEMBER_NS: u64 = 120_000_000_000;
 /// What `PRAGMA user_version` says of this layout.
