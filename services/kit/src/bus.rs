@@ -292,11 +292,12 @@ struct Pending {
 
 fn pending(db: &Pool<Connection>, limit: usize) -> rusqlite::Result<Vec<Pending>> {
     let conn = db.get();
-    let mut q = conn.prepare_cached(
+    // The limit written in: bound, it would make SQLite compile the statement at every run.
+    let mut q = conn.prepare_cached(&format!(
         "SELECT seq, id, subject, payload, traceparent FROM msctl_outbox
-         WHERE relayed_ns IS NULL ORDER BY seq LIMIT ?1",
-    )?;
-    let rows = q.query_map([limit as i64], |r| {
+         WHERE relayed_ns IS NULL ORDER BY seq LIMIT {limit}"
+    ))?;
+    let rows = q.query_map([], |r| {
         Ok(Pending {
             seq: r.get(0)?,
             id: r.get(1)?,

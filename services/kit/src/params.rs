@@ -21,6 +21,15 @@ pub struct Paging {
 }
 
 impl Paging {
+    /// `LIMIT n OFFSET m` with the numbers written in, for the end of a query. Bound as
+    /// parameters instead, they make SQLite compile the statement afresh at every run (it
+    /// plans with a bound LIMIT's value, so binding one expires the plan). The numbers are
+    /// checked integers, so writing them in is safe, and a client's usual page is one cached
+    /// statement.
+    pub fn sql(&self) -> String {
+        format!("LIMIT {} OFFSET {}", self.limit, self.offset)
+    }
+
     /// The largest page a client may ask for.
     pub const MAX_LIMIT: i64 = 100;
     pub const DEFAULT_LIMIT: i64 = 20;

@@ -152,10 +152,13 @@ async fn list(
         .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
         .map_err(db_error)?;
     let mut stmt = db
-        .prepare_cached("SELECT id, name, email FROM users ORDER BY id LIMIT ?1 OFFSET ?2")
+        .prepare_cached(&format!(
+            "SELECT id, name, email FROM users ORDER BY id {}",
+            page.sql()
+        ))
         .map_err(db_error)?;
     let rows = stmt
-        .query_map(params![page.limit, page.offset], |r| {
+        .query_map([], |r| {
             Ok(User {
                 id: r.get(0)?,
                 name: r.get(1)?,
