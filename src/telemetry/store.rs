@@ -11,7 +11,7 @@
 
 use super::convert::LogRecord;
 use msctl_contract::span::{KIND_SERVER, Resource, Span, SpanStatus};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
@@ -99,7 +99,7 @@ const FROM_LAYOUT_1_COPY: &str = "
 CREATE TEMP TABLE numbers (trace_id TEXT PRIMARY KEY, no INTEGER NOT NULL);
 INSERT INTO numbers SELECT trace_id, row_number() OVER (ORDER BY start_ns) FROM traces_1;
 INSERT INTO traces (no, part, trace_id, start_ns, end_ns, errors, services, routes)
-    SELECT n.no, n.no >> 12, t.trace_id, t.start_ns, t.end_ns, t.errors, t.services, t.routes
+    SELECT n.no, n.no >> {PART_BITS}, t.trace_id, t.start_ns, t.end_ns, t.errors, t.services, t.routes
     FROM traces_1 t JOIN numbers n USING (trace_id) ORDER BY n.no;
 INSERT OR IGNORE INTO spans (trace_no, trace_id, span_id, parent_span_id, name, kind, start_ns,
     end_ns, status_code, status_message, service, instance, attributes, events)
@@ -129,36 +129,25 @@ struct Numbers {
     next: i64,
 }
 
-/// Where a span or log record goes: a trace known by its number, or a new one.
-enum Placed {
-    Known(i64),
-    New(i64),
-}
-
 impl Numbers {
-    /// The number of trace `id`, for a record of it that began at `at_ns`: remembered, looked
-    /// up with `find` when the trace may be older than the memory, or new.
-    fn place(
-        &mut self,
-        id: u128,
-        at_ns: u64,
-        now_ns: u64,
-        find: impl FnOnce() -> Option<i64>,
-    ) -> Placed {
+    /// The number of trace `trace_id`, for a record of it that began at `at_ns`: remembered,
+    /// looked up in the file when the trace may be older than the memory, or a new one. `None`
+    /// for an id that is not 32 hex digits.
+    fn place(&mut self, db: &Connection, trace_id: &str, at_ns: u64, now_ns: u64) -> Option<i64> {
+        let id = id_number(trace_id)?;
         if let Some(&no) = self.by_id.get(&id) {
-            return Placed::Known(no);
+            return Some(no);
         }
         // A trace first seen before the memory's start may have records that began before it.
-        if at_ns <= self.since_ns
-            && let Some(no) = find()
-        {
-            self.remember(id, no, now_ns);
-            return Placed::Known(no);
-        }
-        let no = self.next;
-        self.next += 1;
+        let no = (at_ns <= self.since_ns)
+            .then(|| Store::number_of(db, trace_id))
+            .flatten()
+            .unwrap_or_else(|| {
+                self.next += 1;
+                self.next - 1
+            });
         self.remember(id, no, now_ns);
-        Placed::New(no)
+        Some(no)
     }
 
     fn remember(&mut self, id: u128, no: i64, now_ns: u64) {
@@ -289,7 +278,7 @@ impl Store {
         }
         tx.execute_batch(SCHEMA)?;
         if first_layout {
-            tx.execute_batch(FROM_LAYOUT_1_COPY)?;
+            tx.execute_batch(&FROM_LAYOUT_1_COPY.replace("{PART_BITS}", &PART_BITS.to_string()))?;
         }
         tx.pragma_update(None, "user_version", LAYOUT)?;
         tx.commit()?;
@@ -397,13 +386,8 @@ impl Store {
         // Summaries are added up per trace first: a batch holds several spans of each.
         let mut traces: HashMap<i64, (&str, TraceSummary)> = HashMap::new();
         for s in spans {
-            let Some(id) = id_number(&s.trace_id) else {
+            let Some(no) = numbers.place(tx, &s.trace_id, s.start_time_unix_nano, now) else {
                 continue;
-            };
-            let no = match numbers.place(id, s.start_time_unix_nano, now, || {
-                Self::number_of(tx, &s.trace_id)
-            }) {
-                Placed::Known(no) | Placed::New(no) => no,
             };
             let fresh = insert.execute(params![
                 no,
@@ -465,12 +449,10 @@ impl Store {
         let now = now_ns();
         for l in logs {
             // A record can come before its trace's spans: it numbers the trace.
-            let no = l.trace_id.as_deref().and_then(|trace_id| {
-                let id = id_number(trace_id)?;
-                match numbers.place(id, l.time_unix_nano, now, || Self::number_of(tx, trace_id)) {
-                    Placed::Known(no) | Placed::New(no) => Some(no),
-                }
-            });
+            let no = l
+                .trace_id
+                .as_deref()
+                .and_then(|trace_id| numbers.place(tx, trace_id, l.time_unix_nano, now));
             insert.execute(params![
                 no,
                 l.time_unix_nano as i64,
@@ -486,23 +468,12 @@ impl Store {
         Ok(())
     }
 
-    /// The number a stored trace has, by its id: the newest of its rows, or of the log records
-    /// that numbered it before any of its spans came.
+    /// The number a stored trace has, by its id: the newest of its rows. (Log records that
+    /// numbered a trace none of whose spans came are not looked for: that needs a scan.)
     fn number_of(db: &Connection, trace_id: &str) -> Option<i64> {
         Self::numbers_of(db, trace_id, trace_id, 1)
             .ok()
             .and_then(|found| found.into_iter().next().map(|(no, _)| no))
-            .or_else(|| {
-                db.query_row(
-                    "SELECT MAX(trace_no) FROM logs WHERE trace_id = ?1 AND trace_no IS NOT NULL",
-                    [trace_id],
-                    |r| r.get::<_, Option<i64>>(0),
-                )
-                .optional()
-                .ok()
-                .flatten()
-                .flatten()
-            })
     }
 
     /// Traces whose id lies in `from..=to`, newest first, at most `limit`: each partition of
@@ -738,22 +709,19 @@ impl Store {
 
     /// The log records of one trace, in time order.
     pub fn logs_of(&self, trace_id: &str) -> rusqlite::Result<Vec<LogRecord>> {
-        let mut numbers: Vec<i64> = Self::numbers_of(&self.db, trace_id, trace_id, 4)?
+        let numbers: Vec<String> = Self::numbers_of(&self.db, trace_id, trace_id, 4)?
             .into_iter()
-            .map(|(no, _)| no)
+            .map(|(no, _)| no.to_string())
             .collect();
-        if numbers.is_empty() {
-            // Log records of a trace none of whose spans were stored.
-            numbers.extend(Self::number_of(&self.db, trace_id));
-        }
-        let list = numbers
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        // A trace none of whose spans were stored is found by a scan of the records.
+        let by_number = if numbers.is_empty() {
+            String::new()
+        } else {
+            format!("trace_no IN ({}) AND", numbers.join(","))
+        };
         let mut q = self.db.prepare(&format!(
             "SELECT time_ns, trace_id, span_id, severity, body, service, instance, attributes
-             FROM logs WHERE trace_no IN ({list}) AND trace_id = ?1 ORDER BY time_ns"
+             FROM logs WHERE {by_number} trace_id = ?1 ORDER BY time_ns"
         ))?;
         let rows = q.query_map([trace_id], |r| {
             Ok(LogRecord {
