@@ -40,7 +40,12 @@ pub fn list(project: &Project, filter: &Filter, limit: usize) -> (Vec<Trace>, bo
             .unwrap_or_default();
         let fetched = candidates.len();
         for spans in candidates {
-            if let Some(t) = group(spans).pop().filter(|t| matches(t)) {
+            // A trace numbered twice (its spans came further apart than the store's writer
+            // remembers) is listed once, by its newest part.
+            if let Some(t) = group(spans)
+                .pop()
+                .filter(|t| matches(t) && !found.iter().any(|f: &Trace| f.id == t.id))
+            {
                 found.push(t);
                 if found.len() == limit {
                     break;
@@ -274,4 +279,59 @@ pub async fn settled(project: &Project, id: &str) -> Trace {
 pub fn is_fresh(trace: &Trace) -> bool {
     let now = msctl_contract::span::unix_nanos(std::time::SystemTime::now());
     now.saturating_sub(trace.end()) < Duration::from_secs(1).as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msctl_contract::span::{Resource, SpanStatus};
+
+    fn span(trace: &str, id: &str, start: u64) -> Span {
+        Span {
+            trace_id: trace.into(),
+            span_id: id.into(),
+            parent_span_id: None,
+            name: "GET /users/{id}".into(),
+            kind: KIND_SERVER,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000,
+            status: SpanStatus {
+                code: 0,
+                message: None,
+            },
+            attributes: serde_json::Map::new(),
+            resource: Resource {
+                service_name: "users".into(),
+                service_instance_id: "users-1".into(),
+            },
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_trace_the_store_numbered_twice_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project::new(&dir.path().join("msctl.toml"));
+        std::fs::create_dir_all(dir.path().join(".msctl")).unwrap();
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let now = msctl_contract::span::unix_nanos(std::time::SystemTime::now());
+        let mut store = Store::open(&project.telemetry_db()).unwrap();
+        store
+            .insert_spans(&[
+                span(&a, &"1".repeat(16), now),
+                span(&b, &"2".repeat(16), now),
+            ])
+            .unwrap();
+        // A writer that starts afresh takes a span that began after it for a new trace's.
+        drop(store);
+        let mut store = Store::open(&project.telemetry_db()).unwrap();
+        store
+            .insert_spans(&[span(&a, &"3".repeat(16), now + 3_600_000_000_000)])
+            .unwrap();
+        let (listed, any) = list(&project, &Filter::default(), 10);
+        assert!(any);
+        let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, [a.as_str(), b.as_str()]);
+        assert_eq!(spans_of(&project, &a).len(), 2, "by id, both parts");
+    }
 }
