@@ -20,20 +20,14 @@ fn export(out: &Path) -> BTreeMap<String, Vec<Value>> {
     )
 }
 
-/// The msctl.toml at `manifest`, exported into `out`: file name → documents.
-fn export_from(manifest: &Path, out: &Path) -> BTreeMap<String, Vec<Value>> {
+/// `msctl -f MANIFEST export ARGS --out OUT`, which must succeed.
+fn run_export(manifest: &Path, args: &[&str], out: &Path) {
     let run = Command::new(env!("CARGO_BIN_EXE_msctl"))
         .arg("-f")
         .arg(manifest)
-        .args([
-            "export",
-            "kubernetes",
-            "--namespace",
-            "shop",
-            "--tag",
-            "t1",
-            "--out",
-        ])
+        .arg("export")
+        .args(args)
+        .arg("--out")
         .arg(out)
         .output()
         .unwrap();
@@ -41,6 +35,15 @@ fn export_from(manifest: &Path, out: &Path) -> BTreeMap<String, Vec<Value>> {
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// The msctl.toml at `manifest`, exported into `out`: file name → documents.
+fn export_from(manifest: &Path, out: &Path) -> BTreeMap<String, Vec<Value>> {
+    run_export(
+        manifest,
+        &["kubernetes", "--namespace", "shop", "--tag", "t1"],
+        out,
     );
     std::fs::read_dir(out)
         .unwrap()
@@ -599,17 +602,10 @@ impl Image<'_> {
 #[test]
 fn the_sample_systems_containerfiles_are_snapshotted() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_msctl"))
-        .arg("-f")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("msctl.toml"))
-        .args(["export", "containerfiles", "--tag", "t1", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_export(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("msctl.toml"),
+        &["containerfiles", "--tag", "t1"],
+        dir.path(),
     );
     insta::assert_snapshot!(folder_text(dir.path()));
 }
