@@ -305,6 +305,7 @@ mod tests {
                 service_instance_id: "users-1".into(),
             },
             events: Vec::new(),
+            trace_state: None,
         }
     }
 

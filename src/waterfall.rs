@@ -232,6 +232,7 @@ mod tests {
                 service_instance_id: format!("{service}-1"),
             },
             events: Vec::new(),
+            trace_state: None,
         }
     }
 

@@ -529,3 +529,119 @@ fn traces_filter_and_the_trace_flag_prints_a_waterfall() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("trace {id}")));
     p.msctl().args(["trace", "ffffffffffff"]).assert().code(1);
 }
+
+#[test]
+fn past_the_rate_traces_are_sampled_whole_and_top_still_counts_every_request() {
+    let p = sample_with("MSCTL_TRACES_PER_SECOND = \"20\"", "on-failure");
+    p.up();
+    let gateway = p.url_of("gateway-1");
+
+    // A caller that did not sample its trace: nothing is recorded, but every service's log
+    // line carries the trace, and the answer passes the decision on.
+    let trace = "5ce0e9a56015fec5aadfa328ae398115";
+    let answer = common::http()
+        .get(format!("{gateway}/users/1/posts"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-00"))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let back = answer.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(back.contains(trace) && back.ends_with("-00"), "{back}");
+    for instance in ["gateway-1", "users-1", "posts-1"] {
+        let log = p.path().join(format!(".msctl/logs/{instance}.log"));
+        p.wait_until(&format!("{instance}'s request line with the trace"), |_| {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .lines()
+                .any(|l| l.contains(trace) && l.contains("\"request\""))
+                .then_some(())
+        });
+    }
+
+    // A load of new traces, far past 20 a second.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), format!("{gateway}/users/1"));
+            std::thread::spawn(move || {
+                let client = common::http();
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = client.get(&url).send().expect("the gateway answers");
+                    assert_eq!(r.status(), 200);
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+
+    let db = || {
+        rusqlite::Connection::open_with_flags(
+            p.path().join(".msctl/telemetry.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    };
+    let count = |sql: &str| -> i64 { db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Stored once the services' last batches are in: the count stops moving.
+    let mut last = -1;
+    let recorded = p.wait_until("the last spans stored", |_| {
+        std::thread::sleep(Duration::from_millis(400));
+        let now = count("SELECT count(*) FROM spans WHERE service = 'gateway' AND kind = 2");
+        (std::mem::replace(&mut last, now) == now).then_some(now)
+    });
+    assert!(
+        recorded > 0 && (recorded as u64) < sent / 2,
+        "{recorded} of {sent} requests recorded: sampling should keep about 20 a second"
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM spans WHERE trace_id = '{trace}'"
+        )),
+        0,
+        "the caller's unsampled trace was recorded"
+    );
+    // Every kept trace is whole: users' span has its gateway parent, with the same weight.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM spans u WHERE u.service = 'users' AND u.kind = 2 AND NOT EXISTS
+             (SELECT 1 FROM spans g WHERE g.trace_id = u.trace_id AND g.service = 'gateway'
+              AND g.kind = 2 AND g.trace_state IS u.trace_state)"
+        ),
+        0,
+        "a kept trace lost its gateway span, or its weight on the way"
+    );
+    assert!(
+        count("SELECT count(*) FROM spans WHERE service = 'users' AND trace_state LIKE 'ot=th:%'")
+            > 0,
+        "past the rate, kept traces carry their threshold to users"
+    );
+
+    // `msctl top` weighs each kept trace by what it stands for.
+    let out = p
+        .msctl()
+        .args(["top", "--json", "--window", "1m"])
+        .output()
+        .unwrap();
+    let rows = stdout_json(&out);
+    let counted: f64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["service"] == "gateway")
+        .map(|r| r["requests"].as_f64().unwrap())
+        .sum();
+    let ratio = counted / sent as f64;
+    eprintln!("sent {sent}, recorded {recorded}, top counts {counted:.0}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "top counts {counted} requests of {sent} sent ({recorded} recorded)"
+    );
+}

@@ -64,6 +64,7 @@ fn span(i: usize) -> Span {
             service_instance_id: "x-1".into(),
         },
         events: Vec::new(),
+        trace_state: None,
     }
 }
 

@@ -17,6 +17,9 @@ pub const REGISTRY: &str = "MSCTL_REGISTRY";
 pub const DATA_DIR: &str = "MSCTL_DATA_DIR";
 /// `off` records no spans (trace context is still propagated).
 pub const TRACE: &str = "MSCTL_TRACE";
+/// How many new traces a second each instance starts at most before it samples (default 100);
+/// a request whose caller sent a `traceparent` follows the caller's decision.
+pub const TRACES_PER_SECOND: &str = "MSCTL_TRACES_PER_SECOND";
 /// Timeout of each call to a peer, in milliseconds.
 pub const PEER_TIMEOUT_MS: &str = "MSCTL_PEER_TIMEOUT_MS";
 /// How long in-flight requests may run after SIGTERM, in milliseconds.
@@ -36,6 +39,8 @@ pub const OTEL_BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 pub const OTEL_BLRP_SCHEDULE_DELAY: &str = "OTEL_BLRP_SCHEDULE_DELAY";
 /// `none` turns off the export of log records, as in every OpenTelemetry SDK; spans still go.
 pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
+/// The standard sampler choice; when it is set, the kit uses it instead of its own.
+pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
 
 /// The variable that gives a peer's address when no registry is used: `users-db` → `USERS_DB_URL`.
 pub fn url_variable(service: &str) -> String {

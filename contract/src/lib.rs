@@ -9,6 +9,7 @@ pub mod fault;
 pub mod fs;
 pub mod otlp;
 pub mod registry;
+pub mod sampling;
 pub mod span;
 pub mod trace_context;
 

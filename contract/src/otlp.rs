@@ -63,6 +63,9 @@ pub fn export_request(spans: &[Span]) -> Value {
                     if let Some(message) = &s.status.message {
                         span["status"]["message"] = json!(message);
                     }
+                    if let Some(state) = &s.trace_state {
+                        span["traceState"] = json!(state);
+                    }
                     span
                 })
                 .collect();
@@ -250,6 +253,7 @@ mod tests {
                 service_instance_id: "users-1".into(),
             },
             events: Vec::new(),
+            trace_state: None,
         };
         let body = export_request(&[span]);
         let rs = &body["resourceSpans"][0];

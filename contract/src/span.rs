@@ -27,6 +27,9 @@ pub struct Span {
     /// Moments within the span, such as a fault `msctl fault` injected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<SpanEvent>,
+    /// The W3C `tracestate` the span was made in; a sampled trace's weight is there (`ot=th`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -278,6 +278,7 @@ async fn record_span(
             service_instance_id: format!("msctl-{}", std::process::id()),
         },
         events: Vec::new(),
+        trace_state: None,
     };
     let Some((url, token)) = receiver else { return };
     let Ok(client) = reqwest::Client::builder()

@@ -234,6 +234,7 @@ mod tests {
                 service_instance_id: format!("{service}-1"),
             },
             events: vec![],
+            trace_state: None,
         }
     }
 

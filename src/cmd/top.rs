@@ -57,6 +57,23 @@ pub async fn top(ctx: &Context, args: TopArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// The `p`th percentile of weighted durations by nearest rank: the smallest duration with at
+/// least p% of the weight at or below it. `None` when there are none.
+pub fn percentile(durations: &mut [(u64, f64)], p: f64) -> Option<u64> {
+    durations.sort_unstable_by_key(|d| d.0);
+    let total: f64 = durations.iter().map(|d| d.1).sum();
+    let wanted = p / 100.0 * total;
+    let mut seen = 0.0;
+    for (d, w) in durations.iter() {
+        seen += w;
+        // A little slack, so that sums of tenths reach the rank they should.
+        if seen >= wanted - 1e-9 * total {
+            return Some(*d);
+        }
+    }
+    durations.last().map(|d| d.0)
+}
+
 /// One service and route over the window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -95,23 +112,23 @@ pub fn rows(spans: &[ServerSpan], window: Duration) -> Vec<Row> {
     let mut rows: Vec<Row> = groups
         .into_iter()
         .map(|((service, route), spans)| {
-            let mut durations: Vec<u64> = spans.iter().map(|s| s.duration_ns).collect();
-            durations.sort_unstable();
-            // Nearest rank: the smallest duration with at least p% of requests at or below it.
-            let pct = |p: f64| {
-                let rank = ((p / 100.0) * durations.len() as f64).ceil() as usize;
-                Duration::from_nanos(durations[rank.clamp(1, durations.len()) - 1])
+            // A span of a sampled trace stands for as many requests as its weight says.
+            let mut durations: Vec<(u64, f64)> =
+                spans.iter().map(|s| (s.duration_ns, s.weight)).collect();
+            let total: f64 = durations.iter().map(|d| d.1).sum();
+            let errors: f64 = spans.iter().filter(|s| s.error).map(|s| s.weight).sum();
+            let pct = |d: &mut [(u64, f64)], p: f64| {
+                Duration::from_nanos(percentile(d, p).unwrap_or_default())
             };
-            let errors = spans.iter().filter(|s| s.error).count();
             Row {
                 service: service.to_string(),
                 route: route.to_string(),
-                requests: spans.len(),
-                per_second: spans.len() as f64 / window.as_secs_f64(),
-                error_rate: errors as f64 / spans.len() as f64,
-                p50: pct(50.0),
-                p95: pct(95.0),
-                p99: pct(99.0),
+                requests: total.round() as usize,
+                per_second: total / window.as_secs_f64(),
+                error_rate: errors / total,
+                p50: pct(&mut durations, 50.0),
+                p95: pct(&mut durations, 95.0),
+                p99: pct(&mut durations, 99.0),
             }
         })
         .collect();
@@ -162,6 +179,7 @@ mod tests {
             name: name.into(),
             duration_ns: ms * 1_000_000,
             error,
+            weight: 1.0,
         }
     }
 
@@ -186,5 +204,36 @@ mod tests {
             (Duration::from_millis(7), Duration::from_millis(7))
         );
         assert_eq!(posts.error_rate, 0.0);
+    }
+
+    #[test]
+    fn sampled_spans_count_as_many_requests_as_they_stand_for() {
+        // One fast request seen once, and slow ones sampled at 1 in 10: 1 + 9×10 = 91 requests.
+        let mut spans = vec![span("users", "GET /users/{id}", 1, false)];
+        for ms in 0..9 {
+            let mut s = span("users", "GET /users/{id}", 100 + ms, ms == 0);
+            s.weight = 10.0;
+            spans.push(s);
+        }
+        let rows = rows(&spans, Duration::from_secs(1));
+        let users = &rows[0];
+        assert_eq!(users.requests, 91);
+        assert!((users.per_second - 91.0).abs() < 1e-9);
+        assert!((users.error_rate - 10.0 / 91.0).abs() < 1e-9);
+        assert_eq!(users.p50, Duration::from_millis(104), "the weighted median");
+        assert!(
+            users.p50 > Duration::from_millis(1),
+            "not the unweighted one"
+        );
+    }
+
+    #[test]
+    fn weighted_percentiles_by_nearest_rank() {
+        let mut d = vec![(3, 1.0), (1, 1.0), (2, 2.0)];
+        assert_eq!(percentile(&mut d, 25.0), Some(1));
+        assert_eq!(percentile(&mut d, 50.0), Some(2));
+        assert_eq!(percentile(&mut d, 75.0), Some(2));
+        assert_eq!(percentile(&mut d, 76.0), Some(3));
+        assert_eq!(percentile(&mut [], 50.0), None);
     }
 }

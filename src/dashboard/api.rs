@@ -35,14 +35,17 @@ pub async fn overview(State(dash): State<Dash>) -> Json<Value> {
                 .ok()
         })
         .unwrap_or_default();
-    let mut by_service: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    let mut errors: HashMap<&str, usize> = HashMap::new();
+    // Weighted: a span of a sampled trace stands for several requests.
+    let mut by_service: BTreeMap<&str, Vec<(u64, f64)>> = BTreeMap::new();
+    let mut errors: HashMap<&str, f64> = HashMap::new();
     for s in &spans {
         by_service
             .entry(&s.service)
             .or_default()
-            .push(s.duration_ns);
-        *errors.entry(&s.service).or_default() += usize::from(s.error);
+            .push((s.duration_ns, s.weight));
+        if s.error {
+            *errors.entry(&s.service).or_default() += s.weight;
+        }
     }
     let now_ms = now_ns() / 1_000_000;
     let services: Vec<Value> = registry
@@ -51,12 +54,12 @@ pub async fn overview(State(dash): State<Dash>) -> Json<Value> {
         .map(|(name, entry)| {
             let figures = by_service.get(name.as_str()).map(|d| {
                 let mut d = d.clone();
-                d.sort_unstable();
-                let rank = ((0.99 * d.len() as f64).ceil() as usize).clamp(1, d.len());
+                let total: f64 = d.iter().map(|d| d.1).sum();
+                let p99 = crate::cmd::top::percentile(&mut d, 99.0).unwrap_or_default();
                 json!({
-                    "rps": d.len() as f64 / FIGURES.as_secs_f64(),
-                    "error_rate": errors.get(name.as_str()).copied().unwrap_or(0) as f64 / d.len() as f64,
-                    "p99_ms": d[rank - 1] as f64 / 1e6,
+                    "rps": total / FIGURES.as_secs_f64(),
+                    "error_rate": errors.get(name.as_str()).copied().unwrap_or(0.0) / total,
+                    "p99_ms": p99 as f64 / 1e6,
                 })
             });
             let instances: Vec<Value> = entry
@@ -247,24 +250,25 @@ pub async fn map(
 
 /// The map from calls: pure, for tests.
 pub fn map_of(services: &[String], calls: &[Call], window: Duration) -> Value {
-    let mut edges: BTreeMap<(String, String, &str), (usize, usize)> = BTreeMap::new();
+    // Calls and failed calls, each as many as its span stands for (a sampled trace's weight).
+    let mut edges: BTreeMap<(String, String, &str), (f64, f64)> = BTreeMap::new();
     let mut nodes: Vec<String> = services.to_vec();
-    let mut add = |from: &str, to: &str, kind: &'static str, error: bool| {
+    let mut add = |from: &str, to: &str, kind: &'static str, c: &Call| {
         let e = edges
             .entry((from.to_string(), to.to_string(), kind))
             .or_default();
-        e.0 += 1;
-        e.1 += usize::from(error);
+        e.0 += c.weight;
+        if c.error {
+            e.1 += c.weight;
+        }
     };
     for c in calls {
         match (c.kind, &c.peer, &c.subject, c.operation.as_deref()) {
-            (3, Some(peer), _, _) => add(&c.service, peer, "http", c.error),
+            (3, Some(peer), _, _) => add(&c.service, peer, "http", c),
             (4, _, Some(subject), Some("send") | Some("publish")) => {
-                add(&c.service, &format!("bus:{subject}"), "publish", c.error)
+                add(&c.service, &format!("bus:{subject}"), "publish", c)
             }
-            (5, _, Some(subject), _) => {
-                add(&format!("bus:{subject}"), &c.service, "consume", c.error)
-            }
+            (5, _, Some(subject), _) => add(&format!("bus:{subject}"), &c.service, "consume", c),
             _ => {}
         }
     }
@@ -286,9 +290,9 @@ pub fn map_of(services: &[String], calls: &[Call], window: Duration) -> Value {
             "from": from,
             "to": to,
             "kind": kind,
-            "calls": n,
-            "rps": *n as f64 / secs,
-            "error_rate": *errors as f64 / *n as f64,
+            "calls": n.round() as u64,
+            "rps": n / secs,
+            "error_rate": errors / n,
         })).collect::<Vec<_>>(),
     })
 }
@@ -321,24 +325,22 @@ pub async fn metrics(
 pub fn series(spans: &[(u64, crate::telemetry::store::ServerSpan)], since: u64, now: u64) -> Value {
     const BUCKETS: u64 = 60;
     let width = ((now - since) / BUCKETS).max(1);
-    let mut groups: BTreeMap<(&str, &str), Vec<Vec<u64>>> = BTreeMap::new();
+    // Per route, per bucket: each span's duration and the requests it stands for.
+    type Buckets = Vec<Vec<(u64, f64)>>;
+    let mut groups: BTreeMap<(&str, &str), Buckets> = BTreeMap::new();
     for (start, s) in spans {
         let b = ((start.saturating_sub(since)) / width).min(BUCKETS - 1) as usize;
         groups
             .entry((&s.service, &s.name))
             .or_insert_with(|| vec![Vec::new(); BUCKETS as usize])[b]
-            .push(s.duration_ns);
+            .push((s.duration_ns, s.weight));
     }
     let times: Vec<f64> = (0..BUCKETS)
         .map(|b| (since + b * width) as f64 / 1e9)
         .collect();
-    let pct = |d: &mut Vec<u64>, p: f64| -> Option<f64> {
-        if d.is_empty() {
-            return None;
-        }
-        d.sort_unstable();
-        let rank = ((p * d.len() as f64).ceil() as usize).clamp(1, d.len());
-        Some(d[rank - 1] as f64 / 1e6)
+    // Weighted: a span of a sampled trace stands for several requests.
+    let pct = |d: &mut Vec<(u64, f64)>, p: f64| -> Option<f64> {
+        crate::cmd::top::percentile(d, p * 100.0).map(|ns| ns as f64 / 1e6)
     };
     let series: Vec<Value> = groups
         .into_iter()
@@ -346,7 +348,7 @@ pub fn series(spans: &[(u64, crate::telemetry::store::ServerSpan)], since: u64, 
             json!({
                 "service": service,
                 "route": route,
-                "rps": buckets.iter().map(|b| b.len() as f64 / (width as f64 / 1e9)).collect::<Vec<_>>(),
+                "rps": buckets.iter().map(|b| b.iter().map(|d| d.1).sum::<f64>() / (width as f64 / 1e9)).collect::<Vec<_>>(),
                 "p50_ms": buckets.iter_mut().map(|b| pct(b, 0.5)).collect::<Vec<_>>(),
                 "p99_ms": buckets.iter_mut().map(|b| pct(b, 0.99)).collect::<Vec<_>>(),
             })
@@ -493,6 +495,7 @@ mod tests {
             subject: subject.map(Into::into),
             operation: op.map(Into::into),
             error,
+            weight: 1.0,
         }
     }
 
@@ -550,6 +553,21 @@ mod tests {
             nodes,
             ["gateway", "posts", "users", "nats", "bus:user.deleted"]
         );
+
+        // A call in a trace sampled at one in four counts as four.
+        let mut sampled = call("gateway", 3, Some("posts"), None, None, true);
+        sampled.weight = 4.0;
+        let map = map_of(
+            &services,
+            &[calls[2].clone(), sampled],
+            Duration::from_secs(10),
+        );
+        let edge = &map["edges"][0];
+        assert_eq!(
+            (edge["calls"].as_u64(), edge["rps"].as_f64()),
+            (Some(5), Some(0.5))
+        );
+        assert_eq!(edge["error_rate"], 0.8);
     }
 
     #[test]
@@ -562,6 +580,7 @@ mod tests {
                     name: "GET /users/{id}".into(),
                     duration_ns: ms * 1_000_000,
                     error: false,
+                    weight: 1.0,
                 },
             )
         };

@@ -36,14 +36,19 @@ impl LogFile {
 
     /// Appends one line in one write, so appenders in other processes never split it.
     pub fn write_line(&mut self, line: &[u8]) {
-        if self.len + line.len() as u64 + 1 > LOG_MAX_BYTES && self.len > 0 {
-            self.rotate();
-        }
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line);
         buf.push(b'\n');
-        if self.file.write_all(&buf).is_ok() {
-            self.len += buf.len() as u64;
+        self.write_lines(&buf);
+    }
+
+    /// Appends whole lines, each ending in a newline, in one write.
+    pub fn write_lines(&mut self, lines: &[u8]) {
+        if self.len + lines.len() as u64 > LOG_MAX_BYTES && self.len > 0 {
+            self.rotate();
+        }
+        if self.file.write_all(lines).is_ok() {
+            self.len += lines.len() as u64;
         }
     }
 
@@ -102,19 +107,36 @@ pub async fn pump(
 ) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
+    // The lines already read are written together: a busy service writes thousands a second,
+    // and a write each would cost the supervisor more than the service spends making them.
+    let mut pending = Vec::new();
     while let Ok(true) = read_bounded_line(&mut reader, &mut buf, MAX_LINE).await {
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
-        if let Ok(mut f) = file.lock() {
-            f.write_line(&buf);
+        pending.extend_from_slice(&buf);
+        pending.push(b'\n');
+        if !reader.buffer().contains(&b'\n') || pending.len() >= PENDING_MAX {
+            if let Ok(mut f) = file.lock() {
+                f.write_lines(&pending);
+            }
+            pending.clear();
         }
         let _ = events.send(Event::Log {
             instance: instance.clone(),
             line: String::from_utf8_lossy(&buf).into_owned(),
         });
     }
+    // A last line cut short by the end of the stream.
+    if !pending.is_empty()
+        && let Ok(mut f) = file.lock()
+    {
+        f.write_lines(&pending);
+    }
 }
+
+/// Lines gathered before they are written, at most.
+const PENDING_MAX: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -145,6 +167,31 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn lines_are_written_together_but_never_held_for_an_unfinished_one() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        let file = Arc::new(Mutex::new(LogFile::open(&path).unwrap()));
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let (events, mut seen) = mpsc::unbounded_channel();
+        let pump = tokio::spawn(pump(rx, file, "s-1".into(), events));
+        let many: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        tx.write_all(many.as_bytes()).await.unwrap();
+        tx.write_all(b"unfinished").await.unwrap();
+        // Every whole line is in the file while the last one is still being written.
+        for _ in 0..2000 {
+            seen.recv().await.unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, many);
+        tx.write_all(b" now\r\n").await.unwrap();
+        drop(tx);
+        pump.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{many}unfinished now\n"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn spans(request: ExportTraceServiceRequest) -> Vec<Span> {
                             attributes: attributes(e.attributes),
                         })
                         .collect(),
+                    trace_state: (!s.trace_state.is_empty()).then_some(s.trace_state),
                 });
             }
         }

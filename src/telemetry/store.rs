@@ -30,7 +30,7 @@ const REMEMBERED: usize = 1 << 16;
 /// ...for at most this long; a span of a trace older than that is looked up in the file.
 const REMEMBER_NS: u64 = 120_000_000_000;
 /// What `PRAGMA user_version` says of this layout.
-const LAYOUT: i64 = 2;
+const LAYOUT: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS traces (
@@ -65,7 +65,9 @@ CREATE TABLE IF NOT EXISTS spans (
     instance TEXT NOT NULL,
     attributes TEXT NOT NULL,
     -- JSON list of the span's events; NULL when it has none
-    events TEXT
+    events TEXT,
+    -- the W3C tracestate it was made in, where a sampled trace's weight is; NULL when empty
+    trace_state TEXT
 );
 -- A trace's spans together; and a span sent twice is stored once.
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_no, span_id);
@@ -216,6 +218,22 @@ pub struct ServerSpan {
     pub name: String,
     pub duration_ns: u64,
     pub error: bool,
+    /// How many requests it stands for: more than one in a sampled trace (`ot=th`).
+    pub weight: f64,
+}
+
+impl ServerSpan {
+    fn read(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            service: r.get(first)?,
+            name: r.get(first + 1)?,
+            duration_ns: r.get::<_, i64>(first + 2)?.max(0) as u64,
+            error: r.get::<_, i64>(first + 3)? == 2,
+            weight: msctl_contract::sampling::adjusted_count(
+                r.get::<_, Option<String>>(first + 4)?.as_deref(),
+            ),
+        })
+    }
 }
 
 /// One call from the span store, as the service map draws it.
@@ -227,6 +245,8 @@ pub struct Call {
     pub subject: Option<String>,
     pub operation: Option<String>,
     pub error: bool,
+    /// How many calls it stands for: more than one in a sampled trace (`ot=th`).
+    pub weight: f64,
 }
 
 /// What `msctl traces` narrows the list to.
@@ -277,6 +297,10 @@ impl Store {
             }
         }
         tx.execute_batch(SCHEMA)?;
+        // Layout 2 had no tracestate; the column is added, and old spans count once.
+        if !has(&tx, "spans", "trace_state")? {
+            tx.execute_batch("ALTER TABLE spans ADD COLUMN trace_state TEXT")?;
+        }
         if first_layout {
             tx.execute_batch(&FROM_LAYOUT_1_COPY.replace("{PART_BITS}", &PART_BITS.to_string()))?;
         }
@@ -365,8 +389,8 @@ impl Store {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO spans (trace_no, trace_id, span_id, parent_span_id, name, kind,
              start_ns, end_ns, status_code, status_message, service, instance, attributes,
-             events)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             events, trace_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         // One row a trace, kept up to date as its spans arrive, so that listing and filtering
         // never scan the spans.
@@ -405,6 +429,7 @@ impl Store {
                 serde_json::to_string(&s.attributes).unwrap_or_default(),
                 (!s.events.is_empty())
                     .then(|| serde_json::to_string(&s.events).unwrap_or_default()),
+                s.trace_state,
             ])?;
             if fresh > 0 {
                 traces
@@ -611,18 +636,11 @@ impl Store {
     /// duration and whether it failed.
     pub fn server_spans_since(&self, since_ns: u64) -> rusqlite::Result<Vec<ServerSpan>> {
         let mut q = self.db.prepare_cached(
-            "SELECT service, name, end_ns - start_ns, status_code FROM spans
+            "SELECT service, name, end_ns - start_ns, status_code, trace_state FROM spans
              WHERE kind = 2 AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
              AND start_ns >= ?1",
         )?;
-        let rows = q.query_map([since_ns as i64], |r| {
-            Ok(ServerSpan {
-                service: r.get(0)?,
-                name: r.get(1)?,
-                duration_ns: r.get::<_, i64>(2)?.max(0) as u64,
-                error: r.get::<_, i64>(3)? == 2,
-            })
-        })?;
+        let rows = q.query_map([since_ns as i64], |r| ServerSpan::read(r, 0))?;
         rows.collect()
     }
 
@@ -630,20 +648,12 @@ impl Store {
     /// what the dashboard's charts bucket by time.
     pub fn server_spans_timed(&self, since_ns: u64) -> rusqlite::Result<Vec<(u64, ServerSpan)>> {
         let mut q = self.db.prepare_cached(
-            "SELECT start_ns, service, name, end_ns - start_ns, status_code FROM spans
+            "SELECT start_ns, service, name, end_ns - start_ns, status_code, trace_state FROM spans
              WHERE kind = 2 AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
              AND start_ns >= ?1",
         )?;
         let rows = q.query_map([since_ns as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?.max(0) as u64,
-                ServerSpan {
-                    service: r.get(1)?,
-                    name: r.get(2)?,
-                    duration_ns: r.get::<_, i64>(3)?.max(0) as u64,
-                    error: r.get::<_, i64>(4)? == 2,
-                },
-            ))
+            Ok((r.get::<_, i64>(0)?.max(0) as u64, ServerSpan::read(r, 1)?))
         })?;
         rows.collect()
     }
@@ -654,7 +664,8 @@ impl Store {
         let mut q = self.db.prepare_cached(
             "SELECT service, kind, json_extract(attributes, '$.\"peer.service\"'),
                     json_extract(attributes, '$.\"messaging.destination.name\"'),
-                    json_extract(attributes, '$.\"messaging.operation.type\"'), status_code
+                    json_extract(attributes, '$.\"messaging.operation.type\"'), status_code,
+                    trace_state
              FROM spans
              WHERE kind IN (3, 4, 5)
                AND trace_no IN (SELECT no FROM traces WHERE start_ns >= ?1)
@@ -668,6 +679,9 @@ impl Store {
                 subject: r.get(3)?,
                 operation: r.get(4)?,
                 error: r.get::<_, i64>(5)? == 2,
+                weight: msctl_contract::sampling::adjusted_count(
+                    r.get::<_, Option<String>>(6)?.as_deref(),
+                ),
             })
         })?;
         rows.collect()
@@ -683,15 +697,25 @@ impl Store {
         )
     }
 
-    /// How many traces that started at or after `since_ns` hold a failed server span: the
-    /// requests that failed somewhere, each counted once however many services it failed in.
+    /// How many requests that started at or after `since_ns` failed somewhere: the traces that
+    /// hold a failed server span, each counted once however many services it failed in, and as
+    /// many requests as it stands for when it was sampled (`ot=th`).
     pub fn failed_traces_since(&self, since_ns: u64) -> rusqlite::Result<u64> {
-        self.db.query_row(
-            "SELECT COUNT(DISTINCT t.trace_id) FROM traces t JOIN spans s ON s.trace_no = t.no
-             WHERE t.start_ns >= ?1 AND s.kind = 2 AND s.status_code = 2",
-            [since_ns as i64],
-            |r| r.get::<_, i64>(0).map(|n| n.max(0) as u64),
-        )
+        let mut q = self.db.prepare_cached(
+            "SELECT MAX(s.trace_state) FROM traces t JOIN spans s ON s.trace_no = t.no
+             WHERE t.start_ns >= ?1 AND s.kind = 2 AND s.status_code = 2
+             GROUP BY t.trace_id",
+        )?;
+        let weights = q.query_map([since_ns as i64], |r| {
+            Ok(msctl_contract::sampling::adjusted_count(
+                r.get::<_, Option<String>>(0)?.as_deref(),
+            ))
+        })?;
+        let mut total = 0.0;
+        for w in weights {
+            total += w?;
+        }
+        Ok(total.round() as u64)
     }
 
     /// The ids of stored traces that start with `prefix` (lowercase hex), at most `limit`.
@@ -747,7 +771,8 @@ impl Store {
     ) -> rusqlite::Result<Vec<Span>> {
         let mut q = self.db.prepare(&format!(
             "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
-             status_message, service, instance, attributes, events FROM spans WHERE {condition}"
+             status_message, service, instance, attributes, events, trace_state FROM spans
+             WHERE {condition}"
         ))?;
         let rows = q.query_map(args, |r| {
             Ok(Span {
@@ -771,6 +796,7 @@ impl Store {
                     .get::<_, Option<String>>(12)?
                     .and_then(|text| serde_json::from_str(&text).ok())
                     .unwrap_or_default(),
+                trace_state: r.get(13)?,
             })
         })?;
         rows.collect()
@@ -836,7 +862,41 @@ mod tests {
                 service_instance_id: "users-1".into(),
             },
             events: Vec::new(),
+            trace_state: None,
         }
+    }
+
+    #[test]
+    fn a_sampled_traces_weight_is_kept_and_read_back_and_old_stores_gain_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            // A store of layout 2: no tracestate column.
+            let store = Store::open(&path).unwrap();
+            store
+                .db
+                .execute_batch(
+                    "ALTER TABLE spans DROP COLUMN trace_state; PRAGMA user_version = 2;",
+                )
+                .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let mut weighed = span(1, 1, 1_000);
+        weighed.trace_state = Some("ot=th:c".into());
+        store.insert_spans(&[weighed, span(2, 1, 1_100)]).unwrap();
+        drop(store);
+        let store = Store::open_read(&path).unwrap();
+        let mut weights: Vec<f64> = store
+            .server_spans_since(0)
+            .unwrap()
+            .iter()
+            .map(|s| s.weight)
+            .collect();
+        weights.sort_by(f64::total_cmp);
+        assert_eq!(weights, [1.0, 4.0], "th:c keeps one in four");
+        let back = store.trace(&format!("{:032x}", 1)).unwrap();
+        assert_eq!(back[0].trace_state.as_deref(), Some("ot=th:c"));
+        assert_eq!(store.server_spans_timed(0).unwrap().len(), 2);
     }
 
     #[test]
@@ -866,6 +926,11 @@ mod tests {
         assert_eq!(store.failed_traces_since(1_000).unwrap(), 2);
         assert_eq!(store.failed_traces_since(0).unwrap(), 3);
         assert_eq!(store.failed_traces_since(10_000).unwrap(), 0);
+        // A sampled failure kept at one in four stands for four.
+        let mut sampled = failed(6, 1, 20_000);
+        sampled.trace_state = Some("ot=th:c".into());
+        store.insert_spans(&[sampled]).unwrap();
+        assert_eq!(store.failed_traces_since(10_000).unwrap(), 4);
     }
 
     /// The first layout, as a store made before span events had it.

@@ -7,6 +7,7 @@
 //! one wake-up of the supervisor that reads the pipe, instead of one each per line (the profile
 //! of a loaded service showed those per-line writes and thread wake-ups as its largest cost).
 
+use msctl_contract::trace_context::hex;
 use opentelemetry::trace::TraceContextExt;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
@@ -199,9 +200,12 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         let cx = opentelemetry::Context::current();
         let span = cx.span();
         let sc = span.span_context();
-        let ids = sc
-            .is_valid()
-            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()));
+        let ids = sc.is_valid().then(|| {
+            (
+                hex(&sc.trace_id().to_bytes()),
+                hex(&sc.span_id().to_bytes()),
+            )
+        });
         let line = Line {
             level: level_name(event.metadata().level()),
             service: &self.service,

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::{Status, TraceContextExt, TraceId, TraceState};
 use serde_json::json;
 use std::future::Future;
 use std::process::ExitCode;
@@ -221,30 +221,68 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        http.request.method = %method,
-        url.path = %path,
-        server.address = %kit.env.addr.ip(),
-        server.port = kit.env.addr.port(),
-    );
-    // Fails only where no OpenTelemetry layer is installed: then there are no spans to parent.
-    let _ = span.set_parent(parent.clone());
-    let cx = span.context();
-    let own = cx.span().span_context().is_valid();
-    let ctx = RequestContext::of(if own { &cx } else { &parent });
+    let make_span = || {
+        tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            http.request.method = %method,
+            url.path = %path,
+            server.address = %kit.env.addr.ip(),
+            server.port = kit.env.addr.port(),
+        )
+    };
+    // `own`: this request's OpenTelemetry span, to be named and annotated. `outside`: the
+    // context the request runs in when it has no such span: the caller's with tracing off, or,
+    // in a trace the caller did not sample, one with this server's own span id, so that log
+    // lines and calls carry ids though nothing is recorded.
+    let traced = kit.trace_mode != Mode::Off;
+    // A request that starts a trace is decided here, so that a dropped one costs no more than
+    // one whose caller did not sample it.
+    let new_trace = (traced && !parent.span().span_context().is_valid())
+        .then(crate::sampling::NewTrace::decide)
+        .flatten();
+    let unsampled = match &new_trace {
+        Some(t) if !t.kept() => Some(own_unsampled(t.id, TraceState::default())),
+        _ if traced && not_sampled(&parent) => {
+            let span = parent.span();
+            let sc = span.span_context();
+            Some(own_unsampled(sc.trace_id(), sc.trace_state().clone()))
+        }
+        _ => None,
+    };
+    let (span, own, outside) = if let Some(cx) = unsampled {
+        // Made while the context is current, so that the span layer leaves it (and every span
+        // within) alone.
+        let span = {
+            let _current = cx.clone().attach();
+            make_span()
+        };
+        (span, None, Some(cx))
+    } else {
+        let span = make_span();
+        // Fails only where no OpenTelemetry layer is installed: then there are no spans to parent.
+        let _ = span.set_parent(parent.clone());
+        let cx = {
+            let _chosen = new_trace.map(crate::sampling::NewTrace::choose);
+            span.context()
+        };
+        if cx.span().span_context().is_valid() {
+            (span, Some(cx), None)
+        } else {
+            (span, None, Some(parent))
+        }
+    };
+    let ctx = RequestContext::of(own.as_ref().or(outside.as_ref()).expect("one is set"));
     req.extensions_mut().insert(ctx.clone());
 
     // Entered while the handler runs, so that its own spans and calls are children of the
     // server span and its log lines carry the request's ids. With no span of its own, the
-    // caller's context is the current one, and calls pass it on unchanged.
+    // outside context is the current one, and calls pass it on.
     // The caller's remaining budget bounds every call this request makes.
     let run = crate::deadline::within(deadline, next.run(req)).instrument(span.clone());
-    let mut response = if own {
-        run.await
-    } else {
-        run.with_context(parent).await
+    let mut response = match &outside {
+        None => run.await,
+        Some(cx) => run.with_context(cx.clone()).await,
     };
     let route = response
         .extensions()
@@ -252,7 +290,8 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         .map(|r| r.0.clone())
         .or(matched);
     let status = response.status();
-    if own {
+    // A root the sampler dropped still has a span, but one that records nothing.
+    if let Some(cx) = own.as_ref().filter(|cx| cx.span().is_recording()) {
         let otel = cx.span();
         otel.update_name(format!(
             "{method} {}",
@@ -279,16 +318,42 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
     {
         response.headers_mut().insert("traceparent", v);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            ms = millis(clock.elapsed()),
-            "request"
-        );
-    });
+    {
+        let _current = outside.map(opentelemetry::Context::attach);
+        span.in_scope(|| {
+            tracing::info!(
+                method = %method,
+                path = %path,
+                status = status.as_u16(),
+                ms = millis(clock.elapsed()),
+                "request"
+            );
+        });
+    }
     response
+}
+
+/// Whether the caller sent a trace it did not sample.
+fn not_sampled(parent: &opentelemetry::Context) -> bool {
+    let span = parent.span();
+    let sc = span.span_context();
+    sc.is_valid() && !sc.is_sampled()
+}
+
+/// An unsampled trace with a span id of this server's: never recorded, but passed on and
+/// written on log lines.
+fn own_unsampled(trace_id: TraceId, state: TraceState) -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
+    let id = std::iter::repeat_with(rand::random::<u64>)
+        .find(|n| *n != 0)
+        .expect("a nonzero id");
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        SpanId::from(id),
+        TraceFlags::default(),
+        false,
+        state,
+    ))
 }
 
 fn millis(d: Duration) -> f64 {
@@ -516,5 +581,143 @@ mod tests {
         );
         let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
         assert_eq!(&body[..], b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+    }
+
+    /// A handler that records a span and says which trace it runs in and whether it is sampled.
+    fn traced_app() -> Router {
+        Router::new().route(
+            "/t",
+            get(|ctx: RequestContext| async move {
+                let _q = crate::db_span("SELECT", "items").entered();
+                let current = opentelemetry::Context::current();
+                let span = current.span();
+                let sc = span.span_context();
+                axum::Json(serde_json::json!({
+                    "traceparent": ctx.trace.map(|t| t.header_value()),
+                    "current_trace": sc.trace_id().to_string(),
+                    "current_span": sc.span_id().to_string(),
+                    "sampled": sc.is_sampled(),
+                    "unsampled_here": crate::sampling::in_unsampled_trace(),
+                }))
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_trace_the_caller_did_not_sample_records_nothing_but_carries_ids() {
+        let spans = capture_spans();
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let req = Request::get("/t")
+            .header("traceparent", incoming)
+            .header("tracestate", "ot=th:8")
+            .body(Body::empty())
+            .unwrap();
+        let res = kit().router(traced_app()).oneshot(req).await.unwrap();
+        let out = res.headers()["traceparent"].to_str().unwrap().to_string();
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let parsed = TraceParent::parse(&out).unwrap();
+        assert_eq!(parsed.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(
+            parsed.span_id_hex(),
+            "00f067aa0ba902b7",
+            "a span id of its own"
+        );
+        assert!(out.ends_with("-00"), "still not sampled: {out}");
+        assert_eq!(
+            body["traceparent"],
+            out.as_str(),
+            "the handler sees the same ids"
+        );
+        assert_eq!(body["current_trace"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(body["current_span"], parsed.span_id_hex().as_str());
+        assert_eq!(body["sampled"], false);
+        assert_eq!(body["unsampled_here"], true);
+        assert!(
+            spans.finished().is_empty(),
+            "no span is made in an unsampled trace: {:?}",
+            spans
+                .finished()
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect::<Vec<_>>()
+        );
+
+        // The same request sampled makes the server span and the handler's.
+        let req = Request::get("/t")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let res = kit().router(traced_app()).oneshot(req).await.unwrap();
+        assert!(
+            res.headers()["traceparent"]
+                .to_str()
+                .unwrap()
+                .ends_with("-01")
+        );
+        spans.named("GET /t");
+        spans.named("SELECT items");
+    }
+
+    #[tokio::test]
+    async fn a_root_the_sampler_drops_makes_no_child_spans() {
+        let spans =
+            crate::testing::capture_spans_with(opentelemetry_sdk::trace::Sampler::AlwaysOff);
+        let res = kit()
+            .router(traced_app())
+            .oneshot(get_req("/t"))
+            .await
+            .unwrap();
+        let out = res.headers()["traceparent"].to_str().unwrap().to_string();
+        assert!(out.ends_with("-00"), "{out}");
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["unsampled_here"], true);
+        assert_eq!(body["traceparent"], out.as_str());
+        assert!(spans.finished().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_root_past_the_rate_carries_its_weight_downstream() {
+        let sampler = crate::sampling::RateSampler::new(1.0);
+        let spans = crate::testing::capture_spans_with(sampler);
+        let app = Router::new().route(
+            "/w",
+            get(|ctx: RequestContext| async move { ctx.tracestate.unwrap_or_default() }),
+        );
+        // The first window keeps everything; after it, about one a second.
+        let mut weights = Vec::new();
+        let start = std::time::Instant::now();
+        let mut sent = 0;
+        while weights.is_empty() && start.elapsed() < Duration::from_secs(10) {
+            let res = kit()
+                .router(app.clone())
+                .oneshot(get_req("/w"))
+                .await
+                .unwrap();
+            sent += 1;
+            let sampled = res.headers()["traceparent"]
+                .to_str()
+                .unwrap()
+                .ends_with("-01");
+            let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+            let state = String::from_utf8(body.to_vec()).unwrap();
+            if sampled && start.elapsed() > Duration::from_millis(1100) {
+                weights.push(msctl_contract::sampling::adjusted_count(Some(&state)));
+            }
+        }
+        assert!(
+            weights.iter().any(|w| *w > 1.0),
+            "past the rate, kept traces carry ot=th in their tracestate: {weights:?}"
+        );
+        let server = spans.finished();
+        assert!(
+            server.len() < sent,
+            "{} spans of {sent} requests",
+            server.len()
+        );
     }
 }

@@ -14,7 +14,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 
 /// What a service's telemetry is: where it goes, and the handles to flush it at exit.
@@ -93,26 +93,38 @@ impl Telemetry {
                 }
             });
         // The SDK's own diagnostics go to stdout only: exporting them could feed a loop.
+        // A request's log records go with its trace: one not sampled keeps them on stdout.
         let bridge = logs.as_ref().map(|provider| {
-            OpenTelemetryTracingBridge::new(provider)
-                .with_filter(rust_log().add_directive("opentelemetry=off".parse().expect("valid")))
+            OpenTelemetryTracingBridge::new(provider).with_filter(
+                rust_log()
+                    .add_directive("opentelemetry=off".parse().expect("valid"))
+                    .and(
+                        // Asked at every event: the answer depends on the request.
+                        dynamic_filter_fn(|_, _| !crate::sampling::in_unsampled_trace()),
+                    ),
+            )
         });
+        let sampler = sampler();
         let traces = match mode {
             Mode::Off => None,
-            Mode::Local => Some(SdkTracerProvider::builder().with_resource(resource).build()),
+            Mode::Local => Some(
+                sampled(SdkTracerProvider::builder(), sampler)
+                    .with_resource(resource)
+                    .build(),
+            ),
             Mode::Export => match opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .build()
             {
                 Ok(exporter) => Some(
-                    SdkTracerProvider::builder()
+                    sampled(SdkTracerProvider::builder(), sampler)
                         .with_resource(resource)
                         .with_batch_exporter(exporter)
                         .build(),
                 ),
                 Err(e) => {
                     eprintln!("warning: OTLP span export is off: {e}");
-                    Some(SdkTracerProvider::builder().build())
+                    Some(sampled(SdkTracerProvider::builder(), sampler).build())
                 }
             },
         };
@@ -157,7 +169,45 @@ where
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-        .with_filter(filter_fn(|meta| meta.is_span()))
+        // Nothing is built for a span inside a trace that is not sampled: that is what makes
+        // sampling cheap. The request's server span still carries the ids (server.rs).
+        .with_filter(
+            dynamic_filter_fn(|meta, _| meta.is_span() && !crate::sampling::in_unsampled_trace())
+                .with_callsite_filter(|meta| {
+                    if meta.is_span() {
+                        tracing::subscriber::Interest::sometimes()
+                    } else {
+                        tracing::subscriber::Interest::never()
+                    }
+                }),
+        )
+}
+
+/// The kit's rate-limited sampler, unless `OTEL_TRACES_SAMPLER` names one: then the SDK reads
+/// that, as every OpenTelemetry SDK does.
+fn sampler() -> Option<crate::sampling::RateSampler> {
+    use msctl_contract::env as var;
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    (!set(var::OTEL_TRACES_SAMPLER)).then(|| {
+        crate::sampling::RateSampler::from_setting(
+            std::env::var(var::TRACES_PER_SECOND).ok().as_deref(),
+        )
+    })
+}
+
+fn sampled(
+    builder: opentelemetry_sdk::trace::TracerProviderBuilder,
+    sampler: Option<crate::sampling::RateSampler>,
+) -> opentelemetry_sdk::trace::TracerProviderBuilder {
+    match sampler {
+        Some(s) => {
+            crate::sampling::install(s.clone());
+            builder
+                .with_sampler(s)
+                .with_id_generator(crate::sampling::KitIds::default())
+        }
+        None => builder,
+    }
 }
 
 /// Which events are written, from `RUST_LOG`; `info` when it is unset or invalid.

@@ -96,6 +96,13 @@ pub fn dead_url() -> String {
 /// `tracing` layers and the OpenTelemetry SDK, exported to memory instead of over OTLP.
 /// `#[tokio::test]` runs a test and the servers it spawns on one thread, so all are seen.
 pub fn capture_spans() -> Spans {
+    capture_spans_with(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+        opentelemetry_sdk::trace::Sampler::AlwaysOn,
+    )))
+}
+
+/// As [`capture_spans`], with the SDK deciding by `sampler`.
+pub fn capture_spans_with(sampler: impl opentelemetry_sdk::trace::ShouldSample + 'static) -> Spans {
     // `tracing` caches per call site whether any subscriber wants it. Tests running in parallel
     // threads without a subscriber could cache "no one" for a site this test needs, so a global
     // subscriber that wants every span is installed first; each test's own still decides.
@@ -106,6 +113,7 @@ pub fn capture_spans() -> Spans {
     let exporter = Memory::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
+        .with_sampler(sampler)
         .build();
     let subscriber = tracing_subscriber::registry().with(crate::telemetry::span_layer(&provider));
     let guard = tracing::subscriber::set_default(subscriber);

@@ -116,10 +116,13 @@ struct Outgoing<'a>(&'a mut HeaderMap);
 
 impl Injector for Outgoing<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        // The propagator's two names are known; parsing them on every call is a cost of its own.
+        let name = match key {
+            "traceparent" => Ok(HeaderName::from_static("traceparent")),
+            "tracestate" => Ok(HeaderName::from_static("tracestate")),
+            other => HeaderName::from_bytes(other.as_bytes()),
+        };
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
     }

@@ -197,6 +197,7 @@ pub fn span_of(action: &Action, instance: &str, user_agent: Option<&str>) -> Res
             service_instance_id: instance.to_string(),
         },
         events: Vec::new(),
+        trace_state: None,
     })
 }
 
