@@ -14,7 +14,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn};
+use tracing_subscriber::filter::{FilterExt, dynamic_filter_fn, filter_fn};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 
 /// What a service's telemetry is: where it goes, and the handles to flush it at exit.
@@ -77,7 +77,10 @@ impl Telemetry {
             .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
             .build();
         let (stdout, lines) = JsonLines::stdout(service, instance);
-        let stdout = stdout.with_filter(rust_log());
+        // Log lines are made of events only; the spans they sit in matter to the span layer
+        // alone, so that a span nobody records (tracing off, or a trace not sampled) is never
+        // made at all.
+        let stdout = stdout.with_filter(filter_fn(|meta| meta.is_event()).and(rust_log()));
         let logs = (mode != Mode::Off && logs_endpoint)
             .then(|| opentelemetry_otlp::LogExporter::builder().with_http().build())
             .and_then(|built| match built {
@@ -96,12 +99,12 @@ impl Telemetry {
         // A request's log records go with its trace: one not sampled keeps them on stdout.
         let bridge = logs.as_ref().map(|provider| {
             OpenTelemetryTracingBridge::new(provider).with_filter(
-                rust_log()
-                    .add_directive("opentelemetry=off".parse().expect("valid"))
-                    .and(
-                        // Asked at every event: the answer depends on the request.
-                        dynamic_filter_fn(|_, _| !crate::sampling::in_unsampled_trace()),
-                    ),
+                filter_fn(|meta| meta.is_event())
+                    // Asked at every event, first: the answer depends on the request.
+                    .and(dynamic_filter_fn(|_, _| {
+                        !crate::sampling::in_unsampled_trace()
+                    }))
+                    .and(rust_log().add_directive("opentelemetry=off".parse().expect("valid"))),
             )
         });
         let sampler = sampler();
