@@ -116,7 +116,11 @@ pub fn rows(spans: &[ServerSpan], window: Duration) -> Vec<Row> {
             let mut durations: Vec<(u64, f64)> =
                 spans.iter().map(|s| (s.duration_ns, s.weight)).collect();
             let total: f64 = durations.iter().map(|d| d.1).sum();
-            let errors: f64 = spans.iter().filter(|s| s.error).map(|s| s.weight).sum();
+            // Folded from +0.0: an empty f64 sum is -0.0, which would print as "-0".
+            let errors = spans
+                .iter()
+                .filter(|s| s.error)
+                .fold(0.0, |sum, s| sum + s.weight);
             let pct = |d: &mut [(u64, f64)], p: f64| {
                 Duration::from_nanos(percentile(d, p).unwrap_or_default())
             };
@@ -204,6 +208,7 @@ mod tests {
             (Duration::from_millis(7), Duration::from_millis(7))
         );
         assert_eq!(posts.error_rate, 0.0);
+        assert!(posts.error_rate.is_sign_positive(), "never -0");
     }
 
     #[test]

@@ -348,7 +348,7 @@ pub fn series(spans: &[(u64, crate::telemetry::store::ServerSpan)], since: u64, 
             json!({
                 "service": service,
                 "route": route,
-                "rps": buckets.iter().map(|b| b.iter().map(|d| d.1).sum::<f64>() / (width as f64 / 1e9)).collect::<Vec<_>>(),
+                "rps": buckets.iter().map(|b| b.iter().fold(0.0, |sum, d| sum + d.1) / (width as f64 / 1e9)).collect::<Vec<_>>(),
                 "p50_ms": buckets.iter_mut().map(|b| pct(b, 0.5)).collect::<Vec<_>>(),
                 "p99_ms": buckets.iter_mut().map(|b| pct(b, 0.99)).collect::<Vec<_>>(),
             })

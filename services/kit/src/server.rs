@@ -222,8 +222,11 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
     let make_span = || {
+        // Named now by the router's route, so that a request its client gave up on (its span
+        // ends when the future is dropped) is still told apart; a handler's own name wins below.
         tracing::info_span!(
             "request",
+            otel.name = %format_args!("{method} {}", matched.as_deref().unwrap_or("unmatched")),
             otel.kind = "server",
             http.request.method = %method,
             url.path = %path,
@@ -555,6 +558,23 @@ mod tests {
             spans.named("GET /bad").status,
             opentelemetry::trace::Status::Unset
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_its_client_gave_up_on_is_named_by_its_route() {
+        let spans = capture_spans();
+        let app = Router::new().route(
+            "/slow/{id}",
+            get(|| async { std::future::pending::<StatusCode>().await }),
+        );
+        let served = kit().router(app).oneshot(get_req("/slow/1"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), served)
+                .await
+                .is_err()
+        );
+        let server = spans.named("GET /slow/{id}");
+        assert_eq!(server.span_kind, SpanKind::Server);
     }
 
     #[tokio::test]
