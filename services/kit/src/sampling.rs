@@ -189,29 +189,30 @@ impl ShouldSample for RateSampler {
         _attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
-        let parent = parent_context
-            .map(|cx| cx.span().span_context().clone())
-            .filter(|sc| sc.is_valid());
-        match parent {
+        if let Some(cx) = parent_context {
+            let span = cx.span();
+            let sc = span.span_context();
             // The caller decided, and its `tracestate` (the weight with it) goes on.
-            Some(sc) => SamplingResult {
-                decision: if sc.is_sampled() {
-                    SamplingDecision::RecordAndSample
-                } else {
-                    SamplingDecision::Drop
-                },
-                attributes: Vec::new(),
-                trace_state: sc.trace_state().clone(),
-            },
-            None => CHOSEN
-                .with(|c| {
-                    c.borrow()
-                        .as_ref()
-                        .filter(|(id, _)| *id == trace_id)
-                        .map(|(_, decided)| decided.clone())
-                })
-                .unwrap_or_else(|| self.decide_root(trace_id, Instant::now())),
+            if sc.is_valid() {
+                return SamplingResult {
+                    decision: if sc.is_sampled() {
+                        SamplingDecision::RecordAndSample
+                    } else {
+                        SamplingDecision::Drop
+                    },
+                    attributes: Vec::new(),
+                    trace_state: sc.trace_state().clone(),
+                };
+            }
         }
+        CHOSEN
+            .with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .filter(|(id, _)| *id == trace_id)
+                    .map(|(_, decided)| decided.clone())
+            })
+            .unwrap_or_else(|| self.decide_root(trace_id, Instant::now()))
     }
 }
 
