@@ -212,19 +212,34 @@ fn a_call_while_posts_is_dead_shows_the_error_in_its_trace() {
 fn concurrent_calls_give_separate_complete_traces() {
     let p = sample_with("", "on-failure");
     p.up();
+    // 200 calls, 20 at a time: concurrent enough to interleave every service's spans, and
+    // bounded so that a two-core CI machine running other suites beside it is not swamped
+    // into the gateway's upstream timeout.
     const CALLS: usize = 200;
+    const AT_ONCE: usize = 20;
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let ids: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..CALLS)
-            .map(|i| {
-                let p = &p;
+        let handles: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let (p, next) = (&p, &next);
                 scope.spawn(move || {
-                    let answer = call_json(p, &[&format!("users/{}/posts", i % 10 + 1)]);
-                    assert_eq!(answer["status"], 200, "{answer}");
-                    answer["trace_id"].as_str().unwrap().to_string()
+                    let mut ids = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= CALLS {
+                            return ids;
+                        }
+                        let answer = call_json(p, &[&format!("users/{}/posts", i % 10 + 1)]);
+                        assert_eq!(answer["status"], 200, "{answer}");
+                        ids.push(answer["trace_id"].as_str().unwrap().to_string());
+                    }
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), CALLS, "every call has its own trace");
@@ -561,18 +576,22 @@ fn past_the_rate_traces_are_sampled_whole_and_top_still_counts_every_request() {
         });
     }
 
-    // A load of new traces, far past 20 a second.
+    // A load of new traces, far past 20 a second: four clients paced at 50 a second each, so
+    // the load is well over the rate without taking the machine from the suites beside it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
+    let workers: Vec<_> = (0..4)
         .map(|_| {
             let (stop, url) = (stop.clone(), format!("{gateway}/users/1"));
             std::thread::spawn(move || {
                 let client = common::http();
                 let mut sent = 0u64;
+                let mut due = std::time::Instant::now();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let r = client.get(&url).send().expect("the gateway answers");
                     assert_eq!(r.status(), 200);
                     sent += 1;
+                    due += Duration::from_millis(20);
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
                 }
                 sent
             })
