@@ -122,7 +122,7 @@ fn too_large() -> ApiError {
 enum Outgoing {
     Whole(Bytes),
     Stream {
-        body: reqwest::Body,
+        body: Body,
         over_limit: Arc<AtomicBool>,
     },
 }
@@ -151,7 +151,7 @@ async fn outgoing(body: Body) -> Result<Outgoing, ApiError> {
                 std::future::ready(Some(item))
             });
             Ok(Outgoing::Stream {
-                body: reqwest::Body::wrap_stream(chunks),
+                body: Body::from_stream(chunks),
                 over_limit,
             })
         }

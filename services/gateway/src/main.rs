@@ -3,6 +3,9 @@
 use msctl_kit::Kit;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut kit = match Kit::from_env("gateway", env!("CARGO_PKG_VERSION")) {

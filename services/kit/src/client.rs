@@ -80,7 +80,7 @@ struct Fetched {
 
 enum Fetch {
     Whole(Bytes),
-    Open(reqwest::Response),
+    Open(hyper::body::Incoming),
 }
 
 impl Fetched {
@@ -101,9 +101,7 @@ impl Fetched {
     fn streamed(self, idle: Duration) -> PeerStream {
         let body = match self.body {
             Fetch::Whole(bytes) => axum::body::Body::from(bytes),
-            Fetch::Open(response) => {
-                axum::body::Body::from_stream(idle_bounded(response.bytes_stream(), idle))
-            }
+            Fetch::Open(incoming) => axum::body::Body::new(IdleBounded::new(incoming, idle)),
         };
         PeerStream {
             status: self.status,
@@ -114,31 +112,71 @@ impl Fetched {
     }
 }
 
-/// `chunks`, ended with an error when the next one takes longer than `idle` to come: a peer
-/// that stalls mid-body must not hold the caller's connection open for ever.
-fn idle_bounded(
-    chunks: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+/// A body passed on as it arrives, ended with an error when its next frame takes longer than
+/// `idle` to come: a peer that stalls mid-body must not hold the caller's connection open for
+/// ever. The timer is armed only while a frame is awaited, so a body already in hand (most
+/// answers, by the time their head is read) costs no timer at all.
+struct IdleBounded {
+    inner: hyper::body::Incoming,
     idle: Duration,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    use futures_util::StreamExt;
-    futures_util::stream::unfold(Some(Box::pin(chunks)), move |chunks| async move {
-        let mut chunks = chunks?;
-        match tokio::time::timeout(idle, chunks.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => Some((
-                Err(std::io::Error::other(crate::error::root_cause(&e))),
-                None,
-            )),
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the peer sent nothing for {} ms", idle.as_millis()),
-                )),
-                None,
-            )),
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleBounded {
+    fn new(inner: hyper::body::Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
         }
-    })
+    }
+}
+
+impl http_body::Body for IdleBounded {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(
+                    frame.map(|f| {
+                        f.map_err(|e| std::io::Error::other(crate::error::root_cause(&e)))
+                    }),
+                )
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.timer = None;
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the peer sent nothing for {} ms", idle.as_millis()),
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -186,15 +224,26 @@ impl From<PeerError> for ApiError {
     }
 }
 
-/// The calls a service makes to others. Cheap to clone: all clones share one connection pool.
+/// The calls a service makes to others. Cheap to clone: all clones share the connection pools
+/// and the balancer's bookkeeping.
 #[derive(Debug, Clone)]
 pub struct Peers {
     inner: Arc<Inner>,
 }
 
+/// The pooled HTTP/1.1 client, on hyper directly: the calls are to loopback addresses by IP,
+/// so none of a general-purpose client's URL parsing, redirects or proxies is wanted.
+type Http = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
 #[derive(Debug)]
 struct Inner {
-    http: reqwest::Client,
+    /// One pool per thread, as Envoy keeps one per worker: a pooled connection is driven by a
+    /// task on the thread that opened it, so a request from another thread would have to wake
+    /// that thread for every call.
+    http: thread_local::ThreadLocal<Http>,
     discovery: Discovery,
     timeout: Duration,
     balancer: Mutex<Balancer>,
@@ -203,15 +252,9 @@ struct Inner {
 
 impl Peers {
     pub fn new(discovery: Discovery, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("the HTTP client builds with no TLS and no proxy");
         Self {
             inner: Arc::new(Inner {
-                http,
+                http: thread_local::ThreadLocal::new(),
                 timeout,
                 balancer: Mutex::new(Balancer::default()),
                 faults: crate::fault::FaultFile::beside(discovery.registry_path()),
@@ -222,6 +265,20 @@ impl Peers {
 
     pub fn discovery(&self) -> &Discovery {
         &self.inner.discovery
+    }
+
+    /// This thread's connection pool.
+    fn http(&self) -> &Http {
+        self.inner.http.get_or(|| {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            // Requests are small and answered at once: waiting to fill a segment only adds
+            // latency.
+            connector.set_nodelay(true);
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector)
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -246,7 +303,7 @@ impl Peers {
     pub async fn forward(
         &self,
         req: PeerRequest,
-        stream: Option<reqwest::Body>,
+        stream: Option<axum::body::Body>,
     ) -> Result<PeerStream, PeerError> {
         let idle = self.inner.timeout;
         self.call(&req, stream, false)
@@ -257,7 +314,7 @@ impl Peers {
     async fn call(
         &self,
         req: &PeerRequest,
-        stream: Option<reqwest::Body>,
+        stream: Option<axum::body::Body>,
         read_whole: bool,
     ) -> Result<Fetched, PeerError> {
         // The call's own timeout, or the request's remaining budget if that is shorter.
@@ -296,7 +353,7 @@ impl Peers {
     async fn attempt(
         &self,
         req: &PeerRequest,
-        stream: Option<reqwest::Body>,
+        stream: Option<axum::body::Body>,
         read_whole: bool,
         resend: u32,
         avoid: Option<&str>,
@@ -458,57 +515,59 @@ impl Peers {
     async fn exchange(
         &self,
         req: &PeerRequest,
-        stream: Option<reqwest::Body>,
+        stream: Option<axum::body::Body>,
         read_whole: bool,
         endpoint: &Endpoint,
         cx: &opentelemetry::Context,
         deadline: Instant,
     ) -> Result<Fetched, PeerError> {
         let url = format!("{}{}", endpoint.base_url, req.path_and_query);
-        // Parsed once, for the span and for the request.
-        let parsed = reqwest::Url::parse(&url).map_err(|e| PeerError::Unreachable {
+        let uri = axum::http::Uri::try_from(url.as_str()).map_err(|e| PeerError::Unreachable {
             service: req.service.clone(),
             url: url.clone(),
             message: format!("not a valid URL: {e}"),
         })?;
         let otel = cx.span();
         if otel.is_recording() {
-            if let Some(host) = parsed.host_str() {
+            if let Some(host) = uri.host() {
                 otel.set_attribute(KeyValue::new("server.address", host.to_string()));
             }
-            if let Some(port) = parsed.port_or_known_default() {
+            if let Some(port) = uri.port_u16() {
                 otel.set_attribute(KeyValue::new("server.port", i64::from(port)));
             }
             otel.set_attribute(KeyValue::new("url.full", url.clone()));
         }
-        let mut headers = req.headers.clone();
-        crate::trace_context::inject(cx, &mut headers);
-        crate::deadline::inject(deadline, &mut headers);
+        let mut request = axum::http::Request::new(
+            stream.unwrap_or_else(|| axum::body::Body::from(req.body.clone())),
+        );
+        *request.method_mut() = req.method.clone();
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.clone_from(&req.headers);
+        crate::trace_context::inject(cx, headers);
+        crate::deadline::inject(deadline, headers);
         let call = async {
             let response = self
-                .inner
-                .http
-                .request(req.method.clone(), parsed)
-                .headers(headers)
-                .body(stream.unwrap_or_else(|| req.body.clone().into()))
-                .send()
+                .http()
+                .request(request)
                 .await
-                .map_err(|e| self.classify(&req.service, &url, e))?;
-            let status = response.status();
-            let headers = response.headers().clone();
+                .map_err(|e| self.classify(&req.service, &url, &e, e.is_connect()))?;
+            let (parts, incoming) = response.into_parts();
             let body = if read_whole {
+                use http_body_util::BodyExt;
                 Fetch::Whole(
-                    response
-                        .bytes()
+                    incoming
+                        .collect()
                         .await
-                        .map_err(|e| self.classify(&req.service, &url, e))?,
+                        .map_err(|e| self.classify(&req.service, &url, &e, false))?
+                        .to_bytes(),
                 )
             } else {
-                Fetch::Open(response)
+                Fetch::Open(incoming)
             };
             Ok(Fetched {
-                status,
-                headers,
+                status: parts.status,
+                headers: parts.headers,
                 body,
                 instance: endpoint.instance.clone(),
             })
@@ -522,22 +581,25 @@ impl Peers {
         }
     }
 
-    fn classify(&self, service: &str, url: &str, e: reqwest::Error) -> PeerError {
-        if e.is_timeout() {
-            PeerError::Timeout {
-                service: service.to_string(),
-                after: self.inner.timeout,
-            }
-        } else if e.is_connect() {
+    /// A call that failed: `connect` when it never reached the peer, so that it may be sent
+    /// again anywhere.
+    fn classify(
+        &self,
+        service: &str,
+        url: &str,
+        e: &(dyn std::error::Error + 'static),
+        connect: bool,
+    ) -> PeerError {
+        if connect {
             PeerError::Unreachable {
                 service: service.to_string(),
                 url: url.to_string(),
-                message: crate::error::root_cause(&e),
+                message: crate::error::root_cause(e),
             }
         } else {
             PeerError::BadAnswer {
                 service: service.to_string(),
-                message: crate::error::root_cause(&e),
+                message: crate::error::root_cause(e),
             }
         }
     }

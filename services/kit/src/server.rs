@@ -135,30 +135,73 @@ impl Kit {
 
     /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish within the drain timeout.
+    ///
+    /// Requests are served by one single-threaded runtime per core, all accepting on the one
+    /// listening socket, as nginx's workers do: a request and the calls it makes stay on one
+    /// thread from start to end, with no thread waking another. On a two-core machine, the
+    /// work-stealing runtime spent a fifth of a proxied request's time in such wake-ups.
     pub async fn serve_until(
         self,
         app: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), KitError> {
         let addr = self.env.addr;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| KitError::Bind { addr, source })?;
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|source| KitError::Bind { addr, source })?;
+        listener.set_nonblocking(true).map_err(KitError::Serve)?;
         let local = listener.local_addr().map_err(KitError::Serve)?;
         tracing::info!(addr = %local, version = self.version, "listening");
         let drain = self.env.drain_timeout;
         let telemetry = self.telemetry.clone();
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let notify = stop.clone();
-        let server = axum::serve(listener, self.router(app)).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
-            notify.notify_one();
-        });
+        let router = self.router(app);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for n in 0..worker_count() {
+            let listener = listener.try_clone().map_err(KitError::Serve)?;
+            let (router, mut stopping) = (router.clone(), stopping.clone());
+            let (done, finished) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("msctl-kit-serve-{n}"))
+                .spawn(move || {
+                    let served = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .and_then(|runtime| {
+                            runtime.block_on(async move {
+                                let listener = tokio::net::TcpListener::from_std(listener)?;
+                                axum::serve(listener, router)
+                                    .with_graceful_shutdown(async move {
+                                        let _ = stopping.wait_for(|stop| *stop).await;
+                                    })
+                                    .await
+                            })
+                        });
+                    let _ = done.send(served);
+                })
+                .map_err(KitError::Serve)?;
+            workers.push(finished);
+        }
+        drop(listener);
+        let served = async {
+            for worker in workers {
+                // A worker that went away without a word panicked: its error is the first one.
+                worker
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a server thread panicked")))
+                    .map_err(KitError::Serve)?;
+            }
+            Ok::<(), KitError>(())
+        };
+        tokio::pin!(served);
         tokio::select! {
-            result = server => result.map_err(KitError::Serve)?,
-            _ = async { stop.notified().await; tokio::time::sleep(drain).await } => {
-                tracing::warn!("drain timeout: exiting with requests in flight");
+            result = &mut served => result?,
+            () = shutdown => {
+                tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
+                let _ = stop.send(true);
+                match tokio::time::timeout(drain, &mut served).await {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!("drain timeout: exiting with requests in flight"),
+                }
             }
         }
         // Spans and log records of the last requests are still in the exporters' batches.
@@ -166,6 +209,11 @@ impl Kit {
         telemetry.flush(FLUSH_ON_EXIT).await;
         Ok(())
     }
+}
+
+/// How many threads serve requests: one per core.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Completes on the first SIGTERM or SIGINT.
@@ -738,5 +786,86 @@ mod tests {
             "{} spans of {sent} requests",
             server.len()
         );
+    }
+
+    #[tokio::test]
+    async fn requests_are_served_on_the_kits_own_threads_and_drained_at_shutdown() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env =
+            ServiceEnv::from_lookup("demo", |k| (k == "PORT").then(|| port.to_string())).unwrap();
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let app = Router::new()
+            .route(
+                "/thread",
+                get(|| async {
+                    std::thread::current()
+                        .name()
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+            )
+            .route(
+                "/slow",
+                get(
+                    |State(entered): State<Arc<tokio::sync::Notify>>| async move {
+                        entered.notify_one();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "done"
+                    },
+                ),
+            )
+            .with_state(entered.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(Kit::new(env, [], "9.9.9").serve_until(app, async {
+            let _ = stopped.await;
+        }));
+        let caller = crate::testing::kit(
+            "caller",
+            &[("DEMO_URL", format!("http://127.0.0.1:{port}"))],
+        );
+        let get_path = |path: &'static str| {
+            let peers = caller.peers.clone();
+            async move {
+                peers
+                    .send(crate::PeerRequest::get("demo", path, path))
+                    .await
+            }
+        };
+        let mut answer = get_path("/thread").await;
+        for _ in 0..100 {
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            answer = get_path("/thread").await;
+        }
+        let thread = answer.expect("the server listens");
+        assert!(
+            thread.body.starts_with(b"msctl-kit-serve-"),
+            "served on {:?}",
+            String::from_utf8_lossy(&thread.body)
+        );
+
+        // A request in flight when the service is told to stop is answered; then it stops.
+        let slow = tokio::spawn(get_path("/slow"));
+        entered.notified().await;
+        stop.send(()).unwrap();
+        let slow = slow
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert_eq!(
+            (slow.status, &slow.body[..]),
+            (StatusCode::OK, &b"done"[..])
+        );
+        server.await.unwrap().expect("the server stops cleanly");
+        assert!(matches!(
+            get_path("/thread").await,
+            Err(crate::PeerError::Unreachable { .. })
+        ));
     }
 }
