@@ -1,18 +1,19 @@
 //! The API gateway: the single entry point. It routes `/NAME/…` to the service NAME found by
 //! discovery, and combines users and posts for `GET /users/{id}/posts`.
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router};
 use futures_util::StreamExt;
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
 use msctl_kit::server::RouteName;
 use msctl_kit::{ApiError, PeerError, PeerRequest, Peers};
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -223,10 +224,8 @@ async fn user_posts(
             "/posts"
         )),
     );
-    let user = match user {
-        Ok(answer) if answer.status.is_success() => answer
-            .json()
-            .map_err(|e| users_failed(StatusCode::BAD_GATEWAY, e.to_string()))?,
+    let user = match &user {
+        Ok(answer) if answer.status.is_success() => answer,
         Ok(answer) if answer.status == StatusCode::NOT_FOUND => {
             return Err(ApiError::not_found(format!("user {id} does not exist")));
         }
@@ -238,32 +237,70 @@ async fn user_posts(
         }
         Err(e) => return Err(users_failed(e.status(), e.to_string())),
     };
-    let posts = posts.and_then(|answer| {
+    // Both answers are checked and passed on as the JSON they are, never rebuilt as values: the
+    // composition is two copies of bytes.
+    let user = serde_json::from_slice::<&RawValue>(&user.body).map_err(|e| {
+        users_failed(
+            StatusCode::BAD_GATEWAY,
+            format!("answered with a body that is not JSON: {e}"),
+        )
+    })?;
+    let posts = posts.as_ref().map_err(Clone::clone).and_then(|answer| {
         if !answer.status.is_success() {
             return Err(PeerError::BadAnswer {
                 service: "posts".into(),
                 message: format!("answered {}", answer.status),
             });
         }
-        let body = answer.json()?;
-        match body.get("posts") {
-            Some(list @ Value::Array(_)) => Ok(list.clone()),
+        #[derive(serde::Deserialize)]
+        struct Page<'a> {
+            #[serde(borrow)]
+            posts: Option<&'a RawValue>,
+        }
+        let page: Page =
+            serde_json::from_slice(&answer.body).map_err(|e| PeerError::BadAnswer {
+                service: answer.instance.clone(),
+                message: format!(
+                    "answered {} with a body that is not JSON: {e}",
+                    answer.status
+                ),
+            })?;
+        match page.posts {
+            Some(list) if list.get().starts_with('[') => Ok(list),
             _ => Err(PeerError::BadAnswer {
                 service: "posts".into(),
                 message: "the answer has no `posts` list".into(),
             }),
         }
     });
-    let body = match posts {
-        Ok(list) => json!({"user": user, "posts": list}),
-        Err(e) => json!({
-            "user": user,
-            "posts": null,
-            "partial": true,
-            "errors": [{"service": "posts", "code": msctl_kit::error::code_for(e.status()), "message": e.to_string()}],
-        }),
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        user: &'a RawValue,
+        posts: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errors: Option<serde_json::Value>,
+    }
+    let answer = match posts {
+        Ok(list) => Answer {
+            user,
+            posts: Some(list),
+            partial: None,
+            errors: None,
+        },
+        Err(e) => Answer {
+            user,
+            posts: None,
+            partial: Some(true),
+            errors: Some(
+                json!([{"service": "posts", "code": msctl_kit::error::code_for(e.status()), "message": e.to_string()}]),
+            ),
+        },
     };
-    Ok(Json(body).into_response())
+    let body = serde_json::to_vec(&answer)
+        .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn users_failed(status: StatusCode, why: String) -> ApiError {
