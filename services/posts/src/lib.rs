@@ -25,6 +25,15 @@ pub struct Post {
     pub body: String,
 }
 
+/// One page of posts, with how many there are in all.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub posts: Vec<Post>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewPost {
@@ -179,7 +188,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Post> {
 async fn list(
     State(posts): State<Posts>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     let page = Paging::from_query(&query)?;
     let user_id = query
         .get("user_id")
@@ -211,9 +220,12 @@ async fn list(
         .and_then(|mut stmt| stmt.query_map(args, row)?.collect::<Result<Vec<_>, _>>())
         .map_err(db_error)?;
     tx.commit().map_err(db_error)?;
-    Ok(Json(
-        serde_json::json!({"posts": rows, "total": total, "limit": page.limit, "offset": page.offset}),
-    ))
+    Ok(Json(Page {
+        posts: rows,
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
 }
 
 async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json<Post>, ApiError> {
