@@ -1,7 +1,8 @@
 //! The data path against nginx and a bare server: `GET /users/1` on a bare axum server, on
 //! users directly, through nginx (a keep-alive reverse proxy to the same users instance) and
 //! through the gateway, and `/users/1/posts` through the gateway; throughput, p50 and p99 by
-//! wrk, and the services' peak memory. Tracing and access logs are on, as shipped.
+//! wrk, the CPU time each server on the path spends per request, and the services' peak
+//! memory. Tracing and access logs are on, as shipped.
 
 use crate::harness::*;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ const SECONDS: u32 = 5;
 
 pub(crate) struct Figures {
     pub(crate) rps: f64,
+    /// How many requests wrk completed in the run.
+    requests: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -69,8 +72,15 @@ pub(crate) fn wrk(url: &str) -> Figures {
     let rps = field("Requests/sec:")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"));
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::NAN);
     Figures {
         rps,
+        requests,
         p50_ms: field("50%").map(millis).unwrap_or(f64::NAN),
         p99_ms: field("99%").map(millis).unwrap_or(f64::NAN),
     }
@@ -109,6 +119,64 @@ impl Drop for Killed {
     }
 }
 
+/// The CPU time, user and system, that process `pid` and its threads have used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may itself hold spaces: utime and stime are
+    // the 14th and 15th of the whole line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second.max(1))
+}
+
+/// `pid` and its child processes: nginx's master and its workers.
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            all.push(child);
+        }
+    }
+    all
+}
+
+/// Runs wrk against `url` and also reads the CPU time each of `servers` spent per request.
+fn wrk_with_cpu(url: &str, servers: &[(&str, Vec<u32>)]) -> (Figures, Vec<(String, f64)>) {
+    let spent = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
+    let before: Vec<Duration> = servers.iter().map(|(_, pids)| spent(pids)).collect();
+    let figures = wrk(url);
+    let per_request = servers
+        .iter()
+        .zip(before)
+        .map(|((name, pids), before)| {
+            let micros = (spent(pids) - before).as_secs_f64() * 1e6 / figures.requests;
+            (name.to_string(), micros)
+        })
+        .collect();
+    (figures, per_request)
+}
+
 fn wait_listening(addr: SocketAddr) {
     for _ in 0..500 {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -119,7 +187,7 @@ fn wait_listening(addr: SocketAddr) {
     panic!("nothing listens on {addr}");
 }
 
-fn bare(bins: &Path) -> (Killed, SocketAddr) {
+fn bare(bins: &Path) -> (Killed, SocketAddr, u32) {
     let port = portpicker::pick_unused_port().expect("a free port");
     let child = Command::new(bins.join("bare"))
         .env("PORT", port.to_string())
@@ -127,11 +195,12 @@ fn bare(bins: &Path) -> (Killed, SocketAddr) {
         .expect("the bare server starts");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr);
-    (Killed(child), addr)
+    let pid = child.id();
+    (Killed(child), addr, pid)
 }
 
 /// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`.
-fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr) {
+fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
     let port = portpicker::pick_unused_port().expect("a free port");
     let conf = format!(
         "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  upstream users {{ server {upstream}; keepalive 32; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://users;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
@@ -149,7 +218,8 @@ fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr) {
         .expect("nginx starts");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr);
-    (Killed(child), addr)
+    let pid = child.id();
+    (Killed(child), addr, pid)
 }
 
 pub fn run(_runs: usize) {
@@ -165,48 +235,79 @@ pub fn run(_runs: usize) {
             .parse()
             .expect("socket address")
     };
+    let pid = |service: &str| -> u32 {
+        registry["services"][service]["instances"][0]["pid"]
+            .as_u64()
+            .expect("pid") as u32
+    };
     let (users, gateway) = (address("users"), address("gateway"));
-    let (_bare, bare_addr) = bare(&bins);
+    let (users_pid, gateway_pid, posts_pid) = (pid("users"), pid("gateway"), pid("posts"));
+    let (_bare, bare_addr, bare_pid) = bare(&bins);
     let nginx_dir = tempfile::tempdir().expect("temp dir");
-    let (_nginx, nginx_addr) = nginx(nginx_dir.path(), users);
+    let (_nginx, nginx_addr, nginx_pid) = nginx(nginx_dir.path(), users);
+    let nginx_pids = with_children(nginx_pid);
 
     println!(
         "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency, release builds, one instance each, tracing and access logs on as shipped\n"
     );
-    let paths = [
+    let paths: [(&str, String, Vec<(&str, Vec<u32>)>); 5] = [
         (
             "bare axum server, GET /users/1",
             format!("http://{bare_addr}/users/1"),
+            vec![("bare", vec![bare_pid])],
         ),
         (
             "users direct, GET /users/1",
             format!("http://{users}/users/1"),
+            vec![("users", vec![users_pid])],
         ),
         (
             "nginx → users, GET /users/1",
             format!("http://{nginx_addr}/users/1"),
+            vec![("nginx", nginx_pids), ("users", vec![users_pid])],
         ),
         (
             "gateway → users, GET /users/1",
             format!("http://{gateway}/users/1"),
+            vec![("gateway", vec![gateway_pid]), ("users", vec![users_pid])],
         ),
         (
             "gateway, GET /users/1/posts",
             format!("http://{gateway}/users/1/posts"),
+            vec![
+                ("gateway", vec![gateway_pid]),
+                ("users", vec![users_pid]),
+                ("posts", vec![posts_pid]),
+            ],
         ),
     ];
-    let figures: Vec<Figures> = paths.iter().map(|(_, url)| wrk(url)).collect();
+    let (figures, cpu): (Vec<Figures>, Vec<Vec<(String, f64)>>) = paths
+        .iter()
+        .map(|(_, url, servers)| wrk_with_cpu(url, servers))
+        .unzip();
     print_table(
-        &["path", "requests/s", "p50", "p99"],
+        &["path", "requests/s", "p50", "p99", "server CPU per request"],
         &paths
             .iter()
             .zip(&figures)
-            .map(|((name, _), f)| {
+            .zip(&cpu)
+            .map(|(((name, _, _), f), cpu)| {
+                let each: Vec<String> = cpu
+                    .iter()
+                    .map(|(who, us)| format!("{who} {us:.0}"))
+                    .collect();
+                let total: f64 = cpu.iter().map(|(_, us)| us).sum();
+                let split = if each.len() > 1 {
+                    format!(" ({})", each.join(" + "))
+                } else {
+                    String::new()
+                };
                 vec![
                     name.to_string(),
                     format!("{:.0}", f.rps),
                     format!("{:.2} ms", f.p50_ms),
                     format!("{:.2} ms", f.p99_ms),
+                    format!("{total:.0} µs{split}"),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -214,6 +315,9 @@ pub fn run(_runs: usize) {
     let [bare_f, users_f, nginx_f, gateway_f, posts_f] = &figures[..] else {
         unreachable!("five paths")
     };
+    println!(
+        "(server CPU: user and system time of the processes serving the path, per request; wrk's own is not counted, and all share the machine's cores)"
+    );
     println!();
     println!(
         "gateway / nginx throughput: {:.2}   (target >= 1.0; p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms)",

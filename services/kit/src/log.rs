@@ -7,10 +7,7 @@
 //! one wake-up of the supervisor that reads the pipe, instead of one each per line (the profile
 //! of a loaded service showed those per-line writes and thread wake-ups as its largest cost).
 
-use msctl_contract::trace_context::hex;
 use opentelemetry::trace::TraceContextExt;
-use serde::ser::{SerializeMap, Serializer};
-use serde_json::Value;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -150,113 +147,177 @@ impl Drop for LinesGuard {
     }
 }
 
-/// An event's fields, in the order written.
+/// An event's fields, written as JSON as they are visited: `rest` holds `,"key":value` for each
+/// field but the message. Kept per thread and reused, so that a line costs no allocation.
 #[derive(Default)]
 struct Fields {
-    message: Option<String>,
-    rest: Vec<(&'static str, Value)>,
+    message: String,
+    rest: Vec<u8>,
+    /// A value formatted with `Debug` or `Display`, before it is escaped into `rest`.
+    scratch: String,
 }
 
 impl Fields {
-    fn put(&mut self, field: &Field, value: Value) {
-        if field.name() == "message" {
-            self.message = Some(match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-        } else if !RESERVED.contains(&field.name()) {
-            self.rest.push((field.name(), value));
+    fn clear(&mut self) {
+        self.message.clear();
+        self.rest.clear();
+    }
+
+    /// Starts the field `field` in `rest`; false for the message and for a reserved key.
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name == "message" || RESERVED.contains(&name) {
+            return false;
+        }
+        self.rest.push(b',');
+        json(&mut self.rest, name);
+        self.rest.push(b':');
+        true
+    }
+
+    fn number(&mut self, field: &Field, value: impl serde::Serialize) {
+        if self.key(field) {
+            json(&mut self.rest, &value);
         }
     }
 }
 
+/// Writes `value` as JSON: writing to a Vec cannot fail, and every value here serialises.
+fn json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
+}
+
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::from(format!("{value:?}")));
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            self.message.clear();
+            let _ = write!(self.message, "{value:?}");
+        } else if self.key(field) {
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value:?}");
+            json(&mut self.rest, self.scratch.as_str());
+        }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        if field.name() == "message" {
+            self.message.clear();
+            self.message.push_str(value);
+        } else if self.key(field) {
+            json(&mut self.rest, value);
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
+}
+
+thread_local! {
+    /// The fields and the line being written on this thread.
+    static WRITING: std::cell::RefCell<(Fields, Vec<u8>)> = Default::default();
 }
 
 impl<S: Subscriber> Layer<S> for JsonLines {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        // The span the event was written in is the active OpenTelemetry context: tracing
-        // activates it on entry.
-        let cx = opentelemetry::Context::current();
-        let span = cx.span();
-        let sc = span.span_context();
-        let ids = sc.is_valid().then(|| {
-            (
-                hex(&sc.trace_id().to_bytes()),
-                hex(&sc.span_id().to_bytes()),
-            )
+        // An event written while formatting another's value finds this thread's buffers taken,
+        // and is written with its own.
+        let mut own = None;
+        WRITING.with(|writing| {
+            let mut taken = writing.try_borrow_mut();
+            let (fields, line) = match taken.as_deref_mut() {
+                Ok((fields, line)) => (fields, line),
+                Err(_) => {
+                    let (fields, line) = own.insert((Fields::default(), Vec::new()));
+                    (fields, line)
+                }
+            };
+            fields.clear();
+            event.record(fields);
+            // The span the event was written in is the active OpenTelemetry context: tracing
+            // activates it on entry.
+            let cx = opentelemetry::Context::current();
+            let span = cx.span();
+            let sc = span.span_context();
+            let ids = sc
+                .is_valid()
+                .then(|| (sc.trace_id().to_bytes(), sc.span_id().to_bytes()));
+            line.clear();
+            Line {
+                level: level_name(event.metadata().level()),
+                service: &self.service,
+                instance: &self.instance,
+                msg: &fields.message,
+                ids: ids.as_ref().map(|(t, s)| (&t[..], &s[..])),
+                fields: &fields.rest,
+            }
+            .write_to(line);
+            self.out.push(line);
         });
-        let line = Line {
-            level: level_name(event.metadata().level()),
-            service: &self.service,
-            instance: &self.instance,
-            msg: fields.message.as_deref().unwrap_or_default(),
-            ids: ids.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-            fields: &fields.rest,
-        };
-        self.out.push(&line.to_bytes());
     }
 }
 
-/// One line, serialised as it stands, with no intermediate map.
+/// One line, written as it stands, with no intermediate map.
 struct Line<'a> {
     level: &'a str,
     service: &'a str,
     instance: &'a str,
     msg: &'a str,
-    ids: Option<(&'a str, &'a str)>,
-    fields: &'a [(&'static str, Value)],
+    /// The trace and span ids, as bytes.
+    ids: Option<(&'a [u8], &'a [u8])>,
+    /// `,"key":value` for each field, already JSON.
+    fields: &'a [u8],
 }
 
 impl Line<'_> {
-    fn to_bytes(&self) -> Vec<u8> {
+    fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
         let ts_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
+        let _ = write!(out, "{{\"ts_ms\":{ts_ms},\"level\":");
+        json(out, self.level);
+        if !self.service.is_empty() {
+            out.extend_from_slice(b",\"service\":");
+            json(out, self.service);
+            out.extend_from_slice(b",\"instance\":");
+            json(out, self.instance);
+        }
+        out.extend_from_slice(b",\"msg\":");
+        json(out, self.msg);
+        out.extend_from_slice(self.fields);
+        if let Some((trace, span)) = self.ids {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            hex_into(out, trace);
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            hex_into(out, span);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(192);
-        let mut ser = serde_json::Serializer::new(&mut out);
-        // Writing to a Vec cannot fail, and every value here serialises.
-        let _ = (|| {
-            let mut map = ser.serialize_map(None)?;
-            map.serialize_entry("ts_ms", &ts_ms)?;
-            map.serialize_entry("level", self.level)?;
-            if !self.service.is_empty() {
-                map.serialize_entry("service", self.service)?;
-                map.serialize_entry("instance", self.instance)?;
-            }
-            map.serialize_entry("msg", self.msg)?;
-            for (k, v) in self.fields {
-                map.serialize_entry(k, v)?;
-            }
-            if let Some((trace, span)) = self.ids {
-                map.serialize_entry("trace_id", trace)?;
-                map.serialize_entry("span_id", span)?;
-            }
-            map.end()
-        })();
-        out.push(b'\n');
+        self.write_to(&mut out);
         out
+    }
+}
+
+/// `bytes` in lowercase hex, as trace context writes ids.
+fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
 }
 
@@ -279,7 +340,7 @@ pub fn write_line(level: &str, service: &str, instance: &str, msg: &str) {
         instance,
         msg,
         ids: None,
-        fields: &[],
+        fields: b"",
     };
     // A closed stdout (the supervisor went away) must not take the service down with it.
     let _ = std::io::stdout().lock().write_all(&line.to_bytes());
@@ -288,6 +349,7 @@ pub fn write_line(level: &str, service: &str, instance: &str, msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// A writer the test can read back, or one whose reader has gone.
     #[derive(Clone, Default)]
@@ -349,17 +411,19 @@ mod tests {
 
     #[test]
     fn a_line_is_one_json_object_with_the_fixed_keys_first() {
-        let fields = [
-            ("user_id", Value::from(7)),
-            ("why", Value::from("a \"quoted\"\nword")),
+        let fields = br#","user_id":7,"why":"a \"quoted\"\nword""#;
+        let trace = [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
         ];
+        let span = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
         let line = Line {
             level: level_name(&tracing::Level::INFO),
             service: "users",
             instance: "users-2",
-            msg: "user created",
-            ids: Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")),
-            fields: &fields,
+            msg: "user \"created\"",
+            ids: Some((&trace, &span)),
+            fields,
         }
         .to_bytes();
         assert_eq!(line.last(), Some(&b'\n'));
@@ -368,43 +432,72 @@ mod tests {
         assert_eq!(v["level"], "info");
         assert_eq!(v["service"], "users");
         assert_eq!(v["instance"], "users-2");
-        assert_eq!(v["msg"], "user created");
+        assert_eq!(v["msg"], "user \"created\"");
         assert_eq!(v["user_id"], 7);
         assert_eq!(v["why"], "a \"quoted\"\nword");
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
         assert!(v["ts_ms"].as_u64().unwrap() > 1_600_000_000_000);
         let text = String::from_utf8(line).unwrap();
         assert!(text.starts_with(r#"{"ts_ms":"#), "{text}");
     }
 
     #[test]
-    fn an_events_field_never_replaces_a_fixed_key() {
-        // Recorded from a real event, so that field names come from a callsite.
-        use tracing_subscriber::layer::SubscriberExt;
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        {
-            struct Record(std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>);
-            impl<S: Subscriber> Layer<S> for Record {
-                fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-                    let mut f = Fields::default();
-                    event.record(&mut f);
-                    let mut out = self.0.lock().unwrap();
-                    out.push(("message".into(), f.message.unwrap_or_default().into()));
-                    out.extend(f.rest.into_iter().map(|(k, v)| (k.to_string(), v)));
-                }
-            }
-            let subscriber = tracing_subscriber::registry().with(Record(seen.clone()));
-            tracing::subscriber::with_default(subscriber, || {
-                tracing::info!(level = "spoofed", msg = "spoofed", kept = 1, "real message");
-            });
-        }
-        let callsite_fields = seen.lock().unwrap().clone();
-        assert_eq!(
-            callsite_fields,
-            vec![
-                ("message".to_string(), Value::from("real message")),
-                ("kept".to_string(), Value::from(1)),
-            ]
+    fn every_kind_of_field_is_written_as_json_once() {
+        let (text, lines) = lines_of(|| {
+            let path = "/a\"b";
+            tracing::info!(method = %"GET", path, status = 200u16, ms = 1.25, neg = -3i64, ok = true, why = ?Some("x"), "request {}", 1);
+            tracing::warn!(nan = f64::NAN, "second");
+        });
+        assert_eq!(lines.len(), 2, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["msg"], "request 1");
+        assert_eq!(first["method"], "GET");
+        assert_eq!(first["path"], "/a\"b");
+        assert_eq!(first["status"], 200);
+        assert_eq!(first["ms"], 1.25);
+        assert_eq!(first["neg"], -3);
+        assert_eq!(first["ok"], true);
+        assert_eq!(first["why"], "Some(\"x\")");
+        assert!(first.get("trace_id").is_none(), "no span, no ids");
+        assert_eq!(lines[1]["level"], "warn");
+        assert_eq!(lines[1]["msg"], "second");
+        assert_eq!(lines[1]["nan"], Value::Null);
+        assert!(
+            !text.contains("request 1\",\"msg"),
+            "one message each: {text}"
         );
+    }
+
+    #[test]
+    fn an_events_field_never_replaces_a_fixed_key() {
+        let (text, lines) = lines_of(|| {
+            tracing::info!(level = "spoofed", msg = "spoofed", kept = 1, "real message");
+        });
+        let line = &lines[0];
+        assert_eq!(line["level"], "info");
+        assert_eq!(line["msg"], "real message");
+        assert_eq!(line["kept"], 1);
+        assert!(!text.contains("spoofed"), "{text}");
+    }
+
+    /// The lines the layer writes for the events `write` makes, as text and as JSON.
+    fn lines_of(write: impl FnOnce()) -> (String, Vec<Value>) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = Shared::default();
+        let (sink, guard) = Sink::start(Box::new(out.clone()));
+        let layer = JsonLines {
+            service: "demo".into(),
+            instance: "demo-1".into(),
+            out: sink,
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), write);
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (text, lines)
     }
 }
