@@ -161,8 +161,11 @@ fn with_children(pid: u32) -> Vec<u32> {
     all
 }
 
+/// The processes serving a path, each named, with its pids.
+type Servers<'a> = Vec<(&'a str, Vec<u32>)>;
+
 /// Runs wrk against `url` and also reads the CPU time each of `servers` spent per request.
-fn wrk_with_cpu(url: &str, servers: &[(&str, Vec<u32>)]) -> (Figures, Vec<(String, f64)>) {
+fn wrk_with_cpu(url: &str, servers: &Servers) -> (Figures, Vec<(String, f64)>) {
     let spent = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
     let before: Vec<Duration> = servers.iter().map(|(_, pids)| spent(pids)).collect();
     let figures = wrk(url);
@@ -250,7 +253,7 @@ pub fn run(_runs: usize) {
     println!(
         "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency, release builds, one instance each, tracing and access logs on as shipped\n"
     );
-    let paths: [(&str, String, Vec<(&str, Vec<u32>)>); 5] = [
+    let paths: [(&str, String, Servers); 5] = [
         (
             "bare axum server, GET /users/1",
             format!("http://{bare_addr}/users/1"),

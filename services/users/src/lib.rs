@@ -34,15 +34,6 @@ pub struct User {
     pub email: String,
 }
 
-/// One page of users, with how many there are in all.
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub users: Vec<User>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
@@ -152,7 +143,7 @@ fn db_error(e: rusqlite::Error) -> ApiError {
 async fn list(
     State(users): State<Users>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let page = Paging::from_query(&query)?;
     let db = users.db();
     let _query = msctl_kit::db_span("SELECT", "users").entered();
@@ -177,12 +168,9 @@ async fn list(
         .map_err(db_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_error)?;
-    Ok(Json(Page {
-        users: rows,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-    }))
+    Ok(Json(
+        serde_json::json!({"users": rows, "total": total, "limit": page.limit, "offset": page.offset}),
+    ))
 }
 
 async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
