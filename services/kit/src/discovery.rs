@@ -55,6 +55,10 @@ pub struct Discovery {
 
 #[derive(Debug, Default)]
 struct Cache {
+    /// Whether the file may have changed since `stamp` was taken.
+    watch: Option<Freshness>,
+    /// Whether `stamp` and `registry` hold what was last found, the file's absence included.
+    checked: bool,
     stamp: Option<FileStamp>,
     /// Shared, not copied, by every call that reads it: the gateway resolves on each request.
     registry: Option<Arc<Registry>>,
@@ -66,6 +70,90 @@ pub(crate) struct FileStamp {
     modified: std::time::SystemTime,
     len: u64,
     inode: u64,
+}
+
+/// Tells, without looking the file up by its path, whether it may have changed since last asked:
+/// an inotify watch on its folder, read without blocking. The kernel queues the event within the
+/// writer's own `rename` or `write`, so a check made after a change returned always sees it.
+/// Where no watch can be had (another system, the per-user limit of watches reached, no folder
+/// yet), every check answers "maybe", and the caller compares stamps as before.
+#[derive(Debug)]
+pub(crate) struct Freshness {
+    name: std::ffi::OsString,
+    #[cfg(target_os = "linux")]
+    watch: Option<inotify::Inotify>,
+}
+
+impl Freshness {
+    pub(crate) fn of(path: &std::path::Path) -> Self {
+        let name = path.file_name().unwrap_or_default().to_os_string();
+        #[cfg(target_os = "linux")]
+        {
+            let watch = path.parent().and_then(|folder| {
+                use inotify::WatchMask;
+                let inotify = inotify::Inotify::init().ok()?;
+                // No MODIFY: the span store beside the registry changes all the time, and
+                // files written in place are seen when their writer closes them.
+                let mask = WatchMask::CREATE
+                    | WatchMask::CLOSE_WRITE
+                    | WatchMask::ATTRIB
+                    | WatchMask::MOVED_TO
+                    | WatchMask::MOVED_FROM
+                    | WatchMask::DELETE
+                    | WatchMask::DELETE_SELF
+                    | WatchMask::MOVE_SELF;
+                inotify.watches().add(folder, mask).ok()?;
+                Some(inotify)
+            });
+            Self { name, watch }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Self { name }
+    }
+
+    /// False only when the file has certainly not changed since the last call.
+    pub(crate) fn maybe_changed(&mut self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            let Some(watch) = &mut self.watch else {
+                return true;
+            };
+            let mut changed = false;
+            let mut lost = false;
+            let mut buffer = [0u8; 4096];
+            // Every queued event is read, so that the next call finds the queue empty.
+            loop {
+                match watch.read_events(&mut buffer) {
+                    Ok(events) => {
+                        for event in events {
+                            use inotify::EventMask;
+                            if event.mask.intersects(
+                                EventMask::Q_OVERFLOW
+                                    | EventMask::IGNORED
+                                    | EventMask::DELETE_SELF
+                                    | EventMask::MOVE_SELF,
+                            ) {
+                                lost = true;
+                            }
+                            changed |= event.name.is_none_or(|n| n == self.name.as_os_str());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            if lost {
+                // The folder went, or events were dropped: from now on, stamps only.
+                self.watch = None;
+            }
+            changed || lost
+        }
+        #[cfg(not(target_os = "linux"))]
+        true
+    }
 }
 
 impl FileStamp {
@@ -180,25 +268,37 @@ impl Discovery {
         let Some(path) = &self.registry_path else {
             return Ok(None);
         };
-        let stamp = FileStamp::of(path);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let watch = cache.watch.get_or_insert_with(|| Freshness::of(path));
+        if !watch.maybe_changed() && cache.checked {
+            return Ok(cache.registry.clone());
+        }
+        let stamp = FileStamp::of(path);
         if stamp.is_some() && cache.stamp == stamp {
             return Ok(cache.registry.clone());
         }
         match registry::read(path) {
             Ok(r) => {
+                cache.checked = true;
                 cache.stamp = stamp;
                 cache.registry = Some(Arc::new(r));
                 Ok(cache.registry.clone())
             }
             Err(RegistryError::Missing(_)) => {
-                *cache = Cache::default();
+                cache.checked = true;
+                cache.stamp = None;
+                cache.registry = None;
                 Ok(None)
             }
-            Err(e) => Err(DiscoveryError::Registry {
-                service: service.to_string(),
-                reason: e.to_string(),
-            }),
+            Err(e) => {
+                // Read again next time, whatever the watch says: the error is reported until
+                // the file is mended.
+                cache.checked = false;
+                Err(DiscoveryError::Registry {
+                    service: service.to_string(),
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 }
@@ -310,5 +410,67 @@ mod tests {
         registry::write(&path, &reg).unwrap();
         let err = d.resolve("users").unwrap_err().to_string();
         assert!(err.contains("users-1 is unhealthy"), "{err}");
+    }
+
+    #[test]
+    fn a_change_is_seen_by_the_next_check_and_other_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let mut watch = Freshness::of(&path);
+        let linux = cfg!(target_os = "linux");
+        assert_eq!(watch.maybe_changed(), !linux, "nothing happened yet");
+        let reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            // Seen by the very next check: the event is queued within the write itself.
+            registry::write(&path, &reg).unwrap();
+            assert!(watch.maybe_changed());
+            assert_eq!(
+                watch.maybe_changed(),
+                !linux,
+                "each change is reported once"
+            );
+        }
+        std::fs::write(dir.path().join("telemetry.db-wal"), b"spans").unwrap();
+        assert_eq!(watch.maybe_changed(), !linux, "another file in the folder");
+        std::fs::remove_file(&path).unwrap();
+        assert!(watch.maybe_changed(), "the file went");
+        // Without its folder, the watch is gone for good: every check says "maybe".
+        let gone = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!gone.exists());
+        assert!(watch.maybe_changed());
+        assert!(watch.maybe_changed());
+    }
+
+    #[test]
+    fn a_broken_registry_is_reported_until_it_is_mended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        reg.services.insert(
+            "users".into(),
+            ServiceEntry {
+                instances: vec![instance("users-1", 1001, InstanceState::Healthy)],
+                build_failed: None,
+            },
+        );
+        registry::write(&path, &reg).unwrap();
+        let d = Discovery::new(Some(path.clone()), []);
+        assert!(d.resolve("users").is_ok());
+        std::fs::write(&path, b"{ not json").unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                d.resolve("users"),
+                Err(DiscoveryError::Registry { .. })
+            ));
+        }
+        registry::write(&path, &reg).unwrap();
+        assert_eq!(d.resolve("users").unwrap()[0].instance, "users-1");
     }
 }
