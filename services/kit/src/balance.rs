@@ -52,45 +52,41 @@ impl Balancer {
         now: Instant,
     ) -> Option<usize> {
         self.expire(now);
-        let usable: Vec<usize> = (0..candidates.len())
-            .filter(|&i| Some(candidates[i]) != exclude)
-            .collect();
-        let usable = if usable.is_empty() {
-            (0..candidates.len()).collect()
-        } else {
-            usable
-        };
-        let in_rotation: Vec<usize> = usable
-            .iter()
-            .copied()
-            .filter(|&i| !self.is_ejected(candidates[i]))
-            .collect();
+        let n = candidates.len();
+        // Chosen without building lists: this runs for every call a service makes.
+        let others = candidates.iter().any(|c| Some(*c) != exclude);
+        let usable = |i: usize| !others || Some(candidates[i]) != exclude;
         // Everything ejected (every instance failing): better to try one than to fail outright.
-        let pool = if in_rotation.is_empty() {
-            usable
-        } else {
-            in_rotation
-        };
+        let rotating = (0..n).any(|i| usable(i) && !self.is_ejected(candidates[i]));
+        let eligible = |i: usize| usable(i) && (!rotating || !self.is_ejected(candidates[i]));
         let load = |i: usize| self.stats.get(candidates[i]).map_or(0, |s| s.outstanding);
-        let least = pool.iter().map(|&i| load(i)).min()?;
-        let tied: Vec<usize> = pool.into_iter().filter(|&i| load(i) == least).collect();
-        self.turn = self.turn.wrapping_add(1);
-        Some(tied[self.turn % tied.len()])
+        let least = (0..n).filter(|&i| eligible(i)).map(load).min()?;
+        let tied = || (0..n).filter(move |&i| eligible(i) && load(i) == least);
+        let turn = self.turn.wrapping_add(1);
+        let chosen = tied().nth(turn % tied().count());
+        self.turn = turn;
+        chosen
     }
 
     /// A call to `instance` starts.
     pub fn start(&mut self, instance: &str) {
-        self.stats
-            .entry(instance.to_string())
-            .or_default()
-            .outstanding += 1;
+        self.stats_of(instance).outstanding += 1;
+    }
+
+    /// The bookkeeping of `instance`, made on its first call: the name is copied once, not at
+    /// every call.
+    fn stats_of(&mut self, instance: &str) -> &mut Stats {
+        if !self.stats.contains_key(instance) {
+            self.stats.insert(instance.to_string(), Stats::default());
+        }
+        self.stats.get_mut(instance).expect("inserted above")
     }
 
     /// A call to `instance` ended. `peers` is how many instances the service has now: ejection
     /// never takes more than [`MAX_EJECTED_PERCENT`] of them, nor the last one in rotation.
     pub fn finish(&mut self, instance: &str, outcome: Outcome, peers: usize, now: Instant) {
         let ejected_now = self.ejected_count();
-        let s = self.stats.entry(instance.to_string()).or_default();
+        let s = self.stats_of(instance);
         s.outstanding = s.outstanding.saturating_sub(1);
         match outcome {
             Outcome::Answered => {
