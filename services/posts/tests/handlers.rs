@@ -29,8 +29,22 @@ async fn seeds_thirty_posts_across_the_users() {
     let posts = body["posts"].as_array().unwrap();
     assert_eq!(posts.len(), 3);
     assert!(posts.iter().all(|p| p["user_id"] == 4));
-    let (status, _, body) = call(&k, app, get("/posts/30")).await;
+    let (status, _, body) = call(&k, app.clone(), get("/posts/30")).await;
     assert_eq!((status.as_u16(), body["user_id"].as_i64()), (200, Some(10)));
+    // A page counts all of the user's posts, and so does a page past the end, which has none.
+    for (query, len) in [("user_id=4&limit=2", 2), ("user_id=4&offset=10", 0)] {
+        let (_, _, body) = call(&k, app.clone(), get(&format!("/posts?{query}"))).await;
+        assert_eq!(body["posts"].as_array().unwrap().len(), len, "{query}");
+        assert_eq!(body["total"], 3, "{query}");
+    }
+    let (_, _, body) = call(&k, app, get("/posts?user_id=99")).await;
+    assert_eq!(
+        (
+            body["total"].as_i64(),
+            body["posts"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
 }
 
 #[tokio::test]
