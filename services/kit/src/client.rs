@@ -359,13 +359,18 @@ impl Peers {
         avoid: Option<&str>,
         deadline: Instant,
     ) -> (Result<Fetched, PeerError>, Option<String>) {
-        let span = tracing::info_span!(
-            "call",
-            otel.name = %format_args!("{} {}", req.method, req.route),
-            otel.kind = "client",
-            http.request.method = %req.method,
-            peer.service = %req.service,
-        );
+        // In a trace that is not sampled no span is made; the request's context goes on.
+        let span = if crate::sampling::in_unsampled_trace() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "call",
+                otel.name = %format_args!("{} {}", req.method, req.route),
+                otel.kind = "client",
+                http.request.method = %req.method,
+                peer.service = %req.service,
+            )
+        };
         let cx = span.context();
         let own = cx.span().span_context().is_valid();
         // With tracing off there is no client span: the current context (the caller's) goes on.

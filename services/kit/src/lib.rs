@@ -39,6 +39,11 @@ pub const SCOPE: &str = msctl_contract::otlp::SCOPE;
 /// A span for one SQLite statement, a child of the request it runs in:
 /// `let _q = msctl_kit::db_span("SELECT", "users").entered();`
 pub fn db_span(operation: &str, table: &str) -> tracing::Span {
+    // In a trace that is not sampled nothing would record it, so none is made: `tracing`'s
+    // registry would still build and track one that every layer then ignores.
+    if sampling::in_unsampled_trace() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "db",
         otel.name = format!("{operation} {table}"),
