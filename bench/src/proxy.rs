@@ -222,6 +222,13 @@ fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr);
     let pid = child.id();
+    // The master listens before it has forked its workers, whose CPU is counted.
+    for _ in 0..200 {
+        if with_children(pid).len() > 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     (Killed(child), addr, pid)
 }
 
