@@ -130,7 +130,20 @@ impl Intake {
 
 /// The writer thread: stores each batch, and the count of dropped spans at least once a second.
 fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
-    let mut store = match Store::open(&db) {
+    // Another process (a `msctl traces` started at the same moment, an older msctl migrating
+    // the file) may hold the file's lock while the store is set up: tried for a while before
+    // the supervisor goes without one.
+    let mut opened = Store::open(&db);
+    for _ in 0..50 {
+        match &opened {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                std::thread::sleep(Duration::from_millis(100));
+                opened = Store::open(&db);
+            }
+            _ => break,
+        }
+    }
+    let mut store = match opened {
         Ok(s) => s,
         Err(e) => {
             say!("msctl: cannot open the span store {}: {e}", db.display());

@@ -273,6 +273,8 @@ impl Store {
             let _ = msctl_contract::fs::open_private(path, true);
         }
         let mut db = Connection::open(path)?;
+        // A reader opening the store at the same moment waits for the set-up, not the reverse.
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.pragma_update(None, "cache_size", -CACHE_KIB)?;
@@ -341,6 +343,18 @@ impl Store {
         .ok()?;
         db.busy_timeout(std::time::Duration::from_secs(2)).ok()?;
         let layout: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()?;
+        // A store still being made by the supervisor holds nothing yet; migrating it here would
+        // race the supervisor's own set-up, and whichever lost would have no store.
+        let made: bool = db
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'spans')",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        if !made {
+            return None;
+        }
         if layout < LAYOUT {
             // Stored by an earlier msctl: moved to this layout first, as the writer would.
             drop(db);
@@ -1182,5 +1196,18 @@ mod tests {
             left.len(),
             "the trace summaries went with their spans"
         );
+    }
+
+    #[test]
+    fn a_reader_meeting_a_store_being_made_waits_for_the_supervisor_to_make_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("telemetry.db");
+        // As the supervisor leaves it between creating the file and setting it up.
+        msctl_contract::fs::open_private(&path, true).unwrap();
+        assert!(Store::open_read(&path).is_none(), "nothing stored yet");
+        // The reader took no part in making it: the supervisor's own set-up still succeeds.
+        let mut store = Store::open(&path).unwrap();
+        store.insert_spans(&[]).unwrap();
+        assert!(Store::open_read(&path).is_some());
     }
 }
