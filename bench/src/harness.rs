@@ -121,21 +121,26 @@ impl Marked {
     }
 }
 
+/// Every process on the machine: its pid and its folder under /proc.
+pub fn processes() -> impl Iterator<Item = (u32, PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+}
+
 impl Drop for Marked {
     fn drop(&mut self) {
         let needle = format!("{}={}", Self::VAR, self.0);
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        for (pid, dir) in processes() {
+            let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
             if environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }

@@ -141,15 +141,8 @@ fn cpu_time(pid: u32) -> Duration {
 /// `pid` and its child processes: nginx's master and its workers.
 fn with_children(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+    for (child, dir) in processes() {
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
         let parent = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))

@@ -326,6 +326,22 @@ mod tests {
         ]
     }
 
+    /// A registry with one healthy users instance at `port`.
+    fn users_at(port: u16) -> Registry {
+        let mut reg = Registry {
+            version: 1,
+            ..Default::default()
+        };
+        reg.services.insert(
+            "users".into(),
+            ServiceEntry {
+                instances: vec![instance("users-1", port, InstanceState::Healthy)],
+                build_failed: None,
+            },
+        );
+        reg
+    }
+
     #[test]
     fn without_a_registry_only_the_asked_for_variable_counts() {
         let d = Discovery::new(None, vars());
@@ -343,17 +359,7 @@ mod tests {
     fn under_msctl_inherited_url_variables_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
-        let mut reg = Registry {
-            version: 1,
-            ..Default::default()
-        };
-        reg.services.insert(
-            "users".into(),
-            ServiceEntry {
-                instances: vec![instance("users-1", 1001, InstanceState::Healthy)],
-                build_failed: None,
-            },
-        );
+        let reg = users_at(1001);
         registry::write(&path, &reg).unwrap();
         let d = Discovery::new(Some(path), vars());
         // A stale USERS_URL from the user's shell does not win over the registry.
@@ -449,17 +455,7 @@ mod tests {
     fn a_broken_registry_is_reported_until_it_is_mended() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
-        let mut reg = Registry {
-            version: 1,
-            ..Default::default()
-        };
-        reg.services.insert(
-            "users".into(),
-            ServiceEntry {
-                instances: vec![instance("users-1", 1001, InstanceState::Healthy)],
-                build_failed: None,
-            },
-        );
+        let reg = users_at(1001);
         registry::write(&path, &reg).unwrap();
         let d = Discovery::new(Some(path.clone()), []);
         assert!(d.resolve("users").is_ok());
