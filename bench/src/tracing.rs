@@ -14,11 +14,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 32;
-const ROUND: Duration = Duration::from_secs(4);
-/// Load before the measured part of a round: connections open, caches and batches warm, the
-/// sampler past its first second. Throughput is what a running system sustains.
-const WARM_UP: Duration = Duration::from_secs(1);
-const ROUNDS: usize = 5;
+/// The measured part of one variant's turn in a round.
+const ROUND: Duration = Duration::from_secs(2);
+/// Load before the measured part of a turn: connections open, caches and batches warm, the
+/// sampler past its first window. Throughput is what a running system sustains.
+const WARM_UP: Duration = Duration::from_millis(500);
+/// This machine's speed drifts by a fifth between minutes, so the variants run side by side,
+/// each system up for the whole run, and take short turns under load: many rounds of close
+/// turns compare like with like where a few long ones cannot.
+const ROUNDS: usize = 21;
+/// The longest wait for the systems to fall quiet before a turn.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// How each round runs the sample: its name, and the environment every service gets.
 const VARIANTS: [(&str, &str); 4] = [
@@ -63,8 +69,11 @@ struct Round {
     rps: f64,
     services_ms: f64,
     supervisor_ms: f64,
-    /// Requests sent, the gateway's server spans stored, and the requests they stand for.
+    /// When the turn began (ns since the epoch), and the requests sent, warm-up included.
+    began_ns: u64,
     sent: u64,
+    /// The gateway's server spans stored from the turn, and the requests they stand for:
+    /// counted once the systems are quiet again, before the store trims its oldest.
     recorded: usize,
     counted: f64,
 }
@@ -73,26 +82,72 @@ fn round(system: &Running) -> Round {
     let (supervisor, instances) = system.pids();
     let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
     let (s0, i0) = (cpu(&[supervisor]), cpu(&instances));
+    let began_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let (rps, count) = throughput(gateway(system));
     let (s1, i1) = (cpu(&[supervisor]), cpu(&instances));
     let per_1k = |d: Duration| d.as_secs_f64() * 1000.0 * 1000.0 / count.max(1) as f64;
-    // The services export in batches: what they hold is sent within a second.
-    std::thread::sleep(Duration::from_millis(1500));
-    let gateway_spans: Vec<_> =
-        msctl::telemetry::store::Store::open_read(&system.dir.path().join(".msctl/telemetry.db"))
-            .and_then(|s| s.server_spans_since(0).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| s.service == "gateway" && s.name.contains("/users/"))
-            .collect();
     Round {
         rps,
         services_ms: per_1k(i1 - i0),
         supervisor_ms: per_1k(s1 - s0),
+        began_ns,
         sent: count,
-        recorded: gateway_spans.len(),
-        counted: gateway_spans.iter().map(|s| s.weight).sum(),
+        recorded: 0,
+        counted: 0.0,
     }
+}
+
+/// Waits until no system is busy: after a turn that recorded every request, its services'
+/// batches and its supervisor's store take a while, and the next turn must not pay for them.
+fn settle(systems: &[Running]) {
+    let pids: Vec<u32> = systems
+        .iter()
+        .flat_map(|s| {
+            let (supervisor, instances) = s.pids();
+            std::iter::once(supervisor).chain(instances)
+        })
+        .collect();
+    let busy = || pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
+    let (start, tick) = (Instant::now(), Duration::from_millis(250));
+    let mut before = busy();
+    while start.elapsed() < SETTLE {
+        std::thread::sleep(tick);
+        let now = busy();
+        // Under a twentieth of a core between ticks: quiet.
+        if now.saturating_sub(before) < tick / 20 {
+            return;
+        }
+        before = now;
+    }
+}
+
+/// Counts what `system` stored from its last turn, `turn`: nothing of a later one is there yet.
+fn count_stored(system: &Running, turn: &mut Round) {
+    let spans: Vec<_> =
+        msctl::telemetry::store::Store::open_read(&system.dir.path().join(".msctl/telemetry.db"))
+            .and_then(|s| s.server_spans_since(turn.began_ns).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.service == "gateway" && s.name.contains("/users/"))
+            .collect();
+    turn.recorded = spans.len();
+    turn.counted = spans.iter().map(|s| s.weight).sum();
+}
+
+fn count_last(systems: &[Running], rounds: &mut [Vec<Round>], last: Option<usize>) {
+    if let Some(v) = last
+        && let Some(turn) = rounds[v].last_mut()
+    {
+        count_stored(&systems[v], turn);
+    }
+}
+
+/// Spans `system`'s receiver dropped because the store could not keep up.
+fn dropped(system: &Running) -> u64 {
+    msctl::telemetry::store::Store::open_read(&system.dir.path().join(".msctl/telemetry.db"))
+        .map_or(0, |s| s.counter(msctl::telemetry::receiver::DROPPED))
 }
 
 /// Requests per second over keep-alive connections for `ROUND`, and how many were answered
@@ -145,21 +200,32 @@ fn time_command(cmd: &mut Command) -> Duration {
 pub fn run(runs: usize) {
     let bins = release_bins();
     println!(
-        "tracing cost: gateway GET /users/1/posts, {CONNECTIONS} keep-alive connections, {ROUNDS} alternating rounds of {ROUND:?} each after {WARM_UP:?} of warm-up (release binaries)\n"
+        "tracing cost: gateway GET /users/1/posts, {CONNECTIONS} keep-alive connections; the {} variants up side by side, {ROUNDS} rounds of a turn each ({ROUND:?} measured after {WARM_UP:?} of warm-up; off and on as shipped in alternating order) (release binaries)\n",
+        VARIANTS.len()
     );
+    let systems: Vec<Running> = VARIANTS.iter().map(|(_, env)| sample(&bins, env)).collect();
     let mut rounds: Vec<Vec<Round>> = VARIANTS.iter().map(|_| Vec::new()).collect();
-    for _ in 0..ROUNDS {
-        for ((_, env), out) in VARIANTS.iter().zip(&mut rounds) {
-            let system = sample(&bins, env);
-            out.push(round(&system));
+    let mut last_turn = None;
+    for n in 0..ROUNDS {
+        // off, on, ... then on, off, ...: a drift over the run favours neither.
+        let order: &[usize] = if n % 2 == 0 { &[0, 1, 2, 3] } else { &[1, 0, 2, 3] };
+        for &v in order {
+            settle(&systems);
+            count_last(&systems, &mut rounds, last_turn);
+            rounds[v].push(round(&systems[v]));
+            last_turn = Some(v);
         }
     }
+    settle(&systems);
+    count_last(&systems, &mut rounds, last_turn);
+    let dropped: Vec<u64> = systems.iter().map(dropped).collect();
+    drop(systems);
     let med = |v: &[Round], f: fn(&Round) -> f64| {
         let mut xs: Vec<f64> = v.iter().map(f).collect();
         xs.sort_by(f64::total_cmp);
         xs[xs.len() / 2]
     };
-    let row = |name: &str, v: &[Round]| {
+    let row = |name: &str, v: &[Round], dropped: u64| {
         let sent: u64 = v.iter().map(|r| r.sent).sum();
         let recorded: usize = v.iter().map(|r| r.recorded).sum();
         let counted: f64 = v.iter().map(|r| r.counted).sum();
@@ -181,6 +247,7 @@ pub fn run(runs: usize) {
             } else {
                 format!("{:.2}", counted / sent.max(1) as f64)
             },
+            dropped.to_string(),
         ]
     };
     print_table(
@@ -191,15 +258,16 @@ pub fn run(runs: usize) {
             "supervisor's CPU / 1k requests",
             "requests recorded",
             "counted by top / sent",
+            "spans dropped at intake",
         ],
         &VARIANTS
             .iter()
             .zip(&rounds)
-            .map(|((name, _), v)| row(name, v))
+            .zip(&dropped)
+            .map(|(((name, _), v), dropped)| row(name, v, *dropped))
             .collect::<Vec<_>>(),
     );
-    // Each round runs every variant back to back, so a round's ratio compares like with like on
-    // a machine whose speed drifts; the median of the rounds' ratios is the figure.
+    // A round's ratio compares turns taken seconds apart; the median of the rounds' is the figure.
     let ratio = |i: usize| {
         let mut xs: Vec<f64> = rounds[i]
             .iter()

@@ -29,8 +29,10 @@ pub struct RateSampler {
 struct Window {
     start: Instant,
     seen: u64,
-    /// The threshold new traces meet in this window, from the rate of the last.
-    threshold: u64,
+    /// The share of new traces kept in this window, set from the rate of the last.
+    share: f64,
+    /// The traces this window is expected to have kept so far: the sum of its shares.
+    kept: f64,
 }
 
 impl RateSampler {
@@ -40,7 +42,8 @@ impl RateSampler {
             window: Arc::new(Mutex::new(Window {
                 start: Instant::now(),
                 seen: 0,
-                threshold: 0,
+                share: 1.0,
+                kept: 0.0,
             })),
         }
     }
@@ -63,28 +66,28 @@ impl RateSampler {
         Self::new(per_second)
     }
 
-    /// The threshold for one more new trace seen at `now`. Each window keeps its first
-    /// `per_second` traces whole; past them, or at the next window, the share kept is set from
-    /// the rate just seen, so that a sudden load is sampled within a fraction of a second.
+    /// The threshold for one more new trace seen at `now`. A window lasts a second, or less
+    /// once it has kept its `per_second` traces; the next keeps the share its rate allows. So a
+    /// sudden load is sampled within a fraction of a second, and a load after a quiet spell
+    /// starts whole, since the quiet window's rate says nothing about it.
     fn threshold_at(&self, now: Instant) -> u64 {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(w.start);
-        let over_budget = w.threshold == 0 && w.seen as f64 >= self.per_second;
-        if elapsed >= WINDOW || over_budget {
+        let spent = w.kept >= self.per_second;
+        if elapsed >= WINDOW || spent {
             let rate = w.seen as f64 / elapsed.as_secs_f64().max(1e-3);
-            let keep = if rate <= self.per_second {
+            w.share = if elapsed >= 2 * WINDOW || rate <= self.per_second {
                 1.0
             } else {
                 self.per_second / rate
             };
-            w.threshold = sampling::threshold(keep);
-            if elapsed >= WINDOW {
-                w.start = now;
-                w.seen = 0;
-            }
+            w.start = now;
+            w.seen = 0;
+            w.kept = 0.0;
         }
         w.seen += 1;
-        w.threshold
+        w.kept += w.share;
+        sampling::threshold(w.share)
     }
 
     /// The decision for a new trace with this id, seen at `now`.
@@ -286,6 +289,26 @@ mod tests {
             (1000.0..4000.0).contains(&weight),
             "kept traces stand for {weight}, of 2,000"
         );
+    }
+
+    #[test]
+    fn a_load_after_a_quiet_spell_is_sampled_to_the_rate_at_once() {
+        let s = RateSampler::new(10.0);
+        let t0 = Instant::now();
+        let trace = |i: u64| id(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+        // 1,000 a second for a second, then nothing for 10 s, then 1,000 a second for 2 s.
+        for i in 0..1000u64 {
+            s.decide_root(trace(i), t0 + Duration::from_millis(i));
+        }
+        let resumed = t0 + Duration::from_secs(11);
+        let kept_after = (0..2000u64)
+            .filter(|i| {
+                kept(&s.decide_root(trace(1000 + i), resumed + Duration::from_millis(*i)))
+            })
+            .count();
+        // 10 a second for 2 s, give or take the randomness of ids: the quiet spell's low
+        // average rate must not let the first second after it keep a tenth of everything.
+        assert!((8..=45).contains(&kept_after), "kept {kept_after} of 2,000");
     }
 
     #[test]
