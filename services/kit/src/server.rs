@@ -168,7 +168,14 @@ impl Kit {
                         .build()
                         .and_then(|runtime| {
                             runtime.block_on(async move {
-                                let listener = tokio::net::TcpListener::from_std(listener)?;
+                                use axum::serve::ListenerExt as _;
+                                // A streamed answer goes out as its head, then its body as it
+                                // arrives: with Nagle's algorithm the second write would wait
+                                // for the client's (delayed) acknowledgement of the first.
+                                let listener = tokio::net::TcpListener::from_std(listener)?
+                                    .tap_io(|tcp| {
+                                        let _ = tcp.set_nodelay(true);
+                                    });
                                 axum::serve(listener, router)
                                     .with_graceful_shutdown(async move {
                                         let _ = stopping.wait_for(|stop| *stop).await;
