@@ -208,7 +208,11 @@ pub fn run(runs: usize) {
     let mut last_turn = None;
     for n in 0..ROUNDS {
         // off, on, ... then on, off, ...: a drift over the run favours neither.
-        let order: &[usize] = if n % 2 == 0 { &[0, 1, 2, 3] } else { &[1, 0, 2, 3] };
+        let order: &[usize] = if n % 2 == 0 {
+            &[0, 1, 2, 3]
+        } else {
+            &[1, 0, 2, 3]
+        };
         for &v in order {
             settle(&systems);
             count_last(&systems, &mut rounds, last_turn);

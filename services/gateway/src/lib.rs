@@ -58,18 +58,20 @@ const HOP_BY_HOP: [&str; 8] = [
 /// The headers of `headers` that belong to the message. A request's length is left to the
 /// client that sends it on; an answer's is kept, since its body passes through unchanged.
 fn end_to_end(headers: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::new();
+    // Names are lowercase in a `HeaderMap`; the `Connection` header's list may be in any case.
+    let connection = headers.get_all(header::CONNECTION);
+    let listed = |n: &str| {
+        connection
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(n))
+    };
+    let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         let n = name.as_str();
         let drop = HOP_BY_HOP.contains(&n)
-            || listed.iter().any(|l| l == n)
+            || listed(n)
             || name == header::HOST
             || (name == header::CONTENT_LENGTH && !keep_length);
         if !drop {

@@ -295,16 +295,15 @@ mod tests {
     fn a_load_after_a_quiet_spell_is_sampled_to_the_rate_at_once() {
         let s = RateSampler::new(10.0);
         let t0 = Instant::now();
-        let trace = |i: u64| id(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+        let trace =
+            |i: u64| id(u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
         // 1,000 a second for a second, then nothing for 10 s, then 1,000 a second for 2 s.
         for i in 0..1000u64 {
             s.decide_root(trace(i), t0 + Duration::from_millis(i));
         }
         let resumed = t0 + Duration::from_secs(11);
         let kept_after = (0..2000u64)
-            .filter(|i| {
-                kept(&s.decide_root(trace(1000 + i), resumed + Duration::from_millis(*i)))
-            })
+            .filter(|i| kept(&s.decide_root(trace(1000 + i), resumed + Duration::from_millis(*i))))
             .count();
         // 10 a second for 2 s, give or take the randomness of ids: the quiet spell's low
         // average rate must not let the first second after it keep a tenth of everything.

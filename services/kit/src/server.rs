@@ -172,8 +172,8 @@ impl Kit {
                                 // A streamed answer goes out as its head, then its body as it
                                 // arrives: with Nagle's algorithm the second write would wait
                                 // for the client's (delayed) acknowledgement of the first.
-                                let listener = tokio::net::TcpListener::from_std(listener)?
-                                    .tap_io(|tcp| {
+                                let listener =
+                                    tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
                                         let _ = tcp.set_nodelay(true);
                                     });
                                 axum::serve(listener, router)
@@ -368,7 +368,7 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         }
     }
     if let Some(trace) = ctx.trace
-        && let Ok(v) = HeaderValue::from_str(&trace.header_value())
+        && let Ok(v) = HeaderValue::from_bytes(&trace.header_bytes())
     {
         response.headers_mut().insert("traceparent", v);
     }
