@@ -13,7 +13,11 @@ use std::time::Duration;
 /// wrk's settings, the same for every path.
 const THREADS: u32 = 2;
 const CONNECTIONS: u32 = 32;
-const SECONDS: u32 = 5;
+const SECONDS: u32 = 3;
+/// Every path is measured once a round, in turn, the order reversed every other round. This
+/// machine's speed drifts by a fifth between minutes: one long run of each path compared paths
+/// measured minutes apart, and single-run ratios moved by as much as the targets ask.
+const ROUNDS: usize = 5;
 
 pub(crate) struct Figures {
     pub(crate) rps: f64,
@@ -157,6 +161,9 @@ fn with_children(pid: u32) -> Vec<u32> {
 /// The processes serving a path, each named, with its pids.
 type Servers<'a> = Vec<(&'a str, Vec<u32>)>;
 
+/// One wrk run on a path: its figures, and each server's CPU per request in µs.
+type Turn = (Figures, Vec<(String, f64)>);
+
 /// Runs wrk against `url` and also reads the CPU time each of `servers` spent per request.
 fn wrk_with_cpu(url: &str, servers: &Servers) -> (Figures, Vec<(String, f64)>) {
     let spent = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
@@ -251,7 +258,7 @@ pub fn run(_runs: usize) {
     let nginx_pids = with_children(nginx_pid);
 
     println!(
-        "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency, release builds, one instance each, tracing and access logs on as shipped\n"
+        "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency on each path in turn, {ROUNDS} rounds (order reversed every other round), medians shown; release builds, one instance each, tracing and access logs on as shipped\n"
     );
     let paths: [(&str, String, Servers); 5] = [
         (
@@ -284,17 +291,34 @@ pub fn run(_runs: usize) {
             ],
         ),
     ];
-    let (figures, cpu): (Vec<Figures>, Vec<Vec<(String, f64)>>) = paths
-        .iter()
-        .map(|(_, url, servers)| wrk_with_cpu(url, servers))
-        .unzip();
+    let mut turns: Vec<Vec<Turn>> = paths.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (_, url, servers) = &paths[i];
+            turns[i].push(wrk_with_cpu(url, servers));
+        }
+    }
+    let mid = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
     print_table(
         &["path", "requests/s", "p50", "p99", "server CPU per request"],
         &paths
             .iter()
-            .zip(&figures)
-            .zip(&cpu)
-            .map(|(((name, _, _), f), cpu)| {
+            .zip(&turns)
+            .map(|((name, _, servers), turns)| {
+                let of =
+                    |f: fn(&Figures) -> f64| mid(turns.iter().map(|(fig, _)| f(fig)).collect());
+                let cpu: Vec<(&str, f64)> = servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (who, _))| (*who, mid(turns.iter().map(|(_, c)| c[i].1).collect())))
+                    .collect();
                 let each: Vec<String> = cpu
                     .iter()
                     .map(|(who, us)| format!("{who} {us:.0}"))
@@ -307,37 +331,40 @@ pub fn run(_runs: usize) {
                 };
                 vec![
                     name.to_string(),
-                    format!("{:.0}", f.rps),
-                    format!("{:.2} ms", f.p50_ms),
-                    format!("{:.2} ms", f.p99_ms),
+                    format!("{:.0}", of(|f| f.rps)),
+                    format!("{:.2} ms", of(|f| f.p50_ms)),
+                    format!("{:.2} ms", of(|f| f.p99_ms)),
                     format!("{total:.0} µs{split}"),
                 ]
             })
             .collect::<Vec<_>>(),
     );
-    let [bare_f, users_f, nginx_f, gateway_f, posts_f] = &figures[..] else {
-        unreachable!("five paths")
-    };
     println!(
         "(server CPU: user and system time of the processes serving the path, per request; wrk's own is not counted, and all share the machine's cores)"
     );
     println!();
+    // Each ratio is taken within a round, between turns seconds apart; the median is the figure.
+    let ratio = |over: usize, under: usize, f: fn(&Figures) -> f64| {
+        let xs: Vec<f64> = turns[over]
+            .iter()
+            .zip(&turns[under])
+            .map(|((a, _), (b, _))| f(a) / f(b))
+            .collect();
+        let mut each = xs.clone();
+        each.sort_by(f64::total_cmp);
+        let each: Vec<String> = each.iter().map(|x| format!("{x:.2}")).collect();
+        (mid(xs), each.join(" "))
+    };
+    let (gateway_nginx, each) = ratio(3, 2, |f| f.rps);
+    let (p50, _) = ratio(3, 2, |f| f.p50_ms);
+    let (p99, _) = ratio(3, 2, |f| f.p99_ms);
     println!(
-        "gateway / nginx throughput: {:.2}   (target >= 1.0; p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms)",
-        gateway_f.rps / nginx_f.rps,
-        gateway_f.p50_ms,
-        nginx_f.p50_ms,
-        gateway_f.p99_ms,
-        nginx_f.p99_ms
+        "gateway / nginx throughput: {gateway_nginx:.2}   (target >= 1.0; rounds: {each}; latency gateway / nginx: p50 {p50:.2}, p99 {p99:.2}, target <= 1.0)"
     );
-    println!(
-        "users direct / bare:        {:.2}   (target >= 0.6)",
-        users_f.rps / bare_f.rps
-    );
-    println!(
-        "/users/1/posts / users:     {:.2}   (target >= 0.5)",
-        posts_f.rps / users_f.rps
-    );
+    let (users_bare, each) = ratio(1, 0, |f| f.rps);
+    println!("users direct / bare:        {users_bare:.2}   (target >= 0.6; rounds: {each})");
+    let (posts_users, each) = ratio(4, 1, |f| f.rps);
+    println!("/users/1/posts / users:     {posts_users:.2}   (target >= 0.5; rounds: {each})");
     let rss: Vec<String> = registry["services"]
         .as_object()
         .into_iter()
