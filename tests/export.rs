@@ -561,39 +561,55 @@ impl Image<'_> {
                 },
             )
             .collect();
-        let log = self.work.join(format!("{name}.log"));
-        let mut run = Command::new(&cmd[0]);
-        run.args(&cmd[1..])
-            .current_dir(&app)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (_, value) in file.iter().filter(|(i, _)| i == "ENV") {
-            for pair in value.split_whitespace() {
-                let (k, v) = pair.split_once('=').unwrap();
-                run.env(k, v);
+        // The port was picked minutes ago, before the venv and npm installs: a test running
+        // beside this one may have taken it since. Then the service is started on another.
+        let mut ports = self.ports.clone();
+        for attempt in 0.. {
+            let log = self.work.join(format!("{name}.log"));
+            let mut run = Command::new(&cmd[0]);
+            run.args(&cmd[1..])
+                .current_dir(&app)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            for (_, value) in file.iter().filter(|(i, _)| i == "ENV") {
+                for pair in value.split_whitespace() {
+                    let (k, v) = pair.split_once('=').unwrap();
+                    run.env(k, v);
+                }
+            }
+            run.envs(local_env(self.files, name, &ports, self.work));
+            children.0.push(run.spawn().unwrap());
+            let at = children.0.len() - 1;
+            let url = format!("http://127.0.0.1:{}/{name}/hello", ports[name]);
+            let answered = wait_until(
+                Duration::from_secs(60),
+                &format!("{name} to answer"),
+                || {
+                    if let Ok(Some(status)) = children.0[at].try_wait() {
+                        return Some(Err((
+                            status,
+                            std::fs::read_to_string(&log).unwrap_or_default(),
+                        )));
+                    }
+                    let answer = http().get(&url).send().ok()?;
+                    (answer.status() == 200).then_some(())?;
+                    answer.json::<Value>().ok().map(Ok)
+                },
+            );
+            match answered {
+                Ok(body) => return body,
+                Err((_, log))
+                    if (log.contains("EADDRINUSE") || log.contains("ddress already in use"))
+                        && attempt < 3 =>
+                {
+                    ports.insert(name.to_string(), portpicker::pick_unused_port().unwrap());
+                }
+                Err((status, log)) => panic!("{name} exited ({status}): {log}"),
             }
         }
-        run.envs(local_env(self.files, name, self.ports, self.work));
-        children.0.push(run.spawn().unwrap());
-        let at = children.0.len() - 1;
-        let url = format!("http://127.0.0.1:{}/{name}/hello", self.ports[name]);
-        wait_until(
-            Duration::from_secs(60),
-            &format!("{name} to answer"),
-            || {
-                if let Ok(Some(status)) = children.0[at].try_wait() {
-                    panic!(
-                        "{name} exited ({status}): {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                let answer = http().get(&url).send().ok()?;
-                (answer.status() == 200).then_some(())?;
-                answer.json::<Value>().ok()
-            },
-        )
+        unreachable!("the loop returns or panics")
     }
 }
 
