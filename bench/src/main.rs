@@ -2,7 +2,8 @@
 //! same binaries, timed by the same poller: figures, not pass/fail, since machines are noisy.
 //!
 //! `cargo run --release -p msctl-bench -- startup`   time to all healthy: msctl, honcho, bare shell
-//! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl
+//! `cargo run --release -p msctl-bench -- tracing`   throughput with tracing on/off; msctl call vs curl;
+//!                                                    then the `telemetry` figures
 //! `cargo run --release -p msctl-bench -- scale`     3, 10 and 30 scaffolded services against a shell
 //! `cargo run --release -p msctl-bench -- telemetry` trace queries over 100,000 stored spans; intake
 //! `cargo run --release -p msctl-bench -- proxy`     the data path against nginx and a bare server

@@ -2,7 +2,9 @@
 //! (each instance starts at most `MSCTL_TRACES_PER_SECOND` traces a second, then samples), and
 //! with every request recorded (`OTEL_TRACES_SAMPLER=parentbased_always_on`), with and without
 //! the export of log records; how many requests were recorded, and what `msctl top` counts
-//! from them; and the time of `msctl call users/1/posts` against curl on the same URL.
+//! from them; the time of `msctl call users/1/posts` against curl on the same URL; then the
+//! `telemetry` figures (queries over 100,000 stored spans, the receiver's intake), so that one
+//! run prints all that tracing costs.
 
 use crate::harness::*;
 use std::io::{BufReader, Write};
@@ -324,4 +326,7 @@ pub fn run(runs: usize) {
         "ratio msctl call / curl: {:.2}   (target <= 1.5)",
         call.as_secs_f64() / direct.as_secs_f64()
     );
+    // The store's side in the same go: queries over 100,000 spans, and the receiver's intake.
+    println!();
+    crate::telemetry::run(runs);
 }
