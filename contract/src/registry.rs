@@ -244,6 +244,23 @@ pub fn instance(id: &str, port: u16, state: InstanceState) -> Instance {
     }
 }
 
+/// A registry holding one service with `instances`, for tests here and in the kit.
+#[doc(hidden)]
+pub fn one_service(name: &str, instances: Vec<Instance>) -> Registry {
+    let mut reg = Registry {
+        version: 1,
+        ..Default::default()
+    };
+    reg.services.insert(
+        name.into(),
+        ServiceEntry {
+            instances,
+            build_failed: None,
+        },
+    );
+    reg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,16 +270,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
         assert!(matches!(read(&path), Err(RegistryError::Missing(_))));
-        let mut reg = Registry {
-            version: 1,
-            ..Default::default()
-        };
-        reg.services.insert(
-            "users".into(),
-            ServiceEntry {
-                instances: vec![instance("users-1", 4000, InstanceState::Healthy)],
-                build_failed: None,
-            },
+        let reg = one_service(
+            "users",
+            vec![instance("users-1", 4000, InstanceState::Healthy)],
         );
         write(&path, &reg).unwrap();
         assert_eq!(read(&path).unwrap(), reg);

@@ -316,7 +316,7 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{InstanceState, ServiceEntry, instance};
+    use crate::registry::{InstanceState, instance, one_service};
 
     fn vars() -> Vec<(String, String)> {
         vec![
@@ -328,18 +328,10 @@ mod tests {
 
     /// A registry with one healthy users instance at `port`.
     fn users_at(port: u16) -> Registry {
-        let mut reg = Registry {
-            version: 1,
-            ..Default::default()
-        };
-        reg.services.insert(
-            "users".into(),
-            ServiceEntry {
-                instances: vec![instance("users-1", port, InstanceState::Healthy)],
-                build_failed: None,
-            },
-        );
-        reg
+        one_service(
+            "users",
+            vec![instance("users-1", port, InstanceState::Healthy)],
+        )
     }
 
     #[test]
@@ -381,19 +373,12 @@ mod tests {
             Err(DiscoveryError::Unknown { .. })
         ));
 
-        let mut reg = Registry {
-            version: 1,
-            ..Default::default()
-        };
-        reg.services.insert(
-            "users".into(),
-            ServiceEntry {
-                instances: vec![
-                    instance("users-1", 1001, InstanceState::Healthy),
-                    instance("users-2", 1002, InstanceState::Starting),
-                ],
-                build_failed: None,
-            },
+        let mut reg = one_service(
+            "users",
+            vec![
+                instance("users-1", 1001, InstanceState::Healthy),
+                instance("users-2", 1002, InstanceState::Starting),
+            ],
         );
         registry::write(&path, &reg).unwrap();
         let found = d.resolve("users").unwrap();
