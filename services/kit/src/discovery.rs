@@ -334,6 +334,14 @@ mod tests {
         )
     }
 
+    /// A registry file in a folder of its own, with users-1 healthy at port 1001.
+    fn users_registry_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        registry::write(&path, &users_at(1001)).unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn without_a_registry_only_the_asked_for_variable_counts() {
         let d = Discovery::new(None, vars());
@@ -349,10 +357,7 @@ mod tests {
 
     #[test]
     fn under_msctl_inherited_url_variables_are_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("registry.json");
-        let reg = users_at(1001);
-        registry::write(&path, &reg).unwrap();
+        let (_dir, path) = users_registry_file();
         let d = Discovery::new(Some(path), vars());
         // A stale USERS_URL from the user's shell does not win over the registry.
         assert_eq!(d.pick("users").unwrap().base_url, "http://127.0.0.1:1001");
@@ -438,10 +443,7 @@ mod tests {
 
     #[test]
     fn a_broken_registry_is_reported_until_it_is_mended() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("registry.json");
-        let reg = users_at(1001);
-        registry::write(&path, &reg).unwrap();
+        let (_dir, path) = users_registry_file();
         let d = Discovery::new(Some(path.clone()), []);
         assert!(d.resolve("users").is_ok());
         std::fs::write(&path, b"{ not json").unwrap();
@@ -451,7 +453,7 @@ mod tests {
                 Err(DiscoveryError::Registry { .. })
             ));
         }
-        registry::write(&path, &reg).unwrap();
+        registry::write(&path, &users_at(1001)).unwrap();
         assert_eq!(d.resolve("users").unwrap()[0].instance, "users-1");
     }
 }
