@@ -36,18 +36,18 @@ pub enum Command {
     Ps(JsonArg),
     /// Show the services' logs
     Logs(LogsArgs),
-    /// Restart a service's instances, one after another
-    Restart(ServiceArg),
-    /// Stop a service's instances, leaving the rest running
-    Stop(ServiceArg),
+    /// Restart services' instances, one after another [default: every service]
+    Restart(ServicesArg),
+    /// Stop services' instances, leaving msctl and the rest running [default: every service]
+    Stop(ServicesArg),
     /// Run more or fewer instances of services: `posts=3`, `posts=+1`, `posts=-1`
     Scale(ScaleArgs),
     /// SIGKILL one instance (`posts-2`) or every instance of a service, as a crash would
     Kill(KillArgs),
     /// Inject latency and errors into calls to a service or instance; `msctl fault clear`
     Fault(FaultArgs),
-    /// Start a stopped service (and what it depends on)
-    Start(ServiceArg),
+    /// Start stopped services and what they depend on [default: every service]
+    Start(ServicesArg),
     /// Rebuild and replace services when their files change, with no dropped request
     Watch(WatchArgs),
     /// Probe every instance now; exit 0 only when all are healthy
@@ -188,9 +188,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct ServiceArg {
-    /// The service's name, as in msctl.toml
-    pub service: String,
+pub struct ServicesArg {
+    /// Services, named as in msctl.toml [default: every service]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Args)]

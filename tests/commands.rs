@@ -144,6 +144,77 @@ fn restart_replaces_every_instance_of_a_service() {
 }
 
 #[test]
+fn restart_stop_and_start_take_several_services_or_every_one() {
+    let p = two_services();
+    p.up();
+    let instances = ["alpha-1", "alpha-2", "beta-1"];
+    let pids = || -> Vec<u32> { instances.iter().map(|i| p.pid_of(i).unwrap()).collect() };
+    let said = |args: &[&str]| -> Vec<String> {
+        let out = p.msctl().args(args).output().unwrap();
+        assert!(out.status.success(), "msctl {args:?}: {out:?}");
+        // What was done is said on stderr, as every status line is; stdout stays for data.
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+
+    // None named: every service, in the order `up` starts them.
+    let before = pids();
+    assert_eq!(said(&["restart"]), ["alpha restarted", "beta restarted"]);
+    let after = pids();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "{before:?} → {after:?}"
+    );
+    assert!(before.iter().all(|pid| !alive(*pid)));
+
+    // Stopping goes the other way: beta depends on alpha.
+    assert_eq!(said(&["stop"]), ["beta stopped", "alpha stopped"]);
+    for instance in instances {
+        assert_eq!(
+            p.instance(instance).unwrap()["state"],
+            "stopped",
+            "{instance}"
+        );
+    }
+    assert!(after.iter().all(|pid| !alive(*pid)));
+    assert_eq!(said(&["start"]), ["alpha, beta started"]);
+    for instance in instances {
+        assert_eq!(
+            p.instance(instance).unwrap()["state"],
+            "healthy",
+            "{instance}"
+        );
+    }
+
+    // Named ones, in start order whatever order they are given in.
+    let before = pids();
+    assert_eq!(
+        said(&["restart", "beta", "alpha"]),
+        ["alpha restarted", "beta restarted"]
+    );
+    let after = pids();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "{before:?} → {after:?}"
+    );
+
+    // One unknown name and nothing is done at all.
+    let out = p.msctl().args(["stop", "alpha", "gamma"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service `gamma`"));
+    assert_eq!(pids(), after, "nothing was stopped");
+    for instance in instances {
+        assert_eq!(
+            p.instance(instance).unwrap()["state"],
+            "healthy",
+            "{instance}"
+        );
+    }
+}
+
+#[test]
 fn logs_are_prefixed_and_tailed() {
     let p = two_services();
     p.up();

@@ -1,6 +1,7 @@
 //! The data path against nginx and a bare server: `GET /users/1` on a bare axum server, on
-//! users directly, through nginx (a keep-alive reverse proxy to the same users instance) and
-//! through the gateway, and `/users/1/posts` through the gateway; throughput, p50 and p99 by
+//! users directly, through nginx (a keep-alive reverse proxy to the same users instance),
+//! through a bare hyper proxy (the limit of the gateway's stack) and through the gateway, and
+//! `/users/1/posts` through the gateway; throughput, p50 and p99 by
 //! wrk, the CPU time each server on the path spends per request, and the services' peak
 //! memory. Tracing and access logs are on, as shipped.
 
@@ -202,6 +203,21 @@ fn bare(bins: &Path) -> (Killed, SocketAddr, u32) {
     (Killed(child), addr, pid)
 }
 
+/// The bare proxy (`src/bin/bare_proxy.rs`) in front of `upstream`: the limit for a proxy on
+/// hyper and tokio, with none of the gateway's own work.
+fn bare_proxy(bins: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
+    let port = portpicker::pick_unused_port().expect("a free port");
+    let child = Command::new(bins.join("bare_proxy"))
+        .env("PORT", port.to_string())
+        .env("UPSTREAM", upstream.to_string())
+        .spawn()
+        .expect("the bare proxy starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr);
+    let pid = child.id();
+    (Killed(child), addr, pid)
+}
+
 /// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`.
 fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
     let port = portpicker::pick_unused_port().expect("a free port");
@@ -256,11 +272,12 @@ pub fn run(_runs: usize) {
     let nginx_dir = tempfile::tempdir().expect("temp dir");
     let (_nginx, nginx_addr, nginx_pid) = nginx(nginx_dir.path(), users);
     let nginx_pids = with_children(nginx_pid);
+    let (_bare_proxy, bare_proxy_addr, bare_proxy_pid) = bare_proxy(&bins, users);
 
     println!(
         "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency on each path in turn, {ROUNDS} rounds (order reversed every other round), medians shown; release builds, one instance each, tracing and access logs on as shipped\n"
     );
-    let paths: [(&str, String, Servers); 5] = [
+    let paths: [(&str, String, Servers); 6] = [
         (
             "bare axum server, GET /users/1",
             format!("http://{bare_addr}/users/1"),
@@ -275,6 +292,11 @@ pub fn run(_runs: usize) {
             "nginx → users, GET /users/1",
             format!("http://{nginx_addr}/users/1"),
             vec![("nginx", nginx_pids), ("users", vec![users_pid])],
+        ),
+        (
+            "bare proxy → users, GET /users/1",
+            format!("http://{bare_proxy_addr}/users/1"),
+            vec![("proxy", vec![bare_proxy_pid]), ("users", vec![users_pid])],
         ),
         (
             "gateway → users, GET /users/1",
@@ -355,16 +377,23 @@ pub fn run(_runs: usize) {
         let each: Vec<String> = each.iter().map(|x| format!("{x:.2}")).collect();
         (mid(xs), each.join(" "))
     };
-    let (gateway_nginx, each) = ratio(3, 2, |f| f.rps);
-    let (p50, _) = ratio(3, 2, |f| f.p50_ms);
-    let (p99, _) = ratio(3, 2, |f| f.p99_ms);
+    let (gateway_nginx, each) = ratio(4, 2, |f| f.rps);
+    let (p50, _) = ratio(4, 2, |f| f.p50_ms);
+    let (p99, _) = ratio(4, 2, |f| f.p99_ms);
     println!(
         "gateway / nginx throughput: {gateway_nginx:.2}   (target >= 1.0; rounds: {each}; latency gateway / nginx: p50 {p50:.2}, p99 {p99:.2}, target <= 1.0)"
     );
     let (users_bare, each) = ratio(1, 0, |f| f.rps);
     println!("users direct / bare:        {users_bare:.2}   (target >= 0.6; rounds: {each})");
-    let (posts_users, each) = ratio(4, 1, |f| f.rps);
+    let (posts_users, each) = ratio(5, 1, |f| f.rps);
     println!("/users/1/posts / users:     {posts_users:.2}   (target >= 0.5; rounds: {each})");
+    // Not targets: where a proxy on this stack stands, and how much of the gap is the gateway's.
+    let (proxy_nginx, each) = ratio(3, 2, |f| f.rps);
+    println!("bare proxy / nginx:         {proxy_nginx:.2}   (the stack's limit; rounds: {each})");
+    let (gateway_proxy, each) = ratio(4, 3, |f| f.rps);
+    println!(
+        "gateway / bare proxy:       {gateway_proxy:.2}   (the gateway's own work; rounds: {each})"
+    );
     let rss: Vec<String> = registry["services"]
         .as_object()
         .into_iter()

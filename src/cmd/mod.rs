@@ -169,9 +169,23 @@ pub async fn control(
     }
 }
 
-/// Sends `start`, `stop` or `restart` for `service` to the running supervisor. The name is
-/// checked against msctl.toml first, so an unknown one is a usage error whether or not
-/// anything runs.
+/// The services `named` (every one when none is), in the order `up` starts them, each once.
+/// Names are checked against msctl.toml before anything is done, so that a misspelt one is a
+/// usage error whether or not anything runs, and nothing is half done.
+fn services_in_order(config: &Config, named: &[String]) -> Result<Vec<String>, MsctlError> {
+    if let Some(unknown) = named.iter().find(|n| !config.services.contains_key(*n)) {
+        return Err(MsctlError::unknown_service(unknown, config));
+    }
+    let everything = config.start_order(&[]).map_err(MsctlError::Usage)?;
+    Ok(everything
+        .into_iter()
+        .map(|s| s.name.clone())
+        .filter(|n| named.is_empty() || named.contains(n))
+        .collect())
+}
+
+/// Sends a request about one `service` (`scale`) to the running supervisor, the name checked
+/// against msctl.toml first.
 async fn act_on_service(
     ctx: &Context,
     service: &str,
@@ -191,4 +205,29 @@ async fn act_on_service(
         limit,
     )
     .await
+}
+
+/// Sends `stop` or `restart` for each of `named` (every service when none is) to the running
+/// supervisor, one service after another, in start order or, with `reverse`, the other way
+/// (dependents stop before what they depend on). Says each one done as it is; the first failure
+/// ends the run, with the ones before it done and the rest untouched.
+async fn act_on_services(
+    ctx: &Context,
+    named: &[String],
+    reverse: bool,
+    request: impl Fn(String) -> Request,
+    done: &str,
+) -> Result<(), MsctlError> {
+    let (project, config) = ctx.load()?;
+    let mut services = services_in_order(&config, named)?;
+    if reverse {
+        services.reverse();
+    }
+    let (_, client) = crate::running::require(&project).await?;
+    for service in services {
+        let limit = call_limit(&config, std::slice::from_ref(&service));
+        control(&project, &config, &client, request(service.clone()), limit).await?;
+        say!("{service} {done}");
+    }
+    Ok(())
 }

@@ -1,11 +1,12 @@
-//! `msctl stop SERVICE`: stops a service's instances, through the running supervisor.
+//! `msctl stop [SERVICE]...`: stops services' instances, through the running supervisor, which keeps running.
 
-use crate::cli::ServiceArg;
+use crate::cli::ServicesArg;
 use crate::cmd::Context;
 use msctl_contract::control::Request;
 
-pub async fn stop(ctx: &Context, args: ServiceArg) -> anyhow::Result<u8> {
-    super::act_on_service(ctx, &args.service, |service| Request::Stop { service }).await?;
-    say!("{} stopped", args.service);
+pub async fn stop(ctx: &Context, args: ServicesArg) -> anyhow::Result<u8> {
+    // Dependents first, so that none is left calling a service that has already gone.
+    let request = |service| Request::Stop { service };
+    super::act_on_services(ctx, &args.services, true, request, "stopped").await?;
     Ok(0)
 }

@@ -778,20 +778,35 @@ impl Browser {
         ensure_debian(&["chromium", "chromium-driver"], || {
             find("chromium").is_some() && find("chromedriver").is_some()
         });
-        let port = portpicker::pick_unused_port().expect("a free port");
-        let driver = StdCommand::new(find("chromedriver").expect("chromedriver"))
+        // Port 0: chromedriver binds a free port itself and names it, so that no other process
+        // can take a port picked for it before it binds.
+        let mut driver = StdCommand::new(find("chromedriver").expect("chromedriver"))
             // A group of its own, so that the browsers it starts go with it.
             .process_group(0)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        let stdout = driver.stdout.take().expect("chromedriver's stdout");
         let driver = Children(vec![driver]);
-        wait_until(Duration::from_secs(20), "chromedriver to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        let (found, port) = std::sync::mpsc::channel();
+        // Its output is read to the end, so that it never blocks on, or dies of, a closed pipe.
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .strip_prefix("ChromeDriver was started successfully on port ")
+                    .and_then(|p| p.trim_end_matches('.').parse::<u16>().ok())
+                {
+                    let _ = found.send(port);
+                }
+            }
         });
+        let port = port
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chromedriver names the port it listens on within 20 s");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
