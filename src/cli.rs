@@ -74,6 +74,9 @@ pub enum Command {
     Init(InitArgs),
     /// Add a new service from a template, wired into the workspace and msctl.toml
     Scaffold(ScaffoldArgs),
+    /// Check msctl.toml and print it as msctl reads it: services in start order, defaults filled
+    /// in, `${VARS}` expanded
+    Config(ConfigArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
     /// Run the supervisor for `up -d` (internal)
@@ -119,6 +122,22 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct JsonArg {
     /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  msctl config -q            check msctl.toml (exit 3 and the error when it is broken), print nothing\n  msctl config --services    the service names, in start order\n  msctl config --json | jq   every setting, for scripts"
+)]
+pub struct ConfigArgs {
+    /// Only check: print nothing, exit 0 when msctl.toml is valid
+    #[arg(short, long, conflicts_with_all = ["services", "json"])]
+    pub quiet: bool,
+    /// Print the service names only, one a line, in start order
+    #[arg(long, conflicts_with = "json")]
+    pub services: bool,
+    /// Print JSON (a list of services in start order) instead of TOML
     #[arg(long)]
     pub json: bool,
 }

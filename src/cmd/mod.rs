@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod completions;
+pub mod config;
 pub mod dashboard;
 pub mod down;
 pub mod events;
@@ -25,7 +26,7 @@ pub mod up;
 pub mod watch;
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::error::MsctlError;
 use crate::project::Project;
 use crate::supervisor::control::ControlClient;
@@ -45,14 +46,14 @@ impl Context {
             Some(f) if f.is_file() => Ok(f.clone()),
             // `-f some/folder` means the msctl.toml in it, as `cargo --manifest-path` does not
             // but users expect.
-            Some(f) if f.is_dir() && f.join(config::MANIFEST).is_file() => {
-                Ok(f.join(config::MANIFEST))
+            Some(f) if f.is_dir() && f.join(crate::config::MANIFEST).is_file() => {
+                Ok(f.join(crate::config::MANIFEST))
             }
             Some(f) if f.is_dir() => Err(MsctlError::ManifestUnreadable {
                 path: f.clone(),
                 message: format!(
                     "it is a folder with no {} in it; give the file, or the folder that holds one",
-                    config::MANIFEST
+                    crate::config::MANIFEST
                 ),
             }),
             Some(f) => Err(MsctlError::ManifestUnreadable {
@@ -62,7 +63,7 @@ impl Context {
             None => {
                 let cwd = std::env::current_dir()
                     .map_err(|e| MsctlError::Io(format!("cannot read the current folder: {e}")))?;
-                Ok(config::find(&cwd)?)
+                Ok(crate::config::find(&cwd)?)
             }
         }
     }
@@ -73,14 +74,14 @@ impl Context {
 
     pub fn load(&self) -> Result<(Project, Config), MsctlError> {
         let manifest = self.manifest()?;
-        let config = config::load(&manifest)?;
+        let config = crate::config::load(&manifest)?;
         Ok((Project::new(&manifest), config))
     }
 
     /// The same for a command that adds services: msctl.toml may have none yet.
     pub fn load_to_edit(&self) -> Result<(Project, Config), MsctlError> {
         let manifest = self.manifest()?;
-        let config = config::load_to_edit(&manifest)?;
+        let config = crate::config::load_to_edit(&manifest)?;
         Ok((Project::new(&manifest), config))
     }
 }
@@ -111,6 +112,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Open(args) => open::open(&ctx, args).await,
         Command::Dashboard(args) => dashboard::dashboard(&ctx, args).await,
         Command::Scaffold(args) => scaffold::scaffold(&ctx, args).await,
+        Command::Config(args) => config::config(&ctx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Supervise(args) => supervise::supervise(&ctx, args).await,
     }

@@ -1,0 +1,159 @@
+//! `msctl config`: the check for CI, the resolved manifest it prints, and that what it prints
+//! reads back as the same system.
+
+mod common;
+
+use common::{TestProject, stdout_json};
+
+/// A manifest that uses most settings, defaults among them.
+const MANIFEST: &str = r#"
+[defaults]
+build = ["true"]
+stop_timeout = "1500ms"
+env = { SHARED = "yes" }
+
+[services.gateway]
+command = ["${MSCTL_CONFIG_TEST_BIN:-{bin}}/msctl-fixture", "--port", "{port}"]
+depends_on = ["users", "queue"]
+health = "/ready"
+replicas = 2
+
+[services.users]
+command = ["{bin}/msctl-fixture"]
+port = 18087
+env = { OWN = "1" }
+restart = "always"
+kubernetes = { volume = "1Gi", memory = "64Mi" }
+
+[services.queue]
+command = ["nats-server", "-p", "{port}"]
+build = []
+health = "tcp"
+optional = true
+install = "apt-get install nats-server"
+image = "nats:2.10"
+"#;
+
+fn printed(p: &TestProject, args: &[&str]) -> String {
+    let out = p.msctl().arg("config").args(args).output().unwrap();
+    assert!(out.status.success(), "msctl config {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn config_prints_every_service_resolved_in_start_order_and_reads_back_the_same() {
+    let p = TestProject::new(MANIFEST);
+    assert_eq!(printed(&p, &["--services"]), "users\nqueue\ngateway\n");
+
+    let services = stdout_json(&p.msctl().args(["config", "--json"]).output().unwrap());
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["users", "queue", "gateway"]);
+    let gateway = &services[2];
+    // The defaults are filled in, the variable's default taken, placeholders left for each
+    // instance.
+    assert_eq!(gateway["build"], serde_json::json!(["true"]));
+    assert_eq!(gateway["stop_timeout"], "1s 500ms");
+    assert_eq!(gateway["env"], serde_json::json!({"SHARED": "yes"}));
+    assert_eq!(gateway["port"], "auto");
+    assert_eq!(gateway["replicas"], 2);
+    assert_eq!(gateway["health"], "/ready");
+    let command = gateway["command"][0].as_str().unwrap();
+    assert!(
+        command.ends_with("/msctl-fixture") && !command.contains("${"),
+        "{command}"
+    );
+    assert_eq!(gateway["command"][2], "{port}");
+    let users = &services[0];
+    assert_eq!(users["port"], 18087);
+    assert_eq!(
+        users["env"],
+        serde_json::json!({"SHARED": "yes", "OWN": "1"})
+    );
+    assert_eq!(users["restart"], "always");
+    assert_eq!(users["kubernetes"]["memory"], "64Mi");
+    let queue = &services[1];
+    assert_eq!(queue["build"], serde_json::json!([]));
+    assert_eq!(queue["health"], "tcp");
+    assert_eq!(queue["optional"], true);
+    assert_eq!(queue["image"], "nats:2.10");
+
+    // The TOML is a manifest in its own right: read back, it is the same system.
+    let toml = printed(&p, &[]);
+    assert!(toml.starts_with("# "), "{toml}");
+    let again = TestProject::new(&toml);
+    let reread = stdout_json(&again.msctl().args(["config", "--json"]).output().unwrap());
+    assert_eq!(reread, services, "{toml}");
+}
+
+#[test]
+fn config_quiet_is_a_check_that_prints_nothing() {
+    let p = TestProject::new(MANIFEST);
+    let out = p.msctl().args(["config", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+
+    let broken = TestProject::new("[services.users]\ncommand = [\"users\"]\nreplicas = \"two\"\n");
+    let out = broken.msctl().args(["config", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "a broken msctl.toml exits 3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("msctl.toml:3") && stderr.contains("replicas"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let cycle = TestProject::new(
+        "[services.a]\ncommand = [\"a\"]\ndepends_on = [\"b\"]\n[services.b]\ncommand = [\"b\"]\ndepends_on = [\"a\"]\n",
+    );
+    let out = cycle.msctl().args(["config", "-q"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dependency cycle: a -> b -> a"), "{stderr}");
+
+    for args in [
+        &["-q", "--json"][..],
+        &["--services", "--json"],
+        &["--yaml"],
+    ] {
+        let out = p.msctl().arg("config").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "msctl config {args:?}");
+    }
+}
+
+#[test]
+fn a_variable_with_no_value_is_warned_about_and_left_as_written() {
+    let p =
+        TestProject::new("[services.users]\ncommand = [\"${MSCTL_CONFIG_TEST_UNSET}/users\"]\n");
+    let out = p
+        .msctl()
+        .env_remove("MSCTL_CONFIG_TEST_UNSET")
+        .args(["config", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "the file itself is valid");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: service `users`")
+            && stderr.contains("MSCTL_CONFIG_TEST_UNSET")
+            && stderr.contains("${NAME:-default}"),
+        "{stderr}"
+    );
+    let toml = String::from_utf8(
+        p.msctl()
+            .env_remove("MSCTL_CONFIG_TEST_UNSET")
+            .arg("config")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        toml.contains(r#"command = ["${MSCTL_CONFIG_TEST_UNSET}/users"]"#),
+        "{toml}"
+    );
+}
