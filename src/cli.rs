@@ -33,7 +33,7 @@ pub enum Command {
     /// Stop everything gracefully and free every port
     Down,
     /// List the running instances
-    Ps(JsonArg),
+    Ps(PsArgs),
     /// Show the services' logs
     Logs(LogsArgs),
     /// Restart services' instances, one after another [default: every service]
@@ -213,9 +213,18 @@ pub struct ServicesArg {
 }
 
 #[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Only these services' instances [default: all]
+    pub services: Vec<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Only this service's instances [default: all]
-    pub service: Option<String>,
+    /// Only these services' instances [default: all]
+    pub services: Vec<String>,
     /// Keep printing new lines, across restarts, until the system stops
     #[arg(short, long)]
     pub follow: bool,
@@ -224,7 +233,7 @@ pub struct LogsArgs {
     pub tail: Option<usize>,
     /// The log records of one trace (an id, a prefix of 4+ characters, or `last`), across
     /// services, in time order
-    #[arg(long, value_name = "ID", conflicts_with_all = ["follow", "tail", "service"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["follow", "tail", "services"])]
     pub trace: Option<String>,
 }
 

@@ -215,6 +215,59 @@ fn restart_stop_and_start_take_several_services_or_every_one() {
 }
 
 #[test]
+fn ps_and_logs_take_several_services_or_every_one() {
+    let p = two_services();
+    p.up();
+    let instances = |args: &[&str]| -> Vec<String> {
+        let rows = stdout_json(
+            &p.msctl()
+                .arg("ps")
+                .args(args)
+                .arg("--json")
+                .output()
+                .unwrap(),
+        );
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["instance"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(instances(&[]), ["alpha-1", "alpha-2", "beta-1"]);
+    assert_eq!(instances(&["beta"]), ["beta-1"]);
+    assert_eq!(
+        instances(&["beta", "alpha"]),
+        ["alpha-1", "alpha-2", "beta-1"]
+    );
+    let out = p.msctl().args(["ps", "beta"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "a header and beta-1: {text}");
+
+    let out = p
+        .msctl()
+        .args(["logs", "beta", "alpha", "-n", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let from: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(" | ").map(|(who, _)| who.trim_end()))
+        .collect();
+    assert_eq!(from, ["alpha-1", "alpha-2", "beta-1"], "{text}");
+
+    for args in [&["ps", "alpha", "gamma"][..], &["logs", "alpha", "gamma"]] {
+        let out = p.msctl().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "msctl {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no service `gamma`"), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing printed before the error: {out:?}"
+        );
+    }
+}
+
+#[test]
 fn logs_are_prefixed_and_tailed() {
     let p = two_services();
     p.up();

@@ -83,6 +83,7 @@ fn an_unknown_service_is_2_with_a_suggestion_running_or_not() {
             &["stop", "alpah"],
             &["start", "alpah"],
             &["logs", "alpah"],
+            &["ps", "alpah"],
             &["up", "--no-build", "alpah"],
         ] {
             let (c, stderr) = code(p, args);

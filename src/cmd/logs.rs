@@ -18,14 +18,23 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     if let Some(id) = &args.trace {
         return trace_logs(&project, id).await;
     }
-    let mut files = instance_logs(&project, args.service.as_deref());
-    if let (Some(service), true) = (&args.service, files.is_empty()) {
-        if let Ok((_, config)) = ctx.load() {
-            if !config.services.contains_key(service) {
-                return Err(MsctlError::unknown_service(service, &config).into());
-            }
+    let mut files = instance_logs(&project, &args.services);
+    // A name with no logs is a misspelling unless msctl.toml has it; one that has logs is
+    // shown even when it has since left msctl.toml.
+    let config = ctx.load().ok().map(|(_, config)| config);
+    for service in &args.services {
+        if files
+            .iter()
+            .any(|(instance, _)| service_of(instance) == service)
+        {
+            continue;
         }
-        say!("no logs for `{service}` yet");
+        match &config {
+            Some(config) if !config.services.contains_key(service) => {
+                return Err(MsctlError::unknown_service(service, config).into());
+            }
+            _ => say!("no logs for `{service}` yet"),
+        }
     }
     let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
     let mut offsets: HashMap<PathBuf, Position> = HashMap::new();
@@ -50,7 +59,7 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     }
     loop {
         let running = project.registry().exists();
-        files = instance_logs(&project, args.service.as_deref());
+        files = instance_logs(&project, &args.services);
         for (instance, path) in &files {
             let position = offsets.entry(path.clone()).or_insert(Position {
                 offset: 0,
@@ -98,8 +107,15 @@ async fn trace_logs(project: &Project, id: &str) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The instance log files, for one service or all, in instance order.
-pub(crate) fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(String, PathBuf)> {
+/// The service an instance id (`posts-2`) belongs to.
+fn service_of(instance: &str) -> &str {
+    instance
+        .rsplit_once('-')
+        .map_or(instance, |(service, _)| service)
+}
+
+/// The instance log files of `services` (every one when empty), in instance order.
+pub(crate) fn instance_logs(project: &Project, services: &[String]) -> Vec<(String, PathBuf)> {
     let Ok(dir) = std::fs::read_dir(project.logs_dir()) else {
         return Vec::new();
     };
@@ -114,8 +130,7 @@ pub(crate) fn instance_logs(project: &Project, service: Option<&str>) -> Vec<(St
                 .to_string();
             let (name, index) = stem.rsplit_once('-')?;
             let index: u64 = index.parse().ok()?;
-            service
-                .is_none_or(|s| s == name)
+            (services.is_empty() || services.iter().any(|s| s == name))
                 .then(|| (stem.clone(), index, path))
         })
         .collect();

@@ -1,6 +1,6 @@
 //! `msctl ps`: the instances, from the registry, even when the supervisor has died.
 
-use crate::cli::JsonArg;
+use crate::cli::PsArgs;
 use crate::cmd::Context;
 use crate::running::{self, System};
 use crate::table;
@@ -8,8 +8,18 @@ use msctl_contract::registry::InstanceState;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
+pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    // A misspelt name is an error, not an empty table; with msctl.toml unreadable the registry
+    // is all there is to go by.
+    if let Ok((_, config)) = ctx.load()
+        && let Some(unknown) = args
+            .services
+            .iter()
+            .find(|s| !config.services.contains_key(*s))
+    {
+        return Err(crate::error::MsctlError::unknown_service(unknown, &config).into());
+    }
     let (registry, stale) = match running::inspect(&project).await? {
         System::NotRunning => {
             if args.json {
@@ -32,7 +42,8 @@ pub async fn ps(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
         .as_millis() as u64;
     let mut rows = Vec::new();
     let mut objects = Vec::new();
-    for (service, entry) in &registry.services {
+    let wanted = |service: &String| args.services.is_empty() || args.services.contains(service);
+    for (service, entry) in registry.services.iter().filter(|(s, _)| wanted(s)) {
         for i in &entry.instances {
             // A dead supervisor's registry still says `healthy`; what counts is whether the
             // process is there, and it is the supervisor's own instance.

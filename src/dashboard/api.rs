@@ -172,10 +172,12 @@ pub async fn logs(
     State(dash): State<Dash>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Value> {
-    let service = q
+    let services: Vec<String> = q
         .get("service")
         .filter(|s| !s.is_empty())
-        .map(String::as_str);
+        .cloned()
+        .into_iter()
+        .collect();
     let level = q
         .get("level")
         .filter(|s| !s.is_empty())
@@ -190,7 +192,7 @@ pub async fn logs(
         .unwrap_or(300usize)
         .min(2000);
     let mut lines: Vec<Value> = Vec::new();
-    for (instance, path) in crate::cmd::logs::instance_logs(dash.sup.project(), service) {
+    for (instance, path) in crate::cmd::logs::instance_logs(dash.sup.project(), &services) {
         let content = std::fs::read_to_string(&path).unwrap_or_default();
         // The newest lines are what a page shows; older ones stay in the file.
         let tail: Vec<&str> = content.lines().rev().take(limit).collect();
