@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Build and start the services, in dependency order, and supervise them
     Up(UpArgs),
+    /// Run the build steps `up` would, and nothing else [default: every service]
+    Build(BuildArgs),
     /// Stop everything gracefully and free every port
     Down,
     /// List the running instances
@@ -209,6 +211,13 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct ServicesArg {
     /// Services, named as in msctl.toml [default: every service]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services whose build steps to run, and those of what they depend on, as `up SERVICE`
+    /// would [default: every service]
     pub services: Vec<String>,
 }
 

@@ -503,6 +503,50 @@ command = ["{bin}/msctl-fixture"]
 }
 
 #[test]
+fn build_runs_the_build_steps_up_would_and_starts_nothing() {
+    let p = TestProject::new(
+        r#"
+[defaults]
+build = ["sh", "-c", "echo shared >> builds.txt"]
+
+[services.api]
+command = ["{bin}/msctl-fixture"]
+depends_on = ["db"]
+[services.db]
+command = ["{bin}/msctl-fixture"]
+[services.web]
+command = ["{bin}/msctl-fixture"]
+build = ["sh", "-c", "echo web >> builds.txt"]
+[services.broken]
+command = ["{bin}/msctl-fixture"]
+build = ["sh", "-c", "echo 'error: broken does not compile' >&2; exit 2"]
+"#,
+    );
+    let builds = || std::fs::read_to_string(p.path().join("builds.txt")).unwrap_or_default();
+    // api and what it depends on: their one shared command, once.
+    p.msctl().args(["build", "api"]).assert().success();
+    assert_eq!(builds(), "shared\n");
+    p.msctl().args(["build", "web"]).assert().success();
+    assert_eq!(builds(), "shared\nweb\n");
+    assert!(
+        p.registry().is_none() && p.processes().is_empty(),
+        "nothing started"
+    );
+
+    let out = p.msctl().arg("build").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("error: broken does not compile"),
+        "{stderr}"
+    );
+
+    let out = p.msctl().args(["build", "webb"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `web`?"));
+}
+
+#[test]
 fn a_supervisor_that_does_not_answer_is_not_mistaken_for_a_dead_one() {
     let p = TestProject::new(
         r#"

@@ -1,5 +1,6 @@
 //! One module per subcommand, each with one entry function; `dispatch` picks it.
 
+pub mod build;
 pub mod call;
 pub mod completions;
 pub mod config;
@@ -91,6 +92,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context { file: cli.file };
     match cli.command {
         Command::Up(args) => up::up(&ctx, args).await,
+        Command::Build(args) => build::build(&ctx, args).await,
         Command::Down => down::down(&ctx).await,
         Command::Ps(args) => ps::ps(&ctx, args).await,
         Command::Logs(args) => logs::logs(&ctx, args).await,
