@@ -215,6 +215,32 @@ fn restart_stop_and_start_take_several_services_or_every_one() {
 }
 
 #[test]
+fn acting_on_every_service_says_an_optional_one_not_installed_was_skipped() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["{bin}/msctl-fixture"]
+[services.queue]
+command = ["msctl-test-no-such-broker", "{port}"]
+health = "tcp"
+optional = true
+install = "apt-get install no-such-broker"
+"#,
+    );
+    p.up();
+    for (args, api) in [("restart", "api restarted"), ("stop", "api stopped")] {
+        let out = p.msctl().arg(args).output().unwrap();
+        assert!(out.status.success(), "msctl {args}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.lines().any(|l| l == api), "{stderr}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with("queue skipped: `msctl-test-no-such-broker` is not installed (install it: apt-get install no-such-broker)")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn ps_and_logs_take_several_services_or_every_one() {
     let p = two_services();
     p.up();

@@ -231,7 +231,22 @@ async fn act_on_services(
     for service in services {
         let limit = call_limit(&config, std::slice::from_ref(&service));
         control(&project, &config, &client, request(service.clone()), limit).await?;
-        say!("{service} {done}");
+        match absent_because(&project, &service) {
+            Some(reason) => say!("{service} skipped: {reason}"),
+            None => say!("{service} {done}"),
+        }
     }
     Ok(())
+}
+
+/// Why `service` did not run, when it is an optional one whose program is not installed.
+fn absent_because(project: &Project, service: &str) -> Option<String> {
+    use msctl_contract::registry::InstanceState;
+    let registry = msctl_contract::registry::read(&project.registry()).ok()?;
+    let instances = &registry.services.get(service)?.instances;
+    instances
+        .iter()
+        .all(|i| i.state == InstanceState::Absent)
+        .then(|| instances.first()?.reason.clone())
+        .flatten()
 }
