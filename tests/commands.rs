@@ -32,7 +32,8 @@ fn ps_in_text_and_json() {
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
         [
-            "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS", "HEALTH"
+            "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "CPU", "MEM", "RESTARTS",
+            "HEALTH"
         ]
     );
     assert_eq!(lines.len(), 4, "{text}");
@@ -52,6 +53,8 @@ fn ps_in_text_and_json() {
             "address",
             "state",
             "uptime_ms",
+            "cpu_ms",
+            "rss_bytes",
             "restarts",
             "last_health",
             "reason",
@@ -61,6 +64,9 @@ fn ps_in_text_and_json() {
         }
         assert_eq!(row["state"], "healthy");
         assert!(alive(row["pid"].as_u64().unwrap() as u32));
+        // The fixture is a real process: it holds some memory and has used some CPU.
+        assert!(row["rss_bytes"].as_u64().unwrap() > 512 * 1024, "{row}");
+        assert!(row["cpu_ms"].as_u64().is_some(), "{row}");
         assert!(row["address"].as_str().unwrap().starts_with("127.0.0.1:"));
     }
     // Replicas are on ports of their own.
@@ -179,6 +185,14 @@ fn restart_stop_and_start_take_several_services_or_every_one() {
         );
     }
     assert!(after.iter().all(|pid| !alive(*pid)));
+    let rows = stdout_json(&p.msctl().args(["ps", "--json"]).output().unwrap());
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["rss_bytes"].is_null() && r["cpu_ms"].is_null()),
+        "a stopped instance uses nothing: {rows}"
+    );
     assert_eq!(said(&["start"]), ["alpha, beta started"]);
     for instance in instances {
         assert_eq!(

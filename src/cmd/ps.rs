@@ -42,6 +42,8 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
         .as_millis() as u64;
     let mut rows = Vec::new();
     let mut objects = Vec::new();
+    // What each instance's process group uses now, read once for all of them.
+    let usage = crate::supervisor::process::usage_by_group();
     let wanted = |service: &String| args.services.is_empty() || args.services.contains(service);
     for (service, entry) in registry.services.iter().filter(|(s, _)| wanted(s)) {
         for i in &entry.instances {
@@ -68,6 +70,7 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
             };
             let running = !stale && i.state != InstanceState::Stopped && i.pid.is_some();
             let uptime = running.then(|| now.saturating_sub(i.started_at_ms));
+            let used = i.pid.filter(|_| running).and_then(|pid| usage.get(&pid));
             objects.push(json!({
                 "service": service,
                 "instance": i.id,
@@ -75,6 +78,8 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                 "address": i.address,
                 "state": state,
                 "uptime_ms": uptime,
+                "cpu_ms": used.map(|u| u.cpu.as_millis() as u64),
+                "rss_bytes": used.map(|u| u.rss_bytes),
                 "restarts": i.restarts,
                 "last_health": i.last_health,
                 "reason": i.reason,
@@ -95,6 +100,8 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
                 uptime
                     .map(|u| table::duration(Duration::from_millis(u)))
                     .unwrap_or_else(|| "-".into()),
+                used.map_or_else(|| "-".into(), |u| cpu_time(u.cpu)),
+                used.map_or_else(|| "-".into(), |u| memory(u.rss_bytes)),
                 i.restarts.to_string(),
                 i.reason
                     .clone()
@@ -111,8 +118,8 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
             "{}",
             table::render(
                 &[
-                    "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "RESTARTS",
-                    "HEALTH"
+                    "SERVICE", "INSTANCE", "PID", "ADDRESS", "STATE", "UPTIME", "CPU", "MEM",
+                    "RESTARTS", "HEALTH"
                 ],
                 &rows
             )
@@ -130,4 +137,40 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// CPU time as `ps` users read it: tenths of a second up to a minute, then as an uptime is.
+fn cpu_time(d: Duration) -> String {
+    if d.as_secs() < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        table::duration(d)
+    }
+}
+
+/// Resident memory in binary units, three figures or fewer.
+fn memory(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = bytes as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1}G", mib / 1024.0)
+    } else if mib >= 100.0 {
+        format!("{mib:.0}M")
+    } else {
+        format!("{mib:.1}M")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_and_memory_are_short() {
+        assert_eq!(cpu_time(Duration::from_millis(430)), "0.4s");
+        assert_eq!(cpu_time(Duration::from_secs(75)), "1m15s");
+        assert_eq!(memory(13 * 1024 * 1024 + 400 * 1024), "13.4M");
+        assert_eq!(memory(250 * 1024 * 1024), "250M");
+        assert_eq!(memory(3 * 1024 * 1024 * 1024), "3.0G");
+    }
 }

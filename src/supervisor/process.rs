@@ -202,3 +202,82 @@ pub fn describe_exit(status: &ExitStatus) -> String {
     }
     "exited".to_string()
 }
+
+/// What a process group (an instance and whatever it started) is using now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time, user and system, of its live processes since each started.
+    pub cpu: std::time::Duration,
+    /// Resident memory of its live processes, summed.
+    pub rss_bytes: u64,
+}
+
+/// The usage of every process group on the machine, by group id (an instance's pid: each is
+/// started as the leader of a group of its own). Empty where there is no /proc.
+pub fn usage_by_group() -> std::collections::HashMap<u32, Usage> {
+    let mut groups = std::collections::HashMap::new();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t.max(1) as u64);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p.max(1) as u64);
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok());
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((group, usage)) = parse_stat(&stat, ticks, page) {
+            let sum: &mut Usage = groups.entry(group).or_default();
+            sum.cpu += usage.cpu;
+            sum.rss_bytes += usage.rss_bytes;
+        }
+    }
+    groups
+}
+
+/// The process group and usage in one `/proc/PID/stat` line. The fields are counted after the
+/// command name, which is in parentheses and may itself hold spaces and parentheses.
+fn parse_stat(stat: &str, ticks_per_second: u64, page_size: u64) -> Option<(u32, Usage)> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state, ppid, pgrp, … utime (11), stime (12), … rss in pages (21).
+    let group = fields.get(2)?.parse().ok()?;
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let ticks = number(11)? + number(12)?;
+    Some((
+        group,
+        Usage {
+            cpu: std::time::Duration::from_millis(ticks * 1000 / ticks_per_second),
+            rss_bytes: number(21)? * page_size,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_its_group_cpu_and_memory() {
+        // A command name with a space and a parenthesis in it, as /proc writes it.
+        let stat = "4242 (my (odd) svc) S 1 4240 4240 0 -1 4194560 1200 0 0 0 250 50 0 0 20 0 3 0 99 123456789 3000 18446744073709551615";
+        let (group, usage) = parse_stat(stat, 100, 4096).unwrap();
+        assert_eq!(group, 4240);
+        assert_eq!(usage.cpu, std::time::Duration::from_millis(3000));
+        assert_eq!(usage.rss_bytes, 3000 * 4096);
+        assert_eq!(parse_stat("4242 (cut", 100, 4096), None);
+    }
+
+    #[test]
+    fn this_process_group_is_found_with_some_memory() {
+        let me = nix::unistd::getpgrp().as_raw() as u32;
+        let usage = usage_by_group().get(&me).copied().unwrap_or_default();
+        assert!(usage.rss_bytes > 1024 * 1024, "{usage:?}");
+    }
+}
