@@ -38,6 +38,18 @@ fn the_dashboard_shows_the_system_live_and_acts_on_it() {
          return s.length === 3 && s.every(x => x === 'healthy') ? s : null;",
     );
     assert_eq!(states.as_array().unwrap().len(), 3);
+    // Each running instance's memory and CPU time, as `ps` shows them.
+    let memory = browser.eval(
+        "return [...document.querySelectorAll('#services tr[data-instance] .mem')].map(e => e.textContent)",
+    );
+    assert!(
+        memory
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.as_str().is_some_and(|m| m.ends_with('M') && m != "0.0M")),
+        "{memory}"
+    );
     assert!(
         !browser
             .eval("return location.search")

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use msctl_contract::control::{Replicas, Request, Response as Answer};
+use msctl_contract::registry::InstanceState;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -48,6 +49,7 @@ pub async fn overview(State(dash): State<Dash>) -> Json<Value> {
         }
     }
     let now_ms = now_ns() / 1_000_000;
+    let usage = crate::supervisor::process::usage_by_group();
     let services: Vec<Value> = registry
         .services
         .iter()
@@ -66,6 +68,10 @@ pub async fn overview(State(dash): State<Dash>) -> Json<Value> {
                 .instances
                 .iter()
                 .map(|i| {
+                    let used = i
+                        .pid
+                        .filter(|_| i.state != InstanceState::Stopped)
+                        .and_then(|pid| usage.get(&pid));
                     json!({
                         "id": i.id,
                         "pid": i.pid,
@@ -73,6 +79,8 @@ pub async fn overview(State(dash): State<Dash>) -> Json<Value> {
                         "state": i.state.to_string(),
                         "uptime_ms": i.pid.map(|_| now_ms.saturating_sub(i.started_at_ms)),
                         "restarts": i.restarts,
+                        "cpu_ms": used.map(|u| u.cpu.as_millis() as u64),
+                        "rss_bytes": used.map(|u| u.rss_bytes),
                         "health": i.reason.clone().or_else(|| i.last_health.clone()),
                     })
                 })

@@ -20,6 +20,8 @@ const uptime = (ms) => {
   const s = Math.floor(ms / 1000);
   return s < 60 ? s + "s" : s < 3600 ? Math.floor(s / 60) + "m" + (s % 60) + "s" : Math.floor(s / 3600) + "h" + Math.floor((s % 3600) / 60) + "m";
 };
+const cpu = (ms) => (ms == null ? "-" : ms < 60000 ? (ms / 1000).toFixed(1) + "s" : uptime(ms));
+const mem = (b) => (b == null ? "-" : b >= 1 << 30 ? (b / (1 << 30)).toFixed(1) + "G" : (b / (1 << 20)).toFixed(b >= 100 << 20 ? 0 : 1) + "M");
 const KINDS = { 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer" };
 
 async function getJSON(url) {
@@ -47,6 +49,7 @@ const views = {
           <td>${n === 0 ? esc(s.name) : ""}</td><td>${esc(i.id)}</td>
           <td class="state state-${esc(i.state)}">${esc(i.state)}${s.build_failed ? ", build failed" : ""}</td>
           <td>${esc(i.address || "-")}</td><td>${uptime(i.uptime_ms)}</td>
+          <td class="cpu">${cpu(i.cpu_ms)}</td><td class="mem">${mem(i.rss_bytes)}</td>
           <td class="restarts">${i.restarts}</td><td class="muted">${esc(s.build_failed || i.health || "")}</td>
           <td>${n === 0 && f ? f.rps.toFixed(1) : ""}</td>
           <td class="${f && f.error_rate > 0 ? "err" : ""}">${n === 0 && f ? (f.error_rate * 100).toFixed(1) + "%" : ""}</td>
