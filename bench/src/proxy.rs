@@ -192,11 +192,17 @@ fn wait_listening(addr: SocketAddr) {
 }
 
 fn bare(bins: &Path) -> (Killed, SocketAddr, u32) {
+    serve(bins, "bare", &[])
+}
+
+/// The bench's own server `name` (`src/bin/`) on a free port, with `env` beside `PORT`.
+fn serve(bins: &Path, name: &str, env: &[(&str, String)]) -> (Killed, SocketAddr, u32) {
     let port = portpicker::pick_unused_port().expect("a free port");
-    let child = Command::new(bins.join("bare"))
+    let child = Command::new(bins.join(name))
         .env("PORT", port.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
-        .expect("the bare server starts");
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr);
     let pid = child.id();
@@ -206,16 +212,7 @@ fn bare(bins: &Path) -> (Killed, SocketAddr, u32) {
 /// The bare proxy (`src/bin/bare_proxy.rs`) in front of `upstream`: the limit for a proxy on
 /// hyper and tokio, with none of the gateway's own work.
 fn bare_proxy(bins: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
-    let port = portpicker::pick_unused_port().expect("a free port");
-    let child = Command::new(bins.join("bare_proxy"))
-        .env("PORT", port.to_string())
-        .env("UPSTREAM", upstream.to_string())
-        .spawn()
-        .expect("the bare proxy starts");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr);
-    let pid = child.id();
-    (Killed(child), addr, pid)
+    serve(bins, "bare_proxy", &[("UPSTREAM", upstream.to_string())])
 }
 
 /// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`.
