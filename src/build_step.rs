@@ -50,7 +50,9 @@ pub async fn run(
         let started = Instant::now();
         let out = log.try_clone().map_err(|e| MsctlError::Io(e.to_string()))?;
         let err = log.try_clone().map_err(|e| MsctlError::Io(e.to_string()))?;
-        let status = tokio::process::Command::new(&argv[0])
+        let mut command = tokio::process::Command::new(&argv[0]);
+        crate::supervisor::process::forget_cargo_run(&mut command);
+        let status = command
             .args(&argv[1..])
             .current_dir(&project.root)
             .stdin(Stdio::null())

@@ -547,6 +547,40 @@ build = ["sh", "-c", "echo 'error: broken does not compile' >&2; exit 2"]
 }
 
 #[test]
+fn what_cargo_run_gave_msctl_reaches_neither_builds_nor_services() {
+    let p = TestProject::new(
+        r#"
+[services.api]
+command = ["sh", "-c", "env > service-env.txt; exec {bin}/msctl-fixture"]
+build = ["sh", "-c", "env > build-env.txt"]
+"#,
+    );
+    // As `cargo run -- up` starts msctl: its own package's variables, beside the user's.
+    p.msctl()
+        .env("CARGO_PKG_NAME", "msctl")
+        .env("CARGO_PKG_VERSION", "9.9.9-test")
+        .env("CARGO_MANIFEST_DIR", "/nowhere/msctl-test")
+        .env("CARGO_MANIFEST_PATH", "/nowhere/msctl-test/Cargo.toml")
+        .env("CARGO_HOME", "/kept/cargo-home")
+        .args(["up", "-d"])
+        .assert()
+        .success();
+    for file in ["build-env.txt", "service-env.txt"] {
+        let env = std::fs::read_to_string(p.path().join(file)).unwrap();
+        assert!(
+            !env.contains("9.9.9-test") && !env.contains("/nowhere/msctl-test"),
+            "{file}: {env}"
+        );
+        assert!(env.contains("CARGO_HOME=/kept/cargo-home"), "{file}: {env}");
+    }
+    assert!(
+        std::fs::read_to_string(p.path().join("service-env.txt"))
+            .unwrap()
+            .contains("MSCTL_INSTANCE=api-1")
+    );
+}
+
+#[test]
 fn a_supervisor_that_does_not_answer_is_not_mistaken_for_a_dead_one() {
     let p = TestProject::new(
         r#"

@@ -16,6 +16,7 @@ pub fn spawn(
     cwd: &Path,
 ) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(program);
+    forget_cargo_run(&mut cmd);
     for name in unset {
         cmd.env_remove(name);
     }
@@ -31,6 +32,40 @@ pub fn spawn(
         die_with_parent(&mut cmd);
     }
     cmd.spawn()
+}
+
+/// Leaves out of `cmd`'s environment what `cargo run` gave msctl itself (`cargo run -- up`, the
+/// README's quick start): its package's `CARGO_PKG_*` and `CARGO_MANIFEST_*`. A build that saw
+/// them would differ from one started from a shell, and Cargo rebuilds crates whose build
+/// scripts read them (ring, and what depends on it) every time builds alternate between the two.
+pub fn forget_cargo_run(cmd: &mut tokio::process::Command) {
+    for name in cargo_run_vars() {
+        cmd.env_remove(name);
+    }
+}
+
+/// The variables of [`forget_cargo_run`]: none unless msctl was started by `cargo run`.
+fn cargo_run_vars() -> &'static [String] {
+    static VARS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    VARS.get_or_init(|| {
+        let ran_by_cargo = std::env::var("CARGO_PKG_NAME")
+            .is_ok_and(|n| n == env!("CARGO_PKG_NAME"))
+            && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        if !ran_by_cargo {
+            return Vec::new();
+        }
+        std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|n| {
+                n.starts_with("CARGO_PKG_")
+                    || n.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        n.as_str(),
+                        "CARGO_PRIMARY_PACKAGE" | "CARGO_CRATE_NAME" | "CARGO_BIN_NAME"
+                    )
+            })
+            .collect()
+    })
 }
 
 #[cfg(target_os = "linux")]

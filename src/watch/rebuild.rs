@@ -90,7 +90,9 @@ pub async fn run(root: &Path, build: &Build, log: &Path) -> Result<Duration, Str
         .map(|a| expand_vars(a, |k| std::env::var(k).ok()))
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
-    let output = tokio::process::Command::new(&argv[0])
+    let mut command = tokio::process::Command::new(&argv[0]);
+    crate::supervisor::process::forget_cargo_run(&mut command);
+    let output = command
         .args(&argv[1..])
         .current_dir(root)
         .stdin(Stdio::null())
