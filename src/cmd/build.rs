@@ -1,4 +1,4 @@
-//! `msctl build [SERVICE]...`: the build steps `up` runs, each distinct command once, with nothing started.
+//! `msctl build [SERVICE…]`: the build steps `up` runs, each distinct command once, with nothing started.
 
 use crate::build_step;
 use crate::cli::BuildArgs;

@@ -1,4 +1,4 @@
-//! `msctl restart [SERVICE]...`: restarts services' instances, one after another, through the running supervisor.
+//! `msctl restart [SERVICE…]`: restarts services' instances, one after another, through the running supervisor.
 
 use crate::cli::ServicesArg;
 use crate::cmd::Context;

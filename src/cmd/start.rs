@@ -1,4 +1,4 @@
-//! `msctl start [SERVICE]...`: starts stopped services and what they depend on, through the running supervisor.
+//! `msctl start [SERVICE…]`: starts stopped services and what they depend on, through the running supervisor.
 
 use crate::cli::ServicesArg;
 use crate::cmd::Context;

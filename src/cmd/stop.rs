@@ -1,4 +1,4 @@
-//! `msctl stop [SERVICE]...`: stops services' instances, through the running supervisor, which keeps running.
+//! `msctl stop [SERVICE…]`: stops services' instances, through the running supervisor, which keeps running.
 
 use crate::cli::ServicesArg;
 use crate::cmd::Context;
