@@ -37,7 +37,7 @@ fn killing_one_of_three_posts_replicas_fails_no_request() {
         format!("{gateway}/users/1/posts"),
         format!("{gateway}/posts?limit=5"),
     ]);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(30);
     let victim = p.pid_of("posts-2").expect("posts-2 runs");
     signal(victim, nix::sys::signal::Signal::SIGKILL);
     // It dies, is restarted, and comes back into rotation while the stream goes on.
@@ -46,7 +46,8 @@ fn killing_one_of_three_posts_replicas_fails_no_request() {
         (back["state"] == "healthy" && back["pid"].as_u64() != Some(u64::from(victim)))
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // posts-2 back in rotation: the stream goes on through it.
+    load.wait_for_more(30);
     let answers = load.stop();
     assert_all_answered(&answers);
 }
@@ -61,9 +62,9 @@ fn restarting_the_only_users_instance_fails_no_request() {
         format!("{gateway}/users/1"),
         format!("{gateway}/users/1/posts"),
     ]);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(30);
     p.msctl().args(["restart", "users"]).assert().success();
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(30);
     let answers = load.stop();
     let now = p
         .registry()
@@ -135,14 +136,14 @@ fn scaling_posts_up_and_down_under_load_fails_no_request() {
     for id in ["posts-1", "posts-2", "posts-3"] {
         assert_eq!(p.instance(id).expect(id)["state"], "healthy", "{id}");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_more(30);
     p.msctl().args(["scale", "posts=-1"]).assert().success();
     assert!(
         p.instance("posts-3").is_none(),
         "posts-3 was drained and removed"
     );
     p.msctl().args(["scale", "posts=1"]).assert().success();
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(20);
     let answers = load.stop();
     let registry = p.registry().unwrap();
     let left: Vec<&str> = registry["services"]["posts"]["instances"]

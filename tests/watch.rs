@@ -110,7 +110,7 @@ fn watch_mode_rebuilds_and_replaces_with_no_failed_request() {
     assert!(cycle["debounce_ms"].as_u64().unwrap() >= 200, "{cycle}");
     let (_, body) = get_json(&list);
     assert_eq!(body["edition"], "watched", "{body}");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_more(10);
     assert_all_ok(&load.stop(), "the first replacement");
 
     // Ctrl-C on `msctl watch` ends watching, which it turned on.

@@ -515,6 +515,8 @@ print(n)
 /// of its own, until [`Load::stop`]: what users see while instances die and come back.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How many answers (or failures) have come back so far.
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     worker: Option<std::thread::JoinHandle<Vec<(String, u16, String)>>>,
 }
 
@@ -527,6 +529,8 @@ impl Load {
     pub fn requests(requests: Vec<(String, Option<String>)>) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sent.clone();
         let worker = std::thread::spawn(move || {
             let client = http();
             let mut answers = Vec::new();
@@ -549,13 +553,27 @@ impl Load {
                     Err(e) => (url.clone(), 0, e.to_string()),
                 };
                 answers.push(answer);
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             answers
         });
         Self {
             stop,
+            sent,
             worker: Some(worker),
         }
+    }
+
+    /// Waits until `n` more requests have been answered: a stretch of the stream measured in
+    /// requests, not time, so that a loaded machine sends as many as an idle one.
+    pub fn wait_for_more(&self, n: usize) {
+        let sent = || self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let target = sent() + n;
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{n} more requests of the load"),
+            || (sent() >= target).then_some(()),
+        );
     }
 
     /// Stops the stream; every answer, in order: URL, status (0: none), body.
