@@ -242,7 +242,11 @@ install = "apt-get install no-such-broker"
 "#,
     );
     p.up();
-    for (args, api) in [("restart", "api restarted"), ("stop", "api stopped")] {
+    for (args, api) in [
+        ("restart", "api restarted"),
+        ("stop", "api stopped"),
+        ("start", "api started"),
+    ] {
         let out = p.msctl().arg(args).output().unwrap();
         assert!(out.status.success(), "msctl {args}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);

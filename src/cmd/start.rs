@@ -14,6 +14,16 @@ pub async fn start(ctx: &Context, args: ServicesArg) -> anyhow::Result<u8> {
         services: args.services.clone(),
     };
     super::control(&project, &config, &client, request, limit).await?;
-    say!("{} started", services.join(", "));
+    let (skipped, started): (Vec<_>, Vec<_>) = services
+        .iter()
+        .map(|s| (s, super::absent_because(&project, s)))
+        .partition(|(_, absent)| absent.is_some());
+    if !started.is_empty() {
+        let names: Vec<&str> = started.iter().map(|(s, _)| s.as_str()).collect();
+        say!("{} started", names.join(", "));
+    }
+    for (service, reason) in skipped {
+        say!("{service} skipped: {}", reason.unwrap_or_default());
+    }
     Ok(0)
 }
