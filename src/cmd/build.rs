@@ -8,16 +8,10 @@ use crate::error::MsctlError;
 pub async fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load()?;
     // The same services `up SERVICE` would build: the named ones and what they depend on.
-    let order = config.start_order(&args.services).map_err(|reason| {
-        match args
-            .services
-            .iter()
-            .find(|s| !config.services.contains_key(*s))
-        {
-            Some(unknown) => MsctlError::unknown_service(unknown, &config),
-            None => MsctlError::Usage(reason),
-        }
-    })?;
+    super::check_names(&config, &args.services)?;
+    let order = config
+        .start_order(&args.services)
+        .map_err(MsctlError::Usage)?;
     if order
         .iter()
         .all(|s| s.build.as_ref().is_none_or(Vec::is_empty))

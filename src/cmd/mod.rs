@@ -173,13 +173,19 @@ pub async fn control(
     }
 }
 
+/// The usage error for the first of `named` that msctl.toml does not have, with a suggestion.
+fn check_names(config: &Config, named: &[String]) -> Result<(), MsctlError> {
+    match named.iter().find(|n| !config.services.contains_key(*n)) {
+        Some(unknown) => Err(MsctlError::unknown_service(unknown, config)),
+        None => Ok(()),
+    }
+}
+
 /// The services `named` (every one when none is), in the order `up` starts them, each once.
 /// Names are checked against msctl.toml before anything is done, so that a misspelt one is a
 /// usage error whether or not anything runs, and nothing is half done.
 fn services_in_order(config: &Config, named: &[String]) -> Result<Vec<String>, MsctlError> {
-    if let Some(unknown) = named.iter().find(|n| !config.services.contains_key(*n)) {
-        return Err(MsctlError::unknown_service(unknown, config));
-    }
+    check_names(config, named)?;
     let everything = config.start_order(&[]).map_err(MsctlError::Usage)?;
     Ok(everything
         .into_iter()

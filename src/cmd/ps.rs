@@ -12,13 +12,8 @@ pub async fn ps(ctx: &Context, args: PsArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
     // A misspelt name is an error, not an empty table; with msctl.toml unreadable the registry
     // is all there is to go by.
-    if let Ok((_, config)) = ctx.load()
-        && let Some(unknown) = args
-            .services
-            .iter()
-            .find(|s| !config.services.contains_key(*s))
-    {
-        return Err(crate::error::MsctlError::unknown_service(unknown, &config).into());
+    if let Ok((_, config)) = ctx.load() {
+        super::check_names(&config, &args.services)?;
     }
     let (registry, stale) = match running::inspect(&project).await? {
         System::NotRunning => {
