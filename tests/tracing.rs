@@ -599,10 +599,12 @@ fn past_the_rate_traces_are_sampled_whole_and_top_still_counts_every_request() {
             })
         })
         .collect();
-    // What the sampler may keep in `secs`: 20 a second, and a first window kept whole.
-    let may_keep = |secs: f64| 20.0 * secs + 40.0;
+    // What the sampler may keep in `secs`: 20 a second, a first window kept whole, and room for
+    // chance, since which traces are kept depends on their random ids. A sampler that kept
+    // everything would pass it by the margin the load is run to.
+    let may_keep = |secs: f64| 40.0 * secs + 40.0;
     common::wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the load to pass the sampling rate",
         || {
             let secs = started.elapsed().as_secs_f64();
