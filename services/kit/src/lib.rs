@@ -19,6 +19,7 @@ pub mod fault;
 pub mod log;
 pub mod params;
 pub mod pool;
+pub mod read_cache;
 pub mod sampling;
 pub mod server;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The posts service: what people wrote, in the service's own SQLite database. It asks users,
 //! over HTTP, whether an author exists; it never opens the users database.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use msctl_kit::params::{Paging, parse_id};
 use msctl_kit::pool::{self, Pool};
+use msctl_kit::read_cache::ReadCache;
 use msctl_kit::{ApiError, PeerRequest, Peers};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,12 @@ use std::sync::Arc;
 
 /// Seeded posts: 3 for each of the 10 seeded users, ids 1..=30.
 pub const SEED_POSTS: i64 = 30;
+
+/// A page asked for: the user filter, the limit and the offset.
+type PageKey = (Option<i64>, i64, i64);
+
+/// How many `GET /posts` pages each request thread keeps.
+const PAGES_KEPT: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Post {
@@ -45,6 +53,8 @@ pub struct NewPost {
 #[derive(Debug, Clone)]
 pub struct Posts {
     db: Arc<Pool<Connection>>,
+    /// `GET /posts` pages as sent, kept until the next commit.
+    pages: Arc<ReadCache<PageKey, Bytes>>,
     peers: Peers,
 }
 
@@ -116,6 +126,7 @@ impl Posts {
         drop(held);
         Ok(Self {
             db: Arc::new(pool),
+            pages: Arc::new(ReadCache::open(path, PAGES_KEPT)),
             peers,
         })
     }
@@ -188,12 +199,25 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Post> {
 async fn list(
     State(posts): State<Posts>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = Paging::from_query(&query)?;
     let user_id = query
         .get("user_id")
         .map(|raw| parse_id(raw, "user_id"))
         .transpose()?;
+    // Read from the database only when something was committed since this page was last read.
+    let json = posts
+        .pages
+        .get_or_load((user_id, page.limit, page.offset), || {
+            let page = read_page(&posts, user_id, page)?;
+            serde_json::to_vec(&page)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+fn read_page(posts: &Posts, user_id: Option<i64>, page: Paging) -> Result<Page, ApiError> {
     let db = posts.db();
     let _query = msctl_kit::db_span("SELECT", "posts").entered();
     // `+?1`, not `?1`: compared bare with the indexed column of a query that is also ordered,
@@ -235,12 +259,12 @@ async fn list(
             .and_then(|mut stmt| stmt.query_row(args, |r| r.get(0)))
             .map_err(db_error)?,
     };
-    Ok(Json(Page {
+    Ok(Page {
         posts: rows,
         total,
         limit: page.limit,
         offset: page.offset,
-    }))
+    })
 }
 
 async fn show(State(posts): State<Posts>, Path(id): Path<String>) -> Result<Json<Post>, ApiError> {

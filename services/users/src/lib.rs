@@ -1,5 +1,6 @@
 //! The users service: people, in the service's own SQLite database.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use axum::{Json, Router};
 use msctl_kit::ApiError;
 use msctl_kit::params::{Paging, parse_id};
 use msctl_kit::pool::{self, Pool};
+use msctl_kit::read_cache::ReadCache;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,6 +28,9 @@ const SEED: [(&str, &str); 10] = [
     ("Frances Allen", "frances@example.com"),
     ("John McCarthy", "john@example.com"),
 ];
+
+/// How many `GET /users/{id}` answers each request thread keeps.
+const ANSWERS_KEPT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -46,6 +51,8 @@ pub struct NewUser {
 #[derive(Debug, Clone)]
 pub struct Users {
     db: Arc<Pool<Connection>>,
+    /// `GET /users/{id}` answers as sent (`None`: no such user), kept until the next commit.
+    answers: Arc<ReadCache<i64, Option<Bytes>>>,
     outbox: Option<msctl_kit::bus::Outbox>,
 }
 
@@ -96,9 +103,11 @@ impl Users {
             tx.execute("INSERT INTO seeded (done) VALUES (1)", [])?;
         }
         tx.commit()?;
+        let answers = ReadCache::open(path, ANSWERS_KEPT);
         drop(held);
         Ok(Self {
             db: Arc::new(pool),
+            answers: Arc::new(answers),
             outbox: None,
         })
     }
@@ -173,25 +182,33 @@ async fn list(
     ))
 }
 
-async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id, "user id")?;
-    let _query = msctl_kit::db_span("SELECT", "users").entered();
-    let user = users
-        .db()
-        .prepare_cached("SELECT id, name, email FROM users WHERE id = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([id], |r| {
-                Ok(User {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    email: r.get(2)?,
+    // Read from the database only when something was committed since this answer was last read.
+    let answer = users.answers.get_or_load(id, || {
+        let _query = msctl_kit::db_span("SELECT", "users").entered();
+        let user = users
+            .db()
+            .prepare_cached("SELECT id, name, email FROM users WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([id], |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        email: r.get(2)?,
+                    })
                 })
+                .optional()
             })
-            .optional()
-        })
-        .map_err(db_error)?;
-    user.map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
+            .map_err(db_error)?;
+        user.map(|u| serde_json::to_vec(&u).map(Bytes::from))
+            .transpose()
+            .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))
+    })?;
+    match answer {
+        Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
+        None => Err(ApiError::not_found(format!("user {id} does not exist"))),
+    }
 }
 
 fn validate(new: &NewUser) -> Result<(String, String), ApiError> {
