@@ -37,7 +37,28 @@ pub struct ReadCache<K: Send, V: Send> {
     /// Per thread, so that request threads never wait on one another as they do on SQLite's
     /// WAL-index mutex.
     threads: thread_local::ThreadLocal<RefCell<Entries<K, V>>>,
-    capacity: usize,
+    /// Bytes each thread may hold, by `Weigh`.
+    budget: usize,
+}
+
+/// What an answer costs to keep: its bytes, and a little for the entry around it.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+/// What an entry costs beside its value: key, hash slot, and the value's own header.
+const ENTRY: usize = 64;
+
+impl Weigh for axum::body::Bytes {
+    fn weight(&self) -> usize {
+        ENTRY + self.len()
+    }
+}
+
+impl<T: Weigh> Weigh for Option<T> {
+    fn weight(&self) -> usize {
+        self.as_ref().map_or(ENTRY, Weigh::weight)
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +66,8 @@ struct Entries<K, V> {
     /// The WAL-index header these entries were read under.
     version: Version,
     map: HashMap<K, V>,
+    /// The entries' weight together.
+    held: usize,
 }
 
 /// The WAL-index header as SQLite maps it, and the connection whose mapping it is.
@@ -123,14 +146,15 @@ fn mapped_header(conn: &rusqlite::Connection) -> Option<NonNull<AtomicU32>> {
     NonNull::new(region.cast())
 }
 
-impl<K: Eq + Hash + Send, V: Clone + Send> ReadCache<K, V> {
-    /// A cache for reads from the database at `database`, holding at most `capacity` answers
-    /// per thread. Off (every read goes to the database) unless the database is in WAL mode.
-    pub fn open(database: &Path, capacity: usize) -> Self {
+impl<K: Eq + Hash + Send, V: Clone + Send + Weigh> ReadCache<K, V> {
+    /// A cache for reads from the database at `database`, holding answers of at most `budget`
+    /// bytes together per thread. Off (every read goes to the database) unless the database is
+    /// in WAL mode.
+    pub fn open(database: &Path, budget: usize) -> Self {
         Self {
             index: Index::open(database),
             threads: thread_local::ThreadLocal::new(),
-            capacity,
+            budget,
         }
     }
 
@@ -151,12 +175,14 @@ impl<K: Eq + Hash + Send, V: Clone + Send> ReadCache<K, V> {
             RefCell::new(Entries {
                 version: before,
                 map: HashMap::new(),
+                held: 0,
             })
         });
         {
             let mut entries = entries.borrow_mut();
             if entries.version != before {
                 entries.map.clear();
+                entries.held = 0;
                 entries.version = before;
             }
             if let Some(kept) = entries.map.get(&key) {
@@ -167,11 +193,18 @@ impl<K: Eq + Hash + Send, V: Clone + Send> ReadCache<K, V> {
         let value = load()?;
         if index.version() == before {
             let mut entries = entries.borrow_mut();
-            if entries.version == before {
-                if entries.map.len() >= self.capacity {
+            let weight = value.weight();
+            // An answer larger than the whole budget is never kept; past the budget the cache
+            // starts again empty, which under a steady load of few keys is rare.
+            if entries.version == before && weight <= self.budget {
+                if entries.held + weight > self.budget {
                     entries.map.clear();
+                    entries.held = 0;
                 }
-                entries.map.insert(key, value.clone());
+                if let Some(old) = entries.map.insert(key, value.clone()) {
+                    entries.held -= old.weight();
+                }
+                entries.held += weight;
             }
         }
         Ok(value)
@@ -183,6 +216,12 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
     use std::cell::Cell;
+
+    impl Weigh for String {
+        fn weight(&self) -> usize {
+            ENTRY + self.len()
+        }
+    }
 
     fn database(dir: &Path, wal: bool) -> Connection {
         let conn = Connection::open(dir.join("t.db")).unwrap();
@@ -208,7 +247,7 @@ mod tests {
         let conn = database(dir.path(), true);
         // Another connection is as another process: it shares only the files.
         let other = Connection::open(dir.path().join("t.db")).unwrap();
-        let cache = ReadCache::open(&dir.path().join("t.db"), 16);
+        let cache = ReadCache::open(&dir.path().join("t.db"), 1 << 20);
         assert!(cache.is_on());
         let loads = Cell::new(0);
         let get = || cache.get_or_load(1, || read(&conn, &loads)).unwrap();
@@ -233,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = database(dir.path(), true);
         let other = Connection::open(dir.path().join("t.db")).unwrap();
-        let cache = ReadCache::open(&dir.path().join("t.db"), 16);
+        let cache = ReadCache::open(&dir.path().join("t.db"), 1 << 20);
         let loads = Cell::new(0);
         // The answer is read, then a commit lands before it is kept: it may be stale.
         let stale = cache
@@ -258,7 +297,7 @@ mod tests {
     fn without_wal_every_read_goes_to_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let conn = database(dir.path(), false);
-        let cache = ReadCache::open(&dir.path().join("t.db"), 16);
+        let cache = ReadCache::open(&dir.path().join("t.db"), 1 << 20);
         assert!(!cache.is_on());
         let loads = Cell::new(0);
         for _ in 0..3 {
@@ -271,7 +310,7 @@ mod tests {
     fn while_the_cache_lives_no_one_can_turn_wal_off() {
         let dir = tempfile::tempdir().unwrap();
         let conn = database(dir.path(), true);
-        let cache = ReadCache::open(&dir.path().join("t.db"), 16);
+        let cache = ReadCache::open(&dir.path().join("t.db"), 1 << 20);
         let loads = Cell::new(0);
         cache.get_or_load(1, || read(&conn, &loads)).unwrap();
         drop(conn);
@@ -292,16 +331,18 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_starts_again_rather_than_grow() {
+    fn a_cache_at_its_budget_starts_again_rather_than_grow() {
         let dir = tempfile::tempdir().unwrap();
         let _db = database(dir.path(), true);
-        let cache = ReadCache::open(&dir.path().join("t.db"), 2);
+        let answer = axum::body::Bytes::from(vec![b'x'; 100]);
+        // Room for two answers of 100 bytes, not three.
+        let cache = ReadCache::open(&dir.path().join("t.db"), 2 * answer.weight());
         let loads = Cell::new(0);
         for key in [1, 2, 3, 1] {
             cache
                 .get_or_load(key, || {
                     loads.set(loads.get() + 1);
-                    Ok::<_, ()>(key)
+                    Ok::<_, ()>(answer.clone())
                 })
                 .unwrap();
         }
@@ -310,7 +351,28 @@ mod tests {
             4,
             "the third key emptied the cache, the first was read again"
         );
-        let held = cache.threads.get().unwrap().borrow().map.len();
-        assert!(held <= 2, "{held} answers held");
+        {
+            let entries = cache.threads.get().unwrap().borrow();
+            assert!(
+                entries.held <= 2 * answer.weight(),
+                "{} bytes held",
+                entries.held
+            );
+            assert_eq!(
+                entries.held,
+                entries.map.values().map(Weigh::weight).sum::<usize>()
+            );
+        }
+        // An answer larger than the whole budget is never kept.
+        let big = axum::body::Bytes::from(vec![b'x'; 1000]);
+        for _ in 0..2 {
+            cache
+                .get_or_load(9, || {
+                    loads.set(loads.get() + 1);
+                    Ok::<_, ()>(big.clone())
+                })
+                .unwrap();
+        }
+        assert_eq!(loads.get(), 6);
     }
 }

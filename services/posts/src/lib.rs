@@ -22,8 +22,8 @@ pub const SEED_POSTS: i64 = 30;
 /// A page asked for: the user filter, the limit and the offset.
 type PageKey = (Option<i64>, i64, i64);
 
-/// How many `GET /posts` pages each request thread keeps.
-const PAGES_KEPT: usize = 1024;
+/// How many bytes of `GET /posts` pages each request thread keeps.
+const PAGES_KEPT: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Post {

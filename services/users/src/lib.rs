@@ -29,8 +29,8 @@ const SEED: [(&str, &str); 10] = [
     ("John McCarthy", "john@example.com"),
 ];
 
-/// How many `GET /users/{id}` answers each request thread keeps.
-const ANSWERS_KEPT: usize = 4096;
+/// How many bytes of `GET /users/{id}` answers each request thread keeps (some 6,000 users).
+const ANSWERS_KEPT: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
