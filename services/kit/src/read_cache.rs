@@ -1,9 +1,9 @@
 //! Answers read from a SQLite database in WAL mode, kept per thread and dropped whole as soon as
 //! any connection, in this process or another (a replica, the `sqlite3` shell), commits.
 //!
-//! A read transaction costs more than the rest of a small request: SQLite takes the WAL-index's
-//! mutex and a file lock to begin it and again to end it, and the worker threads queue on that
-//! mutex. A commit always rewrites the WAL-index header (its first 48 bytes, as SQLite's
+//! A read transaction is the largest part of a small read's own work: SQLite takes the
+//! WAL-index's mutex and a file lock to begin it and again to end it, and the worker threads
+//! queue on that mutex. A commit always rewrites the WAL-index header (its first 48 bytes, as SQLite's
 //! "WAL-mode file format" documents), whose change counter it increments, before the commit is
 //! visible to any reader. Comparing those bytes with what they were when an answer was read
 //! tells exactly whether anything may have changed since, without a system call.
@@ -86,6 +86,9 @@ unsafe impl Sync for Index {}
 impl Index {
     fn open(database: &Path) -> Option<Self> {
         let pin = rusqlite::Connection::open(database).ok()?;
+        // Replicas open the file at the same moment; a lock held for a moment must not leave
+        // this one without its cache for good.
+        pin.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
         let mode: String = pin
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .ok()?;
