@@ -6,24 +6,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn two_of_each() -> TestProject {
-    TestProject::new(
-        r#"
-[services.users]
-command = ["{bin}/users"]
-replicas = 2
-
-[services.posts]
-command = ["{bin}/posts"]
-replicas = 2
-
-[services.gateway]
-command = ["{bin}/gateway"]
-depends_on = ["users", "posts"]
-"#,
-    )
-}
-
 /// `url` asked `n` times, each on a new connection, so that every request thread of the
 /// instance answers (and keeps) it; the answers' statuses and bodies, all of which must agree.
 fn asked(url: &str, n: usize) -> (u16, Value) {
@@ -37,7 +19,7 @@ fn asked(url: &str, n: usize) -> (u16, Value) {
 
 #[test]
 fn a_commit_by_one_replica_or_another_process_is_read_at_once_by_every_replica() {
-    let p = two_of_each();
+    let p = TestProject::sample_scaled(2, 2);
     p.up();
     let pids: Vec<Option<u32>> = ["users-1", "users-2", "posts-1", "posts-2"]
         .iter()

@@ -29,7 +29,7 @@ fn assert_all_answered(answers: &[(String, u16, String)]) {
 
 #[test]
 fn killing_one_of_three_posts_replicas_fails_no_request() {
-    let p = posts_at_three();
+    let p = TestProject::sample_scaled(1, 3);
     p.up();
     let gateway = p.url_of("gateway-1");
     let load = Load::start(vec![
@@ -201,26 +201,9 @@ fn up_scale_sets_the_count_at_start_and_on_a_running_system() {
     assert!(p.instance("posts-2").is_some() && p.instance("posts-3").is_none());
 }
 
-fn posts_at_three() -> TestProject {
-    TestProject::new(
-        r#"
-[services.users]
-command = ["{bin}/users"]
-
-[services.posts]
-command = ["{bin}/posts"]
-replicas = 3
-
-[services.gateway]
-command = ["{bin}/gateway"]
-depends_on = ["users", "posts"]
-"#,
-    )
-}
-
 #[test]
 fn a_faulty_instance_is_retried_around_and_the_retries_are_in_the_trace() {
-    let p = posts_at_three();
+    let p = TestProject::sample_scaled(1, 3);
     p.up();
     p.msctl()
         .args(["fault", "posts-2", "--error-rate", "1"])
@@ -288,7 +271,7 @@ fn a_slow_posts_leaves_a_partial_answer_within_the_gateways_budget() {
 
 #[test]
 fn kill_crashes_one_instance_and_it_comes_back() {
-    let p = posts_at_three();
+    let p = TestProject::sample_scaled(1, 3);
     p.up();
     let before = p.pid_of("posts-2").unwrap();
     p.msctl().args(["kill", "posts-2"]).assert().success();
@@ -347,7 +330,7 @@ fn the_readme_demo_runs_and_fails_no_request() {
 
 #[test]
 fn with_every_posts_instance_down_the_gateway_answers_partially_then_recovers() {
-    let p = posts_at_three();
+    let p = TestProject::sample_scaled(1, 3);
     p.up();
     let gateway = p.url_of("gateway-1");
     p.msctl().args(["stop", "posts"]).assert().success();

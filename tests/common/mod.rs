@@ -140,6 +140,21 @@ impl TestProject {
         Self::new(SAMPLE)
     }
 
+    /// The sample system with `users` instances of users and `posts` of posts.
+    pub fn sample_scaled(users: u32, posts: u32) -> Self {
+        let replicas = |service: &str, n: u32| {
+            let command = format!("command = [\"{{bin}}/{service}\"]\n");
+            (command.clone(), format!("{command}replicas = {n}\n"))
+        };
+        let (users_line, users_scaled) = replicas("users", users);
+        let (posts_line, posts_scaled) = replicas("posts", posts);
+        Self::new(
+            &SAMPLE
+                .replace(&users_line, &users_scaled)
+                .replace(&posts_line, &posts_scaled),
+        )
+    }
+
     /// The sample system with its message bus: nats-server (installed if need be) beside it.
     pub fn sample_with_bus() -> Self {
         nats_server();

@@ -300,9 +300,9 @@ async fn user_posts(
             ),
         },
     };
-    let body = serde_json::to_vec(&answer)
-        .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(msctl_kit::server::json_answer(
+        msctl_kit::server::json_bytes(&answer)?,
+    ))
 }
 
 fn users_failed(status: StatusCode, why: String) -> ApiError {

@@ -414,6 +414,22 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }
 
+/// `value` written as JSON, to answer with now (`json_answer`) or to keep and answer with later.
+pub fn json_bytes(value: &impl serde::Serialize) -> Result<axum::body::Bytes, crate::ApiError> {
+    serde_json::to_vec(value)
+        .map(axum::body::Bytes::from)
+        .map_err(|e| crate::ApiError::internal(format!("cannot write the answer: {e}")))
+}
+
+/// A 200 answer whose body is JSON written already.
+pub fn json_answer(body: axum::body::Bytes) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// A 404 with the JSON error shape, for handlers that find nothing.
 pub fn not_found(message: impl Into<String>) -> Response {
     crate::ApiError::new(StatusCode::NOT_FOUND, "not_found", message).into_response()

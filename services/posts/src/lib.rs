@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use msctl_kit::params::{Paging, parse_id};
 use msctl_kit::pool::{self, Pool};
 use msctl_kit::read_cache::ReadCache;
+use msctl_kit::server::{json_answer, json_bytes};
 use msctl_kit::{ApiError, PeerRequest, Peers};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -209,12 +210,9 @@ async fn list(
     let json = posts
         .pages
         .get_or_load((user_id, page.limit, page.offset), || {
-            let page = read_page(&posts, user_id, page)?;
-            serde_json::to_vec(&page)
-                .map(Bytes::from)
-                .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))
+            json_bytes(&read_page(&posts, user_id, page)?)
         })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    Ok(json_answer(json))
 }
 
 fn read_page(posts: &Posts, user_id: Option<i64>, page: Paging) -> Result<Page, ApiError> {

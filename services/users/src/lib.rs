@@ -10,6 +10,7 @@ use msctl_kit::ApiError;
 use msctl_kit::params::{Paging, parse_id};
 use msctl_kit::pool::{self, Pool};
 use msctl_kit::read_cache::ReadCache;
+use msctl_kit::server::{json_answer, json_bytes};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -201,12 +202,10 @@ async fn show(State(users): State<Users>, Path(id): Path<String>) -> Result<Resp
                 .optional()
             })
             .map_err(db_error)?;
-        user.map(|u| serde_json::to_vec(&u).map(Bytes::from))
-            .transpose()
-            .map_err(|e| ApiError::internal(format!("cannot write the answer: {e}")))
+        user.as_ref().map(json_bytes).transpose()
     })?;
     match answer {
-        Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
+        Some(json) => Ok(json_answer(json)),
         None => Err(ApiError::not_found(format!("user {id} does not exist"))),
     }
 }
