@@ -252,7 +252,7 @@ pub struct CallArgs {
     /// a body]
     #[arg(value_name = "REQUEST", num_args = 1..=2, required = true)]
     pub request: Vec<String>,
-    /// The request body, or @FILE to read it from a file
+    /// The request body, or @FILE to read it from a file (@- from standard input)
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
     /// A request header, 'Name: value'; repeatable

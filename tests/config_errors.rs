@@ -44,6 +44,13 @@ fn bad_port_value() {
 }
 
 #[test]
+fn more_replicas_than_msctl_runs() {
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"users\"]\nreplicas = 100000\n"
+    ));
+}
+
+#[test]
 fn bad_restart_policy() {
     insta::assert_snapshot!(error_for(
         "[services.users]\ncommand = [\"users\"]\nrestart = \"sometimes\"\n"

@@ -485,6 +485,29 @@ fn call_exit_codes_and_output_modes() {
     );
     assert_eq!(answer["status"], 201);
     assert_eq!(answer["instance"], "users-1");
+    // From standard input, as curl's `-d @-`.
+    let out = p
+        .msctl()
+        .args(["call", "POST", "users", "-d", "@-", "--json"])
+        .write_stdin(r#"{"name": "From Stdin", "email": "stdin@example.com"}"#)
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 201, "{answer}");
+    assert_eq!(answer["body"]["name"], "From Stdin");
+    // A source with no end (or a wrong, huge file) is refused at the limit, not read forever.
+    let out = p
+        .msctl()
+        .args(["call", "POST", "users", "-d", "@/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/dev/zero is larger than 16 MiB, the most `msctl call` sends"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Bad input: a method that is not one, a header without a colon, a missing body file.
     p.msctl().args(["call", "GE T", "users"]).assert().code(2);
     p.msctl()

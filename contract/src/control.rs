@@ -38,14 +38,33 @@ pub enum Replicas {
     By(i32),
 }
 
+/// The most instances of one service msctl runs. Each is a process with its own port on one
+/// machine; past this a count is a slip (`posts=1000`), and starting it would fork without end.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// A count of instances that cannot be run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadCount {
+    /// Below one.
+    TooFew,
+    /// Above [`MAX_REPLICAS`]: the count asked for.
+    TooMany(i64),
+}
+
 impl Replicas {
-    /// The count to run, from the count running now; `None` below one.
-    pub fn resolve(self, now: u32) -> Option<u32> {
+    /// The count to run, from the count running now: from one to [`MAX_REPLICAS`].
+    pub fn resolve(self, now: u32) -> Result<u32, BadCount> {
         let wanted = match self {
             Self::To(n) => i64::from(n),
             Self::By(d) => i64::from(now) + i64::from(d),
         };
-        u32::try_from(wanted).ok().filter(|n| *n >= 1)
+        if wanted < 1 {
+            Err(BadCount::TooFew)
+        } else if wanted > i64::from(MAX_REPLICAS) {
+            Err(BadCount::TooMany(wanted))
+        } else {
+            Ok(wanted as u32)
+        }
     }
 }
 
@@ -91,11 +110,20 @@ mod tests {
 
     #[test]
     fn scale_counts_resolve_against_what_runs() {
-        assert_eq!(Replicas::To(3).resolve(1), Some(3));
-        assert_eq!(Replicas::By(1).resolve(3), Some(4));
-        assert_eq!(Replicas::By(-2).resolve(3), Some(1));
-        assert_eq!(Replicas::By(-3).resolve(3), None);
-        assert_eq!(Replicas::To(0).resolve(2), None);
+        assert_eq!(Replicas::To(3).resolve(1), Ok(3));
+        assert_eq!(Replicas::By(1).resolve(3), Ok(4));
+        assert_eq!(Replicas::By(-2).resolve(3), Ok(1));
+        assert_eq!(Replicas::By(-3).resolve(3), Err(BadCount::TooFew));
+        assert_eq!(Replicas::To(0).resolve(2), Err(BadCount::TooFew));
+        assert_eq!(Replicas::To(MAX_REPLICAS).resolve(1), Ok(MAX_REPLICAS));
+        assert_eq!(
+            Replicas::To(100_000).resolve(1),
+            Err(BadCount::TooMany(100_000))
+        );
+        assert_eq!(
+            Replicas::By(1).resolve(MAX_REPLICAS),
+            Err(BadCount::TooMany(i64::from(MAX_REPLICAS) + 1))
+        );
         let scale = Request::Scale {
             service: "posts".into(),
             replicas: Replicas::By(1),

@@ -35,14 +35,42 @@ fn default_target<'a>(registry: &'a msctl_contract::registry::Registry, path: &'
     }
 }
 
+/// The most `-d @FILE` sends: more than any service takes (the gateway's limit is 1 MiB), and
+/// few enough to hold, so that `@/dev/zero` or a wrong file fails at once instead of filling
+/// memory.
+const BODY_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The body named by `-d @SOURCE`: a file, or standard input for `-`, as curl reads them.
+fn read_body(source: &str) -> Result<Vec<u8>, MsctlError> {
+    use std::io::Read;
+    let (name, reader): (String, Box<dyn Read>) = if source == "-" {
+        ("standard input".into(), Box::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(source)
+            .map_err(|e| MsctlError::Usage(format!("cannot read the body file {source}: {e}")))?;
+        (format!("the body file {source}"), Box::new(file))
+    };
+    let mut body = Vec::new();
+    reader
+        .take(BODY_LIMIT + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| MsctlError::Usage(format!("cannot read {name}: {e}")))?;
+    if body.len() as u64 > BODY_LIMIT {
+        return Err(MsctlError::Usage(format!(
+            "{name} is larger than {} MiB, the most `msctl call` sends",
+            BODY_LIMIT / 1024 / 1024
+        )));
+    }
+    Ok(body)
+}
+
 pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
     let (method, path) = method_and_path(&args.request)?;
     let body = match &args.data {
         None => None,
         Some(d) => Some(match d.strip_prefix('@') {
-            Some(file) => std::fs::read(file)
-                .map_err(|e| MsctlError::Usage(format!("cannot read the body file {file}: {e}")))?,
+            Some(source) => read_body(source)?,
             None => d.clone().into_bytes(),
         }),
     };

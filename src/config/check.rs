@@ -165,6 +165,20 @@ pub(super) fn check(
                 None,
             ));
         }
+        if replicas.0 > msctl_contract::control::MAX_REPLICAS {
+            return Err(err(
+                replicas.1,
+                format!(
+                    "service `{name}` asks for {} replicas; msctl runs at most {} instances of one service",
+                    replicas.0,
+                    msctl_contract::control::MAX_REPLICAS
+                ),
+                Some(format!(
+                    "lower `replicas` to {} or fewer",
+                    msctl_contract::control::MAX_REPLICAS
+                )),
+            ));
+        }
         let port = s.port.as_ref().map(|p| (*p.get_ref(), p.span()));
         if let Some((Port::Fixed(n), port_span)) = &port {
             if replicas.0 > 1 {

@@ -13,6 +13,7 @@ pub use error::{ConfigError, LoadError, did_you_mean};
 pub use expand::expand_vars;
 pub use raw::parse_duration;
 
+use msctl_contract::control::{BadCount, MAX_REPLICAS};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,10 +156,18 @@ impl Config {
                     "--scale {name}=…: no service `{name}` in msctl.toml"
                 ));
             };
-            let Some(n) = replicas.resolve(service.replicas) else {
-                return Err(format!(
-                    "--scale {name}: at least one instance; to leave it out, name the services to start"
-                ));
+            let n = match replicas.resolve(service.replicas) {
+                Ok(n) => n,
+                Err(BadCount::TooFew) => {
+                    return Err(format!(
+                        "--scale {name}: at least one instance; to leave it out, name the services to start"
+                    ));
+                }
+                Err(BadCount::TooMany(n)) => {
+                    return Err(format!(
+                        "--scale {name}={n}: msctl runs at most {MAX_REPLICAS} instances of one service"
+                    ));
+                }
             };
             if let Port::Fixed(port) = service.port
                 && n > 1

@@ -239,7 +239,9 @@ fn service(
     if let Some(deploy) = spec.get("deploy").and_then(Value::as_object) {
         for (k, v) in deploy {
             match (k.as_str(), v.as_u64()) {
-                ("replicas", Some(n)) if n >= 1 => draft.replicas = n as u32,
+                ("replicas", Some(n)) if n >= 1 => {
+                    draft.set_replicas(n, &format!("{}: {n}", at("deploy.replicas")))
+                }
                 _ => found
                     .unmapped
                     .push(format!("{}: not mapped", at(&format!("deploy.{k}")))),

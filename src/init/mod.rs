@@ -45,6 +45,17 @@ impl Draft {
             start_timeout: None,
         }
     }
+
+    /// `replicas`, as `from` (`deploy.replicas: 500`) asked, within what msctl runs.
+    pub fn set_replicas(&mut self, n: u64, from: &str) {
+        use msctl_contract::control::MAX_REPLICAS;
+        if n > u64::from(MAX_REPLICAS) {
+            self.notes.push(format!(
+                "{from}: msctl runs at most {MAX_REPLICAS} instances of one service, so {MAX_REPLICAS} here"
+            ));
+        }
+        self.replicas = n.clamp(1, u64::from(MAX_REPLICAS)) as u32;
+    }
 }
 
 /// A process or service that could not be made an msctl service, why, and what to do instead.

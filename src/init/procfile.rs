@@ -67,7 +67,7 @@ pub fn import(text: &str, concurrency: &[(String, u32)]) -> Found {
             );
         }
         if let Some((_, n)) = concurrency.iter().find(|(k, _)| k == kind) {
-            d.replicas = *n;
+            d.set_replicas(u64::from(*n), &format!("--concurrency {kind}={n}"));
         }
         found.services.push(d);
     }
@@ -188,6 +188,24 @@ mod tests {
         let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
             .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
         assert_eq!(config.services["web"].replicas, 2);
+    }
+
+    #[test]
+    fn a_concurrency_past_what_msctl_runs_is_lowered_and_said() {
+        let found = import("web: serve --port $PORT\n", &[("web".into(), 1000)]);
+        let web = &found.services[0];
+        assert_eq!(web.replicas, msctl_contract::control::MAX_REPLICAS);
+        assert!(
+            web.notes
+                .iter()
+                .any(|n| n.starts_with("--concurrency web=1000: msctl runs at most 64")),
+            "{:?}",
+            web.notes
+        );
+        let text = super::super::render(&found);
+        let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
+            .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
+        assert_eq!(config.services["web"].replicas, 64);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::telemetry::receiver::Intake;
 use events::Event;
 use instance::{InstanceHandle, Shared};
 use lifecycle::State;
-use msctl_contract::control::{FailureKind, Request, Response};
+use msctl_contract::control::{BadCount, FailureKind, MAX_REPLICAS, Request, Response};
 use msctl_contract::registry::SupervisorPhase;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -776,10 +776,18 @@ impl Supervisor {
         };
         let handles = self.handles_of(name);
         let now = handles.len() as u32;
-        let Some(wanted) = replicas.resolve(now) else {
-            return Err(refuse(format!(
-                "`{name}` runs {now} instance(s); scaling asks for at least one (to stop it: `msctl stop {name}`)"
-            )));
+        let wanted = match replicas.resolve(now) {
+            Ok(n) => n,
+            Err(BadCount::TooFew) => {
+                return Err(refuse(format!(
+                    "`{name}` runs {now} instance(s); scaling asks for at least one (to stop it: `msctl stop {name}`)"
+                )));
+            }
+            Err(BadCount::TooMany(n)) => {
+                return Err(refuse(format!(
+                    "`{name}` runs {now} instance(s); {n} is more than msctl runs of one service ({MAX_REPLICAS})"
+                )));
+            }
         };
         if wanted > 1
             && let crate::config::Port::Fixed(port) = spec.port
