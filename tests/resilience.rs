@@ -283,9 +283,29 @@ fn a_slow_posts_leaves_a_partial_answer_within_the_gateways_budget() {
     p.msctl()
         .args(["fault", "clear", "posts"])
         .assert()
-        .success();
+        .success()
+        .stderr(predicates::str::contains("cleared the fault on posts"));
     let (_, body) = get_json(&format!("{gateway}/users/1/posts"));
     assert!(body["posts"].is_array(), "{body}");
+    // Clearing again does nothing and says so; a name that is not a target is refused.
+    p.msctl()
+        .args(["fault", "clear", "posts"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("no fault on posts to clear"));
+    p.msctl()
+        .args(["fault", "clear", "post"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no service `post`"));
+    // An instance not running yet is a fair target, with a note in case it is a typo.
+    p.msctl()
+        .args(["fault", "posts-9", "--delay", "1ms"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "posts-9 is not running now; the fault applies once it is",
+        ));
 }
 
 #[test]

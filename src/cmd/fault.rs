@@ -43,17 +43,25 @@ pub async fn fault(ctx: &Context, args: FaultArgs) -> anyhow::Result<u8> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     if args.target == "clear" {
+        let before = faults.faults.len();
         match &args.cleared {
-            Some(target) => faults.faults.retain(|f| f.target != *target),
+            Some(target) => {
+                check_target(&config, target)?;
+                faults.faults.retain(|f| f.target != *target);
+            }
             None => faults.faults.clear(),
         }
-        write(&path, &faults)?;
-        say!(
-            "cleared the fault{}",
-            args.cleared
-                .map(|t| format!(" on {t}"))
-                .unwrap_or_else(|| "s".into())
-        );
+        // Clearing is idempotent, so a script may always run it; what it says is what it did.
+        let ended = before - faults.faults.len();
+        if ended > 0 {
+            write(&path, &faults)?;
+        }
+        match (&args.cleared, ended) {
+            (Some(t), 0) => say!("no fault on {t} to clear"),
+            (Some(t), _) => say!("cleared the fault on {t}"),
+            (None, 0) => say!("no faults to clear"),
+            (None, n) => say!("cleared {n} fault{}", if n == 1 { "" } else { "s" }),
+        }
         return Ok(0);
     }
     if let Some(extra) = &args.cleared {
@@ -70,7 +78,7 @@ pub async fn fault(ctx: &Context, args: FaultArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
-    crate::running::require(&project).await?;
+    let (registry, _) = crate::running::require(&project).await?;
     let until_ms = args.lasting.map(|d| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -92,6 +100,16 @@ pub async fn fault(ctx: &Context, args: FaultArgs) -> anyhow::Result<u8> {
         .map(|d| format!(" for {}", humantime::format_duration(d)))
         .unwrap_or_else(|| " until `msctl fault clear`".into());
     say!("calls to {} now {what}{lasting}", args.target);
+    // An instance that is not running (yet) is a fair target, `posts-3` before a scale; but a
+    // typo would otherwise pass in silence.
+    if !config.services.contains_key(&args.target)
+        && instances_of(&registry, &args.target).next().is_none()
+    {
+        say!(
+            "note: {} is not running now; the fault applies once it is",
+            args.target
+        );
+    }
     Ok(0)
 }
 
