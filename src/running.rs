@@ -28,12 +28,28 @@ pub enum System {
 /// How long a live supervisor has to answer a ping.
 const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a command waits for a live supervisor's registry to come back: it writes it again
+/// within half a second of its deletion.
+const RESTORE_WAIT: Duration = Duration::from_millis(1500);
+
 pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
-    let registry = match registry::read(&project.registry()) {
-        Ok(r) => r,
-        Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
-        Err(e) => {
-            return Err(MsctlError::Io(format!("{e}; if nothing runs, delete it")));
+    let mut waited = None;
+    let registry = loop {
+        match registry::read(&project.registry()) {
+            Ok(r) => break r,
+            // No registry, but the lock names a live msctl: one starting, or one whose registry
+            // was deleted under it and will be written again.
+            Err(RegistryError::Missing(_)) if lock_holder(project).is_some() => {
+                let since = *waited.get_or_insert_with(Instant::now);
+                if since.elapsed() > RESTORE_WAIT {
+                    return Ok(System::NotRunning);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
+            Err(e) => {
+                return Err(MsctlError::Io(format!("{e}; if nothing runs, delete it")));
+            }
         }
     };
     let control = ControlClient::new(&registry);
@@ -43,6 +59,32 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
         Ok(System::Unresponsive { registry })
     } else {
         Ok(System::Stale { registry })
+    }
+}
+
+/// The live msctl whose pid the project's lock file holds, if any.
+fn lock_holder(project: &Project) -> Option<u32> {
+    std::fs::read_to_string(project.lock())
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id() && is_supervisor(*pid) && supervises(*pid))
+}
+
+/// Whether `pid` is an msctl that runs a system (`up`, or the detached `supervise`), rather than
+/// another command that happens to have the pid the lock file still names.
+fn supervises(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        process::Proc { pid }
+            .cmdline()
+            .iter()
+            .skip(1)
+            .any(|arg| arg == "up" || arg == "supervise")
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        true
     }
 }
 

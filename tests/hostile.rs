@@ -205,6 +205,55 @@ fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
 }
 
 #[test]
+fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
+    let p = two_fixtures();
+    p.up();
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let pids: Vec<u32> = ["alpha-1", "beta-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    // The registry alone: the next command waits the moment it takes to be written again.
+    std::fs::remove_file(p.path().join(".msctl/registry.json")).unwrap();
+    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    // The whole folder, as `rm -rf .msctl` or `git clean -fdx` would: the registry and the
+    // lock come back, so `down` stops everything and a second `up` does not start a second
+    // supervisor beside the first.
+    std::fs::remove_dir_all(p.path().join(".msctl")).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the registry to be written again",
+        || p.registry().map(|_| ()),
+    );
+    wait_until(Duration::from_secs(5), "the lock to be taken again", || {
+        p.path()
+            .join(".msctl/supervisor.lock")
+            .exists()
+            .then_some(())
+    });
+    let out = p.msctl().args(["up", "-d", "--no-build"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("already running (supervisor pid {supervisor})")),
+        "{stderr}"
+    );
+    assert_eq!(
+        p.registry().unwrap()["supervisor"]["pid"].as_u64(),
+        Some(u64::from(supervisor)),
+        "the first supervisor still runs the system"
+    );
+    p.msctl().arg("down").assert().success();
+    for pid in pids.into_iter().chain([supervisor]) {
+        wait_until(Duration::from_secs(10), "every process to stop", || {
+            (!alive(pid)).then_some(())
+        });
+    }
+}
+
+#[test]
 fn a_panic_in_the_supervisor_fails_up_with_its_reason() {
     let p = two_fixtures();
     let out = p

@@ -203,6 +203,8 @@ pub async fn run(
         ))
     })?;
     let store = Arc::new(store);
+    #[cfg(unix)]
+    let keeper = tokio::spawn(keep_state_files(project.clone(), store.clone()));
     // What msctl itself was told to export to, it forwards to, after storing.
     let upstream = std::env::var(msctl_contract::env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
         .ok()
@@ -313,6 +315,8 @@ pub async fn run(
     });
     sup.stop_all(&store).await;
     force.abort();
+    #[cfg(unix)]
+    keeper.abort();
     // The services sent their last spans as they stopped; they are stored before msctl goes.
     intake.flush(FLUSH_LIMIT).await;
     finish(&store, &sup, server).await;
@@ -327,6 +331,48 @@ const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How long an instance taken out of rotation goes on answering before it is sent SIGTERM: long
 /// enough for calls that picked it just before to arrive.
 const DEREGISTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How often a running supervisor checks that its registry is still there.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Writes the registry and the lock file again when they are deleted while msctl runs (by hand,
+/// by `git clean -fdx`, by `rm -rf .msctl`). Without the registry no command finds the system:
+/// `msctl down` said "nothing is running" and left every process running; without the lock file,
+/// a second `msctl up` would start a second supervisor.
+#[cfg(unix)]
+async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
+    let mut tick = tokio::time::interval(KEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A lock taken again, held as long as this task lives, which is as long as msctl runs.
+    let mut _relocked: Option<Lock> = None;
+    loop {
+        tick.tick().await;
+        if store.is_removed() {
+            return;
+        }
+        if project.registry().exists() {
+            continue;
+        }
+        if let Err(e) = project.create_state_dirs() {
+            say!("msctl: cannot create {}: {e}", project.state.display());
+            continue;
+        }
+        if !project.lock().exists() {
+            let p = project.clone();
+            match tokio::task::spawn_blocking(move || lock(&p)).await {
+                Ok(Ok(lock)) => _relocked = Some(lock),
+                Ok(Err(e)) => say!("msctl: {e}"),
+                Err(_) => {}
+            }
+        }
+        if store.restore_if_missing() {
+            say!(
+                "msctl: {} was deleted while the system ran; written again",
+                project.registry().display()
+            );
+        }
+    }
+}
 
 /// Removes the registry and lets the control API answer the `down` that may have asked.
 async fn finish(store: &RegistryStore, sup: &Supervisor, server: tokio::task::JoinHandle<()>) {

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 pub struct RegistryStore {
     path: PathBuf,
     registry: Mutex<Registry>,
+    /// Set once the file is removed for good (msctl stops): it is never written again.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl RegistryStore {
@@ -24,6 +26,7 @@ impl RegistryStore {
         Ok(Self {
             path,
             registry: Mutex::new(registry),
+            removed: Default::default(),
         })
     }
 
@@ -135,8 +138,29 @@ impl RegistryStore {
             .clone()
     }
 
+    /// Writes the file again when it is gone while msctl runs (`.msctl/` or the file deleted by
+    /// hand, a `git clean`): every command and every service finds the system through it, and
+    /// without it `msctl down` would find nothing to stop. `true` when it was written.
+    pub fn restore_if_missing(&self) -> bool {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_removed() || self.path.exists() {
+            return false;
+        }
+        self.write(&reg);
+        true
+    }
+
+    /// Whether the file was removed for good.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Removes the file: nothing runs any more.
     pub fn remove(&self) {
+        // Under the lock, so that a restore cannot bring it back after.
+        let _reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = std::fs::remove_file(&self.path);
     }
 }
