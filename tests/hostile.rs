@@ -245,6 +245,17 @@ fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
         Some(u64::from(supervisor)),
         "the first supervisor still runs the system"
     );
+    // What the instances write from now on is in their logs again.
+    p.msctl()
+        .args(["call", "say/again", "--service", "alpha"])
+        .assert()
+        .success();
+    wait_until(Duration::from_secs(5), "the new line in the log", || {
+        let out = p.msctl().args(["logs", "alpha"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("alpha-1 says again")
+            .then_some(())
+    });
     p.msctl().arg("down").assert().success();
     for pid in pids.into_iter().chain([supervisor]) {
         wait_until(Duration::from_secs(10), "every process to stop", || {

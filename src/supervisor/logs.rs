@@ -15,22 +15,30 @@ pub const LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// …and this many old files are kept, `.1` the newest.
 pub const LOG_KEEP: u32 = 3;
 
+/// Bumped when the logs folder was deleted and made again while msctl runs: every log file is
+/// opened again at its path before its next write, so that `msctl logs` shows what comes after.
+pub static REOPEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// An instance's log file, rotated by size. Shared by the stdout and stderr pumps.
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
     file: std::fs::File,
     len: u64,
+    /// `REOPEN` when this file was opened.
+    opened: u64,
 }
 
 impl LogFile {
     pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let opened = REOPEN.load(std::sync::atomic::Ordering::Relaxed);
         let file = msctl_contract::fs::open_private(path, true)?;
         let len = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
             file,
             len,
+            opened,
         })
     }
 
@@ -44,6 +52,11 @@ impl LogFile {
 
     /// Appends whole lines, each ending in a newline, in one write.
     pub fn write_lines(&mut self, lines: &[u8]) {
+        if self.opened != REOPEN.load(std::sync::atomic::Ordering::Relaxed)
+            && let Ok(fresh) = Self::open(&self.path)
+        {
+            *self = fresh;
+        }
         if self.len + lines.len() as u64 > LOG_MAX_BYTES && self.len > 0 {
             self.rotate();
         }

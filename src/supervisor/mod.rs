@@ -353,9 +353,13 @@ async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
         if project.registry().exists() {
             continue;
         }
+        let logs_gone = !project.logs_dir().exists();
         if let Err(e) = project.create_state_dirs() {
             say!("msctl: cannot create {}: {e}", project.state.display());
             continue;
+        }
+        if logs_gone {
+            logs::REOPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if !project.lock().exists() {
             let p = project.clone();
