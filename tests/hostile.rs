@@ -265,6 +265,55 @@ fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
 }
 
 #[test]
+fn changes_to_one_service_asked_at_once_are_made_one_after_another() {
+    let p = two_fixtures();
+    p.up();
+    // Four to start with, so that every order of arrival is valid: the three `-1` first is 1.
+    p.msctl().args(["scale", "alpha=4"]).assert().success();
+    // Nine scale requests and a restart at once: each read the list of instances while the
+    // others changed it, so two `alpha-3` started, or the supervisor panicked on a split past
+    // the list's end and took the system down.
+    let mut asks: Vec<(String, std::process::Child)> = Vec::new();
+    for (n, change) in std::iter::repeat_n("alpha=+1", 6)
+        .chain(std::iter::repeat_n("alpha=-1", 3))
+        .enumerate()
+    {
+        let mut cmd = p.msctl_process();
+        cmd.args(["scale", change])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        asks.push((format!("{n}: {change}"), cmd.spawn().unwrap()));
+        if n == 4 {
+            let mut cmd = p.msctl_process();
+            cmd.args(["restart", "alpha"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            asks.push(("restart".into(), cmd.spawn().unwrap()));
+        }
+    }
+    for (what, child) in asks {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let registry = p.registry().expect("the supervisor still runs");
+    let ids: Vec<&str> = registry["services"]["alpha"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["state"], "healthy", "{i}");
+            i["id"].as_str().unwrap()
+        })
+        .collect();
+    let want: Vec<String> = (1..=7).map(|n| format!("alpha-{n}")).collect();
+    assert_eq!(ids, want);
+}
+
+#[test]
 fn a_panic_in_the_supervisor_fails_up_with_its_reason() {
     let p = two_fixtures();
     let out = p

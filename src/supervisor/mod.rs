@@ -50,6 +50,10 @@ struct Inner {
     intake: Intake,
     /// Watch mode, while it is on.
     watching: Mutex<Option<crate::watch::Watching>>,
+    /// One change at a time to a service's instances (scale, restart or replace, stop), in the
+    /// order asked: two at once read the same list and acted on it twice, starting two `posts-3`
+    /// or splitting the list past its end.
+    changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Holds the project's lock file for as long as the supervisor lives.
@@ -233,6 +237,7 @@ pub async fn run(
             stopped,
             intake: intake.clone(),
             watching: Mutex::new(None),
+            changing: Mutex::new(HashMap::new()),
         }),
     };
     let server = tokio::spawn(control::serve(
@@ -598,8 +603,22 @@ impl Supervisor {
         Some(reason)
     }
 
+    /// Waits for the changes to `name` asked before this one, and holds off those asked after.
+    async fn one_change_at_a_time(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .changing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// Stops one service's instances; what depends on it is left running, as `docker compose stop` does.
     pub async fn stop_service(&self, name: &str) {
+        let _turn = self.one_change_at_a_time(name).await;
         let stops: Vec<_> = self
             .handles_of(name)
             .into_iter()
@@ -627,6 +646,7 @@ impl Supervisor {
         name: &str,
         spec: Option<Arc<crate::config::Service>>,
     ) -> Result<(), StartFailure> {
+        let _turn = self.one_change_at_a_time(name).await;
         let handles = self.handles_of(name);
         if handles.iter().all(|h| matches!(h.state(), State::Idle)) {
             if spec.is_some() {
@@ -824,6 +844,7 @@ impl Supervisor {
             Some(s) => Arc::new(s.clone()),
             None => return Err(refuse(format!("no service `{name}`"))),
         };
+        let _turn = self.one_change_at_a_time(name).await;
         let handles = self.handles_of(name);
         let now = handles.len() as u32;
         let wanted = match replicas.resolve(now) {
@@ -851,7 +872,8 @@ impl Supervisor {
             let extra: Vec<InstanceHandle> = {
                 let mut all = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
                 let list = all.entry(name.to_string()).or_default();
-                list.split_off(wanted as usize)
+                let keep = (wanted as usize).min(list.len());
+                list.split_off(keep)
             };
             let stops: Vec<_> = extra
                 .into_iter()
