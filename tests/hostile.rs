@@ -265,7 +265,7 @@ fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
 }
 
 #[test]
-fn changes_to_one_service_asked_at_once_are_made_one_after_another() {
+fn changes_to_one_service_asked_at_once_are_made_in_turn_and_all_answered() {
     let p = two_fixtures();
     p.up();
     // Four to start with, so that every order of arrival is valid: the three `-1` first is 1.
@@ -311,6 +311,21 @@ fn changes_to_one_service_asked_at_once_are_made_one_after_another() {
         .collect();
     let want: Vec<String> = (1..=7).map(|n| format!("alpha-{n}")).collect();
     assert_eq!(ids, want);
+    // A stop and a start at once: the start overrides the stop, and the stop is answered once
+    // the process it asked about is gone. It used to wait for a stop that never came.
+    let asks: Vec<std::process::Child> = [["stop", "beta"], ["start", "beta"]]
+        .iter()
+        .map(|args| {
+            let mut cmd = p.msctl_process();
+            cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    // A stop left waiting fails when the client gives up (exit 12).
+    for child in asks {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
 }
 
 #[test]

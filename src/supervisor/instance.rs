@@ -251,7 +251,7 @@ impl Runner {
     /// then records the outcome once: registry, status, waiters.
     fn apply(&mut self, event: Event) {
         let mut queue = VecDeque::from([event]);
-        let (mut settle, mut ack) = (false, false);
+        let mut settle = false;
         while let Some(event) = queue.pop_front() {
             let (next, actions) =
                 lifecycle::step(&self.machine, event, &self.policy, Instant::now());
@@ -271,7 +271,13 @@ impl Runner {
                         process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
                     }
                     Action::Settle => settle = true,
-                    Action::AckStops => ack = true,
+                    // Answered here, at the point in the queue where the process is gone: a
+                    // start that overrode the stop may spawn a new one before the queue ends.
+                    Action::AckStops => {
+                        for a in self.acks.drain(..) {
+                            let _ = a.send(());
+                        }
+                    }
                     Action::Report(report) => self.report(report),
                 }
             }
@@ -283,11 +289,6 @@ impl Runner {
             }
         }
         self.record(settle);
-        if ack && self.machine.state.pid().is_none() {
-            for a in self.acks.drain(..) {
-                let _ = a.send(());
-            }
-        }
     }
 
     /// Writes the registry when this instance's entry changed, and publishes the status.

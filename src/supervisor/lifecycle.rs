@@ -126,7 +126,8 @@ pub enum Action {
     Kill { pid: u32 },
     /// The outcome of a start or restart is known: wake those waiting for it.
     Settle,
-    /// Everything asked to stop it may go on: no process is left.
+    /// Everything asked to stop it may go on: the process they asked to stop is gone (and, unless
+    /// a later start overrode the stop, no other has been spawned).
     AckStops,
     /// Tell the user.
     Report(Report),
@@ -532,6 +533,9 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
                         next.restarts += 1;
                     }
                     next.in_a_row = 0;
+                    // A stop asked before a start that overrode it has what it waited for: the
+                    // process it asked to stop is gone. The start's process is a new one.
+                    actions.push(Action::AckStops);
                     launch(&mut next, &mut actions, true, 1, now);
                 }
                 Then::Crash {
@@ -1013,5 +1017,19 @@ mod tests {
                 ..
             }
         ));
+        // When the process is gone, the stop that the start overrode is answered, and the
+        // start's process spawned: neither waiter is left waiting.
+        let (m, actions) = step(
+            &m,
+            Event::Exited {
+                reason: "exited with code 0".into(),
+                success: true,
+            },
+            &p,
+            Instant::now(),
+        );
+        assert_eq!(actions.last(), Some(&Action::Spawn), "{actions:?}");
+        assert!(actions.contains(&Action::AckStops), "{actions:?}");
+        assert!(matches!(m.state, State::Launching { .. }));
     }
 }
