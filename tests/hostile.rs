@@ -329,6 +329,34 @@ fn changes_to_one_service_asked_at_once_are_made_in_turn_and_all_answered() {
 }
 
 #[test]
+fn a_restart_cut_short_by_down_is_told_so() {
+    let p = TestProject::new(
+        r#"
+[services.slow]
+command = ["{bin}/msctl-fixture", "--startup-delay", "2000"]
+"#,
+    );
+    p.up();
+    let mut cmd = p.msctl_process();
+    cmd.args(["restart", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let restart = cmd.spawn().unwrap();
+    // The restart's extra instance is starting (two seconds before it listens) when down comes.
+    p.wait_until("the extra instance to start", |p| {
+        (p.instance("slow-2")?["state"] == "starting").then_some(())
+    });
+    p.msctl().arg("down").assert().success();
+    let out = restart.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("msctl began to stop everything (`msctl down` or a signal) before the restart of slow was done"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_panic_in_the_supervisor_fails_up_with_its_reason() {
     let p = two_fixtures();
     let out = p

@@ -54,6 +54,9 @@ struct Inner {
     /// order asked: two at once read the same list and acted on it twice, starting two `posts-3`
     /// or splitting the list past its end.
     changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set once msctl begins to stop everything (`down`, a signal, a panic): requests still in
+    /// progress are answered then, instead of having their connection cut.
+    stopping: watch::Sender<bool>,
 }
 
 /// Holds the project's lock file for as long as the supervisor lives.
@@ -238,6 +241,7 @@ pub async fn run(
             intake: intake.clone(),
             watching: Mutex::new(None),
             changing: Mutex::new(HashMap::new()),
+            stopping: watch::channel(false).0,
         }),
     };
     let server = tokio::spawn(control::serve(
@@ -302,6 +306,7 @@ pub async fn run(
         Err(why) => why,
     };
     drop(stop);
+    sup.inner.stopping.send_replace(true);
     let _ = sup.set_watching(false).await;
     if let Stop::Signal(name) = why {
         say!("msctl: {name}; stopping every service (again to force)");
@@ -328,6 +333,21 @@ pub async fn run(
     match why {
         Stop::Panic(message) => Err(MsctlError::Internal(message)),
         Stop::Signal(_) | Stop::Down => Ok(()),
+    }
+}
+
+/// A request as the user would name it, for messages.
+fn request_name(request: &Request) -> String {
+    match request {
+        Request::Ping => "ping".into(),
+        Request::Down => "down".into(),
+        Request::Start { services } if services.is_empty() => "start".into(),
+        Request::Start { services } => format!("start of {}", services.join(", ")),
+        Request::Stop { service } => format!("stop of {service}"),
+        Request::Restart { service } => format!("restart of {service}"),
+        Request::Scale { service, .. } => format!("scaling of {service}"),
+        Request::Watch { on: true } => "start of watch mode".into(),
+        Request::Watch { on: false } => "end of watch mode".into(),
     }
 }
 
@@ -409,8 +429,24 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Carries out one control request.
+    /// Carries out one control request. One cut short because msctl began to stop everything is
+    /// answered `busy`, saying so, rather than left to a closed connection.
     pub async fn handle(&self, request: Request) -> Response {
+        if matches!(request, Request::Ping | Request::Down) {
+            return self.carry_out(request).await;
+        }
+        let what = request_name(&request);
+        let mut stopping = self.inner.stopping.subscribe();
+        tokio::select! {
+            answer = self.carry_out(request) => answer,
+            _ = stopping.wait_for(|s| *s) => control::failed(
+                FailureKind::Busy,
+                format!("msctl began to stop everything (`msctl down` or a signal) before the {what} was done"),
+            ),
+        }
+    }
+
+    async fn carry_out(&self, request: Request) -> Response {
         let phase = self.inner.shared.store.snapshot().supervisor.phase;
         let busy = |what: &str| {
             control::failed(
