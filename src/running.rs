@@ -35,17 +35,18 @@ const RESTORE_WAIT: Duration = Duration::from_millis(1500);
 pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
     let mut waited = None;
     let registry = loop {
-        match registry::read(&project.registry()) {
+        let read = registry::read(&project.registry());
+        // No registry (or a spoiled one), but the lock names a live msctl: one starting, or one
+        // whose registry was deleted or overwritten under it and is about to be written again.
+        if read.is_err()
+            && lock_holder(project).is_some()
+            && waited.get_or_insert_with(Instant::now).elapsed() < RESTORE_WAIT
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        match read {
             Ok(r) => break r,
-            // No registry, but the lock names a live msctl: one starting, or one whose registry
-            // was deleted under it and will be written again.
-            Err(RegistryError::Missing(_)) if lock_holder(project).is_some() => {
-                let since = *waited.get_or_insert_with(Instant::now);
-                if since.elapsed() > RESTORE_WAIT {
-                    return Ok(System::NotRunning);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
             Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
             Err(e) => {
                 return Err(MsctlError::Io(format!("{e}; if nothing runs, delete it")));

@@ -205,7 +205,7 @@ fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
 }
 
 #[test]
-fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
+fn deleting_or_spoiling_the_state_of_a_running_system_loses_nothing() {
     let p = two_fixtures();
     p.up();
     let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
@@ -217,6 +217,12 @@ fn deleting_the_state_folder_of_a_running_system_loses_nothing() {
     std::fs::remove_file(p.path().join(".msctl/registry.json")).unwrap();
     let out = p.msctl().args(["ps", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    // Overwritten with something that is not a registry: the same.
+    std::fs::write(p.path().join(".msctl/registry.json"), "not json {").unwrap();
+    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
     // The whole folder, as `rm -rf .msctl` or `git clean -fdx` would: the registry and the

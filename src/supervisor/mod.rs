@@ -357,13 +357,13 @@ const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// enough for calls that picked it just before to arrive.
 const DEREGISTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// How often a running supervisor checks that its registry is still there.
+/// How often a running supervisor checks that its registry is still there, as it wrote it.
 const KEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Writes the registry and the lock file again when they are deleted while msctl runs (by hand,
-/// by `git clean -fdx`, by `rm -rf .msctl`). Without the registry no command finds the system:
-/// `msctl down` said "nothing is running" and left every process running; without the lock file,
-/// a second `msctl up` would start a second supervisor.
+/// Writes the registry and the lock file again when they are deleted or spoiled while msctl runs
+/// (by hand, by `git clean -fdx`, by `rm -rf .msctl`). Without the registry no command finds the
+/// system: `msctl down` said "nothing is running" (or that the file was not JSON) and left every
+/// process running; without the lock file, a second `msctl up` would start a second supervisor.
 #[cfg(unix)]
 async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
     let mut tick = tokio::time::interval(KEEP_EVERY);
@@ -375,7 +375,7 @@ async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
         if store.is_removed() {
             return;
         }
-        if project.registry().exists() {
+        if store.is_current() {
             continue;
         }
         let logs_gone = !project.logs_dir().exists();
@@ -394,9 +394,9 @@ async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
                 Err(_) => {}
             }
         }
-        if store.restore_if_missing() {
+        if store.restore_if_changed() {
             say!(
-                "msctl: {} was deleted while the system ran; written again",
+                "msctl: {} was deleted or changed while the system ran; written again",
                 project.registry().display()
             );
         }

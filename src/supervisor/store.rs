@@ -138,16 +138,27 @@ impl RegistryStore {
             .clone()
     }
 
-    /// Writes the file again when it is gone while msctl runs (`.msctl/` or the file deleted by
-    /// hand, a `git clean`): every command and every service finds the system through it, and
-    /// without it `msctl down` would find nothing to stop. `true` when it was written.
-    pub fn restore_if_missing(&self) -> bool {
+    /// Writes the file again when it is gone or not what msctl wrote while msctl runs (`.msctl/`
+    /// or the file deleted by hand, a `git clean`, an editor's stray save): every command and
+    /// every service finds the system through it, and without it `msctl down` would find nothing
+    /// to stop. `true` when it was written.
+    pub fn restore_if_changed(&self) -> bool {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_removed() || self.path.exists() {
+        if self.is_removed() || self.on_disk_is(&reg) {
             return false;
         }
         self.write(&reg);
         true
+    }
+
+    /// Whether the file holds what msctl last wrote (or msctl has removed it for good).
+    pub fn is_current(&self) -> bool {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        self.is_removed() || self.on_disk_is(&reg)
+    }
+
+    fn on_disk_is(&self, reg: &Registry) -> bool {
+        registry::read(&self.path).is_ok_and(|on_disk| on_disk == *reg)
     }
 
     /// Whether the file was removed for good.
