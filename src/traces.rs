@@ -9,6 +9,21 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// An error for a span store that is there but cannot be read (overwritten, damaged), so that
+/// it is not taken for an empty one: "no traces recorded yet" would be wrong.
+pub fn check_store(project: &Project) -> Result<(), crate::error::MsctlError> {
+    let path = project.telemetry_db();
+    match Store::unreadable(&path) {
+        None => Ok(()),
+        Some(why) => Err(crate::error::MsctlError::Io(format!(
+            "the span store {} cannot be read: {why}; a running msctl sets it aside as {}.broken \
+             and starts a new one when the next span arrives; with none running, delete it",
+            path.display(),
+            path.display()
+        ))),
+    }
+}
+
 /// The newest `limit` traces that match `filter` exactly, and whether any trace is stored at
 /// all. The store narrows by its per-trace summary; each candidate is then checked in full.
 pub fn list(project: &Project, filter: &Filter, limit: usize) -> (Vec<Trace>, bool) {

@@ -335,6 +335,46 @@ fn changes_to_one_service_asked_at_once_are_made_in_turn_and_all_answered() {
 }
 
 #[test]
+fn a_spoiled_span_store_is_named_and_replaced_without_losing_what_comes_next() {
+    let p = two_fixtures();
+    p.up();
+    let traces = |p: &TestProject| -> Option<Vec<serde_json::Value>> {
+        let out = p.msctl().args(["traces", "--json"]).output().ok()?;
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()?
+            .as_array()
+            .cloned()
+    };
+    p.msctl().args(["call", "alpha/one"]).assert().success();
+    wait_until(Duration::from_secs(10), "the first trace", || {
+        traces(&p).filter(|t| t.len() == 1).map(|_| ())
+    });
+    // Overwritten, with its WAL gone: no longer a database.
+    let db = p.path().join(".msctl/telemetry.db");
+    std::fs::write(&db, "not a database at all").unwrap();
+    for extra in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(p.path().join(format!(".msctl/telemetry.db{extra}")));
+    }
+    // Said as such, rather than taken for an empty store ("no traces recorded yet").
+    let out = p.msctl().arg("traces").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("telemetry.db cannot be read: file is not a database"),
+        "{stderr}"
+    );
+    // The next request's spans go to a new store, the old file kept aside.
+    p.msctl().args(["call", "alpha/two"]).assert().success();
+    // (The first trace went with the old file: a store that reads holds the second alone.)
+    wait_until(
+        Duration::from_secs(10),
+        "the second trace in a new store",
+        || traces(&p).filter(|t| t.len() == 1).map(|_| ()),
+    );
+    assert!(p.path().join(".msctl/telemetry.db.broken").exists());
+}
+
+#[test]
 fn a_restart_cut_short_by_down_is_told_so() {
     let p = TestProject::new(
         r#"

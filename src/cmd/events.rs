@@ -165,6 +165,7 @@ const HEADERS: [&str; 7] = [
 
 pub async fn events(ctx: &Context, args: EventsArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    crate::traces::check_store(&project)?;
     let events = read(&project, &args);
     if !args.follow {
         if args.json {

@@ -15,6 +15,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 pub async fn top(ctx: &Context, args: TopArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    crate::traces::check_store(&project)?;
     let window = crate::config::parse_duration(&args.window)
         .filter(|w| !w.is_zero())
         .ok_or_else(|| {

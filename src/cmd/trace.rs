@@ -7,6 +7,7 @@ use crate::traces;
 
 pub async fn trace(ctx: &Context, args: TraceArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    traces::check_store(&project)?;
     let found = traces::find(&project, &args.id).map_err(MsctlError::NotFound)?;
     // Right after a request its spans may still be on their way from the services.
     let found = if traces::is_fresh(&found) {

@@ -11,6 +11,7 @@ use msctl_contract::otlp;
 
 pub async fn traces(ctx: &Context, args: TracesArgs) -> anyhow::Result<u8> {
     let project = ctx.project()?;
+    traces::check_store(&project)?;
     let min = match &args.min_duration {
         Some(raw) => Some(crate::config::parse_duration(raw).ok_or_else(|| {
             MsctlError::Usage(format!(

@@ -4,7 +4,7 @@
 //! dropped and counted, and never holds up the service that sent it.
 
 use super::convert::{self, LogRecord};
-use super::store::Store;
+use super::store::{Store, is_broken};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -128,6 +128,74 @@ impl Intake {
     }
 }
 
+/// Which files the store at `path` is now, the database and its WAL (which an open store always
+/// has): device and inode of each, `None` for one that is not there. Deleting either under the
+/// writer would leave it writing where no reader looks.
+#[cfg(unix)]
+fn identity(path: &std::path::Path) -> [Option<(u64, u64)>; 2] {
+    use std::os::unix::fs::MetadataExt;
+    let of = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [of(path), of(std::path::Path::new(&wal))]
+}
+
+#[cfg(not(unix))]
+fn identity(path: &std::path::Path) -> [Option<(u64, u64)>; 2] {
+    [path.exists().then_some((0, 0)), None]
+}
+
+/// A new store at `path` in place of one deleted or replaced (set aside first when what is
+/// there now is not a store). A failure is said once until a store opens again.
+fn fresh_store(path: &std::path::Path, complained: &mut bool) -> Option<Store> {
+    let opened = match Store::open(path) {
+        Ok(fresh) => {
+            say!(
+                "msctl: the span store {} was deleted or replaced; storing in a new one",
+                path.display()
+            );
+            Some(fresh)
+        }
+        Err(e) if is_broken(&e) => set_aside(path, &e),
+        Err(e) => {
+            if !*complained {
+                say!("msctl: cannot open the span store {}: {e}", path.display());
+            }
+            None
+        }
+    };
+    *complained = opened.is_none();
+    opened
+}
+
+/// Moves a store that is no longer one to `<path>.broken` (its WAL and index with it), and
+/// opens a new one in its place.
+fn set_aside(path: &std::path::Path, why: &rusqlite::Error) -> Option<Store> {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let _ = std::fs::rename(path, with(".broken"));
+    for extra in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(with(extra));
+    }
+    match Store::open(path) {
+        Ok(store) => {
+            say!(
+                "msctl: the span store {} could not be used ({why}); it is kept as {}, and a new one takes what comes",
+                path.display(),
+                with(".broken").display()
+            );
+            Some(store)
+        }
+        Err(e) => {
+            say!("msctl: cannot open the span store {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// The writer thread: stores each batch, and the count of dropped spans at least once a second.
 fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
     // Another process (a `msctl traces` started at the same moment, an older msctl migrating
@@ -164,6 +232,9 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
     };
     let mut last_commit = Instant::now();
     let mut under_load = false;
+    let mut opened_as = identity(&db);
+    // Whether a failure to open a new store was said: said once, tried again every second.
+    let mut complained = false;
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(batch) => Some(batch),
@@ -197,8 +268,26 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
         for batch in std::iter::from_fn(|| rx.try_recv().ok()).take(QUEUE) {
             take(batch, &mut acks);
         }
+        // The file deleted (`rm -rf .msctl`) or replaced while msctl runs: what is stored from
+        // now on goes to a store at the path, where `msctl traces` looks, not into the old file.
+        if identity(&db) != opened_as
+            && let Some(fresh) = fresh_store(&db, &mut complained)
+        {
+            store = fresh;
+            opened_as = identity(&db);
+        }
         if !spans.is_empty() || !logs.is_empty() {
-            if let Err(e) = store.insert(&spans, &logs) {
+            let mut stored = store.insert(&spans, &logs);
+            // Overwritten or damaged under msctl: set aside, and a new store takes this batch.
+            if let Err(e) = &stored
+                && is_broken(e)
+                && let Some(fresh) = set_aside(&db, e)
+            {
+                store = fresh;
+                opened_as = identity(&db);
+                stored = store.insert(&spans, &logs);
+            }
+            if let Err(e) = stored {
                 say!("msctl: cannot store telemetry: {e}");
             }
             last_commit = Instant::now();

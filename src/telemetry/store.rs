@@ -258,6 +258,21 @@ pub struct Filter {
     pub min_duration_ns: u64,
 }
 
+/// Whether `e` says the file is not a store at all: overwritten, truncated, damaged.
+pub fn is_broken(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 pub struct Store {
     db: Connection,
     since_check: u64,
@@ -329,6 +344,25 @@ impl Store {
             since_check: 0,
             numbers,
         })
+    }
+
+    /// Why the file at `path` is not a store that can be read (not a database, damaged), if it
+    /// is not; `None` when it can be read or does not exist.
+    pub fn unreadable(path: &Path) -> Option<String> {
+        if !path.exists() {
+            return None;
+        }
+        let db = match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) {
+            Ok(db) => db,
+            Err(e) => return Some(e.to_string()),
+        };
+        let _ = db.busy_timeout(std::time::Duration::from_secs(2));
+        db.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .err()
+        .filter(|e| !is_busy(e))
+        .map(|e| e.to_string())
     }
 
     /// Opens the store for reading; `None` when nothing was ever stored.
