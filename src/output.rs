@@ -41,3 +41,23 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Whether stdout is a pipe whose reader has gone (or a terminal that hung up). A follower with
+/// nothing new to write would otherwise learn of it only with its next line, which may never
+/// come: `msctl logs -f | head -c 100` went on for ever once `head` was done.
+#[cfg(unix)]
+pub fn reader_gone() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+}
+
+#[cfg(not(unix))]
+pub fn reader_gone() -> bool {
+    false
+}

@@ -83,6 +83,37 @@ fn every_printing_command_stops_quietly_when_its_reader_goes_away() {
     // `logs -f` stops too, instead of following into the void.
     let (code, stderr) = into_closed_pipe(&p, &["logs", "-f"]);
     assert_eq!(code, Some(0), "{stderr}");
+    // And when the reader goes once it has read what there was (`logs -f | head -c 10`), with no
+    // new line to write that would meet the closed pipe, it still stops.
+    let mut follower = p
+        .msctl_process()
+        .args(["logs", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = follower.stdout.take().unwrap();
+    let mut read = Vec::new();
+    while !(String::from_utf8_lossy(&read).contains("beta-1 listening")
+        && String::from_utf8_lossy(&read).contains("alpha-1 listening")
+        && read.ends_with(b"\n"))
+    {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut out, &mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "logs -f ended early: {}",
+            String::from_utf8_lossy(&read)
+        );
+        read.extend_from_slice(&chunk[..n]);
+    }
+    drop(out);
+    let mut children = common::Children(vec![follower]);
+    let follower = &mut children.0[0];
+    let status = wait_until(Duration::from_secs(10), "logs -f to stop", || {
+        follower.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

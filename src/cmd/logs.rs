@@ -77,6 +77,9 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
             _ = tokio::time::sleep(POLL) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
+        if crate::output::reader_gone() {
+            return Ok(0);
+        }
     }
 }
 

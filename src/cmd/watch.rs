@@ -111,5 +111,8 @@ async fn print_cycles(
             _ = tokio::time::sleep(POLL) => {}
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
+        if crate::output::reader_gone() {
+            return Ok(0);
+        }
     }
 }
