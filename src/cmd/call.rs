@@ -243,6 +243,19 @@ fn method_and_path(words: &[String]) -> Result<(Option<reqwest::Method>, String)
             ));
         }
     };
+    // A URL would be taken for a path to a service called `http:`.
+    if let Some((scheme, rest)) = path.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        let route = rest.split_once('/').map_or("", |(_, p)| p);
+        return Err(MsctlError::Usage(format!(
+            "`{path}` is a URL; msctl call takes the path the system answers, found in the registry: `msctl call {}`",
+            if route.is_empty() { "users/1" } else { route }
+        )));
+    }
     let path = if path.starts_with('/') {
         path.clone()
     } else {
@@ -354,5 +367,26 @@ mod tests {
         // Nothing matches: the gateway, so that the error names what is missing.
         assert_eq!(default_target(&bare, "/billing/1"), "gateway");
         assert_eq!(default_target(&bare, "/"), "gateway");
+    }
+
+    #[test]
+    fn a_url_is_refused_with_the_path_to_give_instead() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = method_and_path(&words(&["http://127.0.0.1:8080/users/1?x=2"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is a URL") && err.ends_with("`msctl call users/1?x=2`"),
+            "{err}"
+        );
+        let err = method_and_path(&words(&["GET", "https://example.com"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("`msctl call users/1`"), "{err}");
+        // A path whose query holds a URL is a path.
+        let (_, path) = method_and_path(&words(&["web/login?next=http://127.0.0.1/x"])).unwrap();
+        assert_eq!(path, "/web/login?next=http://127.0.0.1/x");
+        let (_, path) = method_and_path(&words(&["login?next=http://127.0.0.1/x"])).unwrap();
+        assert_eq!(path, "/login?next=http://127.0.0.1/x");
     }
 }
