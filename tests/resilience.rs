@@ -176,13 +176,13 @@ fn scale_says_what_is_wrong_with_its_arguments() {
     // A slip of the keyboard must not fork a hundred thousand processes: it is refused whole,
     // and nothing starts.
     for count in ["posts=100000", "posts=+64"] {
-        let out = p.msctl().args(["scale", count]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{count}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("more than msctl runs of one service (64)"),
-            "{count}: {stderr}"
-        );
+        p.msctl()
+            .args(["scale", count])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(
+                "more than msctl runs of one service (64)",
+            ));
     }
     assert!(p.instance("posts-2").is_none(), "no instance was started");
     assert_eq!(p.instance("posts-1").unwrap()["state"], "healthy");
@@ -198,13 +198,13 @@ fn up_scale_sets_the_count_at_start_and_on_a_running_system() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least one instance"));
-    let out = p
-        .msctl()
+    p.msctl()
         .args(["up", "-d", "--no-build", "--scale", "posts=65"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 64 instances of one service"));
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "at most 64 instances of one service",
+        ));
     p.msctl()
         .args(["up", "-d", "--no-build", "--scale", "posts=3"])
         .assert()

@@ -496,18 +496,13 @@ fn call_exit_codes_and_output_modes() {
     assert_eq!(answer["status"], 201, "{answer}");
     assert_eq!(answer["body"]["name"], "From Stdin");
     // A source with no end (or a wrong, huge file) is refused at the limit, not read forever.
-    let out = p
-        .msctl()
+    p.msctl()
         .args(["call", "POST", "users", "-d", "@/dev/zero"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("/dev/zero is larger than 16 MiB, the most `msctl call` sends"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "/dev/zero is larger than 16 MiB, the most `msctl call` sends",
+        ));
     // Bad input: a method that is not one, a header without a colon, a missing body file.
     p.msctl().args(["call", "GE T", "users"]).assert().code(2);
     p.msctl()

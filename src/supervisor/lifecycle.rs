@@ -728,6 +728,13 @@ mod tests {
         }
     }
 
+    fn exit_0() -> Event {
+        Event::Exited {
+            reason: "exited with code 0".into(),
+            success: true,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn crashes_back_off_doubling_up_to_the_cap() {
         let p = policy();
@@ -987,15 +994,7 @@ mod tests {
         let m = healthy(&p);
         let (m, actions) = step(&m, Event::Restart, &p, Instant::now());
         assert!(actions.contains(&Action::Terminate { pid: 10 }));
-        let (m, actions) = step(
-            &m,
-            Event::Exited {
-                reason: "exited with code 0".into(),
-                success: true,
-            },
-            &p,
-            Instant::now(),
-        );
+        let (m, actions) = step(&m, exit_0(), &p, Instant::now());
         assert!(actions.contains(&Action::Spawn));
         assert_eq!(m.restarts, 1);
         // A stop while stopping to restart wins; a start while stopping for good restarts.
@@ -1019,15 +1018,7 @@ mod tests {
         ));
         // When the process is gone, the stop that the start overrode is answered, and the
         // start's process spawned: neither waiter is left waiting.
-        let (m, actions) = step(
-            &m,
-            Event::Exited {
-                reason: "exited with code 0".into(),
-                success: true,
-            },
-            &p,
-            Instant::now(),
-        );
+        let (m, actions) = step(&m, exit_0(), &p, Instant::now());
         assert_eq!(actions.last(), Some(&Action::Spawn), "{actions:?}");
         assert!(actions.contains(&Action::AckStops), "{actions:?}");
         assert!(matches!(m.state, State::Launching { .. }));
