@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestProject, alive, signal, wait_until};
+use common::{TestProject, alive, signal, stdout_json, wait_until};
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
@@ -403,6 +403,41 @@ fn a_spoiled_span_store_is_named_and_replaced_without_losing_what_comes_next() {
         || traces(&p).filter(|t| t.len() == 1).map(|_| ()),
     );
     assert!(p.path().join(".msctl/telemetry.db.broken").exists());
+}
+
+#[test]
+fn a_system_whose_manifest_went_away_can_still_be_seen_and_stopped() {
+    let p = two_fixtures();
+    p.up();
+    let pids: Vec<u32> = ["alpha-1", "beta-1"]
+        .iter()
+        .map(|i| p.pid_of(i).unwrap())
+        .collect();
+    // As a `git checkout` of a branch without it, or `git stash -u`, would leave it.
+    std::fs::rename(p.path().join("msctl.toml"), p.path().join("elsewhere.toml")).unwrap();
+    std::fs::create_dir(p.path().join("sub")).unwrap();
+    let in_sub = |args: &[&str]| {
+        p.msctl()
+            .current_dir(p.path().join("sub"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = in_sub(&["ps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout_json(&out).as_array().unwrap().len(), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("acting on the system that runs there"));
+    // What needs msctl.toml itself still asks for it.
+    assert_eq!(in_sub(&["restart", "alpha"]).status.code(), Some(3));
+    let out = in_sub(&["down"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for pid in pids {
+        wait_until(Duration::from_secs(10), "the instances to stop", || {
+            (!alive(pid)).then_some(())
+        });
+    }
+    // With nothing running and no manifest, the error is the one it always was.
+    assert_eq!(in_sub(&["ps"]).status.code(), Some(3));
 }
 
 #[test]

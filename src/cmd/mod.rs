@@ -69,8 +69,32 @@ impl Context {
         }
     }
 
+    /// The project a command about the running system acts on. With no msctl.toml here or
+    /// above, a system still running here (its `.msctl/registry.json`) is the project: the
+    /// manifest moved away (a `git checkout`, a `git stash -u`) must not leave `down`, `ps` and
+    /// `logs` unable to reach what runs.
     pub fn project(&self) -> Result<Project, MsctlError> {
-        Ok(Project::new(&self.manifest()?))
+        match self.manifest() {
+            Ok(manifest) => Ok(Project::new(&manifest)),
+            Err(e) if self.file.is_none() => {
+                let cwd = std::env::current_dir()
+                    .map_err(|e| MsctlError::Io(format!("cannot read the current folder: {e}")))?;
+                let Some(root) = cwd
+                    .ancestors()
+                    .find(|dir| dir.join(".msctl").join("registry.json").is_file())
+                else {
+                    return Err(e);
+                };
+                let project = Project::new(&root.join(crate::config::MANIFEST));
+                say!(
+                    "note: no {} in {}; acting on the system that runs there",
+                    crate::config::MANIFEST,
+                    root.display()
+                );
+                Ok(project)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn load(&self) -> Result<(Project, Config), MsctlError> {
