@@ -441,6 +441,36 @@ fn a_system_whose_manifest_went_away_can_still_be_seen_and_stopped() {
 }
 
 #[test]
+fn a_service_flooding_its_output_does_not_grow_the_supervisor() {
+    let p = TestProject::new(
+        r#"
+[services.flood]
+command = ["sh", "-c", "yes a-line-of-output-written-as-fast-as-it-can-be"]
+health = "none"
+"#,
+    );
+    p.up();
+    // Each line went to the log file and, queued without bound, to the live view that a
+    // detached supervisor drops: 1.4 GB of them after five seconds.
+    let rotated = p.path().join(".msctl/logs/flood-1.log.1");
+    wait_until(Duration::from_secs(60), "16 MiB of output", || {
+        rotated.exists().then_some(())
+    });
+    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 100 * 1024,
+        "the supervisor holds {rss_kib} KiB after 16 MiB of output"
+    );
+}
+
+#[test]
 fn a_restart_cut_short_by_down_is_told_so() {
     let p = TestProject::new(
         r#"

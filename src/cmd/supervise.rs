@@ -6,12 +6,11 @@ use crate::cmd::Context;
 use crate::error::MsctlError;
 use crate::supervisor::{self, events::Event};
 use std::io::Write;
-use tokio::sync::mpsc;
 
 pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8> {
     let (project, mut config) = ctx.load()?;
     config.scale(&args.scale).map_err(MsctlError::Usage)?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (tx, mut rx) = supervisor::events::channel();
     let forward = tokio::spawn(async move {
         let mut reporting = true;
         while let Some(event) = rx.recv().await {

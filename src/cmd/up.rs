@@ -15,7 +15,6 @@ use msctl_contract::registry::{InstanceState, SupervisorPhase};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
 
 pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let (project, mut config) = ctx.load()?;
@@ -168,14 +167,23 @@ async fn foreground(
     instances: Vec<String>,
     watch: bool,
 ) -> anyhow::Result<u8> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = crate::supervisor::events::channel();
     let mut progress = Progress::new(instances.clone(), true);
     let started = Instant::now();
     let registry_path = project.registry();
     let render = tokio::spawn(async move {
         let mut absent = 0;
+        // Lines left out of the live view, said at most once a second.
+        let (mut skipped, mut said) = (0, Instant::now());
         while let Some(event) = rx.recv().await {
             progress.handle(&event);
+            skipped += rx.skipped();
+            if skipped > 0 && said.elapsed() >= Duration::from_secs(1) {
+                say!(
+                    "… {skipped} lines not shown here, written faster than shown; `msctl logs` has every one"
+                );
+                (skipped, said) = (0, Instant::now());
+            }
             if let Event::Absent { service, .. } = &event {
                 let prefix = format!("{service}-");
                 absent += instances.iter().filter(|i| i.starts_with(&prefix)).count();

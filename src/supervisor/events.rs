@@ -71,3 +71,118 @@ pub enum Event {
         code: Option<u8>,
     },
 }
+
+/// Log lines sent for the live view and not yet taken, at most. A service can write faster than
+/// a terminal shows lines (or than a detached supervisor drops them): `yes` as a service queued
+/// 1.4 GB of them in the supervisor in five seconds. Past this, a line is left to the log file,
+/// which has every one, and counted.
+pub const LIVE_LINES: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Live {
+    in_flight: std::sync::atomic::AtomicUsize,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// Where the supervisor sends its events: progress always, log lines within [`LIVE_LINES`].
+#[derive(Debug, Clone)]
+pub struct Sender {
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    live: std::sync::Arc<Live>,
+}
+
+/// What `up` shows, or `supervise` forwards.
+#[derive(Debug)]
+pub struct Receiver {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    live: std::sync::Arc<Live>,
+}
+
+pub fn channel() -> (Sender, Receiver) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let live = std::sync::Arc::new(Live::default());
+    (
+        Sender {
+            tx,
+            live: live.clone(),
+        },
+        Receiver { rx, live },
+    )
+}
+
+impl Sender {
+    pub fn send(
+        &self,
+        event: Event,
+    ) -> Result<(), Box<tokio::sync::mpsc::error::SendError<Event>>> {
+        self.tx.send(event).map_err(Box::new)
+    }
+
+    /// One line of `instance`'s output, unless the live view is that far behind.
+    pub fn log(&self, instance: &str, line: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.live.in_flight.load(Relaxed) >= LIVE_LINES {
+            self.live.skipped.fetch_add(1, Relaxed);
+            return;
+        }
+        self.live.in_flight.fetch_add(1, Relaxed);
+        let event = Event::Log {
+            instance: instance.to_string(),
+            line: String::from_utf8_lossy(line).into_owned(),
+        };
+        if self.tx.send(event).is_err() {
+            self.live.in_flight.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Receiver {
+    pub async fn recv(&mut self) -> Option<Event> {
+        let event = self.rx.recv().await?;
+        if let Event::Log { .. } = event {
+            self.live
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(event)
+    }
+
+    /// Log lines left out of the live view since the last call.
+    pub fn skipped(&self) -> u64 {
+        self.live
+            .skipped
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn log_lines_past_the_live_cap_are_counted_not_queued() {
+        let (tx, mut rx) = channel();
+        for i in 0..LIVE_LINES + 100 {
+            tx.log("s-1", format!("line {i}").as_bytes());
+        }
+        assert_eq!(rx.skipped(), 100);
+        assert_eq!(rx.skipped(), 0, "counted once");
+        // Progress is never held back by the cap.
+        tx.send(Event::Stopped {
+            instance: "s-1".into(),
+        })
+        .unwrap();
+        // As the view takes lines, there is room for new ones.
+        for _ in 0..10 {
+            assert!(matches!(rx.recv().await, Some(Event::Log { .. })));
+        }
+        tx.log("s-1", b"fresh");
+        assert_eq!(rx.skipped(), 0);
+        let mut last = None;
+        for _ in 0..LIVE_LINES - 10 + 1 {
+            last = rx.recv().await;
+        }
+        assert!(matches!(last, Some(Event::Stopped { .. })), "{last:?}");
+        assert!(matches!(rx.recv().await, Some(Event::Log { line, .. }) if line == "fresh"));
+    }
+}

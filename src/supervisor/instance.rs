@@ -53,7 +53,7 @@ pub struct InstanceHandle {
 pub struct Shared {
     pub project: Project,
     pub store: Arc<RegistryStore>,
-    pub events: mpsc::UnboundedSender<Progress>,
+    pub events: super::events::Sender,
     pub prober: Prober,
     /// The supervisor's OTLP receiver: its base URL and bearer token.
     pub otlp: Option<(String, String)>,

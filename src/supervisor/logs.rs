@@ -1,12 +1,10 @@
 //! An instance's output: its stdout and stderr copied line by line, bounded in length, to a log
 //! file rotated by size (docs/state.md), and to the supervisor's events.
 
-use super::events::Event;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, BufReader};
-use tokio::sync::mpsc;
 
 /// Lines longer than this are cut, so one runaway line cannot exhaust memory.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -116,7 +114,7 @@ pub async fn pump(
     stream: impl AsyncRead + Unpin,
     file: Arc<Mutex<LogFile>>,
     instance: String,
-    events: mpsc::UnboundedSender<Event>,
+    events: super::events::Sender,
 ) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
@@ -135,10 +133,7 @@ pub async fn pump(
             }
             pending.clear();
         }
-        let _ = events.send(Event::Log {
-            instance: instance.clone(),
-            line: String::from_utf8_lossy(&buf).into_owned(),
-        });
+        events.log(&instance, &buf);
     }
     // A last line cut short by the end of the stream.
     if !pending.is_empty()
@@ -189,7 +184,7 @@ mod tests {
         let path = dir.path().join("s-1.log");
         let file = Arc::new(Mutex::new(LogFile::open(&path).unwrap()));
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
-        let (events, mut seen) = mpsc::unbounded_channel();
+        let (events, mut seen) = crate::supervisor::events::channel();
         let pump = tokio::spawn(pump(rx, file, "s-1".into(), events));
         let many: String = (0..2000).map(|i| format!("line {i}\n")).collect();
         tx.write_all(many.as_bytes()).await.unwrap();

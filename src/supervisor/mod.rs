@@ -23,7 +23,7 @@ use msctl_contract::registry::SupervisorPhase;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use store::RegistryStore;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// Why a start did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub async fn run(
     config: Config,
     services: Vec<String>,
     options: Options,
-    events: mpsc::UnboundedSender<Event>,
+    events: events::Sender,
 ) -> Result<(), MsctlError> {
     let detached = options.detached;
     project
