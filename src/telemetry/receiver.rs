@@ -168,8 +168,8 @@ fn fresh_store(path: &std::path::Path, complained: &mut bool) -> Option<Store> {
     opened
 }
 
-/// Moves a store that is no longer one to `<path>.broken` (its WAL and index with it), and
-/// opens a new one in its place.
+/// Moves a store that is no longer one to `<path>.broken` (its WAL and index are removed: they
+/// belong to the file as it was), and opens a new one in its place.
 fn set_aside(path: &std::path::Path, why: &rusqlite::Error) -> Option<Store> {
     let with = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
