@@ -39,18 +39,26 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
     let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
     let mut offsets: HashMap<PathBuf, Position> = HashMap::new();
     for (instance, path) in &files {
-        let text = std::fs::read(path).unwrap_or_default();
+        // `-n N` reads the file's end only: a log is up to 16 MiB.
+        let (lines, end) = match args.tail {
+            Some(n) => crate::supervisor::logs::last_lines(path, n),
+            None => {
+                let text = std::fs::read(path).unwrap_or_default();
+                let lines = String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                (lines, text.len() as u64)
+            }
+        };
         offsets.insert(
             path.clone(),
             Position {
-                offset: text.len() as u64,
+                offset: end,
                 file: file_id(path),
             },
         );
-        let text = String::from_utf8_lossy(&text);
-        let lines: Vec<&str> = text.lines().collect();
-        let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
-        for line in &lines[skip..] {
+        for line in &lines {
             outln!("{}", prefixes.line(instance, line))?;
         }
     }

@@ -201,10 +201,9 @@ pub async fn logs(
         .min(2000);
     let mut lines: Vec<Value> = Vec::new();
     for (instance, path) in crate::cmd::logs::instance_logs(dash.sup.project(), &services) {
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
         // The newest lines are what a page shows; older ones stay in the file.
-        let tail: Vec<&str> = content.lines().rev().take(limit).collect();
-        for raw in tail.into_iter().rev() {
+        let (tail, _) = crate::supervisor::logs::last_lines(&path, limit);
+        for raw in tail.iter().map(String::as_str) {
             let mut fields = match serde_json::from_str::<Value>(raw) {
                 Ok(Value::Object(map)) => map,
                 _ => {

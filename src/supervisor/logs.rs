@@ -79,6 +79,43 @@ impl LogFile {
     }
 }
 
+/// The last `n` lines of the log at `path`, read back from its end, and the length of the file
+/// they end at. A log is up to 16 MiB and a page or a failure report wants a few dozen lines; and
+/// bytes that are not UTF-8 show as `�` instead of hiding the whole file (`read_to_string` gave
+/// nothing at all for a log with one such byte).
+pub fn last_lines(path: &std::path::Path, n: usize) -> (Vec<String>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), 0);
+    };
+    let end = file.metadata().map_or(0, |m| m.len());
+    let mut start = end;
+    let mut tail: Vec<u8> = Vec::new();
+    // n lines need the newline before the first of them too, unless the file starts there.
+    while start > 0 && tail.iter().filter(|b| **b == b'\n').count() <= n {
+        let from = start.saturating_sub(CHUNK);
+        let mut chunk = vec![0; (start - from) as usize];
+        if file.seek(SeekFrom::Start(from)).is_err() || file.read_exact(&mut chunk).is_err() {
+            break;
+        }
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        start = from;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        // Begun mid-line.
+        lines.remove(0);
+    }
+    let lines = lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    (lines, end)
+}
+
 /// Reads one line of at most `max` bytes into `buf` (without its newline), skipping the rest of
 /// a longer line. `Ok(false)` at the end of the stream. Memory stays bounded by `max` plus the
 /// reader's buffer, however long the line.
@@ -200,6 +237,35 @@ mod tests {
         pump.await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{many}unfinished now\n"));
+    }
+
+    #[test]
+    fn the_last_lines_come_from_the_end_whatever_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        // 3 MiB of lines, one holding bytes that are not UTF-8, then the ones wanted.
+        let mut text = Vec::new();
+        for i in 0..100_000 {
+            text.extend_from_slice(format!("line {i} of the long log\n").as_bytes());
+        }
+        text.extend_from_slice(b"bad \xff\xfe bytes\n");
+        text.extend_from_slice(b"last one\n");
+        std::fs::write(&path, &text).unwrap();
+        let (lines, end) = last_lines(&path, 3);
+        assert_eq!(
+            lines,
+            [
+                "line 99999 of the long log",
+                "bad \u{fffd}\u{fffd} bytes",
+                "last one"
+            ]
+        );
+        assert_eq!(end, text.len() as u64);
+        // Fewer lines than asked, and no final newline.
+        std::fs::write(&path, "one\ntwo").unwrap();
+        assert_eq!(last_lines(&path, 5).0, ["one", "two"]);
+        assert_eq!(last_lines(&path, 1).0, ["two"]);
+        assert!(last_lines(&dir.path().join("none.log"), 3).0.is_empty());
     }
 
     #[test]

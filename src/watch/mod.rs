@@ -359,29 +359,6 @@ impl Cycle {
     ) {
         self.outcome = Outcome::StartFailed;
         self.error = Some(format!("{}: {}", failure.instance, failure.reason));
-        self.log_tail = tail(&project.log(&failure.instance), 8);
-    }
-}
-
-/// The last `n` lines of an instance's log.
-fn tail(path: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_log_tail_is_its_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.log");
-        std::fs::write(&path, "1\n2\n3\n").unwrap();
-        assert_eq!(super::tail(&path, 2), ["2", "3"]);
-        assert_eq!(super::tail(&path, 10), ["1", "2", "3"]);
-        assert!(super::tail(&dir.path().join("none"), 3).is_empty());
+        self.log_tail = crate::supervisor::logs::last_lines(&project.log(&failure.instance), 8).0;
     }
 }
