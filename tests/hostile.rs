@@ -141,7 +141,7 @@ fn two_up_at_once_give_exactly_one_winner_and_restart_nothing() {
             text(&b)
         );
         let loser = if a.status.code() == Some(7) { &a } else { &b };
-        let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap();
+        let supervisor = p.supervisor_pid();
         assert!(
             text(loser).contains(&format!("pid {supervisor}")),
             "round {round}: the loser names the winner's pid {supervisor}: {}",
@@ -210,7 +210,7 @@ stop_timeout = "30s"
 fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
     let p = two_fixtures();
     p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let supervisor = p.supervisor_pid();
     signal(supervisor, Signal::SIGKILL);
     wait_until(Duration::from_secs(10), "the instances to die", || {
         ["alpha-1", "beta-1"]
@@ -239,7 +239,7 @@ fn ps_on_a_dead_supervisor_shows_its_instances_gone() {
 fn deleting_or_spoiling_the_state_of_a_running_system_loses_nothing() {
     let p = two_fixtures();
     p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let supervisor = p.supervisor_pid();
     let pids: Vec<u32> = ["alpha-1", "beta-1"]
         .iter()
         .map(|i| p.pid_of(i).unwrap())
@@ -278,8 +278,8 @@ fn deleting_or_spoiling_the_state_of_a_running_system_loses_nothing() {
         "{stderr}"
     );
     assert_eq!(
-        p.registry().unwrap()["supervisor"]["pid"].as_u64(),
-        Some(u64::from(supervisor)),
+        p.supervisor_pid(),
+        supervisor,
         "the first supervisor still runs the system"
     );
     // What the instances write from now on is in their logs again.
@@ -456,7 +456,7 @@ health = "none"
     wait_until(Duration::from_secs(60), "16 MiB of output", || {
         rotated.exists().then_some(())
     });
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap();
+    let supervisor = p.supervisor_pid();
     let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
     let rss_kib: u64 = status
         .lines()

@@ -288,7 +288,7 @@ command = ["{bin}/users"]
 "#,
     );
     p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let supervisor = p.supervisor_pid();
     let pids: Vec<u32> = ["api-1", "users-1"]
         .iter()
         .map(|i| p.pid_of(i).unwrap())
@@ -341,7 +341,7 @@ command = ["{bin}/msctl-fixture", "--outlive-parent"]
 "#,
     );
     p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as u32;
+    let supervisor = p.supervisor_pid();
     let api = p.pid_of("api-1").unwrap();
     kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).unwrap();
     wait_until(Duration::from_secs(5), "the supervisor to die", || {
@@ -589,7 +589,7 @@ command = ["{bin}/msctl-fixture"]
 "#,
     );
     p.up();
-    let supervisor = p.registry().unwrap()["supervisor"]["pid"].as_u64().unwrap() as i32;
+    let supervisor = p.supervisor_pid() as i32;
     let api = p.pid_of("api-1").unwrap();
     kill(Pid::from_raw(supervisor), Signal::SIGSTOP).unwrap();
     let out = p.msctl().arg("ps").output().unwrap();

@@ -231,6 +231,13 @@ impl TestProject {
         self.instance(id)?["pid"].as_u64().map(|p| p as u32)
     }
 
+    /// The running supervisor's pid, from the registry; panics when there is none.
+    pub fn supervisor_pid(&self) -> u32 {
+        self.registry().expect("a registry")["supervisor"]["pid"]
+            .as_u64()
+            .expect("the supervisor's pid") as u32
+    }
+
     /// The base URL of instance `id`.
     pub fn url_of(&self, id: &str) -> String {
         format!(
