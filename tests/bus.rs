@@ -192,12 +192,7 @@ fn an_event_committed_but_not_relayed_is_relayed_after_users_is_killed() {
 #[test]
 fn a_deletion_is_one_trace_through_users_the_event_and_posts() {
     let p = system();
-    let out = p
-        .msctl()
-        .args(["call", "--json", "DELETE", "users/5"])
-        .output()
-        .unwrap();
-    let answer = stdout_json(&out);
+    let answer = p.json(&["call", "--json", "DELETE", "users/5"]);
     assert_eq!(answer["status"], 204, "{answer}");
     let id = answer["trace_id"].as_str().unwrap().to_string();
     let spans = wait_until(FLOW, "the consumer's span in the trace", || {

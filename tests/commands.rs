@@ -127,15 +127,9 @@ fn health_reports_each_instance_and_fails_when_one_is_down() {
 fn restart_replaces_every_instance_of_a_service() {
     let p = two_services();
     p.up();
-    let before: Vec<u32> = ["alpha-1", "alpha-2", "beta-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let before = p.pids_of(&["alpha-1", "alpha-2", "beta-1"]);
     p.msctl().args(["restart", "alpha"]).assert().success();
-    let after: Vec<u32> = ["alpha-1", "alpha-2", "beta-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let after = p.pids_of(&["alpha-1", "alpha-2", "beta-1"]);
     assert_ne!(before[0], after[0]);
     assert_ne!(before[1], after[1]);
     assert_eq!(before[2], after[2], "beta is left alone");

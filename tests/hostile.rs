@@ -240,10 +240,7 @@ fn deleting_or_spoiling_the_state_of_a_running_system_loses_nothing() {
     let p = two_fixtures();
     p.up();
     let supervisor = p.supervisor_pid();
-    let pids: Vec<u32> = ["alpha-1", "beta-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let pids = p.pids_of(&["alpha-1", "beta-1"]);
     // The registry alone: the next command waits the moment it takes to be written again.
     std::fs::remove_file(p.path().join(".msctl/registry.json")).unwrap();
     let out = p.msctl().args(["ps", "--json"]).output().unwrap();
@@ -409,10 +406,7 @@ fn a_spoiled_span_store_is_named_and_replaced_without_losing_what_comes_next() {
 fn a_system_whose_manifest_went_away_can_still_be_seen_and_stopped() {
     let p = two_fixtures();
     p.up();
-    let pids: Vec<u32> = ["alpha-1", "beta-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let pids = p.pids_of(&["alpha-1", "beta-1"]);
     // As a `git checkout` of a branch without it, or `git stash -u`, would leave it.
     std::fs::rename(p.path().join("msctl.toml"), p.path().join("elsewhere.toml")).unwrap();
     std::fs::create_dir(p.path().join("sub")).unwrap();

@@ -134,12 +134,7 @@ fn a_call_is_traced_through_every_service_with_correct_parents() {
     assert!(waterfall.contains("users SELECT users"), "{waterfall}");
 
     // Health probes are never traced.
-    let out = p
-        .msctl()
-        .args(["traces", "--json", "--limit", "100"])
-        .output()
-        .unwrap();
-    let list = stdout_json(&out);
+    let list = p.json(&["traces", "--json", "--limit", "100"]);
     assert!(
         list.as_array()
             .unwrap()
@@ -195,12 +190,7 @@ fn a_call_while_posts_is_dead_shows_the_error_in_its_trace() {
             line.chars().count()
         );
     }
-    let out = p
-        .msctl()
-        .args(["traces", "--errors", "--json"])
-        .output()
-        .unwrap();
-    let errors = stdout_json(&out);
+    let errors = p.json(&["traces", "--errors", "--json"]);
     assert!(
         errors
             .as_array()
@@ -281,12 +271,7 @@ fn concurrent_calls_give_separate_complete_traces() {
             trace_spans(p, id).filter(|spans| complete(spans))
         });
     }
-    let out = p
-        .msctl()
-        .args(["traces", "--json", "--limit", "1000"])
-        .output()
-        .unwrap();
-    let all = stdout_json(&out);
+    let all = p.json(&["traces", "--json", "--limit", "1000"]);
     let mine: Vec<&Value> = all
         .as_array()
         .unwrap()
@@ -704,12 +689,7 @@ fn past_the_rate_traces_are_sampled_whole_and_top_still_counts_every_request() {
     );
 
     // `msctl top` weighs each kept trace by what it stands for.
-    let out = p
-        .msctl()
-        .args(["top", "--json", "--window", "1m"])
-        .output()
-        .unwrap();
-    let rows = stdout_json(&out);
+    let rows = p.json(&["top", "--json", "--window", "1m"]);
     let counted: f64 = rows
         .as_array()
         .unwrap()

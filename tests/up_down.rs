@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestProject, alive, get_json, stdout_json, wait_until};
+use common::{TestProject, alive, get_json, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::Duration;
@@ -38,10 +38,7 @@ fn detached_up_then_down_frees_everything() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["posts"].as_array().unwrap().len(), 3);
 
-    let pids: Vec<u32> = ["users-1", "posts-1", "gateway-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let pids = p.pids_of(&["users-1", "posts-1", "gateway-1"]);
     let ports: Vec<u16> = ["users-1", "posts-1", "gateway-1"]
         .iter()
         .map(|i| {
@@ -87,10 +84,7 @@ fn foreground_up_stops_everything_on_ctrl_c() {
         .spawn()
         .unwrap();
     let gateway = p.wait_for_state("gateway-1", "healthy");
-    let pids: Vec<u32> = ["users-1", "posts-1", "gateway-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let pids = p.pids_of(&["users-1", "posts-1", "gateway-1"]);
     assert_eq!(gateway["state"], "healthy");
     kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
     let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
@@ -289,10 +283,7 @@ command = ["{bin}/users"]
     );
     p.up();
     let supervisor = p.supervisor_pid();
-    let pids: Vec<u32> = ["api-1", "users-1"]
-        .iter()
-        .map(|i| p.pid_of(i).unwrap())
-        .collect();
+    let pids = p.pids_of(&["api-1", "users-1"]);
     let log = std::fs::read_to_string(p.path().join(".msctl/logs/api-1.log")).unwrap();
     let grandchild: u32 = log
         .split("spawned child ")
@@ -312,8 +303,7 @@ command = ["{bin}/users"]
         );
     }
     // ps still works from the registry, and says it is stale.
-    let out = p.msctl().args(["ps", "--json"]).output().unwrap();
-    let rows = stdout_json(&out);
+    let rows = p.json(&["ps", "--json"]);
     assert!(
         rows.as_array().unwrap().iter().all(|r| r["stale"] == true),
         "{rows}"

@@ -231,6 +231,18 @@ impl TestProject {
         self.instance(id)?["pid"].as_u64().map(|p| p as u32)
     }
 
+    /// The pids of the instances `ids`, from the registry; panics for one with none.
+    pub fn pids_of(&self, ids: &[&str]) -> Vec<u32> {
+        ids.iter()
+            .map(|id| self.pid_of(id).unwrap_or_else(|| panic!("{id} has no pid")))
+            .collect()
+    }
+
+    /// `msctl ARGS` here, its stdout read as JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        stdout_json(&self.msctl().args(args).output().unwrap())
+    }
+
     /// The running supervisor's pid, from the registry; panics when there is none.
     pub fn supervisor_pid(&self) -> u32 {
         self.registry().expect("a registry")["supervisor"]["pid"]
