@@ -31,17 +31,17 @@ impl ConfigError {
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let line = text[..start].matches('\n').count() + 1;
         let column = text[line_start..start].chars().count() + 1;
-        let source = &text[line_start..line_end];
         let width = text[start..span.end.clamp(start, line_end)]
             .chars()
             .count()
             .max(1);
+        let (source, offset, width) = window(&text[line_start..line_end], column - 1, width);
         let gutter = line.to_string().len();
         let snippet = format!(
             "{:gutter$} |\n{line} | {source}\n{:gutter$} | {}{}",
             "",
             "",
-            " ".repeat(column - 1),
+            " ".repeat(offset),
             "^".repeat(width)
         );
         Self {
@@ -53,6 +53,32 @@ impl ConfigError {
             snippet,
         }
     }
+}
+
+/// Characters of a long line shown before and after the offending part.
+const SHOWN_BEFORE: usize = 40;
+const SHOWN_AFTER: usize = 60;
+
+/// The part of `source` to show around the char at `column` (0-based) spanning `width` chars,
+/// with where the caret goes in it and how wide: a generated or minified msctl.toml can hold a
+/// line of megabytes, and the error should show where the problem is, not the whole line.
+fn window(source: &str, column: usize, width: usize) -> (String, usize, usize) {
+    let chars = source.chars().count();
+    let width = width.min(SHOWN_AFTER);
+    if chars <= SHOWN_BEFORE + SHOWN_AFTER + width {
+        return (source.to_string(), column, width);
+    }
+    let from = column.saturating_sub(SHOWN_BEFORE);
+    let to = (column + width + SHOWN_AFTER).min(chars);
+    let mut shown = String::new();
+    if from > 0 {
+        shown.push('…');
+    }
+    shown.extend(source.chars().skip(from).take(to - from));
+    if to < chars {
+        shown.push('…');
+    }
+    (shown, column - from + usize::from(from > 0), width)
 }
 
 /// Why no config could be loaded at all.
@@ -118,4 +144,32 @@ pub fn did_you_mean<'a>(
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_shown_around_the_problem_with_the_caret_under_it() {
+        let text = format!("x = [{}], y = @", "1, ".repeat(5000));
+        let at = text.find('@').unwrap();
+        let e = ConfigError::at(Path::new("msctl.toml"), &text, at..at + 1, "bad", None);
+        assert_eq!(e.column, at + 1);
+        let lines: Vec<&str> = e.snippet.lines().collect();
+        assert!(lines[1].len() < 200, "{}", lines[1]);
+        assert!(lines[1].starts_with("1 | …"), "{}", lines[1]);
+        assert!(lines[1].ends_with("y = @"), "{}", lines[1]);
+        let shown: Vec<char> = lines[1].chars().collect();
+        let caret = lines[2].chars().position(|c| c == '^').unwrap();
+        assert_eq!(shown[caret], '@');
+    }
+
+    #[test]
+    fn a_short_line_is_shown_whole() {
+        let text = "name = 1\ncomand = [\"a\"]\n";
+        let at = text.find("comand").unwrap();
+        let e = ConfigError::at(Path::new("msctl.toml"), text, at..at + 6, "bad", None);
+        assert_eq!(e.snippet, "  |\n2 | comand = [\"a\"]\n  | ^^^^^^");
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, BufReader};
 
-/// Lines longer than this are cut, so one runaway line cannot exhaust memory.
+/// Lines longer than this are split, so one runaway line cannot exhaust memory.
 pub const MAX_LINE: usize = 64 * 1024;
 /// An instance log is rotated to `<file>.1` past this size…
 pub const LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -116,33 +116,49 @@ pub fn last_lines(path: &std::path::Path, n: usize) -> (Vec<String>, u64) {
     (lines, end)
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without its newline), skipping the rest of
-/// a longer line. `Ok(false)` at the end of the stream. Memory stays bounded by `max` plus the
-/// reader's buffer, however long the line.
+/// What [`read_bounded_line`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// A whole line, or the last piece of a long one.
+    Line,
+    /// `max` bytes of a longer line; more of it follows.
+    Piece,
+    /// The end of the stream, with nothing read.
+    End,
+}
+
+/// Reads the next line into `buf` (without its newline), or its next `max` bytes if it is longer:
+/// a longer line comes out in pieces, as docker's logs split one, so nothing a service writes is
+/// lost and memory stays bounded by `max` plus the reader's buffer.
 pub async fn read_bounded_line(
     reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
     buf: &mut Vec<u8>,
     max: usize,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Read> {
     use tokio::io::AsyncBufReadExt;
     buf.clear();
-    let mut read_any = false;
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(read_any);
+            return Ok(if buf.is_empty() {
+                Read::End
+            } else {
+                Read::Line
+            });
         }
-        read_any = true;
-        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
         let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&part[..part.len().min(room)]);
-        let used = done.unwrap_or(chunk.len());
+        // One byte past the room, so a line of exactly `max` bytes is read whole with its newline.
+        let part = &chunk[..chunk.len().min(room + 1)];
+        if let Some(i) = part.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&part[..i]);
+            reader.consume(i + 1);
+            return Ok(Read::Line);
+        }
+        let used = part.len().min(room);
+        buf.extend_from_slice(&part[..used]);
         reader.consume(used);
-        if done.is_some() {
-            return Ok(true);
+        if buf.len() >= max {
+            return Ok(Read::Piece);
         }
     }
 }
@@ -158,7 +174,16 @@ pub async fn pump(
     // The lines already read are written together: a busy service writes thousands a second,
     // and a write each would cost the supervisor more than the service spends making them.
     let mut pending = Vec::new();
-    while let Ok(true) = read_bounded_line(&mut reader, &mut buf, MAX_LINE).await {
+    let mut after_piece = false;
+    while let Ok(read @ (Read::Line | Read::Piece)) =
+        read_bounded_line(&mut reader, &mut buf, MAX_LINE).await
+    {
+        // A long line's newline that came after its last full piece ends it; it is no line.
+        let ends_split_line = after_piece && buf.is_empty();
+        after_piece = read == Read::Piece;
+        if ends_split_line {
+            continue;
+        }
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
@@ -188,30 +213,66 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_huge_line_is_cut_without_being_held_whole() {
-        // 8 MiB on one line, then a short one.
-        let mut input = vec![b'x'; 8 * 1024 * 1024];
-        input.extend_from_slice(b"\nnext\n");
+    async fn a_huge_line_is_split_without_being_held_whole() {
+        // 8 MB on one line, then a short one, then one cut by the end of the stream.
+        let mut input = vec![b'x'; 8 * 1000 * 1000 + 10];
+        input.extend_from_slice(b"\nnext\nlast");
         let mut reader = BufReader::with_capacity(4096, &input[..]);
         let mut buf = Vec::new();
-        assert!(
-            read_bounded_line(&mut reader, &mut buf, 1000)
+        for _ in 0..8000 {
+            let read = read_bounded_line(&mut reader, &mut buf, 1000)
+                .await
+                .unwrap();
+            assert_eq!((read, buf.len()), (Read::Piece, 1000));
+            assert!(buf.capacity() < 16 * 1024, "held {} bytes", buf.capacity());
+        }
+        let mut rest = Vec::new();
+        loop {
+            match read_bounded_line(&mut reader, &mut buf, 1000)
                 .await
                 .unwrap()
+            {
+                Read::End => break,
+                read => rest.push((read, String::from_utf8(buf.clone()).unwrap())),
+            }
+        }
+        assert_eq!(
+            rest,
+            [
+                (Read::Line, "x".repeat(10)),
+                (Read::Line, "next".into()),
+                (Read::Line, "last".into())
+            ]
         );
-        assert_eq!(buf.len(), 1000);
-        assert!(buf.capacity() < 16 * 1024, "held {} bytes", buf.capacity());
-        assert!(
-            read_bounded_line(&mut reader, &mut buf, 1000)
-                .await
-                .unwrap()
-        );
-        assert_eq!(buf, b"next");
-        assert!(
-            !read_bounded_line(&mut reader, &mut buf, 1000)
-                .await
-                .unwrap()
-        );
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_is_one_line_wherever_the_reads_fall() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        let file = Arc::new(Mutex::new(LogFile::open(&path).unwrap()));
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let (events, _seen) = crate::supervisor::events::channel();
+        let pump = tokio::spawn(pump(rx, file, "s-1".into(), events));
+        let full = "y".repeat(MAX_LINE);
+        // Once with its newline in the same read, once with the newline arriving on its own.
+        tx.write_all(format!("{full}\n").as_bytes()).await.unwrap();
+        tx.write_all(full.as_bytes()).await.unwrap();
+        // The second one is in the file as a full piece before its newline is sent.
+        let written = 2 * (MAX_LINE as u64 + 1);
+        for _ in 0..5000 {
+            if std::fs::metadata(&path).unwrap().len() >= written {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), written);
+        tx.write_all(b"\nz\n").await.unwrap();
+        drop(tx);
+        pump.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{full}\n{full}\nz\n"));
     }
 
     #[tokio::test]
