@@ -161,3 +161,49 @@ fn depends_on_as_a_string() {
         "[services.users]\ncommand = [\"users\"]\n\n[services.gateway]\ncommand = [\"gateway\"]\ndepends_on = \"users\"\n"
     ));
 }
+
+/// `msctl up` on `bytes` as msctl.toml, as `error_for` does for text.
+fn error_for_bytes(bytes: &[u8]) -> String {
+    let p = TestProject::new("");
+    std::fs::write(p.path().join("msctl.toml"), bytes).unwrap();
+    let out = p.msctl().args(["up", "--no-build"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "config errors exit 3");
+    let dir = std::fs::canonicalize(p.path()).unwrap();
+    String::from_utf8_lossy(&out.stderr).replace(&dir.display().to_string(), "[DIR]")
+}
+
+#[test]
+fn bytes_that_are_not_utf8() {
+    insta::assert_snapshot!(error_for_bytes(
+        b"[services.users]\ncommand = [\"users\", \"caf\xe9\"]\n"
+    ));
+}
+
+#[test]
+fn a_folder_or_a_link_loop_in_msctl_tomls_place_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("msctl.toml");
+    let run = || {
+        let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_msctl"))
+            .args(["up", "--no-build"])
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::create_dir(&manifest).unwrap();
+    let stderr = run();
+    assert!(
+        stderr.contains("msctl.toml: it is a folder, not a file"),
+        "{stderr}"
+    );
+    std::fs::remove_dir(&manifest).unwrap();
+    std::os::unix::fs::symlink("msctl.toml", &manifest).unwrap();
+    let stderr = run();
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("symbolic links"),
+        "{stderr}"
+    );
+}

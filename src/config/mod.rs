@@ -182,12 +182,14 @@ impl Config {
     }
 }
 
-/// Finds msctl.toml in `start` or the nearest parent, as cargo finds Cargo.toml.
+/// Finds msctl.toml in `start` or the nearest parent, as cargo finds Cargo.toml. Anything of that
+/// name counts, so that one msctl cannot read (a folder, a broken link) is named as such rather
+/// than passed over for one further up or reported missing.
 pub fn find(start: &Path) -> Result<PathBuf, LoadError> {
     start
         .ancestors()
         .map(|dir| dir.join(MANIFEST))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| candidate.symlink_metadata().is_ok())
         .ok_or_else(|| LoadError::NotFound(start.to_path_buf()))
 }
 
@@ -203,11 +205,34 @@ pub fn load_to_edit(path: &Path) -> Result<Config, LoadError> {
 }
 
 fn load_with(path: &Path, allow_empty: bool) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    if path.is_dir() {
+        return Err(io(std::io::Error::other(
+            "it is a folder, not a file; msctl.toml is the file that lists the services",
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let byte = e.as_bytes()[at];
+            let text = String::from_utf8_lossy(e.as_bytes());
+            // The lossy text has one U+FFFD (3 bytes) per bad sequence; the first starts at `at`.
+            return Err(ConfigError::at(
+                &path,
+                &text,
+                at..at + 3,
+                format!("byte 0x{byte:02X} is not UTF-8 text"),
+                Some("TOML is UTF-8: save msctl.toml as UTF-8 in your editor".into()),
+            )
+            .into());
+        }
+    };
     Ok(parse_with(&path, &text, allow_empty)?)
 }
 
