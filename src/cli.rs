@@ -268,6 +268,10 @@ pub struct CallArgs {
     /// service the path starts with]
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
+    /// How long to wait for the answer to begin, and then for each next part of it: 30s, 2m, or
+    /// 0 for no limit (a stream that never ends)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

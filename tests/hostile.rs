@@ -551,3 +551,94 @@ fn dash_f_takes_a_folder_and_says_what_is_wrong_with_one() {
         "{stderr}"
     );
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn call_passes_a_large_answer_on_as_it_comes_and_bounds_each_wait() {
+    use std::io::Read;
+    let p = TestProject::new("[services.fix]\ncommand = [\"{bin}/msctl-fixture\"]\n");
+    p.up();
+    // 64 MiB of text: msctl call held all of it (2.3 GB after five seconds of an endless
+    // one) and showed nothing until the end. Read a little, then leave the pipe full.
+    let mut cmd = p.msctl_process();
+    cmd.args(["call", "--service", "fix", "stream/64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut call = common::Children(vec![cmd.spawn().unwrap()]);
+    let pid = call.0[0].id();
+    let mut first = [0u8; 1024];
+    call.0[0]
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(first[..4], *b"ssss");
+    std::thread::sleep(Duration::from_millis(500));
+    let held = rss_kib(pid);
+    assert!(
+        held < 40 * 1024,
+        "msctl call holds {held} KiB of a 64 MiB answer"
+    );
+    let mut rest = Vec::new();
+    call.0[0]
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut rest)
+        .unwrap();
+    assert_eq!(rest.len() + first.len(), 64 * 1024 * 1024);
+    assert!(call.0[0].wait().unwrap().success());
+
+    // --json has to hold the body, so it stops past 16 MiB and says what to do.
+    let out = p
+        .msctl()
+        .args(["call", "--json", "--service", "fix", "stream/20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("larger than 16 MiB, the most --json holds; without --json"),
+        "{stderr}"
+    );
+
+    // --timeout bounds the wait for the head and for each part, and says which ran out.
+    let out = p
+        .msctl()
+        .args(["call", "--service", "fix", "stall", "--timeout", "300ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    assert_eq!(out.stdout, b"partial\n");
+    assert!(
+        stderr.contains("the answer stopped for 300ms after 8 bytes of its body; --timeout sets"),
+        "{stderr}"
+    );
+    let out = p
+        .msctl()
+        .args(["call", "--service", "fix", "silent", "--timeout", "300ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    assert!(stderr.contains("no answer within 300ms"), "{stderr}");
+    let out = p
+        .msctl()
+        .args(["call", "--service", "fix", "x", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a duration"));
+}

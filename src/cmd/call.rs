@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The service `msctl call` sends to unless `--service` says otherwise.
 pub const DEFAULT_TARGET: &str = "gateway";
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the root span may take to reach the supervisor.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -118,7 +117,6 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     let url = format!("http://{address}{path}");
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let mut request = client
@@ -140,19 +138,16 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
     }
     let started = SystemTime::now();
     let clock = Instant::now();
-    let sent = async {
-        let response = request.send().await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, headers, bytes))
-    }
-    .await;
+    let limit = (!args.timeout.is_zero()).then_some(args.timeout);
+    let mut received = 0u64;
+    let sent = receive(request, limit, args.json, &mut received).await;
     let elapsed = clock.elapsed();
-    let outcome = sent
-        .as_ref()
-        .map(|(s, _, _)| s.as_u16())
-        .map_err(|e| msctl_contract::root_cause(e));
+    let outcome = match &sent {
+        Ok((status, _, _)) => Ok(status.as_u16()),
+        // The answer came; only its reader went away.
+        Err(Failed::Stdout(_, status)) => Ok(status.as_u16()),
+        Err(e) => Err(e.describe(args.timeout, received)),
+    };
     let receiver = receiver_answers.then(|| {
         (
             format!("http://{}/v1/traces", registry.supervisor.control),
@@ -163,15 +158,28 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         receiver, &trace, &method, &path, target, &address, started, elapsed, &outcome,
     )
     .await;
-    let (status, headers, bytes) = match sent {
+    let (status, headers, body) = match sent {
         Ok(ok) => ok,
-        Err(e) => {
-            return Err(MsctlError::Unreachable(format!(
-                "{method} {url} ({instance}) failed: {}",
-                msctl_contract::root_cause(&e)
+        Err(Failed::Stdout(e, _)) => return Err(e.into()),
+        Err(Failed::TooLarge) => {
+            return Err(MsctlError::Usage(format!(
+                "the answer to {method} {path} is larger than {} MiB, the most --json holds; without --json msctl call passes it on as it comes",
+                SHOWN_WHOLE / 1024 / 1024
             ))
             .into());
         }
+        Err(e) => {
+            return Err(MsctlError::Unreachable(format!(
+                "{method} {url} ({instance}) failed: {}",
+                e.describe(args.timeout, received)
+            ))
+            .into());
+        }
+    };
+    let bytes = match body {
+        Body::Whole(bytes) => bytes,
+        // Already on stdout, as it came.
+        Body::Streamed => Vec::new(),
     };
     let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
     let stdout_is_terminal = console::Term::stdout().is_term();
@@ -189,7 +197,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
             "instance": instance,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?)?;
-    } else {
+    } else if !bytes.is_empty() {
         let mut stdout = std::io::stdout().lock();
         match (&parsed, stdout_is_terminal) {
             (Some(v), true) => writeln!(
@@ -226,6 +234,103 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         400..=499 => crate::error::code::HTTP_4XX,
         _ => crate::error::code::HTTP_5XX,
     })
+}
+
+/// Answers `msctl call` holds whole, to show JSON formatted (pretty on a terminal, on one line
+/// in a pipe) or as `--json`; anything else, or more than this, goes to stdout as it arrives, as
+/// curl passes it on, so a stream or a large download needs no memory and shows at once.
+const SHOWN_WHOLE: usize = 16 * 1024 * 1024;
+
+/// An answer's body: held, or already written out.
+enum Body {
+    Whole(Vec<u8>),
+    Streamed,
+}
+
+/// Why an answer was not received whole.
+enum Failed {
+    Http(reqwest::Error),
+    /// Nothing came for the whole `--timeout`.
+    Quiet,
+    /// `--json` and a body past `SHOWN_WHOLE`.
+    TooLarge,
+    /// Standard output's reader went away (`msctl call … | head`).
+    Stdout(std::io::Error, reqwest::StatusCode),
+}
+
+impl Failed {
+    fn describe(&self, timeout: Duration, received: u64) -> String {
+        match self {
+            Self::Http(e) => msctl_contract::root_cause(e),
+            Self::Quiet if received == 0 => format!(
+                "no answer within {}; --timeout sets how long msctl call waits (0 for no limit)",
+                humantime::format_duration(timeout)
+            ),
+            Self::Quiet => format!(
+                "the answer stopped for {} after {received} bytes of its body; --timeout sets how long msctl call waits (0 for no limit)",
+                humantime::format_duration(timeout)
+            ),
+            Self::TooLarge => "answer too large for --json".into(),
+            Self::Stdout(e, _) => e.to_string(),
+        }
+    }
+}
+
+/// Sends `request` and takes its answer: held whole when it is JSON (or `--json` asks for it)
+/// and small enough, otherwise written to stdout part by part. `limit` bounds the wait for the
+/// head and for each part of the body, not the whole, so a long stream is not cut.
+async fn receive(
+    request: reqwest::RequestBuilder,
+    limit: Option<Duration>,
+    json_out: bool,
+    received: &mut u64,
+) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Body), Failed> {
+    async fn within<T>(
+        limit: Option<Duration>,
+        step: impl std::future::Future<Output = reqwest::Result<T>>,
+    ) -> Result<T, Failed> {
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, step)
+                .await
+                .map_err(|_| Failed::Quiet)?
+                .map_err(Failed::Http),
+            None => step.await.map_err(Failed::Http),
+        }
+    }
+    let mut response = within(limit, request.send()).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let is_json = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
+    let mut held = Vec::new();
+    let mut streamed = false;
+    while let Some(chunk) = within(limit, response.chunk()).await? {
+        *received += chunk.len() as u64;
+        if !streamed && (json_out || is_json) && held.len() + chunk.len() <= SHOWN_WHOLE {
+            held.extend_from_slice(&chunk);
+            continue;
+        }
+        if json_out {
+            return Err(Failed::TooLarge);
+        }
+        let out = |bytes: &[u8]| {
+            crate::output::stdout_bytes(bytes).map_err(|e| Failed::Stdout(e, status))
+        };
+        if !streamed {
+            out(&held)?;
+            held = Vec::new();
+            streamed = true;
+        }
+        out(&chunk)?;
+    }
+    let body = if streamed {
+        Body::Streamed
+    } else {
+        Body::Whole(held)
+    };
+    Ok((status, headers, body))
 }
 
 /// `[METHOD] PATH`: `users/1` or `GET users/1` or `post /users`.
