@@ -15,6 +15,7 @@ pub mod error;
 pub mod init;
 pub mod json_view;
 pub mod kubernetes;
+pub mod limits;
 pub mod log_view;
 pub mod ports;
 pub mod progress;
@@ -49,6 +50,7 @@ pub fn run() -> ExitCode {
         console::set_colors_enabled(false);
         console::set_colors_enabled_stderr(false);
     }
+    limits::raise();
     // One thread: child processes get a parent-death signal tied to the thread that forked
     // them (see supervisor::process), so that thread must live as long as msctl.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -642,3 +642,39 @@ fn call_passes_a_large_answer_on_as_it_comes_and_bounds_each_wait() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a duration"));
 }
+
+#[test]
+fn many_instances_start_under_a_low_open_file_limit_and_services_keep_that_limit() {
+    use std::os::unix::process::CommandExt;
+    let p = TestProject::new(
+        "[services.a]\ncommand = [\"sh\", \"-c\", \"echo limit $(ulimit -n); exec {bin}/msctl-fixture\"]\n",
+    );
+    // 24 instances take some 100 descriptors in the supervisor: past a soft limit of 64, as 256
+    // instances are past the 1,024 most logins start with. The hard limit stays as it is.
+    let mut cmd = p.msctl_process();
+    cmd.args(["up", "-d", "--scale", "a=24"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::resource::{Resource, getrlimit, setrlimit};
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+            setrlimit(Resource::RLIMIT_NOFILE, 64, hard)?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let healthy = p
+        .json(&["ps", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "healthy")
+        .count();
+    assert_eq!(healthy, 24);
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-24.log")).unwrap();
+    assert!(log.starts_with("limit 64\n"), "{log}");
+}

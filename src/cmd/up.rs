@@ -245,6 +245,9 @@ async fn detached(
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the msctl executable")?;
     let mut cmd = tokio::process::Command::new(exe);
+    if let Some(original) = crate::limits::original() {
+        cmd.env(crate::limits::ORIGINAL_ENV, original.to_string());
+    }
     cmd.arg("--file")
         .arg(&project.manifest)
         .arg("supervise")

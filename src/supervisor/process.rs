@@ -20,6 +20,7 @@ pub fn spawn(
     for name in unset {
         cmd.env_remove(name);
     }
+    cmd.env_remove(crate::limits::ORIGINAL_ENV);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
@@ -71,10 +72,14 @@ fn cargo_run_vars() -> &'static [String] {
 #[cfg(target_os = "linux")]
 fn die_with_parent(cmd: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
+    let nofile = crate::limits::original();
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (prctl, getppid).
+    // (prctl, getppid, getrlimit, setrlimit).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(original) = nofile {
+                crate::limits::restore_in_child(original)?;
+            }
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             // The parent may have died before the line above took effect; failing here fails
             // the spawn instead of leaving an orphan.
