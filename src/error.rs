@@ -22,6 +22,13 @@ pub enum MsctlError {
         status: String,
         log: PathBuf,
     },
+    /// A signal came while `up` or `build` was still at work; what it had started is stopped.
+    #[error("msctl got {signal} {during}; {undone}")]
+    Interrupted {
+        signal: &'static str,
+        during: String,
+        undone: String,
+    },
     #[error("`{instance}` did not start: {reason}")]
     Start {
         instance: String,
@@ -109,6 +116,7 @@ impl MsctlError {
             Self::Config(_) | Self::NoManifest(_) | Self::ManifestUnreadable { .. } => code::CONFIG,
             Self::Usage(_) => code::USAGE,
             Self::Build { .. } => code::BUILD,
+            Self::Interrupted { .. } => code::INTERRUPTED,
             Self::Start { .. } | Self::PortTaken { .. } => code::START,
             Self::NotRunning(_) => code::NOT_RUNNING,
             Self::AlreadyRunning { .. } | Self::AlreadyStarting { .. } => code::ALREADY_RUNNING,

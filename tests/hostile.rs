@@ -678,3 +678,78 @@ fn many_instances_start_under_a_low_open_file_limit_and_services_keep_that_limit
     let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-24.log")).unwrap();
     assert!(log.starts_with("limit 64\n"), "{log}");
 }
+
+#[test]
+fn a_signal_during_the_build_stops_the_whole_build_and_starts_nothing() {
+    // The build leaves a grandchild, as cargo leaves rustc: a signal to msctl alone (`kill`, a
+    // process manager) left both running, orphaned, holding cargo's lock for the next build.
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["{bin}/msctl-fixture"]
+build = ["sh", "-c", "sleep 60 & echo $! > grandchild.pid; wait"]
+"#,
+    );
+    let mut cmd = p.msctl_process();
+    cmd.arg("up").stdout(Stdio::null()).stderr(Stdio::piped());
+    // Killed if the test fails before it is waited for.
+    let mut up = common::Children(vec![cmd.spawn().unwrap()]);
+    let up_pid = up.0[0].id();
+    let pid_file = p.path().join("grandchild.pid");
+    let grandchild: u32 = wait_until(Duration::from_secs(20), "the build to start", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    signal(up_pid, Signal::SIGTERM);
+    let out = up.0.pop().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("msctl got SIGTERM while `sh -c sleep 60 & echo $! > grandchild.pid; wait` ran; the build was stopped, nothing was started"),
+        "{stderr}"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the build's grandchild to end",
+        || (!alive(grandchild)).then_some(()),
+    );
+    assert!(p.registry().is_none());
+    assert!(p.processes().is_empty());
+}
+
+#[test]
+fn a_signal_before_a_detached_system_is_ready_stops_what_was_started() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["{bin}/msctl-fixture"]
+[services.b]
+command = ["{bin}/msctl-fixture", "--startup-delay", "30000"]
+depends_on = ["a"]
+"#,
+    );
+    let mut cmd = p.msctl_process();
+    cmd.args(["up", "-d"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut up = common::Children(vec![cmd.spawn().unwrap()]);
+    // Before: the supervisor went on starting the system, with nobody left to say so.
+    p.wait_until("b-1 to be starting", |p| {
+        (p.instance("b-1")?["state"] == "starting").then_some(())
+    });
+    let started = p.pids_of(&["a-1", "b-1"]);
+    signal(up.0[0].id(), Signal::SIGINT);
+    let out = up.0.pop().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(
+            "msctl got SIGINT before the system was ready; everything it had started is stopped"
+        ),
+        "{stderr}"
+    );
+    for pid in started {
+        assert!(!alive(pid), "instance pid {pid} still runs");
+    }
+    assert!(p.processes().is_empty(), "{:?}", p.processes());
+    assert!(p.registry().is_none());
+}

@@ -19,6 +19,8 @@ pub async fn build(ctx: &Context, args: BuildArgs) -> anyhow::Result<u8> {
         say!("nothing to build: no service named has a build step");
         return Ok(0);
     }
-    build_step::run(&project, &order).await?;
+    let mut signals = crate::supervisor::signals::Signals::install()
+        .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
+    build_step::run(&project, &order, &mut signals).await?;
     Ok(0)
 }

@@ -8,6 +8,9 @@ use crate::supervisor::{self, events::Event};
 use std::io::Write;
 
 pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8> {
+    // First: `up -d` may stop this supervisor with SIGTERM at any moment of its start.
+    let signals = supervisor::signals::Signals::install()
+        .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
     let (project, mut config) = ctx.load()?;
     config.scale(&args.scale).map_err(MsctlError::Usage)?;
     let (tx, mut rx) = supervisor::events::channel();
@@ -38,6 +41,7 @@ pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8>
             watch: args.watch,
         },
         tx.clone(),
+        signals,
     )
     .await;
     if let Err(e) = &result {

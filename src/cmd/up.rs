@@ -29,6 +29,11 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
     let order = config
         .start_order(&args.services)
         .map_err(MsctlError::Usage)?;
+    // From here on a signal is msctl's to act on: it stops a build or a start-up in progress
+    // rather than leaving it running without msctl (one handler throughout, so that none falls
+    // between two).
+    let mut signals = supervisor::signals::Signals::install()
+        .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
     match running::inspect(&project).await? {
         System::Running { registry, .. } if registry.supervisor.phase != SupervisorPhase::Ready => {
             // Another `up` is still starting it (or a `down` is stopping it): touch nothing.
@@ -99,11 +104,11 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                     .filter(|s| missing.contains(&s.name))
                     .copied()
                     .collect();
-                build_step::run(&project, &to_build).await?;
+                build_step::run(&project, &to_build, &mut signals).await?;
             }
             say!("starting {} in the running system", missing.join(", "));
             let limit = super::call_limit(&config, &missing);
-            super::control(
+            let start = super::control(
                 &project,
                 &config,
                 &control,
@@ -111,8 +116,21 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                     services: missing.clone(),
                 },
                 limit,
-            )
-            .await?;
+            );
+            tokio::select! {
+                done = start => done?,
+                signal = signals.next() => {
+                    return Err(MsctlError::Interrupted {
+                        signal,
+                        during: format!("while the running system started {}", missing.join(", ")),
+                        undone: format!(
+                            "the supervisor goes on with it; `msctl stop {}` stops them",
+                            missing.join(" ")
+                        ),
+                    }
+                    .into());
+                }
+            }
             say!("{} started", missing.join(", "));
             return Ok(0);
         }
@@ -135,7 +153,7 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         System::NotRunning => {}
     }
     if !args.no_build {
-        build_step::run(&project, &order).await?;
+        build_step::run(&project, &order, &mut signals).await?;
     }
     for service in &order {
         if let Port::Fixed(port) = service.port {
@@ -154,9 +172,25 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
         .flat_map(|s| (1..=s.replicas).map(move |i| format!("{}-{i}", s.name)))
         .collect();
     if args.detach {
-        detached(&project, &args.services, &config, instances, args.watch).await
+        detached(
+            &project,
+            &args.services,
+            &config,
+            instances,
+            args.watch,
+            &mut signals,
+        )
+        .await
     } else {
-        foreground(project, config, args.services, instances, args.watch).await
+        foreground(
+            project,
+            config,
+            args.services,
+            instances,
+            args.watch,
+            signals,
+        )
+        .await
     }
 }
 
@@ -166,6 +200,7 @@ async fn foreground(
     services: Vec<String>,
     instances: Vec<String>,
     watch: bool,
+    signals: supervisor::signals::Signals,
 ) -> anyhow::Result<u8> {
     let (tx, mut rx) = crate::supervisor::events::channel();
     let mut progress = Progress::new(instances.clone(), true);
@@ -208,6 +243,7 @@ async fn foreground(
             watch,
         },
         tx,
+        signals,
     )
     .await;
     // The renderer ends when the last sender goes; don't hang on a straggler.
@@ -236,6 +272,7 @@ async fn detached(
     config: &crate::config::Config,
     instances: Vec<String>,
     watch: bool,
+    signals: &mut supervisor::signals::Signals,
 ) -> anyhow::Result<u8> {
     project
         .create_state_dirs()
@@ -282,11 +319,22 @@ async fn detached(
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut progress = Progress::new(instances, false);
     let started = Instant::now();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .context("cannot read from the supervisor")?
-    {
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line.context("cannot read from the supervisor")?,
+            signal = signals.next() => {
+                progress.finish();
+                say!("msctl: {signal}; stopping what was started (again to force)");
+                stop_supervisor(&mut child, signals).await;
+                return Err(MsctlError::Interrupted {
+                    signal,
+                    during: "before the system was ready".into(),
+                    undone: "everything it had started is stopped".into(),
+                }
+                .into());
+            }
+        };
+        let Some(line) = line else { break };
         let Ok(event) = serde_json::from_str::<Event>(&line) else {
             continue;
         };
@@ -339,4 +387,30 @@ async fn detached(
         log: Some(log_path),
     }
     .into())
+}
+
+/// Stops a detached supervisor still starting the system, as `msctl down` would, and waits for
+/// it: it stops every instance it started. Another signal meanwhile forces the stop, as a second
+/// Ctrl-C does in the foreground.
+async fn stop_supervisor(
+    child: &mut tokio::process::Child,
+    signals: &mut supervisor::signals::Signals,
+) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    let term = || {
+        #[cfg(unix)]
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    term();
+    loop {
+        tokio::select! {
+            _ = child.wait() => return,
+            _ = signals.next() => term(),
+        }
+    }
 }

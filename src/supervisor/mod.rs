@@ -155,22 +155,22 @@ enum Stop {
     Panic(String),
 }
 
-/// Runs the system described by `config` until a signal or `msctl down` stops it. Start-up
-/// failures stop what was started and come back as an error; so does a panic.
+/// Runs the system described by `config` until a signal (from `signals`, installed by the caller
+/// before anything else it did) or `msctl down` stops it. Start-up failures stop what was started
+/// and come back as an error; so does a panic.
 pub async fn run(
     project: Project,
     config: Config,
     services: Vec<String>,
     options: Options,
     events: events::Sender,
+    mut signals: signals::Signals,
 ) -> Result<(), MsctlError> {
     let detached = options.detached;
     project
         .create_state_dirs()
         .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", project.state.display())))?;
     let _lock = lock(&project)?;
-    let mut signals = signals::Signals::install()
-        .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
     let fatal = Fatal::install();
     #[cfg(debug_assertions)]
     let fault = std::env::var("MSCTL_FAULT").unwrap_or_default();

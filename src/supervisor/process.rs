@@ -70,7 +70,7 @@ fn cargo_run_vars() -> &'static [String] {
 }
 
 #[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
     let nofile = crate::limits::original();
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
@@ -94,7 +94,7 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]
-fn die_with_parent(_: &mut tokio::process::Command) {}
+pub fn die_with_parent(_: &mut tokio::process::Command) {}
 
 /// Sends `signal` to the whole process group led by `pid`. A group that is gone already is fine.
 #[cfg(unix)]
