@@ -48,6 +48,13 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
         match read {
             Ok(r) => break r,
             Err(RegistryError::Missing(_)) => return Ok(System::NotRunning),
+            // Something else has the name of msctl's state folder: no msctl can have run here.
+            Err(_) if project.state.exists() && !project.state.is_dir() => {
+                return Err(MsctlError::Io(format!(
+                    "{} is a file, where msctl keeps the running system's state (a folder); move it away or delete it",
+                    project.state.display()
+                )));
+            }
             Err(e) => {
                 return Err(MsctlError::Io(format!("{e}; if nothing runs, delete it")));
             }

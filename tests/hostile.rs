@@ -753,3 +753,22 @@ depends_on = ["a"]
     assert!(p.processes().is_empty(), "{:?}", p.processes());
     assert!(p.registry().is_none());
 }
+
+#[test]
+fn a_file_in_place_of_the_state_folder_is_named_with_what_to_do() {
+    let p = TestProject::new("[services.a]\ncommand = [\"{bin}/msctl-fixture\"]\n");
+    std::fs::write(p.path().join(".msctl"), "not a folder").unwrap();
+    for args in [&["up", "-d"][..], &["ps"], &["down"]] {
+        let out = p.msctl().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(".msctl is a file, where msctl keeps the running system's state (a folder); move it away or delete it"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.path().join(".msctl")).unwrap(),
+        "not a folder"
+    );
+}
