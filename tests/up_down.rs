@@ -182,7 +182,7 @@ depends_on = ["fine"]
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(
-        stderr.contains("error: `broken-1` did not start: not healthy within 1000 ms"),
+        stderr.contains("error: `broken-1` did not start: not healthy within 1000 ms; the last health check: GET /health answered 503 Service Unavailable"),
         "{stderr}"
     );
     assert!(

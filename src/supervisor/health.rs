@@ -66,7 +66,13 @@ impl Prober {
                     .get(format!("http://{addr}{path}"))
                     .send()
                     .await
-                    .map_err(|e| ProbeError::Failed(msctl_contract::root_cause(&e)))?;
+                    .map_err(|e| {
+                        ProbeError::Failed(if e.is_timeout() {
+                            format!("GET {path} had no answer within {}", ms(PROBE_TIMEOUT))
+                        } else {
+                            format!("GET {path}: {}", msctl_contract::root_cause(&e))
+                        })
+                    })?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(ProbeError::Failed(format!("GET {path} answered {status}")));

@@ -416,7 +416,8 @@ impl Runner {
             (true, Ok(summary)) => Event::Ready { summary },
             (true, Err(ProbeError::Impostor(reason))) => Event::Impostor { reason },
             // Not answering yet is what starting looks like; the start timeout judges it.
-            (true, Err(ProbeError::Failed(_))) | (false, Ok(_)) => Event::ProbeOk,
+            (true, Err(ProbeError::Failed(reason))) => Event::NotReady { reason },
+            (false, Ok(_)) => Event::ProbeOk,
             (false, Err(e)) => Event::ProbeFailed {
                 reason: e.to_string(),
             },

@@ -25,6 +25,8 @@ pub enum State {
         requested: bool,
         /// Which try at a free port this is (auto ports only).
         attempt: u32,
+        /// What the last health check found, for the report if the start times out.
+        last_check: Option<String>,
     },
     Healthy {
         pid: u32,
@@ -94,6 +96,10 @@ pub enum Event {
     /// The first successful health check.
     Ready {
         summary: String,
+    },
+    /// A health check while starting that did not pass (not answering yet is normal then).
+    NotReady {
+        reason: String,
     },
     /// A later health check.
     ProbeOk,
@@ -326,6 +332,7 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
                 deadline: now + policy.start_timeout,
                 requested: *requested,
                 attempt: *attempt,
+                last_check: None,
             };
             actions.push(Action::Report(Report::Starting));
         }
@@ -345,19 +352,29 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
             };
             actions.extend([Action::Report(Report::Healthy { startup }), Action::Settle]);
         }
+        (S::Starting { .. }, E::NotReady { reason }) => {
+            if let S::Starting { last_check, .. } = &mut next.state {
+                *last_check = Some(reason);
+            }
+        }
         (
             S::Starting {
                 pid,
                 addr,
                 requested,
+                last_check,
                 ..
             },
             E::Deadline,
         ) => {
             let then = Then::NotReady {
                 reason: format!(
-                    "not healthy within {}",
-                    super::health::ms(policy.start_timeout)
+                    "not healthy within {}{}",
+                    super::health::ms(policy.start_timeout),
+                    last_check
+                        .as_ref()
+                        .map(|c| format!("; the last health check: {c}"))
+                        .unwrap_or_default()
                 ),
                 requested: *requested,
             };
@@ -966,6 +983,36 @@ mod tests {
         advance(Duration::from_secs(2)).await;
         let (m, _) = run(m, vec![Event::Deadline, crash()], &p);
         assert!(matches!(m.state, State::BackingOff { .. }), "{m:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_times_out_says_what_the_last_health_check_found() {
+        let p = Policy {
+            start_timeout: Duration::from_secs(2),
+            ..policy()
+        };
+        let not_ready = |reason: &str| Event::NotReady {
+            reason: reason.into(),
+        };
+        let (m, _) = run(
+            Machine::default(),
+            vec![
+                Event::Start,
+                spawned(10),
+                not_ready("connection refused"),
+                not_ready("GET /health answered 503 Service Unavailable"),
+            ],
+            &p,
+        );
+        assert!(matches!(m.state, State::Starting { .. }), "{m:?}");
+        advance(Duration::from_secs(2)).await;
+        let (m, _) = run(m, vec![Event::Deadline, crash()], &p);
+        assert_eq!(
+            m.state,
+            State::Failed {
+                reason: "not healthy within 2000 ms; the last health check: GET /health answered 503 Service Unavailable".into()
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
