@@ -140,7 +140,11 @@ fn service_docs(
         (_, Some(built)) => crate::containers::image_ref(&opts.image_prefix, built, &opts.tag),
         (_, None) => unreachable!("only given images have no name"),
     };
-    let uses_data_dir = service.command.iter().any(|a| a.contains("{data_dir}"));
+    let uses_data_dir = service
+        .command
+        .iter()
+        .chain(service.env.values())
+        .any(|a| a.contains("{data_dir}"));
     let volume = service
         .kubernetes
         .volume
@@ -199,7 +203,18 @@ fn service_docs(
             }));
         }
     }
+    // As msctl fills them in when it starts the service: `${VAR}` from this environment (left
+    // as written when unset, as `msctl config` shows it), placeholders for the pod.
     for (k, v) in &service.env {
+        let v =
+            crate::config::expand_vars(v, |n| std::env::var(n).ok()).unwrap_or_else(|_| v.clone());
+        let v = crate::config::fill_placeholders(
+            &v,
+            port,
+            &format!("0.0.0.0:{port}"),
+            DATA_DIR,
+            "$(MSCTL_INSTANCE)",
+        );
         env.push(json!({"name": k, "value": v}));
     }
     let probe = |extra: Value| -> Option<Value> {

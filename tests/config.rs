@@ -157,3 +157,59 @@ fn a_variable_with_no_value_is_warned_about_and_left_as_written() {
         "{toml}"
     );
 }
+
+#[test]
+fn env_values_are_expanded_and_filled_in_as_commands_are() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo \"GREETING=$GREETING DB=$DB FALLBACK=$FALLBACK\"; exec {bin}/msctl-fixture"]
+env = { GREETING = "${MSCTL_ENV_TEST_WORD}!", DB = "sqlite://{data_dir}/app.db", FALLBACK = "${MSCTL_ENV_TEST_UNSET:-plain}" }
+"#,
+    );
+    let up = p
+        .msctl()
+        .env("MSCTL_ENV_TEST_WORD", "hello")
+        .env_remove("MSCTL_ENV_TEST_UNSET")
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{up:?}");
+    let data_dir = std::fs::canonicalize(p.path().join(".msctl/data/a")).unwrap();
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-1.log")).unwrap();
+    assert!(
+        log.starts_with(&format!(
+            "GREETING=hello! DB=sqlite://{}/app.db FALLBACK=plain\n",
+            data_dir.display()
+        )),
+        "{log}"
+    );
+    // `msctl config` shows them as the service gets them.
+    let json = stdout_json(
+        &p.msctl()
+            .env("MSCTL_ENV_TEST_WORD", "hello")
+            .args(["config", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let env = &json[0]["env"];
+    assert_eq!(env["GREETING"], "hello!", "{json}");
+    assert_eq!(env["FALLBACK"], "plain", "{json}");
+    p.msctl().arg("down").assert().success();
+
+    // With no value and no default the start fails, naming the variable.
+    let out = p
+        .msctl()
+        .env_remove("MSCTL_ENV_TEST_WORD")
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(
+            "env GREETING: `${MSCTL_ENV_TEST_WORD}!` uses ${MSCTL_ENV_TEST_WORD}, which is not set"
+        ),
+        "{stderr}"
+    );
+}

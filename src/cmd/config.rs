@@ -16,7 +16,12 @@ pub fn config(ctx: &Context, args: ConfigArgs) -> anyhow::Result<u8> {
     // A variable with no value and no default is not an error in the file, but the service
     // would not start as written: said whatever is printed, `-q` included.
     for service in &order {
-        for arg in service.command.iter().chain(service.build.iter().flatten()) {
+        for arg in service
+            .command
+            .iter()
+            .chain(service.build.iter().flatten())
+            .chain(service.env.values())
+        {
             if let Err(problem) = expand_vars(arg, |k| std::env::var(k).ok()) {
                 say!(
                     "warning: service `{}`: {problem}; set it in the environment, or give a default as ${{NAME:-default}}",
@@ -88,7 +93,7 @@ fn as_json(s: &Service) -> Value {
         "replicas": s.replicas,
         "health": health(&s.health),
         "depends_on": s.depends_on,
-        "env": s.env,
+        "env": s.env.iter().map(|(k, v)| (k.clone(), expanded(v))).collect::<std::collections::BTreeMap<_, _>>(),
         "restart": restart(s.restart),
         "start_timeout": duration(s.start_timeout),
         "stop_timeout": duration(s.stop_timeout),
@@ -129,7 +134,7 @@ fn as_toml(s: &Service) -> toml_edit::Table {
     if !s.env.is_empty() {
         let mut env = InlineTable::new();
         for (name, v) in &s.env {
-            env.insert(name, v.as_str().into());
+            env.insert(name, expanded(v).into());
         }
         t.insert("env", value(env));
     }

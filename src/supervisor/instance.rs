@@ -453,7 +453,7 @@ impl Runner {
         let mut child = process::spawn(
             &program,
             &args,
-            &self.env(addr),
+            &self.env(addr)?,
             &self.unset(),
             &self.shared.project.root,
         )
@@ -481,7 +481,9 @@ impl Runner {
         process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
     }
 
-    fn env(&self, addr: SocketAddr) -> Vec<(String, String)> {
+    /// The instance's environment: msctl's variables, then the service's own `env`, with
+    /// `${VAR}` expanded from msctl's environment and the placeholders filled in, as in `command`.
+    fn env(&self, addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
         use msctl_contract::env as var;
         let p = &self.shared.project;
         let mut env: Vec<(String, String)> = [
@@ -529,8 +531,20 @@ impl Runner {
                 .map(|(k, v)| (k.to_string(), v)),
             );
         }
-        env.extend(self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env
+        let data_dir = p.data_dir(&self.service.name).display().to_string();
+        for (name, value) in &self.service.env {
+            let value = crate::config::expand_vars(value, |k| std::env::var(k).ok())
+                .map_err(|e| format!("env {name}: {e}"))?;
+            let value = crate::config::fill_placeholders(
+                &value,
+                addr.port(),
+                &addr.to_string(),
+                &data_dir,
+                &self.id,
+            );
+            env.push((name.clone(), value));
+        }
+        Ok(env)
     }
 
     /// Variables of msctl's own environment that an instance must not inherit: per-signal OTLP
