@@ -625,3 +625,26 @@ fn the_sample_systems_containerfiles_are_snapshotted() {
     );
     insta::assert_snapshot!(folder_text(dir.path()));
 }
+
+#[test]
+fn out_naming_a_file_is_refused_and_the_file_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, "mine").unwrap();
+    for kind in ["kubernetes", "containerfiles"] {
+        let run = Command::new(env!("CARGO_BIN_EXE_msctl"))
+            .arg("-f")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("msctl.toml"))
+            .args(["export", kind, "--out"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{kind}: {stderr}");
+        assert!(
+            stderr.contains("manifests.yaml is a file; export writes several files into a folder"),
+            "{kind}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}

@@ -88,6 +88,13 @@ async fn sources(config: &Config) -> anyhow::Result<BTreeMap<String, Source>> {
 }
 
 fn write(out: &Path, files: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(MsctlError::Usage(format!(
+            "--out {} is a file; export writes several files into a folder: give a folder's path (made if missing)",
+            out.display()
+        ))
+        .into());
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for (name, text) in files {
         let path = out.join(name);
