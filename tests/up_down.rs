@@ -667,6 +667,37 @@ start_timeout = "30s"
         stderr.contains("`ghost-1` did not start: cannot run"),
         "{stderr}"
     );
-    assert!(stderr.contains("no/such/program"), "{stderr}");
+    assert!(
+        stderr.contains("no/such/program: no such file; build it first (`msctl build`), or correct the path in msctl.toml"),
+        "{stderr}"
+    );
     assert!(p.registry().is_none());
+
+    // Each way a program cannot run is named with what to do about it.
+    std::fs::create_dir(p.path().join("folder")).unwrap();
+    std::fs::write(p.path().join("script.sh"), "echo hi\n").unwrap();
+    std::fs::write(p.path().join("local"), "#!/bin/sh\n").unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(p.path().join("local"), executable).unwrap();
+    for (program, said) in [
+        (
+            "msctl-no-such-program",
+            "it is not on PATH (nor in /usr/local/sbin, /usr/sbin, /sbin); install it, or give its path in msctl.toml",
+        ),
+        ("folder", "it is a folder, not a program"),
+        ("./script.sh", "it is not executable: `chmod +x"),
+        (
+            "local",
+            "a bare name is looked for on PATH; for the one in the project folder write `./local`",
+        ),
+    ] {
+        p.write(
+            "msctl.toml",
+            &format!("[services.ghost]\ncommand = [\"{program}\"]\n"),
+        );
+        let out = p.msctl().args(["up", "-d"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{program}: {stderr}");
+        assert!(stderr.contains(said), "{program}: {stderr}");
+    }
 }

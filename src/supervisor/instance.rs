@@ -166,6 +166,35 @@ pub fn find_program(program: &str, root: &std::path::Path) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
+/// Why `program` could not be started, and what to do about it.
+fn cannot_run(program: &std::path::Path, e: &std::io::Error, root: &std::path::Path) -> String {
+    let shown = program.display();
+    let bare = !program.to_string_lossy().contains('/');
+    // Relative to the project folder, where the service runs, whichever folder msctl ran in.
+    let resolved = root.join(program);
+    let fix = match e.kind() {
+        _ if resolved.is_dir() => {
+            "it is a folder, not a program; give the program inside it".into()
+        }
+        std::io::ErrorKind::NotFound if bare && resolved.is_file() => format!(
+            "a bare name is looked for on PATH; for the one in the project folder write `./{shown}`"
+        ),
+        std::io::ErrorKind::NotFound if bare => {
+            "it is not on PATH (nor in /usr/local/sbin, /usr/sbin, /sbin); install it, or give its path in msctl.toml".into()
+        }
+        std::io::ErrorKind::NotFound => {
+            "no such file; build it first (`msctl build`), or correct the path in msctl.toml".into()
+        }
+        std::io::ErrorKind::PermissionDenied if resolved.is_file() && !is_executable(&resolved) => {
+            format!(
+                "it is not executable: `chmod +x {shown}`, or run it through its interpreter, as in `command = [\"sh\", \"{shown}\"]`"
+            )
+        }
+        _ => return format!("cannot run {shown}: {e}"),
+    };
+    format!("cannot run {shown}: {fix}")
+}
+
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -457,7 +486,7 @@ impl Runner {
             &self.unset(),
             &self.shared.project.root,
         )
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| cannot_run(&program, &e, &self.shared.project.root))?;
         let pid = child.id().unwrap_or(0);
         self.pump_logs(&mut child);
         self.child = Some(child);
