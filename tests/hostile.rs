@@ -643,6 +643,21 @@ fn call_passes_a_large_answer_on_as_it_comes_and_bounds_each_wait() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a duration"));
+
+    // A header HTTP cannot carry is bad usage, not a service that cannot be reached.
+    for (header, said) in [
+        ("X-A: v\r\nInjected: 1", "its value holds a line break"),
+        ("a b: v", "`a b` is not a header name"),
+    ] {
+        let out = p
+            .msctl()
+            .args(["call", "--service", "fix", "x", "-H", header])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
 }
 
 #[test]

@@ -127,8 +127,19 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         let (k, v) = h.split_once(':').ok_or_else(|| {
             MsctlError::Usage(format!("header `{h}` is not in the form 'Name: value'"))
         })?;
-        has_content_type |= k.trim().eq_ignore_ascii_case("content-type");
-        request = request.header(k.trim(), v.trim());
+        let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| {
+            MsctlError::Usage(format!(
+                "header `{h}`: `{}` is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                k.trim()
+            ))
+        })?;
+        let value = reqwest::header::HeaderValue::from_str(v.trim()).map_err(|_| {
+            MsctlError::Usage(format!(
+                "header `{h}`: its value holds a line break or another control character"
+            ))
+        })?;
+        has_content_type |= name == reqwest::header::CONTENT_TYPE;
+        request = request.header(name, value);
     }
     if let Some(body) = body {
         if !has_content_type && serde_json::from_slice::<Value>(&body).is_ok() {
