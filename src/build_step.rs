@@ -84,7 +84,7 @@ pub async fn run(
                         say!("msctl: {signal}; stopping the build");
                         stop(pid, &mut child).await;
                         return Err(MsctlError::Interrupted {
-                            signal,
+                            cause: format!("msctl got {signal}"),
                             during: format!("while `{shown}` ran"),
                             undone: format!(
                                 "the build was stopped, nothing was started (its output so far is in {})",

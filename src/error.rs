@@ -22,10 +22,11 @@ pub enum MsctlError {
         status: String,
         log: PathBuf,
     },
-    /// A signal came while `up` or `build` was still at work; what it had started is stopped.
-    #[error("msctl got {signal} {during}; {undone}")]
+    /// A signal (or `msctl down`) came while `up` or `build` was still at work; what it had
+    /// started is stopped.
+    #[error("{cause} {during}; {undone}")]
     Interrupted {
-        signal: &'static str,
+        cause: String,
         during: String,
         undone: String,
     },

@@ -168,6 +168,7 @@ command = ["{bin}/users"]
     let mut up = p.up_foreground();
     p.wait_for_state("users-1", "healthy");
     let pid = p.pid_of("users-1").unwrap();
+    p.wait_until_ready();
     signal(up.id(), Signal::SIGHUP);
     let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
         up.try_wait().unwrap()
@@ -769,6 +770,28 @@ depends_on = ["a"]
     }
     assert!(p.processes().is_empty(), "{:?}", p.processes());
     assert!(p.registry().is_none());
+
+    // `msctl down` meanwhile: it stops the system, and `up -d` says who did, rather than
+    // "the supervisor exited with code 0 before the system was ready".
+    let mut cmd = p.msctl_process();
+    cmd.args(["up", "-d"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut up = common::Children(vec![cmd.spawn().unwrap()]);
+    p.wait_until("b-1 to be starting", |p| {
+        (p.instance("b-1")?["state"] == "starting").then_some(())
+    });
+    p.msctl().arg("down").assert().success();
+    let out = up.0.pop().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(
+            "`msctl down` came before the system was ready; everything it had started is stopped"
+        ),
+        "{stderr}"
+    );
+    assert!(p.processes().is_empty(), "{:?}", p.processes());
 }
 
 #[test]

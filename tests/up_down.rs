@@ -86,6 +86,7 @@ fn foreground_up_stops_everything_on_ctrl_c() {
     let gateway = p.wait_for_state("gateway-1", "healthy");
     let pids = p.pids_of(&["users-1", "posts-1", "gateway-1"]);
     assert_eq!(gateway["state"], "healthy");
+    p.wait_until_ready();
     kill(Pid::from_raw(up.id() as i32), Signal::SIGINT).unwrap();
     let status = wait_until(Duration::from_secs(20), "msctl up to exit", || {
         up.try_wait().unwrap()

@@ -27,7 +27,7 @@ pub const HTTP_5XX: u8 = 11;
 pub const UNREACHABLE: u8 = 12;
 /// An OTLP receiver was reached but refused the spans, in whole or in part.
 pub const REJECTED: u8 = 13;
-/// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped `up` or `build` before its work was done: a build
-/// step in progress, a detached system still starting. What it had started is stopped. 128 + 2,
-/// as a shell reports a command Ctrl-C ended.
+/// A signal (Ctrl-C, SIGTERM, SIGHUP) or `msctl down` stopped `up` or `build` before its work
+/// was done: a build step in progress, a system still starting. What it had started is stopped.
+/// 128 + 2, as a shell reports a command Ctrl-C ended.
 pub const INTERRUPTED: u8 = 130;

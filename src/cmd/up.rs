@@ -121,7 +121,7 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 done = start => done?,
                 signal = signals.next() => {
                     return Err(MsctlError::Interrupted {
-                        signal,
+                        cause: format!("msctl got {signal}"),
                         during: format!("while the running system started {}", missing.join(", ")),
                         undone: format!(
                             "the supervisor goes on with it; `msctl stop {}` stops them",
@@ -327,7 +327,7 @@ async fn detached(
                 say!("msctl: {signal}; stopping what was started (again to force)");
                 stop_supervisor(&mut child, signals).await;
                 return Err(MsctlError::Interrupted {
-                    signal,
+                    cause: format!("msctl got {signal}"),
                     during: "before the system was ready".into(),
                     undone: "everything it had started is stopped".into(),
                 }

@@ -276,6 +276,7 @@ pub async fn run(
         why = &mut stop => Err(why),
         result = start => Ok(result),
     };
+    let before_ready = started.is_err();
     let why = match started {
         Ok(Err(failure)) => {
             sup.stop_all(&store).await;
@@ -330,8 +331,16 @@ pub async fn run(
     // The services sent their last spans as they stopped; they are stored before msctl goes.
     intake.flush(FLUSH_LIMIT).await;
     finish(&store, &sup, server).await;
+    // Stopped before start-up was done: `up` did not do what it was asked, and says why.
+    let interrupted = |cause: String| MsctlError::Interrupted {
+        cause,
+        during: "before the system was ready".into(),
+        undone: "everything it had started is stopped".into(),
+    };
     match why {
         Stop::Panic(message) => Err(MsctlError::Internal(message)),
+        Stop::Signal(name) if before_ready => Err(interrupted(format!("msctl got {name}"))),
+        Stop::Down if before_ready => Err(interrupted("`msctl down` came".into())),
         Stop::Signal(_) | Stop::Down => Ok(()),
     }
 }

@@ -212,6 +212,14 @@ impl TestProject {
             .expect("msctl runs")
     }
 
+    /// Waits until start-up is done: every instance `up` started is healthy and the supervisor
+    /// has said so (a signal before then fails `up`, with exit 130).
+    pub fn wait_until_ready(&self) {
+        self.wait_until("the system to be ready", |p| {
+            (p.registry()?["supervisor"]["phase"] == "ready").then_some(())
+        });
+    }
+
     pub fn registry(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.registry_path()).ok()?;
         serde_json::from_str(&text).ok()
