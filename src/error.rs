@@ -101,6 +101,9 @@ impl From<LoadError> for MsctlError {
 
 /// Lines of a failed instance's log shown with the error.
 const LOG_TAIL: usize = 20;
+/// Lines of a failed build's output shown with the error: a compiler's errors and its summary,
+/// not a whole verbose build (the hint names the file that has all of it).
+const BUILD_TAIL: usize = 200;
 
 impl MsctlError {
     /// The error for `name` when it is not a service of `config`.
@@ -140,17 +143,23 @@ impl MsctlError {
     pub fn detail(&self) -> Option<String> {
         match self {
             Self::Config(c) => Some(c.snippet.clone()),
-            Self::Build { log, .. } => std::fs::read_to_string(log)
-                .ok()
-                .map(|text| format!("build output:\n{}", text.trim_end())),
+            Self::Build { log, .. } => {
+                let (lines, _) = crate::supervisor::logs::last_lines(log, BUILD_TAIL);
+                (!lines.is_empty()).then(|| {
+                    let said = if lines.len() == BUILD_TAIL {
+                        format!("the last {BUILD_TAIL} lines of the build output")
+                    } else {
+                        "build output".to_string()
+                    };
+                    format!("{said}:\n{}", lines.join("\n").trim_end())
+                })
+            }
             Self::Start {
                 instance,
                 log: Some(log),
                 ..
             } => {
-                let text = std::fs::read_to_string(log).ok()?;
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+                let (tail, _) = crate::supervisor::logs::last_lines(log, LOG_TAIL);
                 (!tail.is_empty()).then(|| {
                     format!(
                         "last lines of {instance}'s log:\n{}",

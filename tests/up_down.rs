@@ -459,6 +459,29 @@ build = ["sh", "-c", "echo compiling api; echo 'error[E0425]: oops' >&2; exit 3"
         "the whole build output is shown: {stderr}"
     );
     assert!(p.registry().is_none() && p.processes().is_empty());
+
+    // A long output is shown by its end, where a compiler's errors and summary are, and a byte
+    // that is not UTF-8 does not hide it (it hid all of it).
+    p.write(
+        "msctl.toml",
+        &format!(
+            "[services.api]\ncommand = [\"{}/msctl-fixture\"]\nbuild = [\"sh\", \"-c\", \"seq 1 5000; printf 'caf\\\\351 error: the end\\\\n' >&2; exit 3\"]\n",
+            common::bin_dir().display()
+        ),
+    );
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the last 200 lines of the build output:\n4802\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("4999\n5000\ncaf\u{fffd} error: the end\nhint: the whole build output is in"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\n4801\n"), "{stderr}");
 }
 
 #[test]
