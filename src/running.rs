@@ -61,7 +61,13 @@ pub async fn inspect(project: &Project) -> Result<System, MsctlError> {
         }
     };
     let control = ControlClient::new(&registry);
-    if control.ping(PING_TIMEOUT).await {
+    if let Some(registry_error) = control.ping(PING_TIMEOUT).await {
+        if let Some(e) = registry_error {
+            say!(
+                "{} the supervisor {e}",
+                console::style("warning:").yellow().bold().for_stderr()
+            );
+        }
         Ok(System::Running { registry, control })
     } else if is_supervisor(registry.supervisor.pid) {
         Ok(System::Unresponsive { registry })

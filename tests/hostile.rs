@@ -812,3 +812,37 @@ fn a_file_in_place_of_the_state_folder_is_named_with_what_to_do() {
         "not a folder"
     );
 }
+
+#[test]
+fn a_registry_that_cannot_be_written_is_said_by_every_command_until_it_can() {
+    let p = TestProject::new("[services.a]\ncommand = [\"{bin}/msctl-fixture\"]\n");
+    p.up();
+    // Standing in for a full disk, which this test cannot make: the file the registry is
+    // written to before it replaces the old one cannot be created.
+    let blocker = p
+        .path()
+        .join(format!(".msctl/.registry.json.{}.tmp", p.supervisor_pid()));
+    std::fs::create_dir(&blocker).unwrap();
+    let out = p.msctl().args(["scale", "a=2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Before: "a scaled to 2", while callers and `ps` never learnt of a-2.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("done, but the supervisor cannot write the registry"),
+        "{stderr}"
+    );
+    let out = p.msctl().arg("ps").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: the supervisor cannot write the registry"),
+        "{stderr}"
+    );
+    // Once it can, it is written, and the warning goes.
+    std::fs::remove_dir(&blocker).unwrap();
+    p.wait_until("a-2 in the registry", |p| p.instance("a-2"));
+    let out = p.msctl().arg("ps").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{out:?}"
+    );
+}

@@ -71,7 +71,13 @@ impl Replicas {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
-    Pong { pid: u32 },
+    Pong {
+        pid: u32,
+        /// Why the supervisor cannot write the registry (a full disk), while it cannot: the
+        /// file, and so `ps` and discovery, may be behind what runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_error: Option<String>,
+    },
     Done,
     Failed(Failure),
 }
@@ -102,6 +108,9 @@ pub enum FailureKind {
     /// The request cannot be carried out as asked: scaling below one instance, or a service
     /// on a fixed port past one.
     Usage,
+    /// It was carried out, but the registry could not be written (a full disk): callers and
+    /// `msctl ps` do not see the change yet.
+    Unrecorded,
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ pub fn control_error(project: &Project, config: &Config, failure: Failure) -> Ms
         FailureKind::Config => MsctlError::ConfigReload(failure.message),
         FailureKind::Usage => MsctlError::Usage(failure.message),
         FailureKind::Busy => MsctlError::Busy(failure.message),
+        FailureKind::Unrecorded => MsctlError::Io(failure.message),
         FailureKind::Refused => MsctlError::Unreachable(format!(
             "the supervisor refused the request: {}",
             failure.message

@@ -125,11 +125,12 @@ impl ControlClient {
             .map_err(|_| CallError::Timeout(limit))?
     }
 
-    /// Whether the supervisor answers, within `limit`.
-    pub async fn ping(&self, limit: Duration) -> bool {
-        matches!(
-            self.send(&Request::Ping, limit).await,
-            Ok(Response::Pong { .. })
-        )
+    /// Whether the supervisor answers, within `limit`: `None` if not, else why it cannot write
+    /// the registry, if it cannot.
+    pub async fn ping(&self, limit: Duration) -> Option<Option<String>> {
+        match self.send(&Request::Ping, limit).await {
+            Ok(Response::Pong { registry_error, .. }) => Some(registry_error),
+            _ => None,
+        }
     }
 }

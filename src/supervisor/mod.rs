@@ -456,6 +456,19 @@ impl Supervisor {
     }
 
     async fn carry_out(&self, request: Request) -> Response {
+        let changes = !matches!(request, Request::Ping | Request::Down);
+        let response = self.carry_out_unchecked(request).await;
+        // A change the registry does not hold is not one callers see: say so rather than done.
+        match (response, self.inner.shared.store.write_error()) {
+            (Response::Done, Some(e)) if changes => control::failed(
+                FailureKind::Unrecorded,
+                format!("done, but the supervisor {e}"),
+            ),
+            (response, _) => response,
+        }
+    }
+
+    async fn carry_out_unchecked(&self, request: Request) -> Response {
         let phase = self.inner.shared.store.snapshot().supervisor.phase;
         let busy = |what: &str| {
             control::failed(
@@ -466,6 +479,7 @@ impl Supervisor {
         match request {
             Request::Ping => Response::Pong {
                 pid: std::process::id(),
+                registry_error: self.inner.shared.store.write_error(),
             },
             Request::Down => {
                 self.request_down().await;

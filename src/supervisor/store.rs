@@ -13,6 +13,9 @@ pub struct RegistryStore {
     registry: Mutex<Registry>,
     /// Set once the file is removed for good (msctl stops): it is never written again.
     removed: std::sync::atomic::AtomicBool,
+    /// Why the last write failed, until one succeeds: said once when it starts and once when it
+    /// ends rather than at every try, and given to every command through the ping.
+    write_error: Mutex<Option<String>>,
 }
 
 impl RegistryStore {
@@ -27,6 +30,7 @@ impl RegistryStore {
             path,
             registry: Mutex::new(registry),
             removed: Default::default(),
+            write_error: Default::default(),
         })
     }
 
@@ -122,13 +126,37 @@ impl RegistryStore {
         pids
     }
 
-    fn write(&self, reg: &Registry) {
-        if let Err(e) = registry::write(&self.path, reg) {
-            say!(
-                "msctl: cannot write the registry {}: {e}",
-                self.path.display()
-            );
+    /// Writes `reg` to the file; `false` if it could not be.
+    fn write(&self, reg: &Registry) -> bool {
+        let result = registry::write(&self.path, reg);
+        let mut error = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, error.is_some()) {
+            (Ok(()), false) => true,
+            (Ok(()), true) => {
+                *error = None;
+                say!(
+                    "msctl: the registry {} is written again",
+                    self.path.display()
+                );
+                true
+            }
+            (Err(e), was_failing) => {
+                let message = describe_write_error(&self.path, &e);
+                if !was_failing {
+                    say!("msctl: {message}");
+                }
+                *error = Some(message);
+                false
+            }
         }
+    }
+
+    /// Why the registry cannot be written, while it cannot.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn snapshot(&self) -> Registry {
@@ -144,11 +172,13 @@ impl RegistryStore {
     /// to stop. `true` when it was written.
     pub fn restore_if_changed(&self) -> bool {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if self.is_removed() || self.on_disk_is(&reg) {
+        let failing = self.write_error().is_some();
+        if self.is_removed() || (!failing && self.on_disk_is(&reg)) {
             return false;
         }
-        self.write(&reg);
-        true
+        // After a failed write (a full disk) it is tried again here too, which is no change
+        // made by hand.
+        self.write(&reg) && !failing
     }
 
     /// Whether the file holds what msctl last wrote (or msctl has removed it for good).
@@ -176,10 +206,39 @@ impl RegistryStore {
     }
 }
 
+/// A failed write of the registry, said so that the fix is plain: a full disk is the usual cause.
+fn describe_write_error(path: &std::path::Path, e: &std::io::Error) -> String {
+    let fix = if e.raw_os_error() == Some(28) {
+        "; free space on the disk that holds it: until then callers do not see instances started or stopped, and `msctl ps` shows what ran before"
+    } else {
+        ""
+    };
+    format!("cannot write the registry {}: {e}{fix}", path.display())
+}
+
 /// `users-10` sorts after `users-9`.
 fn natural_key(id: &str) -> (String, u64) {
     match id.rsplit_once('-') {
         Some((name, n)) => (name.to_string(), n.parse().unwrap_or(0)),
         None => (id.to_string(), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_with_its_fix() {
+        let path = std::path::Path::new("/p/.msctl/registry.json");
+        let full = describe_write_error(path, &std::io::Error::from_raw_os_error(28));
+        assert!(
+            full.starts_with(
+                "cannot write the registry /p/.msctl/registry.json: No space left on device"
+            ) && full.contains("free space on the disk that holds it"),
+            "{full}"
+        );
+        let other = describe_write_error(path, &std::io::Error::from_raw_os_error(21));
+        assert!(!other.contains("free space"), "{other}");
     }
 }
