@@ -25,6 +25,8 @@ pub struct LogFile {
     len: u64,
     /// `REOPEN` when this file was opened.
     opened: u64,
+    /// Bytes that could not be written (a full disk) and why, until a write succeeds again.
+    lost: Option<(u64, String)>,
 }
 
 impl LogFile {
@@ -37,6 +39,7 @@ impl LogFile {
             file,
             len,
             opened,
+            lost: None,
         })
     }
 
@@ -53,13 +56,40 @@ impl LogFile {
         if self.opened != REOPEN.load(std::sync::atomic::Ordering::Relaxed)
             && let Ok(fresh) = Self::open(&self.path)
         {
+            let lost = self.lost.take();
             *self = fresh;
+            self.lost = lost;
         }
         if self.len + lines.len() as u64 > LOG_MAX_BYTES && self.len > 0 {
             self.rotate();
         }
-        if self.file.write_all(lines).is_ok() {
-            self.len += lines.len() as u64;
+        // Output that could not be written is at least counted, in the file where it belongs.
+        let mut out = Vec::new();
+        if let Some((bytes, why)) = &self.lost {
+            out.extend_from_slice(
+                format!("[msctl] --- {bytes} bytes of output were lost here: {why} ---\n")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(lines);
+        match self.file.write_all(&out) {
+            Ok(()) => {
+                self.len += out.len() as u64;
+                if self.lost.take().is_some() {
+                    say!("msctl: {} is written again", self.path.display());
+                }
+            }
+            Err(e) => {
+                if self.lost.is_none() {
+                    say!(
+                        "msctl: cannot write {}: {e}; its output is lost until it can",
+                        self.path.display()
+                    );
+                }
+                let (bytes, why) = self.lost.get_or_insert((0, e.to_string()));
+                *bytes += lines.len() as u64;
+                *why = e.to_string();
+            }
         }
     }
 
@@ -74,7 +104,9 @@ impl LogFile {
         }
         let _ = std::fs::rename(&self.path, numbered(1));
         if let Ok(fresh) = Self::open(&self.path) {
+            let lost = self.lost.take();
             *self = fresh;
+            self.lost = lost;
         }
     }
 }
@@ -327,6 +359,27 @@ mod tests {
         assert_eq!(last_lines(&path, 5).0, ["one", "two"]);
         assert_eq!(last_lines(&path, 1).0, ["two"]);
         assert!(last_lines(&dir.path().join("none.log"), 3).0.is_empty());
+    }
+
+    #[test]
+    fn output_that_cannot_be_written_is_counted_in_the_file_once_it_can() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let mut log = LogFile::open(std::path::Path::new("/dev/full")).unwrap();
+        log.write_lines(b"one\ntwo\n");
+        log.write_lines(b"three\n");
+        let (bytes, why) = log.lost.clone().unwrap();
+        assert_eq!(bytes, 14);
+        assert!(why.contains("No space left on device"), "{why}");
+        // The disk has room again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-1.log");
+        log.file = std::fs::File::create(&path).unwrap();
+        log.write_lines(b"four\n");
+        assert_eq!(log.lost, None);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("[msctl] --- 14 bytes of output were lost here: {why} ---\nfour\n")
+        );
     }
 
     #[test]

@@ -235,6 +235,7 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
     let mut opened_as = identity(&db);
     // Whether a failure to open a new store was said: said once, tried again every second.
     let mut complained = false;
+    let mut store_failing = false;
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(batch) => Some(batch),
@@ -287,8 +288,19 @@ fn write(db: PathBuf, rx: mpsc::Receiver<Batch>, dropped: Arc<AtomicU64>) {
                 opened_as = identity(&db);
                 stored = store.insert(&spans, &logs);
             }
-            if let Err(e) = stored {
-                say!("msctl: cannot store telemetry: {e}");
+            // Said when it starts failing (a full disk fails every batch) and when it ends.
+            match (stored, store_failing) {
+                (Err(e), false) => {
+                    say!(
+                        "msctl: cannot store telemetry: {e}; spans and logs are lost until it can"
+                    );
+                    store_failing = true;
+                }
+                (Ok(_), true) => {
+                    say!("msctl: telemetry is stored again");
+                    store_failing = false;
+                }
+                _ => {}
             }
             last_commit = Instant::now();
             under_load = spans.len() + logs.len() >= LOAD_ROWS;
