@@ -248,8 +248,8 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
 }
 
 /// Answers `msctl call` holds whole, to show JSON formatted (pretty on a terminal, on one line
-/// in a pipe) or as `--json`; anything else, or more than this, goes to stdout as it arrives, as
-/// curl passes it on, so a stream or a large download needs no memory and shows at once.
+/// in a pipe) or as `--json`; a stream, or more than this, goes to stdout as it arrives, as curl
+/// passes it on, so it needs no memory and shows at once.
 const SHOWN_WHOLE: usize = 16 * 1024 * 1024;
 
 /// An answer's body: held, or already written out.
@@ -287,8 +287,9 @@ impl Failed {
     }
 }
 
-/// Sends `request` and takes its answer: held whole when it is JSON (or `--json` asks for it)
-/// and small enough, otherwise written to stdout part by part. `limit` bounds the wait for the
+/// Sends `request` and takes its answer: held whole when it is JSON, of a known small length, or
+/// `--json` asks for it, and no larger than `SHOWN_WHOLE`; otherwise written to stdout part by
+/// part. `limit` bounds the wait for the
 /// head and for each part of the body, not the whole, so a long stream is not cut.
 async fn receive(
     request: reqwest::RequestBuilder,
@@ -311,15 +312,21 @@ async fn receive(
     let mut response = within(limit, request.send()).await?;
     let status = response.status();
     let headers = response.headers().clone();
-    let is_json = headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.contains("json"));
+    // JSON, or a body of a known, small length (JSON sent as text/plain is still shown as JSON);
+    // a stream of unknown length is passed on at once.
+    let hold = json_out
+        || headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("json"))
+        || response
+            .content_length()
+            .is_some_and(|n| n <= SHOWN_WHOLE as u64);
     let mut held = Vec::new();
     let mut streamed = false;
     while let Some(chunk) = within(limit, response.chunk()).await? {
         *received += chunk.len() as u64;
-        if !streamed && (json_out || is_json) && held.len() + chunk.len() <= SHOWN_WHOLE {
+        if !streamed && hold && held.len() + chunk.len() <= SHOWN_WHOLE {
             held.extend_from_slice(&chunk);
             continue;
         }
