@@ -112,12 +112,16 @@ pub async fn run(root: &Path, build: &Build, log: &Path) -> Result<Duration, Str
     Err(first_error(&text).unwrap_or_else(|| {
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!(
-            "`{}` {}: {}",
+        let shown = format!(
+            "`{}` {}",
             argv.join(" "),
-            crate::supervisor::process::describe_exit(&output.status),
-            tail.join(" / ")
-        )
+            crate::supervisor::process::describe_exit(&output.status)
+        );
+        if tail.is_empty() {
+            shown
+        } else {
+            format!("{shown}: {}", tail.join(" / "))
+        }
     }))
 }
 
