@@ -293,6 +293,38 @@ fn deleting_or_spoiling_the_state_of_a_running_system_loses_nothing() {
             .contains("alpha-1 says again")
             .then_some(())
     });
+    // The logs alone, the registry untouched; then one instance's log file: each is written at
+    // its path again, where `msctl logs` reads.
+    for (gone, word) in [
+        (".msctl/logs", "folder"),
+        (".msctl/logs/alpha-1.log", "file"),
+    ] {
+        let gone = p.path().join(gone);
+        if gone.is_dir() {
+            std::fs::remove_dir_all(&gone).unwrap();
+        } else {
+            std::fs::remove_file(&gone).unwrap();
+        }
+        wait_until(
+            Duration::from_secs(5),
+            "the log written at its path again",
+            || {
+                p.msctl()
+                    .args([
+                        "call",
+                        &format!("say/after-the-{word}"),
+                        "--service",
+                        "alpha",
+                    ])
+                    .assert()
+                    .success();
+                let out = p.msctl().args(["logs", "alpha"]).output().ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(&format!("alpha-1 says after-the-{word}"))
+                    .then_some(())
+            },
+        );
+    }
     p.msctl().arg("down").assert().success();
     for pid in pids.into_iter().chain([supervisor]) {
         wait_until(Duration::from_secs(10), "every process to stop", || {

@@ -384,10 +384,19 @@ async fn keep_state_files(project: Project, store: Arc<RegistryStore>) {
         if store.is_removed() {
             return;
         }
-        if store.is_current() {
+        // A log deleted (or the whole folder) is written on, unlinked, where `msctl logs` never
+        // looks: each is opened again at its path.
+        let logs_gone = !project.logs_dir().exists()
+            || store
+                .snapshot()
+                .services
+                .values()
+                .flat_map(|s| &s.instances)
+                .filter(|i| i.pid.is_some())
+                .any(|i| !project.log(&i.id).exists());
+        if store.is_current() && !logs_gone && project.lock().exists() {
             continue;
         }
-        let logs_gone = !project.logs_dir().exists();
         if let Err(e) = project.create_state_dirs() {
             say!("msctl: cannot create {}: {e}", project.state.display());
             continue;
