@@ -18,15 +18,23 @@ macro_rules! say {
 
 pub fn stdout_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_fmt(args)?;
-    out.write_all(b"\n")
+    out.write_fmt(args)
+        .and_then(|_| out.write_all(b"\n"))
+        .map_err(named)
 }
 
 /// Writes bytes to stdout as they are; `Err` when stdout is gone.
 pub fn stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(named)
+}
+
+/// The error with what could not be written said (`msctl ps > /dev/full` said only "No space
+/// left on device"); its kind is kept, so a broken pipe is still recognised as one.
+fn named(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
 }
 
 pub fn stderr_line(args: std::fmt::Arguments<'_>) {
