@@ -241,18 +241,25 @@ pub fn find(project: &Project, wanted: &str) -> Result<Trace, String> {
     let none_yet = || {
         "no traces recorded yet; make a request, for example `msctl call users/1/posts`".to_string()
     };
+    let wanted = wanted.to_ascii_lowercase();
+    if wanted != "last" {
+        if !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "`{wanted}` is not a trace id: ids are hex digits (0-9, a-f), as `msctl traces` lists them; or give `last`"
+            ));
+        }
+        if wanted.len() < 4 {
+            return Err(format!(
+                "trace id `{wanted}` is too short; give at least 4 characters, or `last`"
+            ));
+        }
+    }
     let Some(store) = Store::open_read(&project.telemetry_db()) else {
         return Err(none_yet());
     };
     if wanted == "last" {
         let spans = store.recent_spans(1).unwrap_or_default();
         return group(spans).into_iter().next().ok_or_else(none_yet);
-    }
-    let wanted = wanted.to_ascii_lowercase();
-    if wanted.len() < 4 {
-        return Err(format!(
-            "trace id `{wanted}` is too short; give at least 4 characters, or `last`"
-        ));
     }
     match store.trace_ids(&wanted, 2).unwrap_or_default().as_slice() {
         [one] => Ok(Trace {
@@ -322,6 +329,22 @@ mod tests {
             events: Vec::new(),
             trace_state: None,
         }
+    }
+
+    #[test]
+    fn an_id_that_cannot_be_one_is_said_before_the_store_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project::new(&dir.path().join("msctl.toml"));
+        let err = |id: &str| find(&project, id).err().unwrap();
+        assert!(
+            err("zzzz").starts_with("`zzzz` is not a trace id"),
+            "{}",
+            err("zzzz")
+        );
+        assert!(err("ab%_").contains("hex digits"), "{}", err("ab%_"));
+        assert!(err("ab").contains("too short"), "{}", err("ab"));
+        assert!(err("ABCD1234").starts_with("no traces recorded yet"));
+        assert!(err("last").starts_with("no traces recorded yet"));
     }
 
     #[test]
