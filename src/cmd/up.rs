@@ -71,7 +71,14 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                         service: service.clone(),
                         replicas: msctl_contract::control::Replicas::To(wanted),
                     };
-                    super::control(&project, &config, &control, request, limit).await?;
+                    let scale = super::control(&project, &config, &control, request, limit);
+                    unless_interrupted(
+                        &mut signals,
+                        scale,
+                        format!("while the running system scaled {service}"),
+                        format!("the supervisor goes on with it; `msctl ps {service}` shows it"),
+                    )
+                    .await?;
                     say!("{service} scaled to {wanted}");
                 }
             }
@@ -117,20 +124,16 @@ pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
                 },
                 limit,
             );
-            tokio::select! {
-                done = start => done?,
-                signal = signals.next() => {
-                    return Err(MsctlError::Interrupted {
-                        cause: format!("msctl got {signal}"),
-                        during: format!("while the running system started {}", missing.join(", ")),
-                        undone: format!(
-                            "the supervisor goes on with it; `msctl stop {}` stops them",
-                            missing.join(" ")
-                        ),
-                    }
-                    .into());
-                }
-            }
+            unless_interrupted(
+                &mut signals,
+                start,
+                format!("while the running system started {}", missing.join(", ")),
+                format!(
+                    "the supervisor goes on with it; `msctl stop {}` stops them",
+                    missing.join(" ")
+                ),
+            )
+            .await?;
             say!("{} started", missing.join(", "));
             return Ok(0);
         }
@@ -412,5 +415,23 @@ async fn stop_supervisor(
             _ = child.wait() => return,
             _ = signals.next() => term(),
         }
+    }
+}
+
+/// `change`, a request to the running supervisor, unless a signal comes first: then msctl stops
+/// waiting and says what goes on without it (the supervisor finishes what it was asked).
+async fn unless_interrupted(
+    signals: &mut supervisor::signals::Signals,
+    change: impl std::future::Future<Output = Result<(), MsctlError>>,
+    during: String,
+    undone: String,
+) -> Result<(), MsctlError> {
+    tokio::select! {
+        done = change => done,
+        signal = signals.next() => Err(MsctlError::Interrupted {
+            cause: format!("msctl got {signal}"),
+            during,
+            undone,
+        }),
     }
 }
