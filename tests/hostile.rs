@@ -636,59 +636,37 @@ fn call_passes_a_large_answer_on_as_it_comes_and_bounds_each_wait() {
     assert!(call.0[0].wait().unwrap().success());
 
     // --json has to hold the body, so it stops past 16 MiB and says what to do.
-    let out = p
-        .msctl()
-        .args(["call", "--json", "--service", "fix", "stream/20"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = p.fails_saying(&["call", "--json", "--service", "fix", "stream/20"], 2);
     assert!(
         stderr.contains("larger than 16 MiB, the most --json holds; without --json"),
         "{stderr}"
     );
 
     // --timeout bounds the wait for the head and for each part, and says which ran out.
-    let out = p
-        .msctl()
-        .args(["call", "--service", "fix", "stall", "--timeout", "300ms"])
-        .output()
-        .unwrap();
+    let out = p.fails(
+        &["call", "--service", "fix", "stall", "--timeout", "300ms"],
+        12,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(12), "{stderr}");
     assert_eq!(out.stdout, b"partial\n");
     assert!(
         stderr.contains("the answer stopped for 300ms after 8 bytes of its body; --timeout sets"),
         "{stderr}"
     );
-    let out = p
-        .msctl()
-        .args(["call", "--service", "fix", "silent", "--timeout", "300ms"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    let stderr = p.fails_saying(
+        &["call", "--service", "fix", "silent", "--timeout", "300ms"],
+        12,
+    );
     assert!(stderr.contains("no answer within 300ms"), "{stderr}");
-    let out = p
-        .msctl()
-        .args(["call", "--service", "fix", "x", "--timeout", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a duration"));
+    let stderr = p.fails_saying(&["call", "--service", "fix", "x", "--timeout", "soon"], 2);
+    assert!(stderr.contains("`soon` is not a duration"), "{stderr}");
 
     // A header HTTP cannot carry is bad usage, not a service that cannot be reached.
     for (header, said) in [
         ("X-A: v\r\nInjected: 1", "its value holds a line break"),
         ("a b: v", "`a b` is not a header name"),
     ] {
-        let out = p
-            .msctl()
-            .args(["call", "--service", "fix", "x", "-H", header])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let stderr = p.fails_saying(&["call", "--service", "fix", "x", "-H", header], 2);
         assert!(stderr.contains(said), "{stderr}");
     }
 }
@@ -831,9 +809,7 @@ fn a_file_in_place_of_the_state_folder_is_named_with_what_to_do() {
     let p = TestProject::new("[services.a]\ncommand = [\"{bin}/msctl-fixture\"]\n");
     std::fs::write(p.path().join(".msctl"), "not a folder").unwrap();
     for args in [&["up", "-d"][..], &["ps"], &["down"]] {
-        let out = p.msctl().args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let stderr = p.fails_saying(args, 1);
         assert!(
             stderr.contains(".msctl is a file, where msctl keeps the running system's state (a folder); move it away or delete it"),
             "{args:?}: {stderr}"
@@ -855,10 +831,8 @@ fn a_registry_that_cannot_be_written_is_said_by_every_command_until_it_can() {
         .path()
         .join(format!(".msctl/.registry.json.{}.tmp", p.supervisor_pid()));
     std::fs::create_dir(&blocker).unwrap();
-    let out = p.msctl().args(["scale", "a=2"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     // Before: "a scaled to 2", while callers and `ps` never learnt of a-2.
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = p.fails_saying(&["scale", "a=2"], 1);
     assert!(
         stderr.contains("done, but the supervisor cannot write the registry"),
         "{stderr}"

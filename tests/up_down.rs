@@ -469,9 +469,7 @@ build = ["sh", "-c", "echo compiling api; echo 'error[E0425]: oops' >&2; exit 3"
             common::bin_dir().display()
         ),
     );
-    let out = p.msctl().args(["up", "-d"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = p.fails_saying(&["up", "-d"], 4);
     assert!(
         stderr.contains("the last 200 lines of the build output:\n4802\n"),
         "{stderr}"
@@ -719,9 +717,7 @@ start_timeout = "30s"
             "msctl.toml",
             &format!("[services.ghost]\ncommand = [\"{program}\"]\n"),
         );
-        let out = p.msctl().args(["up", "-d"]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(5), "{program}: {stderr}");
+        let stderr = p.fails_saying(&["up", "-d"], 5);
         assert!(stderr.contains(said), "{program}: {stderr}");
     }
 }

@@ -246,6 +246,23 @@ impl TestProject {
             .collect()
     }
 
+    /// `msctl ARGS` here, which must exit with `code`; its output. Panics with stderr otherwise.
+    pub fn fails(&self, args: &[&str], code: i32) -> std::process::Output {
+        let out = self.msctl().args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "msctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The same, for its stderr only.
+    pub fn fails_saying(&self, args: &[&str], code: i32) -> String {
+        String::from_utf8_lossy(&self.fails(args, code).stderr).into_owned()
+    }
+
     /// `msctl ARGS` here, its stdout read as JSON.
     pub fn json(&self, args: &[&str]) -> Value {
         stdout_json(&self.msctl().args(args).output().unwrap())
