@@ -560,17 +560,10 @@ impl Runner {
                 .map(|(k, v)| (k.to_string(), v)),
             );
         }
-        let data_dir = p.data_dir(&self.service.name).display().to_string();
         for (name, value) in &self.service.env {
-            let value = crate::config::expand_vars(value, |k| std::env::var(k).ok())
+            let value = self
+                .resolve(value, addr)
                 .map_err(|e| format!("env {name}: {e}"))?;
-            let value = crate::config::fill_placeholders(
-                &value,
-                addr.port(),
-                &addr.to_string(),
-                &data_dir,
-                &self.id,
-            );
             env.push((name.clone(), value));
         }
         Ok(env)
@@ -593,34 +586,34 @@ impl Runner {
         .collect()
     }
 
-    /// The program to run: variables expanded, and a relative path taken from the project folder.
     /// The program and its arguments: `${VAR}` expanded, placeholders filled in, and a bare
     /// program name found on PATH (or in the sbin folders, where Debian puts daemons such as
     /// nats-server, which a user's PATH often lacks).
     fn program(&self, addr: SocketAddr) -> Result<(PathBuf, Vec<String>), String> {
-        let expand = |s: &String| crate::config::expand_vars(s, |k| std::env::var(k).ok());
-        let data_dir = self.shared.project.data_dir(&self.service.name);
         let mut argv = self
             .service
             .command
             .iter()
-            .map(expand)
-            .map(|a| {
-                a.map(|a| {
-                    crate::config::fill_placeholders(
-                        &a,
-                        addr.port(),
-                        &addr.to_string(),
-                        &data_dir.display().to_string(),
-                        &self.id,
-                    )
-                })
-            })
+            .map(|a| self.resolve(a, addr))
             .collect::<Result<Vec<_>, _>>()?;
         let program = argv.remove(0);
         Ok((
             find_program(&program, &self.shared.project.root).unwrap_or_else(|| program.into()),
             argv,
+        ))
+    }
+
+    /// A `command` argument or an `env` value as this instance gets it: `${VAR}` expanded from
+    /// msctl's environment, then `{port}`, `{addr}`, `{data_dir}` and `{instance}` filled in.
+    fn resolve(&self, text: &str, addr: SocketAddr) -> Result<String, String> {
+        let expanded = crate::config::expand_vars(text, |k| std::env::var(k).ok())?;
+        let data_dir = self.shared.project.data_dir(&self.service.name);
+        Ok(crate::config::fill_placeholders(
+            &expanded,
+            addr.port(),
+            &addr.to_string(),
+            &data_dir.display().to_string(),
+            &self.id,
         ))
     }
 

@@ -56,9 +56,7 @@ impl LogFile {
         if self.opened != REOPEN.load(std::sync::atomic::Ordering::Relaxed)
             && let Ok(fresh) = Self::open(&self.path)
         {
-            let lost = self.lost.take();
-            *self = fresh;
-            self.lost = lost;
+            self.replace(fresh);
         }
         if self.len + lines.len() as u64 > LOG_MAX_BYTES && self.len > 0 {
             self.rotate();
@@ -104,10 +102,15 @@ impl LogFile {
         }
         let _ = std::fs::rename(&self.path, numbered(1));
         if let Ok(fresh) = Self::open(&self.path) {
-            let lost = self.lost.take();
-            *self = fresh;
-            self.lost = lost;
+            self.replace(fresh);
         }
+    }
+
+    /// Goes on in `fresh`, the file opened again at the path, still counting what was lost.
+    fn replace(&mut self, fresh: Self) {
+        let lost = self.lost.take();
+        *self = fresh;
+        self.lost = lost;
     }
 }
 
