@@ -99,6 +99,15 @@ fn bad_service_name() {
 }
 
 #[test]
+fn service_named_like_an_instance_of_another() {
+    // `users-1` beside `users`: `msctl kill users-1` killed the service and left no way to name
+    // the instance.
+    insta::assert_snapshot!(error_for(
+        "[services.users]\ncommand = [\"a\"]\n\n[services.users-1]\ncommand = [\"b\"]\n"
+    ));
+}
+
+#[test]
 fn no_manifest_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_msctl"))

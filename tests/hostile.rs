@@ -727,6 +727,7 @@ build = ["sh", "-c", "sleep 60 & echo $! > grandchild.pid; wait"]
     let grandchild: u32 = wait_until(Duration::from_secs(20), "the build to start", || {
         std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
     });
+    let _grandchild = common::KillOnDrop(grandchild);
     signal(up_pid, Signal::SIGTERM);
     let out = up.0.pop().unwrap().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -742,6 +743,101 @@ build = ["sh", "-c", "sleep 60 & echo $! > grandchild.pid; wait"]
     );
     assert!(p.registry().is_none());
     assert!(p.processes().is_empty());
+}
+
+#[test]
+fn down_during_a_watch_rebuild_stops_the_whole_build() {
+    // Watch mode's rebuild was killed by its leader's pid alone when the supervisor stopped: the
+    // build's children (cargo's rustc, here a shell's `sleep`) ran on, orphaned.
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["{bin}/msctl-fixture"]
+build = ["sh", "-c", "if [ -e slow ]; then sleep 60 & echo $! > grandchild.pid; wait; fi"]
+watch = ["src"]
+"#,
+    );
+    std::fs::create_dir(p.path().join("src")).unwrap();
+    p.msctl().args(["up", "-d", "--watch"]).assert().success();
+    p.write("slow", "");
+    p.write("src/main.txt", "changed");
+    let pid_file = p.path().join("grandchild.pid");
+    let grandchild: u32 = wait_until(Duration::from_secs(20), "the rebuild to start", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    let _grandchild = common::KillOnDrop(grandchild);
+    p.msctl().arg("down").assert().success();
+    wait_until(
+        Duration::from_secs(5),
+        "the rebuild's grandchild to end",
+        || (!alive(grandchild)).then_some(()),
+    );
+}
+
+/// A service that starts two processes outside its process group, as a service that runs a
+/// helper with `setsid`, or a daemon that double-forks, does; their pids are appended to
+/// escaped.pids, one line per start.
+const ESCAPES: &str = r#"
+setsid sleep 1001 &
+echo $! >> escaped.pids
+( setsid sh -c 'echo $$ >> escaped.pids; exec sleep 1003' & )
+exec "$@"
+"#;
+
+fn escaped(p: &TestProject, starts: usize) -> Vec<u32> {
+    p.wait_until("the service's helpers to start", |p| {
+        let text = std::fs::read_to_string(p.path().join("escaped.pids")).ok()?;
+        let pids: Vec<u32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+        (pids.len() >= 2 * starts).then_some(pids)
+    })
+}
+
+#[test]
+fn down_stops_what_a_service_started_outside_its_process_group() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "escape.sh", "{bin}/msctl-fixture"]
+"#,
+    );
+    p.write("escape.sh", ESCAPES);
+    p.up();
+    let pids = escaped(&p, 1);
+    let _guards: Vec<_> = pids.iter().map(|&pid| common::KillOnDrop(pid)).collect();
+    assert!(pids.iter().all(|&pid| alive(pid)), "{pids:?}");
+    p.msctl().arg("down").assert().success();
+    wait_until(Duration::from_secs(5), "the helpers to end", || {
+        pids.iter().all(|&pid| !alive(pid)).then_some(())
+    });
+}
+
+#[test]
+fn a_crashed_service_leaves_nothing_running_when_it_restarts() {
+    // Docker kills what is left in a container whose main process ended; msctl left the helpers
+    // running, and each restart added two more.
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "escape.sh", "{bin}/msctl-fixture", "--crash-once", "crashed", "--crash-after", "300"]
+"#,
+    );
+    p.write("escape.sh", ESCAPES);
+    p.up();
+    let pids = escaped(&p, 2);
+    let _guards: Vec<_> = pids.iter().map(|&pid| common::KillOnDrop(pid)).collect();
+    p.wait_for_state("a-1", "healthy");
+    let (first, second) = pids.split_at(2);
+    wait_until(
+        Duration::from_secs(5),
+        "the first start's helpers to end",
+        || first.iter().all(|&pid| !alive(pid)).then_some(()),
+    );
+    assert!(second.iter().all(|&pid| alive(pid)), "{pids:?}");
+    let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-1.log")).unwrap();
+    assert!(
+        log.contains("killed 2 process(es) it left running outside its process group"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -157,6 +157,7 @@ fn every_rejection_is_clear_and_writes_nothing() {
         ("reserved_gateway", vec!["gateway"], 2),
         ("reserved_msctl", vec!["msctl"], 2),
         ("exists", vec!["users"], 2),
+        ("instance_id", vec!["users-2"], 2),
         ("unknown_dep", vec!["billing", "--dep", "user"], 2),
         ("port_taken", vec!["billing", "--port", "4010"], 2),
         ("port_zero", vec!["billing", "--port", "0"], 2),

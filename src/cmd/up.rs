@@ -218,7 +218,12 @@ async fn foreground(
             skipped += rx.skipped();
             if skipped > 0 && said.elapsed() >= Duration::from_secs(1) {
                 say!(
-                    "… {skipped} lines not shown here, written faster than shown; `msctl logs` has every one"
+                    "… {skipped} lines not shown here, written faster than shown; {}",
+                    if crate::supervisor::logs::losing() {
+                        "the log files cannot be written either (see above)"
+                    } else {
+                        "`msctl logs` has every one"
+                    }
                 );
                 (skipped, said) = (0, Instant::now());
             }

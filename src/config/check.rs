@@ -20,6 +20,14 @@ pub fn valid_service_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Whether `name` has the form of an instance id of the service `of` (`users-2` of `users`):
+/// commands that take a service or an instance could not tell the two apart.
+pub fn looks_like_instance(name: &str, of: &str) -> bool {
+    name.strip_prefix(of)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|n| n.parse::<u32>().is_ok_and(|i| i.to_string() == n))
+}
+
 pub(super) fn check(
     path: &Path,
     text: &str,
@@ -100,6 +108,17 @@ pub(super) fn check(
                     "use lowercase letters, digits and dashes, starting with a letter (at most 40)"
                         .into(),
                 ),
+            ));
+        }
+        if let Some(other) = names.iter().find(|other| looks_like_instance(&name, other)) {
+            return Err(err(
+                span,
+                format!(
+                    "service name `{name}` is the id of an instance of `{other}` (its instances are {other}-1, {other}-2, …): `msctl logs {name}` and the like could not tell them apart"
+                ),
+                Some(format!(
+                    "rename it so that it does not end in a dash and a number, such as `{other}-admin`"
+                )),
             ));
         }
         let s = table.get_ref();

@@ -8,7 +8,7 @@ mod expand;
 mod graph;
 mod raw;
 
-pub use check::valid_service_name;
+pub use check::{looks_like_instance, valid_service_name};
 pub use error::{ConfigError, LoadError, did_you_mean};
 pub use expand::expand_vars;
 pub use raw::parse_duration;

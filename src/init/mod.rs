@@ -7,7 +7,7 @@ pub mod compose;
 pub mod detect;
 pub mod procfile;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One service as msctl.toml will have it, with the comments that explain its guesses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,18 +104,57 @@ pub fn service_name(raw: &str) -> Option<String> {
     crate::config::valid_service_name(&name).then_some(name)
 }
 
-/// Makes every name unique, `web`, `web-2`, and keeps dependencies pointing at the right one.
+/// Makes every name unique and unlike any other's instance ids: a second `web` becomes `web2`,
+/// and so does a `web-2` beside a `web` (which would be the id of web's second instance).
+/// Dependencies on a renamed service follow it.
 fn unique_names(services: &mut [Draft]) {
-    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    use crate::config::looks_like_instance;
+    let originals: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     for s in services.iter_mut() {
-        let n = seen.entry(s.name.clone()).or_insert(0);
-        *n += 1;
-        if *n > 1 {
-            s.notes.push(format!(
-                "renamed from `{}`: another service has that name",
+        let clashes = |name: &str, taken: &BTreeSet<String>| {
+            taken.contains(name)
+                || originals.iter().any(|o| looks_like_instance(name, o))
+                || taken.iter().any(|t| looks_like_instance(t, name))
+        };
+        if !clashes(&s.name, &taken) {
+            taken.insert(s.name.clone());
+            continue;
+        }
+        let duplicate = originals.iter().filter(|o| **o == s.name).count() > 1;
+        let base = match s.name.rsplit_once('-') {
+            Some((stem, n)) if !duplicate && n.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{stem}{n}")
+            }
+            _ => s.name.clone(),
+        };
+        // Room for the number within the 40 characters a name may have.
+        let stem: String = base.chars().take(34).collect();
+        let name = std::iter::once(base.clone())
+            .filter(|_| base != s.name)
+            .chain((2..).map(|n| format!("{stem}{n}")))
+            .find(|c| crate::config::valid_service_name(c) && !clashes(c, &taken))
+            .expect("some number makes a name free");
+        s.notes.push(if duplicate {
+            format!("renamed from `{}`: another service has that name", s.name)
+        } else {
+            format!(
+                "renamed from `{}`: that is the id msctl gives an instance of another service",
                 s.name
-            ));
-            s.name = format!("{}-{n}", s.name);
+            )
+        });
+        if !duplicate {
+            renamed.insert(s.name.clone(), name.clone());
+        }
+        taken.insert(name.clone());
+        s.name = name;
+    }
+    for s in services.iter_mut() {
+        for dep in &mut s.depends_on {
+            if let Some(new) = renamed.get(dep) {
+                *dep = new.clone();
+            }
         }
     }
 }
@@ -305,6 +344,39 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_instance_ids_of_others_are_renamed_and_followed() {
+        // A Procfile or compose file may have `web` and `web-2`; msctl calls web's second
+        // instance `web-2`.
+        let mut api = Draft::new("api", vec!["a".into()]);
+        api.depends_on.push("web-2".into());
+        let long = "a".repeat(40);
+        let found = Found {
+            source: "a test".into(),
+            build: None,
+            services: vec![
+                Draft::new("web-2", vec!["b".into()]),
+                Draft::new("web", vec!["c".into()]),
+                Draft::new("web", vec!["d".into()]),
+                api,
+                Draft::new(&long, vec!["e".into()]),
+                Draft::new(&long, vec!["f".into()]),
+            ],
+            skipped: Vec::new(),
+            unmapped: Vec::new(),
+        };
+        let text = render(&found);
+        let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
+            .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
+        let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
+        let long2 = format!("{}2", "a".repeat(34));
+        assert_eq!(names, [&long2, &long, "api", "web", "web2", "web3"]);
+        assert_eq!(config.services["web2"].command, ["b"]);
+        assert_eq!(config.services["web3"].command, ["d"]);
+        assert_eq!(config.services["api"].depends_on, ["web2"]);
+        assert!(text.contains("# renamed from `web-2`: that is the id msctl gives an instance of another service\n[services.web2]"), "{text}");
+    }
+
+    #[test]
     fn the_file_parses_as_msctl_toml_and_keeps_every_guess() {
         let mut web = Draft::new("web", vec!["npm".into(), "start".into()]);
         web.notes.push("check: it must listen on PORT".into());
@@ -333,7 +405,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
         assert_eq!(
             config.services.keys().collect::<Vec<_>>(),
-            ["db", "web", "web-2"]
+            ["db", "web", "web2"]
         );
         assert_eq!(config.services["web"].replicas, 2);
         assert_eq!(

@@ -27,6 +27,8 @@ pub enum ScaffoldError {
     Reserved(String),
     #[error("a service `{name}` exists already ({place})")]
     Exists { name: String, place: String },
+    #[error("`{name}` and the service `{other}` would be mixed up: instances of `{short}` are named {short}-1, {short}-2, …", short = if name.len() < other.len() { name } else { other })]
+    LooksLikeInstance { name: String, other: String },
     #[error("--dep `{dep}` is not a service in msctl.toml; services: {}", known.join(", "))]
     UnknownDep { dep: String, known: Vec<String> },
     #[error("--port {port} is already given to `{other}` in msctl.toml")]
@@ -54,6 +56,9 @@ impl ScaffoldError {
             }
             Self::PortTaken { .. } => Some("leave --port out for an automatic port".into()),
             Self::Exists { .. } | Self::Reserved(_) => Some("pick another name".into()),
+            Self::LooksLikeInstance { .. } => {
+                Some("pick a name that does not end in a dash and a number".into())
+            }
             Self::DuplicateDep(_) => Some("give each --dep once".into()),
             Self::NoTemplate { .. } => Some("`msctl scaffold --list-templates` lists them".into()),
             _ => None,
@@ -100,6 +105,14 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
         return Err(ScaffoldError::Exists {
             name: name.clone(),
             place: format!("[services.{name}] in {}", config.path.display()),
+        });
+    }
+    if let Some(other) = config.services.keys().find(|other| {
+        config::looks_like_instance(name, other) || config::looks_like_instance(other, name)
+    }) {
+        return Err(ScaffoldError::LooksLikeInstance {
+            name: name.clone(),
+            other: other.clone(),
         });
     }
     let service_dir = root.join("services").join(name);

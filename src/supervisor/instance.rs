@@ -10,7 +10,7 @@ use super::process;
 use super::store::RegistryStore;
 use crate::config::{Health, Port, Service};
 use crate::project::Project;
-use msctl_contract::registry::{Instance, InstanceState};
+use msctl_contract::registry::{Instance, InstanceState, SupervisorPhase};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -417,6 +417,7 @@ impl Runner {
     /// What the process's end means: an exit, or a port lost to another process at start.
     fn exited(&mut self, status: std::io::Result<std::process::ExitStatus>) -> Event {
         self.child = None;
+        self.stop_leftovers();
         if let (State::Starting { addr, .. }, true) = (&self.machine.state, self.policy.auto_port) {
             if !crate::ports::is_free(addr.port()) {
                 return Event::PortLost;
@@ -497,6 +498,32 @@ impl Runner {
         Ok((pid, addr))
     }
 
+    /// What the process left running when it ended is killed, as docker kills what is left in a
+    /// container whose main process ended: the rest of its group, and (on Linux) what left the
+    /// group (a `setsid`, a daemon's double fork) but still has the instance's `MSCTL_REGISTRY`
+    /// and `MSCTL_INSTANCE` in its environment. Instances with one id never overlap: a new one
+    /// starts after this. A stopping supervisor looks for every instance's at once, at the end.
+    fn stop_leftovers(&mut self) {
+        let Some(pid) = self.machine.state.pid() else {
+            return;
+        };
+        #[cfg(unix)]
+        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        #[cfg(target_os = "linux")]
+        if self.shared.store.phase() != SupervisorPhase::Stopping {
+            let left = process::started_for(&self.shared.project.registry())
+                .into_iter()
+                .filter(|(_, id)| *id == self.id)
+                .map(|(pid, _)| pid);
+            let killed = process::kill_all(left);
+            if killed > 0 {
+                self.note(&format!(
+                    "killed {killed} process(es) it left running outside its process group"
+                ));
+            }
+        }
+    }
+
     /// The handle is gone (the supervisor is exiting): stop the process within its stop timeout.
     async fn orphaned(mut self) {
         let Some(pid) = self.machine.state.pid() else {
@@ -507,7 +534,7 @@ impl Runner {
         if let Some(child) = &mut self.child {
             let _ = tokio::time::timeout(self.policy.stop_timeout, child.wait()).await;
         }
-        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        self.stop_leftovers();
     }
 
     /// The instance's environment: msctl's variables, then the service's own `env`, with

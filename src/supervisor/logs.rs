@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, BufReader};
 
@@ -74,11 +75,13 @@ impl LogFile {
             Ok(()) => {
                 self.len += out.len() as u64;
                 if self.lost.take().is_some() {
+                    LOSING.fetch_sub(1, Ordering::Relaxed);
                     say!("msctl: {} is written again", self.path.display());
                 }
             }
             Err(e) => {
                 if self.lost.is_none() {
+                    LOSING.fetch_add(1, Ordering::Relaxed);
                     say!(
                         "msctl: cannot write {}: {e}; its output is lost until it can",
                         self.path.display()
@@ -112,6 +115,23 @@ impl LogFile {
         *self = fresh;
         self.lost = lost;
     }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        if self.lost.is_some() {
+            LOSING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Log files in this process that cannot be written now (a full disk).
+static LOSING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some log file in this process cannot be written now, so that `msctl logs` does not
+/// have every line.
+pub fn losing() -> bool {
+    LOSING.load(Ordering::Relaxed) > 0
 }
 
 /// The last `n` lines of the log at `path`, read back from its end, and the length of the file
@@ -373,6 +393,8 @@ mod tests {
         let (bytes, why) = log.lost.clone().unwrap();
         assert_eq!(bytes, 14);
         assert!(why.contains("No space left on device"), "{why}");
+        // So a foreground `up` does not say `msctl logs` has every line.
+        assert!(losing());
         // The disk has room again.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s-1.log");

@@ -96,6 +96,20 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
 #[cfg(all(unix, not(target_os = "linux")))]
 pub fn die_with_parent(_: &mut tokio::process::Command) {}
 
+/// SIGKILLs each of `pids`; how many were there to kill.
+#[cfg(unix)]
+pub fn kill_all(pids: impl IntoIterator<Item = u32>) -> usize {
+    pids.into_iter()
+        .filter(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+        .count()
+}
+
 /// Sends `signal` to the whole process group led by `pid`. A group that is gone already is fine.
 #[cfg(unix)]
 pub fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {

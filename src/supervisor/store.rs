@@ -100,6 +100,11 @@ impl RegistryStore {
         }
     }
 
+    pub fn phase(&self) -> SupervisorPhase {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.supervisor.phase
+    }
+
     /// Records whether the system is starting, ready, or stopping, and writes the file.
     pub fn set_phase(&self, phase: SupervisorPhase) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());

@@ -92,14 +92,29 @@ pub async fn run(root: &Path, build: &Build, log: &Path) -> Result<Duration, Str
     let started = Instant::now();
     let mut command = tokio::process::Command::new(&argv[0]);
     crate::supervisor::process::forget_cargo_run(&mut command);
-    let output = command
+    command
         .args(&argv[1..])
         .current_dir(root)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // A group of its own, stopped whole when watching ends mid-build (`msctl down`, `watch
+    // --off`, a signal): killing cargo alone leaves its rustc running, orphaned.
+    #[cfg(unix)]
+    {
+        command.process_group(0);
+        crate::supervisor::process::die_with_parent(&mut command);
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("could not run `{}`: {e}", argv.join(" ")))?;
+    let mut group = GroupGuard(child.id());
+    let output = child
+        .wait_with_output()
         .await
         .map_err(|e| format!("could not run `{}`: {e}", argv.join(" ")))?;
+    group.0 = None;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     if let Ok(mut file) = msctl_contract::fs::open_private(log, true) {
@@ -123,6 +138,19 @@ pub async fn run(root: &Path, build: &Build, log: &Path) -> Result<Duration, Str
             format!("{shown}: {}", tail.join(" / "))
         }
     }))
+}
+
+/// A running build's process group, killed with everything in it if the build is dropped
+/// before it ends.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self.0 {
+            crate::supervisor::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// The first compiler error in cargo's output, as `FILE:LINE:COL: error[CODE]: MESSAGE`.

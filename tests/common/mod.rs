@@ -347,6 +347,21 @@ impl Drop for Children {
     }
 }
 
+/// Processes a test learnt of by pid (a build's grandchild, not its own child); killed when
+/// the guard goes, so that a failed assert about them leaves none behind.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// A blocking HTTP client for tests, loopback only.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
