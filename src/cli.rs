@@ -201,6 +201,21 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration such as 200ms, 3s or 1m: {e}"))
 }
 
+/// A moment, given as a time ago (`10m`) or as a date and time (`2026-11-28T09:30:00Z`; with
+/// no zone it is UTC).
+fn parse_moment(text: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return std::time::SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("`{text}` ago is before the clock's start"));
+    }
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map_err(|_| {
+        format!(
+            "`{text}` is neither a time ago such as 10m or 1h30m nor a moment such as 2026-11-28T09:30:00Z"
+        )
+    })
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     text.parse::<f64>()
         .ok()
@@ -240,6 +255,15 @@ pub struct LogsArgs {
     /// Only the last N lines of each instance
     #[arg(short = 'n', long = "tail", value_name = "N")]
     pub tail: Option<usize>,
+    /// Show when msctl read each line (UTC, to the millisecond)
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Only lines from this time on: a time ago (10m, 1h30m) or a moment (2026-11-28T09:30:00Z)
+    #[arg(long, value_name = "WHEN", value_parser = parse_moment)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only lines before this time: a time ago or a moment, as for --since
+    #[arg(long, value_name = "WHEN", value_parser = parse_moment)]
+    pub until: Option<std::time::SystemTime>,
     /// The log records of one trace (an id, a prefix of 4+ characters, or `last`), across
     /// services, in time order
     #[arg(long, value_name = "ID", conflicts_with_all = ["follow", "tail", "services"])]

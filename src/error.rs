@@ -164,7 +164,7 @@ impl MsctlError {
                     format!(
                         "last lines of {instance}'s log:\n{}",
                         tail.iter()
-                            .map(|l| format!("  {l}"))
+                            .map(|l| format!("  {}", crate::supervisor::logs::without_stamp(l)))
                             .collect::<Vec<_>>()
                             .join("\n")
                     )

@@ -287,10 +287,12 @@ fn ps_and_logs_take_several_services_or_every_one() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let from: Vec<&str> = text
+    // In the order the lines were written, which the instances' starts decide.
+    let mut from: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split_once(" | ").map(|(who, _)| who.trim_end()))
         .collect();
+    from.sort();
     assert_eq!(from, ["alpha-1", "alpha-2", "beta-1"], "{text}");
 
     for args in [&["ps", "alpha", "gamma"][..], &["logs", "alpha", "gamma"]] {
@@ -329,6 +331,52 @@ fn logs_are_prefixed_and_tailed() {
     assert_eq!(text.lines().count(), 1, "{text}");
     let out = p.msctl().args(["logs", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn logs_merge_instances_in_time_order_and_select_by_time() {
+    // b writes between a's two lines: each waits for a file the other makes, a tenth of a
+    // second after its own line, so that msctl has read that line first.
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo a1; sleep 0.1; touch go1; while [ ! -e go2 ]; do sleep 0.01; done; echo a2; exec {bin}/msctl-fixture"]
+[services.b]
+command = ["sh", "-c", "while [ ! -e go1 ]; do sleep 0.01; done; echo b1; sleep 0.1; touch go2; exec {bin}/msctl-fixture"]
+"#,
+    );
+    p.up();
+    let logs = |args: &[&str]| -> Vec<String> {
+        let out = p.msctl().arg("logs").args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("listening on"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(logs(&[]), ["a-1 | a1", "b-1 | b1", "a-1 | a2"]);
+    // `-t`: the time msctl read each line, after the prefix, as docker compose shows it.
+    let stamped = logs(&["-t"]);
+    let stamp_of = |i: usize| -> String {
+        let (who, rest) = stamped[i].split_once(" | ").unwrap();
+        let (stamp, text) = rest.split_once(' ').unwrap();
+        assert_eq!(format!("{who} | {text}"), logs(&[])[i]);
+        assert!(stamp.len() == 24 && stamp.ends_with('Z'), "{stamp}");
+        stamp.to_string()
+    };
+    let (a1, b1, a2) = (stamp_of(0), stamp_of(1), stamp_of(2));
+    assert!(a1 < b1 && b1 < a2, "{stamped:?}");
+    assert_eq!(logs(&["--since", &b1]), ["b-1 | b1", "a-1 | a2"]);
+    assert_eq!(logs(&["--until", &b1]), ["a-1 | a1"]);
+    assert_eq!(logs(&["--since", &b1, "--until", &a2]), ["b-1 | b1"]);
+    assert_eq!(logs(&["--since", "1h", "b"]), ["b-1 | b1"]);
+    assert!(logs(&["--until", "1h"]).is_empty());
+    let stderr = p.fails_saying(&["logs", "--since", "yesterday"], 2);
+    assert!(
+        stderr.contains("`yesterday` is neither a time ago such as 10m or 1h30m nor a moment"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -176,7 +176,7 @@ env = { GREETING = "${MSCTL_ENV_TEST_WORD}!", DB = "sqlite://{data_dir}/app.db",
         .unwrap();
     assert!(up.status.success(), "{up:?}");
     let data_dir = std::fs::canonicalize(p.path().join(".msctl/data/a")).unwrap();
-    let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-1.log")).unwrap();
+    let log = p.log_text("a-1");
     assert!(
         log.starts_with(&format!(
             "GREETING=hello! DB=sqlite://{}/app.db FALLBACK=plain\n",

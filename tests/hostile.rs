@@ -703,7 +703,7 @@ fn many_instances_start_under_a_low_open_file_limit_and_services_keep_that_limit
         .filter(|i| i["state"] == "healthy")
         .count();
     assert_eq!(healthy, 24);
-    let log = std::fs::read_to_string(p.path().join(".msctl/logs/a-24.log")).unwrap();
+    let log = p.log_text("a-24");
     assert!(log.starts_with("limit 64\n"), "{log}");
 }
 

@@ -435,8 +435,8 @@ env = { OTEL_LOGS_EXPORTER = "none" }
             .any(|l| l.contains(&id) && l.contains("\"request\""))
             .then_some(())
     });
-    let line = std::fs::read_to_string(p.path().join(".msctl/logs/users-1.log"))
-        .unwrap()
+    let line = p
+        .log_text("users-1")
         .lines()
         .find(|l| l.contains("user created"))
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -1,4 +1,5 @@
-//! `msctl logs`: the instances' log files, prefixed as in `up`; `-f` follows them across restarts.
+//! `msctl logs`: the instances' log files, merged in time order and prefixed as in `up`; `-f`
+//! follows them across restarts.
 
 use crate::cli::LogsArgs;
 use crate::cmd::Context;
@@ -37,19 +38,29 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         }
     }
     let prefixes = Prefixes::new(files.iter().map(|(i, _)| i.clone()).collect(), false);
+    let show = Show::new(&args, prefixes);
     let mut offsets: HashMap<PathBuf, Position> = HashMap::new();
+    let mut sources: Vec<(String, Lines)> = Vec::new();
     for (instance, path) in &files {
-        // `-n N` reads the file's end only: a log is up to 16 MiB.
-        let (lines, end) = match args.tail {
-            Some(n) => crate::supervisor::logs::last_lines(path, n),
-            None => {
-                let text = std::fs::read(path).unwrap_or_default();
-                let lines = String::from_utf8_lossy(&text)
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                (lines, text.len() as u64)
+        // `-n N` reads the file's end only: a log is up to 16 MiB, and there may be many; a
+        // whole file is read a line at a time as the merge needs it.
+        let (lines, end): (Lines, u64) = match args.tail {
+            Some(n) => {
+                let (lines, end) = crate::supervisor::logs::last_lines(path, n);
+                (Box::new(lines.into_iter()), end)
             }
+            None => match std::fs::File::open(path) {
+                Ok(file) => {
+                    let end = file.metadata().map_or(0, |m| m.len());
+                    // Up to the length seen now: what comes after is for `-f`.
+                    let reader = std::io::BufReader::new(file.take(end));
+                    let lines = std::io::BufRead::split(reader, b'\n')
+                        .map_while(Result::ok)
+                        .map(|l| String::from_utf8_lossy(&l).into_owned());
+                    (Box::new(lines), end)
+                }
+                Err(_) => (Box::new(std::iter::empty()), 0),
+            },
         };
         offsets.insert(
             path.clone(),
@@ -58,25 +69,27 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
                 file: file_id(path),
             },
         );
-        for line in &lines {
-            outln!("{}", prefixes.line(instance, line))?;
-        }
+        sources.push((instance.clone(), lines));
     }
+    show.print(sources)?;
     if !args.follow {
         return Ok(0);
     }
     loop {
         let running = project.registry().exists();
         files = instance_logs(&project, &args.services);
+        let mut sources: Vec<(String, Lines)> = Vec::new();
         for (instance, path) in &files {
             let position = offsets.entry(path.clone()).or_insert(Position {
                 offset: 0,
                 file: file_id(path),
             });
-            for line in follow(path, position) {
-                outln!("{}", prefixes.line(instance, &line))?;
-            }
+            sources.push((
+                instance.clone(),
+                Box::new(follow(path, position).into_iter()),
+            ));
         }
+        show.print(sources)?;
         // Lines written before the system stopped have been printed above.
         if !running {
             return Ok(0);
@@ -90,6 +103,90 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
         }
     }
 }
+
+/// How lines are shown: in the order msctl read them across instances, within `--since` and
+/// `--until`, with their stamps when `-t` asks.
+struct Show {
+    prefixes: Prefixes,
+    timestamps: bool,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl Show {
+    fn new(args: &LogsArgs, prefixes: Prefixes) -> Self {
+        use crate::supervisor::logs::stamp;
+        Self {
+            prefixes,
+            timestamps: args.timestamps,
+            since: args.since.map(stamp),
+            until: args.until.map(stamp),
+        }
+    }
+
+    /// Prints each instance's lines, each in its file's order, merged by stamp: one line of each
+    /// is held at a time. A line with no stamp (a log from before stamps) goes with the line
+    /// above it.
+    fn print(&self, sources: Vec<(String, Lines)>) -> anyhow::Result<()> {
+        use crate::supervisor::logs::split_stamp;
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        struct Source {
+            instance: String,
+            lines: Lines,
+            key: String,
+        }
+        impl Source {
+            /// The next line and the time it goes by.
+            fn next(&mut self) -> Option<(String, String)> {
+                let line = self.lines.next()?;
+                if let (Some(stamp), _) = split_stamp(&line) {
+                    self.key = stamp.to_string();
+                }
+                Some((self.key.clone(), line))
+            }
+        }
+        let mut sources: Vec<Source> = sources
+            .into_iter()
+            .map(|(instance, lines)| Source {
+                instance,
+                lines,
+                key: String::new(),
+            })
+            .collect();
+        // (key, source) of each source's next line; the source index keeps ties in order.
+        let mut heap = BinaryHeap::new();
+        let mut next: Vec<Option<String>> = vec![None; sources.len()];
+        for (i, source) in sources.iter_mut().enumerate() {
+            if let Some((key, line)) = source.next() {
+                heap.push(Reverse((key, i)));
+                next[i] = Some(line);
+            }
+        }
+        while let Some(Reverse((key, i))) = heap.pop() {
+            let line = next[i].take().unwrap_or_default();
+            if let Some((key, line)) = sources[i].next() {
+                heap.push(Reverse((key, i)));
+                next[i] = Some(line);
+            }
+            if self.since.as_ref().is_some_and(|s| key < *s)
+                || self.until.as_ref().is_some_and(|u| key >= *u)
+            {
+                continue;
+            }
+            let (stamp, text) = split_stamp(&line);
+            let shown = match (self.timestamps, stamp) {
+                (true, Some(stamp)) => format!("{stamp} {text}"),
+                _ => text.to_string(),
+            };
+            outln!("{}", self.prefixes.line(&sources[i].instance, &shown))?;
+        }
+        Ok(())
+    }
+}
+
+/// One instance's lines, as read from its log.
+type Lines = Box<dyn Iterator<Item = String>>;
 
 /// The log records of one trace, across services, in time order, prefixed by instance.
 async fn trace_logs(project: &Project, id: &str) -> anyhow::Result<u8> {

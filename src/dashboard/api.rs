@@ -203,7 +203,8 @@ pub async fn logs(
     for (instance, path) in crate::cmd::logs::instance_logs(dash.sup.project(), &services) {
         // The newest lines are what a page shows; older ones stay in the file.
         let (tail, _) = crate::supervisor::logs::last_lines(&path, limit);
-        for raw in tail.iter().map(String::as_str) {
+        for line in tail.iter().map(String::as_str) {
+            let (stamp, raw) = crate::supervisor::logs::split_stamp(line);
             let mut fields = match serde_json::from_str::<Value>(raw) {
                 Ok(Value::Object(map)) => map,
                 _ => {
@@ -213,6 +214,12 @@ pub async fn logs(
                 }
             };
             fields.insert("instance".into(), instance.clone().into());
+            // A line that does not say when it was written is placed by when msctl read it.
+            if !fields.contains_key("ts_ms")
+                && let Some(ms) = stamp.and_then(crate::supervisor::logs::stamp_millis)
+            {
+                fields.insert("ts_ms".into(), ms.into());
+            }
             let line_level = fields
                 .get("level")
                 .and_then(Value::as_str)

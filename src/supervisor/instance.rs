@@ -651,7 +651,8 @@ impl Runner {
             msctl_contract::fs::open_private(&self.shared.project.log(&self.id), true)
         {
             // One write per line: appenders in other processes never split it.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
+            let stamp = super::logs::stamp(SystemTime::now());
+            let _ = f.write_all(format!("{stamp} {line}\n").as_bytes());
         }
         self.shared
             .events

@@ -1,5 +1,6 @@
-//! An instance's output: its stdout and stderr copied line by line, bounded in length, to a log
-//! file rotated by size (docs/state.md), and to the supervisor's events.
+//! An instance's output: its stdout and stderr copied line by line, bounded in length and each
+//! stamped with the time it was read, to a log file rotated by size (docs/state.md), and to the
+//! supervisor's events.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,49 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// …and this many old files are kept, `.1` the newest.
 pub const LOG_KEEP: u32 = 3;
+
+/// Every line of an instance log starts with the time it was read, UTC to the millisecond, and a
+/// space: `2026-11-28T01:02:15.123Z `. Always this width, so that times compare and sort as text.
+pub const STAMP_LEN: usize = 24;
+
+/// The stamp for a line read at `at`.
+pub fn stamp(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// A stored line's stamp and text. A line with no stamp (a log written before msctl stamped its
+/// lines, or a build log) is all text.
+pub fn split_stamp(line: &str) -> (Option<&str>, &str) {
+    if is_stamped(line.as_bytes()) {
+        (Some(&line[..STAMP_LEN]), &line[STAMP_LEN + 1..])
+    } else {
+        (None, line)
+    }
+}
+
+fn is_stamped(b: &[u8]) -> bool {
+    b.len() > STAMP_LEN
+        && b[STAMP_LEN] == b' '
+        && b[STAMP_LEN - 1] == b'Z'
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[..4].iter().all(u8::is_ascii_digit)
+}
+
+/// A stamp as milliseconds since the Unix epoch.
+pub fn stamp_millis(stamp: &str) -> Option<u64> {
+    humantime::parse_rfc3339(stamp)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+/// A stored line's text, without its stamp.
+pub fn without_stamp(line: &str) -> &str {
+    split_stamp(line).1
+}
 
 /// Bumped when the logs folder was deleted and made again while msctl runs: every log file is
 /// opened again at its path before its next write, so that `msctl logs` shows what comes after.
@@ -44,15 +88,17 @@ impl LogFile {
         })
     }
 
-    /// Appends one line in one write, so appenders in other processes never split it.
+    /// Appends one line, stamped, in one write, so appenders in other processes never split it.
     pub fn write_line(&mut self, line: &[u8]) {
-        let mut buf = Vec::with_capacity(line.len() + 1);
+        let mut buf = Vec::with_capacity(STAMP_LEN + line.len() + 2);
+        buf.extend_from_slice(stamp(std::time::SystemTime::now()).as_bytes());
+        buf.push(b' ');
         buf.extend_from_slice(line);
         buf.push(b'\n');
         self.write_lines(&buf);
     }
 
-    /// Appends whole lines, each ending in a newline, in one write.
+    /// Appends whole lines, each stamped and ending in a newline, in one write.
     pub fn write_lines(&mut self, lines: &[u8]) {
         if self.opened != REOPEN.load(std::sync::atomic::Ordering::Relaxed)
             && let Ok(fresh) = Self::open(&self.path)
@@ -66,8 +112,11 @@ impl LogFile {
         let mut out = Vec::new();
         if let Some((bytes, why)) = &self.lost {
             out.extend_from_slice(
-                format!("[msctl] --- {bytes} bytes of output were lost here: {why} ---\n")
-                    .as_bytes(),
+                format!(
+                    "{} [msctl] --- {bytes} bytes of output were lost here: {why} ---\n",
+                    stamp(std::time::SystemTime::now())
+                )
+                .as_bytes(),
             );
         }
         out.extend_from_slice(lines);
@@ -88,7 +137,13 @@ impl LogFile {
                     );
                 }
                 let (bytes, why) = self.lost.get_or_insert((0, e.to_string()));
-                *bytes += lines.len() as u64;
+                // The service's bytes: the stamps were msctl's.
+                let stamps = lines
+                    .split_inclusive(|b| *b == b'\n')
+                    .filter(|l| is_stamped(l))
+                    .count()
+                    * (STAMP_LEN + 1);
+                *bytes += (lines.len() - stamps) as u64;
                 *why = e.to_string();
             }
         }
@@ -229,6 +284,7 @@ pub async fn pump(
     // The lines already read are written together: a busy service writes thousands a second,
     // and a write each would cost the supervisor more than the service spends making them.
     let mut pending = Vec::new();
+    let mut stamps = Stamps::default();
     let mut after_piece = false;
     while let Ok(read @ (Read::Line | Read::Piece)) =
         read_bounded_line(&mut reader, &mut buf, MAX_LINE).await
@@ -242,6 +298,7 @@ pub async fn pump(
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
+        stamps.put(&mut pending);
         pending.extend_from_slice(&buf);
         pending.push(b'\n');
         if !reader.buffer().contains(&b'\n') || pending.len() >= PENDING_MAX {
@@ -260,12 +317,67 @@ pub async fn pump(
     }
 }
 
+/// The stamp of the current millisecond, made once for all the lines read within it: a busy
+/// service writes thousands of lines a second.
+#[derive(Default)]
+struct Stamps {
+    millis: u128,
+    text: Vec<u8>,
+}
+
+impl Stamps {
+    fn put(&mut self, out: &mut Vec<u8>) {
+        let now = std::time::SystemTime::now();
+        let millis = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        if millis != self.millis || self.text.is_empty() {
+            self.millis = millis;
+            self.text = stamp(now).into_bytes();
+            self.text.push(b' ');
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
 /// Lines gathered before they are written, at most.
 const PENDING_MAX: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines of a log's `text` without their stamps; panics at a line with none.
+    fn unstamped(text: &str) -> String {
+        text.lines()
+            .map(|line| match split_stamp(line) {
+                (Some(_), text) => format!("{text}\n"),
+                (None, _) => panic!("a line with no stamp: {line:.80}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stamps_sort_as_times_and_are_told_from_text() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let a = stamp(UNIX_EPOCH + Duration::from_millis(1_764_291_735_009));
+        let b = stamp(UNIX_EPOCH + Duration::from_millis(1_764_291_735_010));
+        assert_eq!(a, "2025-11-28T01:02:15.009Z");
+        assert_eq!(a.len(), STAMP_LEN);
+        assert!(a < b);
+        assert_eq!(stamp_millis(&b), Some(1_764_291_735_010));
+        let line = format!("{a} hello world");
+        assert_eq!(split_stamp(&line), (Some(a.as_str()), "hello world"));
+        assert_eq!(split_stamp(&format!("{a} ")), (Some(a.as_str()), ""));
+        for plain in [
+            "hello",
+            "",
+            "2025-11-28 not a stamp at all, though long enough",
+            &a,
+        ] {
+            assert_eq!(split_stamp(plain), (None, plain));
+        }
+    }
 
     #[tokio::test]
     async fn a_huge_line_is_split_without_being_held_whole() {
@@ -315,7 +427,7 @@ mod tests {
         tx.write_all(format!("{full}\n").as_bytes()).await.unwrap();
         tx.write_all(full.as_bytes()).await.unwrap();
         // The second one is in the file as a full piece before its newline is sent.
-        let written = 2 * (MAX_LINE as u64 + 1);
+        let written = 2 * (STAMP_LEN as u64 + 1 + MAX_LINE as u64 + 1);
         for _ in 0..5000 {
             if std::fs::metadata(&path).unwrap().len() >= written {
                 break;
@@ -327,7 +439,7 @@ mod tests {
         drop(tx);
         pump.await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("{full}\n{full}\nz\n"));
+        assert_eq!(unstamped(&text), format!("{full}\n{full}\nz\n"));
     }
 
     #[tokio::test]
@@ -347,12 +459,12 @@ mod tests {
             seen.recv().await.unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, many);
+        assert!(unstamped(&text) == many, "not every line is in the file");
         tx.write_all(b" now\r\n").await.unwrap();
         drop(tx);
         pump.await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("{many}unfinished now\n"));
+        assert!(unstamped(&text) == format!("{many}unfinished now\n"));
     }
 
     #[test]
@@ -399,10 +511,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s-1.log");
         log.file = std::fs::File::create(&path).unwrap();
-        log.write_lines(b"four\n");
+        log.write_line(b"four");
         assert_eq!(log.lost, None);
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
+            unstamped(&std::fs::read_to_string(&path).unwrap()),
             format!("[msctl] --- 14 bytes of output were lost here: {why} ---\nfour\n")
         );
     }

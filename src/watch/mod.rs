@@ -359,6 +359,10 @@ impl Cycle {
     ) {
         self.outcome = Outcome::StartFailed;
         self.error = Some(format!("{}: {}", failure.instance, failure.reason));
-        self.log_tail = crate::supervisor::logs::last_lines(&project.log(&failure.instance), 8).0;
+        self.log_tail = crate::supervisor::logs::last_lines(&project.log(&failure.instance), 8)
+            .0
+            .iter()
+            .map(|l| crate::supervisor::logs::without_stamp(l).to_string())
+            .collect();
     }
 }

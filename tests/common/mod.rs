@@ -311,6 +311,17 @@ impl TestProject {
             .collect()
     }
 
+    /// An instance's log as the service wrote it: each line without the time msctl stamped
+    /// it with (empty when there is no log).
+    pub fn log_text(&self, instance: &str) -> String {
+        let path = self.path().join(format!(".msctl/logs/{instance}.log"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| format!("{}\n", msctl::supervisor::logs::without_stamp(l)))
+            .collect()
+    }
+
     pub fn write(&self, name: &str, text: &str) {
         let path = self.path().join(name);
         std::fs::create_dir_all(path.parent().expect("a file has a folder")).expect("folder made");
