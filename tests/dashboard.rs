@@ -272,6 +272,22 @@ fn without_the_token_or_from_a_foreign_host_nothing_is_shown_and_nothing_runs() 
         .unwrap();
     assert_eq!(done["ok"], true, "{done}");
     assert_eq!(p.instance("users-1").unwrap()["restarts"], 1);
+    // An action that cannot be done is a client error, with the reason.
+    let refused = client
+        .post(format!("{base}/api/services/users/scale?replicas=100000"))
+        .header("x-msctl-token", &token)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["ok"], false, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than msctl runs"),
+        "{body}"
+    );
 }
 
 #[test]

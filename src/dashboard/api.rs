@@ -475,7 +475,16 @@ pub async fn action(
                 );
             }
             let ids: Vec<String> = pids.into_iter().map(|(id, _)| id).collect();
-            return Json(json!({"ok": !ids.is_empty(), "message": if ids.is_empty() { format!("{name} has no running instance") } else { format!("killed {}", ids.join(", ")) }})).into_response();
+            if ids.is_empty() {
+                let message = format!("{name} has no running instance");
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({"ok": false, "message": message})),
+                )
+                    .into_response();
+            }
+            let message = format!("killed {}", ids.join(", "));
+            return Json(json!({"ok": true, "message": message})).into_response();
         }
         other => {
             return (
@@ -486,7 +495,20 @@ pub async fn action(
         }
     };
     match dash.sup.handle(request).await {
-        Answer::Failed(f) => Json(json!({"ok": false, "message": f.message})).into_response(),
+        Answer::Failed(f) => {
+            use msctl_contract::control::FailureKind;
+            // As a client of any HTTP API would read it: the request's fault, or the system's.
+            let status = match f.kind {
+                FailureKind::UnknownService => StatusCode::NOT_FOUND,
+                FailureKind::Usage => StatusCode::UNPROCESSABLE_ENTITY,
+                FailureKind::Busy => StatusCode::CONFLICT,
+                FailureKind::Refused => StatusCode::BAD_REQUEST,
+                FailureKind::Config | FailureKind::Start | FailureKind::Unrecorded => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            (status, Json(json!({"ok": false, "message": f.message}))).into_response()
+        }
         _ => Json(json!({"ok": true, "message": format!("{name}: {action} done")})).into_response(),
     }
 }

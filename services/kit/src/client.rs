@@ -602,12 +602,34 @@ impl Peers {
                 message: crate::error::root_cause(e),
             }
         } else {
+            let mut message = crate::error::root_cause(e);
+            if not_http(e) {
+                // A port that speaks another protocol (a broker, a database) behind a service
+                // name: hyper's words alone do not say so.
+                let at = url.split('/').take(3).collect::<Vec<_>>().join("/");
+                message = format!("it does not speak HTTP/1.1 at {at} ({message})");
+            }
             PeerError::BadAnswer {
                 service: service.to_string(),
-                message: crate::error::root_cause(e),
+                message,
             }
         }
     }
+}
+
+/// Whether the peer's bytes were not HTTP: an answer that does not parse, or bytes sent before
+/// any request (as a NATS server greets a new connection).
+fn not_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.to_string().contains("unexpected message"))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Whether a call may be sent a second time after it may have reached a service: an idempotent
@@ -685,6 +707,46 @@ mod tests {
         });
         let kit = testing::kit("echo", &[]);
         (testing::spawn(&kit, app).await, hits)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_speak_http_is_named_as_such() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // One greets every connection before any request, as a NATS server does; the other
+        // answers a request with something that is not HTTP.
+        let dir = tempfile::tempdir().unwrap();
+        for greets in [true, false] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        if greets {
+                            let _ = conn.write_all(b"INFO {\"server_id\":\"x\"}\r\n").await;
+                        } else {
+                            let mut buf = [0u8; 1024];
+                            let _ = conn.read(&mut buf).await;
+                            let _ = conn.write_all(b"HELLO THERE\r\n\r\n").await;
+                        }
+                        let mut buf = [0u8; 1024];
+                        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                    });
+                }
+            });
+            let peers = peers_of(dir.path(), std::slice::from_ref(&url));
+            let err = peers
+                .send(PeerRequest::get("echo", "/x", "/x"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{err}");
+            let said = err.to_string();
+            assert!(
+                said.starts_with(&format!(
+                    "`echo` gave a bad answer: it does not speak HTTP/1.1 at {url} ("
+                )),
+                "{said}"
+            );
+        }
     }
 
     #[tokio::test]
