@@ -335,3 +335,30 @@ fn a_project_is_detected_from_its_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn links_to_folders_above_do_not_make_detection_endless() {
+    // Each project links back to the root, so every walk that follows links finds the projects
+    // again inside themselves: `msctl init` ran for minutes on this.
+    let p = TestProject::empty();
+    for name in ["web", "api"] {
+        p.write(
+            &format!("{name}/package.json"),
+            &format!(r#"{{"name": "{name}", "scripts": {{"start": "node server.js"}}}}"#),
+        );
+        p.write(&format!("{name}/server.js"), "// '/health'\n");
+        std::os::unix::fs::symlink("..", p.path().join(name).join("up")).unwrap();
+    }
+    let out = p
+        .msctl()
+        .args(["init", "--dry-run"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[services.api]") && text.contains("[services.web]"),
+        "{text}"
+    );
+}

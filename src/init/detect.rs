@@ -124,10 +124,11 @@ fn folders(root: &Path) -> Vec<PathBuf> {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
+            // A link is not followed: one to a folder above would make the walk endless.
             let mut dirs: Vec<PathBuf> = entries
                 .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.path())
-                .filter(|p| p.is_dir())
                 .filter(|p| {
                     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                     !SKIP.contains(&name) && !name.starts_with('.')
@@ -142,18 +143,29 @@ fn folders(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The source files below `dir` with one of `extensions`, skipping dependency folders.
+/// The source files below `dir` with one of `extensions`, skipping dependency folders. Links
+/// are not followed (one to a folder above made the walk endless), and the walk stops after
+/// `MAX_ENTRIES`: what it looks for is near the top of a project.
 fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
         for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                out.sort();
+                return out;
+            }
             let p = e.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if p.is_dir() {
+            let Ok(kind) = e.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
                 if !SKIP.contains(&name) && !name.starts_with('.') {
                     stack.push(p);
                 }
@@ -165,6 +177,9 @@ fn sources(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// How many files and folders [`sources`] looks at, at most, in one project.
+const MAX_ENTRIES: usize = 20_000;
 
 /// The first file that visibly serves `/health`: the path in quotes, as routes are written.
 fn serves_health(files: &[PathBuf]) -> Option<PathBuf> {
