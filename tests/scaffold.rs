@@ -40,13 +40,15 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if path.ends_with(".msctl") {
                 continue;
             }
-            if path.is_dir() {
+            let kind = e.file_type().unwrap();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((name, target.display().to_string().into_bytes()));
+            } else if kind.is_dir() {
                 stack.push(path);
             } else {
-                out.push((
-                    path.strip_prefix(dir).unwrap().display().to_string(),
-                    std::fs::read(&path).unwrap(),
-                ));
+                out.push((name, std::fs::read(&path).unwrap()));
             }
         }
     }
@@ -144,6 +146,13 @@ fn every_rejection_is_clear_and_writes_nothing() {
         "templates/bad-table/service.toml.j2",
         "command = \"{{ name }}\"\n",
     );
+    // A link back to the templates folder: not followed, and named.
+    std::fs::create_dir_all(p.path().join("templates/looped")).unwrap();
+    p.write(
+        "templates/looped/service.toml.j2",
+        "command = [\"{{ name }}\"]\n",
+    );
+    std::os::unix::fs::symlink("..", p.path().join("templates/looped/up")).unwrap();
     let before = tree(p.path());
     let cases: Vec<(&str, Vec<&str>, i32)> = vec![
         ("path_parent", vec!["../x"], 2),
@@ -175,6 +184,11 @@ fn every_rejection_is_clear_and_writes_nothing() {
             3,
         ),
         ("template_typo", vec!["billing", "--template", "typo"], 3),
+        (
+            "template_link_loop",
+            vec!["billing", "--template", "looped"],
+            3,
+        ),
         (
             "template_bad_table",
             vec!["billing", "--template", "bad-table"],
@@ -208,6 +222,11 @@ fn templates_are_listed() {
         "templates/worker/service.toml.j2",
         "command = [\"{{ name }}\"]\n",
     );
+    // A file manager's litter is no part of a template; a template that cannot be read is
+    // listed as broken, and stands in the way of no other.
+    std::fs::write(p.path().join("templates/worker/.DS_Store"), [0u8, 0xff, 0xfe]).unwrap();
+    std::fs::create_dir_all(p.path().join("templates/unreadable")).unwrap();
+    std::fs::write(p.path().join("templates/unreadable/logo.png"), [0x89, b'P', 0xff]).unwrap();
     let out = p
         .msctl()
         .args(["scaffold", "--list-templates"])
@@ -223,6 +242,12 @@ fn templates_are_listed() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("worker") && l.contains("a queue worker")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("unreadable")
+            && l.contains("broken: ")
+            && l.contains("logo.png: cannot read it as text")),
         "{text}"
     );
     // A project template is used by name.

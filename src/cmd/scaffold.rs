@@ -10,11 +10,24 @@ use std::time::Duration;
 pub async fn scaffold(ctx: &Context, args: ScaffoldArgs) -> anyhow::Result<u8> {
     let (project, config) = ctx.load_to_edit()?;
     if args.list_templates {
-        let all = scaffold::templates(&project.root).map_err(MsctlError::Scaffold)?;
-        let rows: Vec<Vec<String>> = all
+        let (all, broken) = scaffold::templates(&project.root);
+        let mut rows: Vec<Vec<String>> = all
             .iter()
             .map(|t| vec![t.name.clone(), t.description.clone(), t.origin.clone()])
             .collect();
+        rows.extend(broken.iter().map(|(name, e)| {
+            let why = match e {
+                scaffold::ScaffoldError::Template { file, message, .. } => {
+                    format!("{file}: {message}")
+                }
+                other => other.to_string(),
+            };
+            vec![
+                name.clone(),
+                format!("broken: {why}"),
+                format!("templates/{name}"),
+            ]
+        }));
         outln!(
             "{}",
             crate::table::render(&["TEMPLATE", "DESCRIPTION", "FROM"], &rows)

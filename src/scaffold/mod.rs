@@ -148,7 +148,10 @@ pub fn plan(config: &Config, request: &Request) -> Result<Plan, ScaffoldError> {
             });
         }
     }
-    let all = templates(root)?;
+    let (all, broken) = templates(root);
+    if let Some((_, e)) = broken.into_iter().find(|(n, _)| *n == request.template) {
+        return Err(e);
+    }
     let Some(template) = all.iter().find(|t| t.name == request.template) else {
         let known: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
         return Err(ScaffoldError::NoTemplate {

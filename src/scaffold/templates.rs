@@ -59,10 +59,11 @@ pub struct Template {
     pub cargo: bool,
 }
 
-/// The templates of a project (`templates/*/` beside msctl.toml), and the built-in one unless the
-/// project has its own of that name.
-pub fn templates(root: &Path) -> Result<Vec<Template>, ScaffoldError> {
-    let mut found = Vec::new();
+/// The templates of a project (`templates/*/` beside msctl.toml), and the built-in ones unless
+/// the project has its own of that name; then those that cannot be read, by name, each with
+/// why. One broken template does not stand in the way of the others.
+pub fn templates(root: &Path) -> (Vec<Template>, Vec<(String, ScaffoldError)>) {
+    let (mut found, mut broken) = (Vec::new(), Vec::new());
     if let Ok(entries) = std::fs::read_dir(root.join("templates")) {
         let mut dirs: Vec<PathBuf> = entries
             .flatten()
@@ -71,23 +72,40 @@ pub fn templates(root: &Path) -> Result<Vec<Template>, ScaffoldError> {
             .collect();
         dirs.sort();
         for dir in dirs {
-            found.push(read_template(&dir)?);
+            match read_template(&dir) {
+                Ok(t) => found.push(t),
+                Err(e) => broken.push((
+                    dir.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    e,
+                )),
+            }
         }
     }
     for (name, files) in builtin() {
-        if found.iter().any(|t| t.name == name) {
+        if found.iter().any(|t| t.name == name) || broken.iter().any(|(n, _)| *n == name) {
             continue;
         }
-        let info = describe(&name, &files)?;
-        found.push(Template {
-            name,
-            description: info.description,
-            origin: "built in".into(),
-            files,
-            cargo: info.cargo,
-        });
+        match describe(&name, &files) {
+            Ok(info) => found.push(Template {
+                name,
+                description: info.description,
+                origin: "built in".into(),
+                files,
+                cargo: info.cargo,
+            }),
+            Err(e) => broken.push((name, e)),
+        }
     }
-    Ok(found)
+    (found, broken)
+}
+
+/// Files an editor or a file manager leaves in a folder, which are no part of a template.
+fn is_litter(name: &str) -> bool {
+    matches!(name, ".DS_Store" | "Thumbs.db" | "desktop.ini")
+        || name.ends_with('~')
+        || name.ends_with(".swp")
 }
 
 fn read_template(dir: &Path) -> Result<Template, ScaffoldError> {
@@ -107,8 +125,13 @@ fn read_template(dir: &Path) -> Result<Template, ScaffoldError> {
             std::fs::read_dir(&d).map_err(|e| broken(d.display().to_string(), e.to_string()))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            // A link to a folder is not followed (one to a folder above would never end); as
+            // a file it cannot be read, and the error names it.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
+                continue;
+            }
+            if is_litter(&entry.file_name().to_string_lossy()) {
                 continue;
             }
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -280,7 +303,15 @@ mod tests {
     #[test]
     fn the_built_in_template_is_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let all = templates(dir.path()).unwrap();
+        let (all, broken) = templates(dir.path());
+        assert!(
+            broken.is_empty(),
+            "{:?}",
+            broken
+                .iter()
+                .map(|(n, e)| format!("{n}: {e}"))
+                .collect::<Vec<_>>()
+        );
         let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["node", "python", "service"]);
         for t in &all {
