@@ -47,7 +47,7 @@ pub fn export(
         yaml(
             "# The namespace the system runs in.",
             &[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})],
-        )?,
+        ),
     );
     for service in config.services.values() {
         let source = sources
@@ -64,14 +64,14 @@ pub fn export(
             }
             None => format!("# {}: exported by msctl from msctl.toml.", service.name),
         };
-        files.insert(format!("{}.yaml", service.name), yaml(&comment, &docs)?);
+        files.insert(format!("{}.yaml", service.name), yaml(&comment, &docs));
     }
     files.insert(
         format!("{COLLECTOR}.yaml"),
         yaml(
             "# An OpenTelemetry Collector: every service exports to it, as it exports to msctl on one machine.\n# Its `debug` exporter prints what arrives; point `exporters` at Jaeger, Tempo or a vendor.",
             &collector(ns),
-        )?,
+        ),
     );
     let resources: Vec<&String> = files.keys().collect();
     let kustomization = json!({
@@ -85,20 +85,20 @@ pub fn export(
         yaml(
             "# `kubectl apply -k .` applies everything.",
             &[kustomization],
-        )?,
+        ),
     );
     Ok(Export { files, notes })
 }
 
-fn yaml(comment: &str, docs: &[Value]) -> Result<String, String> {
+fn yaml(comment: &str, docs: &[Value]) -> String {
     let mut out = format!("{comment}\n");
     for (i, doc) in docs.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_norway::to_string(doc).map_err(|e| e.to_string())?);
+        out.push_str(&crate::yaml::to_string(doc));
     }
-    Ok(out)
+    out
 }
 
 fn labels(name: &str) -> Value {

@@ -28,6 +28,7 @@ pub mod telemetry;
 pub mod traces;
 pub mod watch;
 pub mod waterfall;
+pub mod yaml;
 
 use clap::Parser;
 use error::{MsctlError, code};

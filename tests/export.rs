@@ -205,6 +205,73 @@ fn assert_wired(files: &BTreeMap<String, Vec<Value>>) {
 }
 
 #[test]
+fn values_yaml_1_1_would_misread_stay_strings_for_kubernetes() {
+    // Kubernetes reads YAML as 1.1, where `yes` is true and `12:30` a number: an env value
+    // `DEBUG = "yes"` was written bare and `kubectl apply` refused the manifest.
+    let tricky = [
+        "yes",
+        "no",
+        "on",
+        "Off",
+        "y",
+        "N",
+        "=",
+        "<<",
+        "12:30",
+        "1_000",
+        "0b101",
+        "null",
+        "~",
+        "true",
+        "0123",
+        "1e3",
+        ".inf",
+        "2026-11-28",
+        "a: b",
+        "#x",
+        "it's",
+        "multi\nline\n",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = String::from(
+        "[services.api]\ncommand = [\"/bin/api\", \"yes\", \"-p\", \"12:30\"]\nimage = \"api:1\"\n[services.api.env]\n",
+    );
+    for (i, value) in tricky.iter().enumerate() {
+        manifest.push_str(&format!(
+            "V{i:02} = {}\n",
+            serde_json::to_string(value).unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("msctl.toml"), manifest).unwrap();
+    let out = dir.path().join("out");
+    let files = export_from(&dir.path().join("msctl.toml"), &out);
+    assert_valid(&out, &files);
+    // Read back as Kubernetes reads it, by a YAML 1.1 parser (PyYAML's safe loader).
+    let python = python_venv("kubernetes-validate", &["kubernetes-validate==1.37.0"]);
+    let read = Command::new(python)
+        .arg("-c")
+        .arg(
+            "import json, sys, yaml\n\
+             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d['kind'] == 'Deployment']\n\
+             c = docs[0]['spec']['template']['spec']['containers'][0]\n\
+             print(json.dumps({'args': c.get('args'), 'env': {e['name']: e.get('value') for e in c['env']}}))",
+        )
+        .arg(out.join("api.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(seen["args"], serde_json::json!(["yes", "-p", "12:30"]));
+    for (i, value) in tricky.iter().enumerate() {
+        assert_eq!(seen["env"][format!("V{i:02}")], *value, "{value:?}");
+    }
+}
+
+#[test]
 fn the_wiring_reads_back_right_and_the_output_is_the_same_every_time() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let files = export(a.path());

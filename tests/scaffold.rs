@@ -224,9 +224,17 @@ fn templates_are_listed() {
     );
     // A file manager's litter is no part of a template; a template that cannot be read is
     // listed as broken, and stands in the way of no other.
-    std::fs::write(p.path().join("templates/worker/.DS_Store"), [0u8, 0xff, 0xfe]).unwrap();
+    std::fs::write(
+        p.path().join("templates/worker/.DS_Store"),
+        [0u8, 0xff, 0xfe],
+    )
+    .unwrap();
     std::fs::create_dir_all(p.path().join("templates/unreadable")).unwrap();
-    std::fs::write(p.path().join("templates/unreadable/logo.png"), [0x89, b'P', 0xff]).unwrap();
+    std::fs::write(
+        p.path().join("templates/unreadable/logo.png"),
+        [0x89, b'P', 0xff],
+    )
+    .unwrap();
     let out = p
         .msctl()
         .args(["scaffold", "--list-templates"])
