@@ -1,12 +1,23 @@
-//! `${NAME}` and `${NAME:-default}` in commands, as docker compose expands them.
+//! `${NAME}`, `${NAME:-default}` and `$$` in commands, as docker compose expands them.
 
-/// Expands `${NAME}` and `${NAME:-default}` from `lookup`, as docker compose does in its files.
+/// Expands `${NAME}` and `${NAME:-default}` from `lookup`, as docker compose does in its files;
+/// `$$` is a `$` left as it is (`$${HOME}` reaches a shell as `${HOME}`), as in compose.
 pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(i) = rest.find("${") {
+    while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
+        let after = &rest[i + 1..];
+        if let Some(more) = after.strip_prefix('$') {
+            out.push('$');
+            rest = more;
+            continue;
+        }
+        let Some(after) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
         let end = after
             .find('}')
             .ok_or_else(|| format!("`{s}` has an unclosed `${{`"))?;

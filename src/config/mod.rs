@@ -334,6 +334,11 @@ depends_on = ["a"]
             "target/debug/x"
         );
         assert!(expand_vars("${U}/x", env).unwrap_err().contains("${U}"));
+        // `$$` is a `$` kept for the program (a shell) to expand; a lone `$` stays.
+        assert_eq!(
+            expand_vars("echo $${T} $T $$ a$ ${T}", env).unwrap(),
+            "echo ${T} $T $ a$ /t"
+        );
     }
 
     #[test]

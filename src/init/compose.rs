@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Keys of a compose service that are mapped, or decide how it is mapped.
-const MAPPED: [&str; 9] = [
+const MAPPED: [&str; 10] = [
     "command",
+    "entrypoint",
     "build",
     "image",
     "depends_on",
@@ -35,13 +36,19 @@ const INFRASTRUCTURE: [&str; 8] = [
 
 /// The services of the compose file `text` found in `root`, or why it cannot be read.
 pub fn import(root: &Path, file_name: &str, text: &str) -> Result<Found, String> {
-    let doc: Value = serde_norway::from_str(text).map_err(|e| {
+    let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let place = e
             .location()
             .map(|l| format!(":{}:{}", l.line(), l.column()))
             .unwrap_or_default();
         format!("{file_name}{place}: not valid YAML: {e}")
     })?;
+    // Compose files share settings through `<<: *anchor` merge keys (YAML 1.1, which compose
+    // follows); they are part of each service that merges them.
+    yaml.apply_merge()
+        .map_err(|e| format!("{file_name}: a `<<` merge key cannot be applied: {e}"))?;
+    let doc: Value =
+        serde_json::to_value(&yaml).map_err(|e| format!("{file_name}: not a compose file: {e}"))?;
     let Some(services) = doc.get("services").and_then(Value::as_object) else {
         return Err(format!("{file_name} has no `services` mapping"));
     };
@@ -141,7 +148,17 @@ fn service(
     }
     let image = spec.get("image").and_then(Value::as_str);
     let infrastructure_image = image.is_some_and(|i| INFRASTRUCTURE.contains(&image_base(i)));
-    let command = spec.get("command").and_then(words);
+    // The entrypoint runs with the command as its arguments, as docker runs them.
+    let command = match (
+        spec.get("entrypoint").and_then(words),
+        spec.get("command").and_then(words),
+    ) {
+        (Some(mut entrypoint), command) => {
+            entrypoint.extend(command.unwrap_or_default());
+            Some(entrypoint)
+        }
+        (None, command) => command,
+    };
     let build = spec.get("build").and_then(|b| match b {
         Value::String(s) => Some(s.clone()),
         other => other
@@ -297,10 +314,36 @@ fn ports_text(ports: &Value) -> String {
 }
 
 fn port_placeholders(command: &[String]) -> Vec<String> {
-    command
-        .iter()
-        .map(|w| w.replace("${PORT}", "{port}").replace("$PORT", "{port}"))
-        .collect()
+    command.iter().map(|w| port_placeholder(w)).collect()
+}
+
+/// `${PORT}` and `$PORT` as `{port}`; `$$PORT` and `$${PORT}` are the shell's, at run time,
+/// and stay (msctl, as compose, gives the shell `$PORT` for them, which msctl also sets).
+fn port_placeholder(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if after.starts_with("$$") {
+            out.push_str("$$");
+            rest = &after[2..];
+        } else if let Some(more) = after.strip_prefix("${PORT}") {
+            out.push_str("{port}");
+            rest = more;
+        } else if let Some(more) = after
+            .strip_prefix("$PORT")
+            .filter(|m| !m.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            out.push_str("{port}");
+            rest = more;
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn skip_image(compose_name: &str, name: &str, image: &str, found: &mut Found) {
@@ -625,6 +668,68 @@ volumes:
             found.skipped
         );
         assert!(found.skipped[1].why.contains("no command, build or image"));
+    }
+
+    #[test]
+    fn merge_keys_and_entrypoints_are_followed() {
+        // Shared settings through an `x-` anchor and `<<`, and an entrypoint the command is
+        // given to: both were read past, so the worker ran `worker.py` with no interpreter.
+        let dir = tempfile::tempdir().unwrap();
+        let compose = r#"
+x-common: &common
+  restart: unless-stopped
+  environment: {LOG: debug}
+  deploy: {replicas: 2}
+services:
+  worker:
+    <<: *common
+    entrypoint: ["python", "-u"]
+    command: worker.py --queue jobs
+  shell:
+    <<: *common
+    environment: {OWN: "1"}
+    entrypoint: sh -c 'exec server --port $${PORT}'
+"#;
+        let found = import(dir.path(), "compose.yaml", compose).unwrap();
+        let worker = &found.services[1];
+        assert_eq!(worker.name, "worker");
+        assert_eq!(
+            worker.command,
+            ["python", "-u", "worker.py", "--queue", "jobs"]
+        );
+        assert_eq!(worker.replicas, 2);
+        assert_eq!(worker.env["LOG"], "debug");
+        // A service's own key wins over the merged one, whole, as YAML merges.
+        let shell = &found.services[0];
+        assert_eq!(shell.env.keys().collect::<Vec<_>>(), ["OWN"]);
+        assert!(
+            !found
+                .unmapped
+                .iter()
+                .any(|u| u.contains("<<") || u.contains("entrypoint"))
+        );
+        // `$$` stays for the shell: msctl expands it as compose does.
+        let text = crate::init::render(&found);
+        let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
+            .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
+        let arg = &config.services["shell"].command[2];
+        assert_eq!(
+            crate::config::expand_vars(arg, |_| None).unwrap(),
+            "exec server --port ${PORT}"
+        );
+    }
+
+    #[test]
+    fn the_port_becomes_a_placeholder_unless_it_is_the_shells() {
+        for (word, placed) in [
+            ("--port=${PORT}", "--port={port}"),
+            ("$PORT", "{port}"),
+            ("$PORTS", "$PORTS"),
+            ("$${PORT} $$PORT ${PORT}", "$${PORT} $$PORT {port}"),
+            ("a$", "a$"),
+        ] {
+            assert_eq!(port_placeholder(word), placed, "{word}");
+        }
     }
 
     #[test]
