@@ -325,9 +325,9 @@ fn port_placeholder(word: &str) -> String {
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("$$") {
+        if let Some(more) = after.strip_prefix("$$") {
             out.push_str("$$");
-            rest = &after[2..];
+            rest = more;
         } else if let Some(more) = after.strip_prefix("${PORT}") {
             out.push_str("{port}");
             rest = more;
