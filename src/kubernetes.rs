@@ -489,7 +489,7 @@ stop_timeout = "5s"
         let nats = &e.files["nats.yaml"];
         assert!(nats.contains("image: nats:2.10"));
         assert!(
-            nats.contains("- 0.0.0.0") && !nats.contains("127.0.0.1"),
+            nats.contains("- '0.0.0.0'") && !nats.contains("127.0.0.1"),
             "{nats}"
         );
         assert!(
