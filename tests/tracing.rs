@@ -480,6 +480,26 @@ fn call_exit_codes_and_output_modes() {
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["status"], 201, "{answer}");
     assert_eq!(answer["body"]["name"], "From Stdin");
+    // A body meant as JSON that does not parse still goes as JSON, so that the service says
+    // what is wrong with it (it said it wanted JSON: 415).
+    let out = p
+        .msctl()
+        .args(["call", "POST", "users", "-d", r#"{"name": "#, "--json"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 400, "{answer}");
+    assert!(
+        answer["body"]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("EOF while parsing")),
+        "{answer}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: the body is not valid JSON (EOF while parsing"),
+        "{out:?}"
+    );
     // A source with no end (or a wrong, huge file) is refused at the limit, not read forever.
     p.msctl()
         .args(["call", "POST", "users", "-d", "@/dev/zero"])

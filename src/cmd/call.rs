@@ -142,8 +142,23 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<u8> {
         request = request.header(name, value);
     }
     if let Some(body) = body {
-        if !has_content_type && serde_json::from_slice::<Value>(&body).is_ok() {
-            request = request.header("content-type", "application/json");
+        if !has_content_type {
+            // A body meant as JSON is sent as JSON even when it does not parse, so that the
+            // service says what is wrong with it rather than that it wants JSON.
+            let meant = body
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'{' || *b == b'[');
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(_) => request = request.header("content-type", "application/json"),
+                Err(e) if meant => {
+                    say!(
+                        "warning: the body is not valid JSON ({e}); sending it as JSON all the same"
+                    );
+                    request = request.header("content-type", "application/json");
+                }
+                Err(_) => {}
+            }
         }
         request = request.body(body);
     }
