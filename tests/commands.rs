@@ -380,6 +380,41 @@ command = ["sh", "-c", "while [ ! -e go1 ]; do sleep 0.01; done; echo b1; sleep 
 }
 
 #[test]
+fn a_window_in_time_reaches_back_past_rotations() {
+    let p = TestProject::new("[services.a]\ncommand = [\"{bin}/msctl-fixture\"]\n");
+    p.write(".msctl/logs/a-1.log.2", "2026-11-28T09:00:00.000Z oldest\n");
+    p.write(
+        ".msctl/logs/a-1.log.1",
+        "2026-11-28T09:10:00.000Z older\n2026-11-28T09:20:00.000Z old\n",
+    );
+    p.write(
+        ".msctl/logs/a-1.log",
+        "2026-11-28T09:30:00.000Z new\nplain, from before stamps\n",
+    );
+    let logs = |args: &[&str]| -> Vec<String> {
+        let out = p.msctl().arg("logs").args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Without a window, the current file, as before.
+    assert_eq!(logs(&[]), ["a-1 | new", "a-1 | plain, from before stamps"]);
+    assert_eq!(
+        logs(&["--since", "2026-11-28T09:15:00Z"]),
+        ["a-1 | old", "a-1 | new", "a-1 | plain, from before stamps"]
+    );
+    assert_eq!(
+        logs(&["--until", "2026-11-28T09:20:00Z", "-t"]),
+        [
+            "a-1 | 2026-11-28T09:00:00.000Z oldest",
+            "a-1 | 2026-11-28T09:10:00.000Z older"
+        ]
+    );
+}
+
+#[test]
 fn logs_follow_across_restarts_and_end_with_the_system() {
     let p = two_services();
     p.up();

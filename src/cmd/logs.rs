@@ -49,18 +49,21 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<u8> {
                 let (lines, end) = crate::supervisor::logs::last_lines(path, n);
                 (Box::new(lines.into_iter()), end)
             }
-            None => match std::fs::File::open(path) {
-                Ok(file) => {
-                    let end = file.metadata().map_or(0, |m| m.len());
-                    // Up to the length seen now: what comes after is for `-f`.
-                    let reader = std::io::BufReader::new(file.take(end));
-                    let lines = std::io::BufRead::split(reader, b'\n')
-                        .map_while(Result::ok)
-                        .map(|l| String::from_utf8_lossy(&l).into_owned());
-                    (Box::new(lines), end)
+            None => {
+                let (lines, end) = whole(path);
+                // A window in time may reach back past a rotation: the older files first.
+                if args.since.is_some() || args.until.is_some() {
+                    let mut older: Lines = Box::new(std::iter::empty());
+                    for n in (1..=crate::supervisor::logs::LOG_KEEP).rev() {
+                        let mut rotated = path.as_os_str().to_owned();
+                        rotated.push(format!(".{n}"));
+                        older = Box::new(older.chain(whole(Path::new(&rotated)).0));
+                    }
+                    (Box::new(older.chain(lines)), end)
+                } else {
+                    (lines, end)
                 }
-                Err(_) => (Box::new(std::iter::empty()), 0),
-            },
+            }
         };
         offsets.insert(
             path.clone(),
@@ -182,6 +185,22 @@ impl Show {
             outln!("{}", self.prefixes.line(&sources[i].instance, &shown))?;
         }
         Ok(())
+    }
+}
+
+/// The lines of the log at `path`, read as they are needed, up to its length now (what comes
+/// after is for `-f`), and that length.
+fn whole(path: &Path) -> (Lines, u64) {
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let end = file.metadata().map_or(0, |m| m.len());
+            let reader = std::io::BufReader::new(file.take(end));
+            let lines = std::io::BufRead::split(reader, b'\n')
+                .map_while(Result::ok)
+                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            (Box::new(lines), end)
+        }
+        Err(_) => (Box::new(std::iter::empty()), 0),
     }
 }
 
