@@ -54,16 +54,20 @@ pub fn export(
             .get(&service.name)
             .ok_or_else(|| format!("service `{}` has no image", service.name))?;
         let (docs, note) = service_docs(service, config, source, opts)?;
-        let comment = match &note {
-            Some(n) => {
-                notes.push(format!("{}: {n}", service.name));
-                format!(
-                    "# {}: exported by msctl from msctl.toml.\n# {n}",
-                    service.name
-                )
-            }
-            None => format!("# {}: exported by msctl from msctl.toml.", service.name),
-        };
+        let mut said: Vec<String> = note.into_iter().collect();
+        // The files hold this machine's values, secrets often: they are named, not copied.
+        if !service.env_files.is_empty() {
+            said.push(format!(
+                "env_file {} is not exported: make a Secret from it (`kubectl create secret generic {} --from-env-file=FILE`) and add it under the container's `envFrom`",
+                service.env_files.join(", "),
+                service.name
+            ));
+        }
+        let mut comment = format!("# {}: exported by msctl from msctl.toml.", service.name);
+        for n in said {
+            comment.push_str(&format!("\n# {n}"));
+            notes.push(format!("{}: {n}", service.name));
+        }
         files.insert(format!("{}.yaml", service.name), yaml(&comment, &docs));
     }
     files.insert(

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod containers;
 pub mod dashboard;
+pub mod dotenv;
 pub mod error;
 pub mod init;
 pub mod json_view;
@@ -52,6 +53,19 @@ pub fn run() -> ExitCode {
         console::set_colors_enabled_stderr(false);
     }
     limits::raise();
+    // The project's `.env`, before the runtime starts any thread that could read the
+    // environment while it changes. Without a project the command says so itself.
+    if let Ok(manifest) = (cmd::Context {
+        file: cli.file.clone(),
+    })
+    .manifest()
+    {
+        // SAFETY: no other thread runs yet.
+        let loaded = unsafe { dotenv::load(&manifest) };
+        if let Some(problem) = loaded.problem {
+            say!("warning: {problem}");
+        }
+    }
     // One thread: child processes get a parent-death signal tied to the thread that forked
     // them (see supervisor::process), so that thread must live as long as msctl.
     let runtime = tokio::runtime::Builder::new_current_thread()

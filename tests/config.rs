@@ -213,3 +213,95 @@ env = { GREETING = "${MSCTL_ENV_TEST_WORD}!", DB = "sqlite://{data_dir}/app.db",
         "{stderr}"
     );
 }
+
+#[test]
+fn the_projects_dotenv_fills_variables_and_reaches_the_services() {
+    // As overmind and honcho load `.env` into every process, and compose fills `${VAR}` from
+    // it; the shell wins over the file.
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo \"inherited=$DOTENV_WORD expanded=$1\"; exec {bin}/msctl-fixture", "sh", "${DOTENV_WORD}-x"]
+"#,
+    );
+    p.write(".env", "# for msctl\nDOTENV_WORD=\"from dotenv\"\n");
+    p.up();
+    let said = |p: &TestProject| {
+        p.log_text("a-1")
+            .lines()
+            .find(|l| l.starts_with("inherited="))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        said(&p).as_deref(),
+        Some("inherited=from dotenv expanded=from dotenv-x")
+    );
+    p.msctl().arg("down").assert().success();
+    std::fs::remove_file(p.path().join(".msctl/logs/a-1.log")).unwrap();
+    let up = p
+        .msctl()
+        .env("DOTENV_WORD", "shell")
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{up:?}");
+    assert_eq!(
+        said(&p).as_deref(),
+        Some("inherited=shell expanded=shell-x")
+    );
+    p.msctl().arg("down").assert().success();
+
+    // A line that is not NAME=value is named; the rest of the command goes on.
+    p.write(".env", "DOTENV_WORD=fine\nnot a variable\n");
+    let out = p.msctl().arg("ps").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".env:2: cannot read `not a variable`: write NAME=value"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing is running"), "{stderr}");
+}
+
+#[test]
+fn env_files_are_read_at_each_start_with_the_env_table_and_msctls_own_winning() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo \"g=$GREETING s=$SHARED o=$OVERRIDE p=$PORT\"; exec {bin}/msctl-fixture"]
+env_file = [".env.a", "config/.env.b"]
+env = { OVERRIDE = "table" }
+"#,
+    );
+    p.write(
+        ".env.a",
+        "GREETING=a\nSHARED=from-a\nOVERRIDE=file\nPORT=1\n",
+    );
+    p.write("config/.env.b", "SHARED='from-b'\n");
+    p.up();
+    let port = p.url_of("a-1").rsplit(':').next().unwrap().to_string();
+    let log = p.log_text("a-1");
+    assert!(
+        log.contains(&format!("g=a s=from-b o=table p={port}\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains("[msctl] .env.a sets PORT, which msctl sets itself; msctl's value is used"),
+        "{log}"
+    );
+    let json = stdout_json(&p.msctl().args(["config", "--json"]).output().unwrap());
+    assert_eq!(
+        json[0]["env_file"],
+        serde_json::json!([".env.a", "config/.env.b"])
+    );
+    p.msctl().arg("down").assert().success();
+
+    // A file that is not there fails the start, naming it.
+    std::fs::remove_file(p.path().join("config/.env.b")).unwrap();
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("env_file: cannot read") && stderr.contains("config/.env.b"),
+        "{stderr}"
+    );
+}

@@ -108,6 +108,11 @@ fn service_named_like_an_instance_of_another() {
 }
 
 #[test]
+fn env_file_that_is_not_a_file_name() {
+    insta::assert_snapshot!(error_for("[services.a]\ncommand = [\"a\"]\nenv_file = 3\n"));
+}
+
+#[test]
 fn no_manifest_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_msctl"))

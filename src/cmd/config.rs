@@ -94,6 +94,7 @@ fn as_json(s: &Service) -> Value {
         "health": health(&s.health),
         "depends_on": s.depends_on,
         "env": s.env.iter().map(|(k, v)| (k.clone(), expanded(v))).collect::<std::collections::BTreeMap<_, _>>(),
+        "env_file": s.env_files,
         "restart": restart(s.restart),
         "start_timeout": duration(s.start_timeout),
         "stop_timeout": duration(s.stop_timeout),
@@ -130,6 +131,9 @@ fn as_toml(s: &Service) -> toml_edit::Table {
     t.insert("health", value(health(&s.health)));
     if !s.depends_on.is_empty() {
         t.insert("depends_on", value(strings(&s.depends_on)));
+    }
+    if !s.env_files.is_empty() {
+        t.insert("env_file", value(strings(&s.env_files)));
     }
     if !s.env.is_empty() {
         let mut env = InlineTable::new();

@@ -249,6 +249,22 @@ pub(super) fn check(
         }
         let mut env = defaults.env.clone().unwrap_or_default();
         env.extend(s.env.clone().unwrap_or_default());
+        let env_files = match s.env_file.as_ref().or(defaults.env_file.as_ref()) {
+            Some(files) => {
+                if let Some(bad) = files.get_ref().0.iter().find(|f| f.trim().is_empty()) {
+                    return Err(err(
+                        files.span(),
+                        format!("`env_file` of service `{name}` has an empty file name `{bad}`"),
+                        Some(
+                            "give paths relative to msctl.toml's folder, such as \".env.users\""
+                                .into(),
+                        ),
+                    ));
+                }
+                files.get_ref().0.clone()
+            }
+            None => Vec::new(),
+        };
         let service = Service {
             command,
             build: build.map(|b| b.get_ref().clone()),
@@ -261,6 +277,7 @@ pub(super) fn check(
             replicas: replicas.0,
             depends_on,
             env,
+            env_files,
             restart: s
                 .restart
                 .or(defaults.restart)

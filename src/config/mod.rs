@@ -32,6 +32,9 @@ pub struct Service {
     pub replicas: u32,
     pub depends_on: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Files of `NAME=value` lines (`env_file`), relative to the project, read at each start;
+    /// `env` wins over them.
+    pub env_files: Vec<String>,
     pub restart: RestartPolicy,
     pub stop_timeout: Duration,
     pub start_timeout: Duration,

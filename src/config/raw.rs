@@ -24,6 +24,7 @@ pub(super) struct RawDefaults {
     pub(super) health: Option<Health>,
     pub(super) replicas: Option<u32>,
     pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) env_file: Option<Spanned<Files>>,
     pub(super) restart: Option<RestartPolicy>,
     pub(super) stop_timeout: Option<Spanned<Seconds>>,
     pub(super) start_timeout: Option<Spanned<Seconds>>,
@@ -43,6 +44,7 @@ pub(super) struct RawService {
     pub(super) replicas: Option<Spanned<u32>>,
     pub(super) depends_on: Option<Vec<Spanned<String>>>,
     pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) env_file: Option<Spanned<Files>>,
     pub(super) restart: Option<RestartPolicy>,
     pub(super) stop_timeout: Option<Spanned<Seconds>>,
     pub(super) start_timeout: Option<Spanned<Seconds>>,
@@ -55,6 +57,33 @@ pub(super) struct RawService {
     pub(super) install: Option<String>,
     pub(super) image: Option<String>,
     pub(super) kubernetes: Option<super::Kubernetes>,
+}
+
+/// File names written as one string or a list of them (`env_file = ".env.users"`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Files(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for Files {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Files;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file name, or a list of file names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Files, E> {
+                Ok(Files(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Files, A::Error> {
+                let mut files = Vec::new();
+                while let Some(f) = seq.next_element::<String>()? {
+                    files.push(f);
+                }
+                Ok(Files(files))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A duration written as `"5s"`, `"250ms"`, `"2m"`, or a number of seconds.

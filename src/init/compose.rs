@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Keys of a compose service that are mapped, or decide how it is mapped.
-const MAPPED: [&str; 10] = [
+const MAPPED: [&str; 11] = [
     "command",
     "entrypoint",
+    "env_file",
     "build",
     "image",
     "depends_on",
@@ -243,6 +244,9 @@ fn service(
             return None;
         }
     };
+    if let Some(files) = spec.get("env_file") {
+        env_files(root, files, &at("env_file"), &mut draft, found);
+    }
     if let Some(env) = spec.get("environment") {
         environment(env, &at("environment"), &mut draft, found);
     }
@@ -365,6 +369,43 @@ fn skip_image(compose_name: &str, name: &str, image: &str, found: &mut Found) {
         suggestion,
         table,
     });
+}
+
+/// `env_file`: a path, a list of paths, or of `{path, required}`; one that is not required
+/// and not there is left out, as compose leaves it.
+fn env_files(root: &Path, files: &Value, at: &str, draft: &mut Draft, found: &mut Found) {
+    let items = match files {
+        Value::Array(items) => items.clone(),
+        one => vec![one.clone()],
+    };
+    for item in items {
+        let (path, required) = match &item {
+            Value::String(p) => (p.clone(), true),
+            Value::Object(o) => match o.get("path").and_then(Value::as_str) {
+                Some(p) => (
+                    p.to_string(),
+                    o.get("required").and_then(Value::as_bool).unwrap_or(true),
+                ),
+                None => {
+                    found
+                        .unmapped
+                        .push(format!("{at}: an entry with no `path`"));
+                    continue;
+                }
+            },
+            other => {
+                found
+                    .unmapped
+                    .push(format!("{at}: `{other}` is not a file"));
+                continue;
+            }
+        };
+        let path = path.trim_start_matches("./").to_string();
+        if !required && !root.join(&path).is_file() {
+            continue;
+        }
+        draft.env_files.push(path);
+    }
 }
 
 fn environment(env: &Value, at: &str, draft: &mut Draft, found: &mut Found) {
@@ -717,6 +758,41 @@ services:
             crate::config::expand_vars(arg, |_| None).unwrap(),
             "exec server --port ${PORT}"
         );
+    }
+
+    #[test]
+    fn env_files_are_kept_and_optional_missing_ones_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("there.env"), "A=1\n").unwrap();
+        let compose = r#"
+services:
+  one:
+    command: ["a"]
+    env_file: ./app.env
+  many:
+    command: ["b"]
+    env_file:
+      - app.env
+      - {path: there.env, required: false}
+      - {path: absent.env, required: false}
+      - {required: true}
+"#;
+        let found = import(dir.path(), "compose.yaml", compose).unwrap();
+        let by_name = |n: &str| found.services.iter().find(|d| d.name == n).unwrap();
+        assert_eq!(by_name("one").env_files, ["app.env"]);
+        assert_eq!(by_name("many").env_files, ["app.env", "there.env"]);
+        assert!(
+            found
+                .unmapped
+                .iter()
+                .any(|u| u == "services.many.env_file: an entry with no `path`"),
+            "{:?}",
+            found.unmapped
+        );
+        let text = crate::init::render(&found);
+        let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
+            .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
+        assert_eq!(config.services["many"].env_files, ["app.env", "there.env"]);
     }
 
     #[test]

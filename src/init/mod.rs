@@ -21,6 +21,8 @@ pub struct Draft {
     pub health: String,
     pub depends_on: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// `env_file`: files of `NAME=value` lines, relative to the project.
+    pub env_files: Vec<String>,
     pub replicas: u32,
     pub restart: Option<String>,
     pub health_interval: Option<String>,
@@ -38,6 +40,7 @@ impl Draft {
             health: "tcp".into(),
             depends_on: Vec::new(),
             env: BTreeMap::new(),
+            env_files: Vec::new(),
             replicas: 1,
             restart: None,
             health_interval: None,
@@ -236,6 +239,9 @@ pub fn render(found: &Found) -> String {
         }
         if let Some(r) = &s.restart {
             out.push_str(&format!("restart = {}\n", toml_string(r)));
+        }
+        if !s.env_files.is_empty() {
+            out.push_str(&format!("env_file = {}\n", toml_list(&s.env_files)));
         }
         if !s.env.is_empty() {
             let pairs: Vec<String> = s

@@ -587,6 +587,28 @@ impl Runner {
                 .map(|(k, v)| (k.to_string(), v)),
             );
         }
+        // `env_file`s, read at each start as compose reads them at each container's creation;
+        // one that cannot be read whole fails the start, rather than run it half configured.
+        let own: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        for file in &self.service.env_files {
+            let path = p.root.join(file);
+            let vars = match crate::dotenv::parse(&path) {
+                (vars, None) => vars,
+                (_, Some(problem)) => return Err(format!("env_file: {problem}")),
+            };
+            // A `PORT` in a file shared with other tools must not move the instance off the
+            // port msctl gave it: msctl's own variables win (the `env` table may still set them).
+            let (theirs, ours): (Vec<_>, Vec<_>) =
+                vars.into_iter().partition(|(k, _)| !own.contains(k));
+            if !ours.is_empty() {
+                let names: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
+                self.note(&format!(
+                    "{file} sets {}, which msctl sets itself; msctl's value is used",
+                    names.join(", ")
+                ));
+            }
+            env.extend(theirs);
+        }
         for (name, value) in &self.service.env {
             let value = self
                 .resolve(value, addr)
