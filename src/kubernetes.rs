@@ -222,6 +222,10 @@ fn service_docs(
         env.push(json!({"name": k, "value": v}));
     }
     let probe = |extra: Value| -> Option<Value> {
+        if service.job {
+            // A job's readiness is its exit.
+            return None;
+        }
         let mut p = match &service.health {
             Health::Http(path) => json!({"httpGet": {"path": path, "port": "http"}}),
             Health::Tcp => json!({"tcpSocket": {"port": "http"}}),
@@ -289,6 +293,34 @@ fn service_docs(
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     });
+    if service.job {
+        let mut pod = pod;
+        pod["spec"]["restartPolicy"] = json!("Never");
+        if volume.is_some() {
+            pod["spec"]["volumes"]
+                .as_array_mut()
+                .expect("a list")
+                .push(json!({"name": "data", "emptyDir": {}}));
+        }
+        let job = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": ns, "labels": labels(name)},
+            "spec": {
+                "completions": service.replicas,
+                "parallelism": service.replicas,
+                "backoffLimit": service.max_restarts,
+                "template": pod,
+            },
+        });
+        let mut note = "a job: a Kubernetes Job. Kubernetes starts nothing in order, so what waits for it here does not there: make those retry until its work is done, or run it as their init container".to_string();
+        if volume.is_some() {
+            note.push_str(
+                "; its MSCTL_DATA_DIR is an empty folder there, kept no longer than the Job",
+            );
+        }
+        return Ok((vec![job], Some(note)));
+    }
     let (workload, note) = match &volume {
         Some(size) => {
             let note = (service.replicas > 1).then(|| {

@@ -86,6 +86,18 @@ impl Progress {
                     _ => self.say(msg),
                 }
             }
+            Event::Completed { instance, took_ms } => {
+                let msg = format!("{instance} completed in {took_ms:.1} ms");
+                match self.bars.get(instance) {
+                    Some(bar) if !bar.is_finished() => {
+                        bar.set_style(
+                            ProgressStyle::with_template("{msg}").expect("template is valid"),
+                        );
+                        bar.finish_with_message(format!("{ok} {msg}"));
+                    }
+                    _ => self.say(msg),
+                }
+            }
             Event::Failed {
                 instance, reason, ..
             } => {

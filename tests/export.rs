@@ -272,6 +272,46 @@ fn values_yaml_1_1_would_misread_stay_strings_for_kubernetes() {
 }
 
 #[test]
+fn a_job_is_exported_as_a_kubernetes_job() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("msctl.toml"),
+        "[services.migrate]\ncommand = [\"/bin/migrate\", \"--to\", \"latest\"]\nimage = \"migrate:1\"\njob = true\nkubernetes = { volume = \"1Gi\" }\n\n[services.api]\ncommand = [\"/bin/api\"]\nimage = \"api:1\"\ndepends_on = [\"migrate\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let files = export_from(&dir.path().join("msctl.toml"), &out);
+    assert_valid(&out, &files);
+    let docs = &files["migrate.yaml"];
+    assert_eq!(docs.len(), 1, "a Job and no Service: {docs:?}");
+    let job = &docs[0];
+    assert_eq!(job["kind"], "Job");
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["--to", "latest"]));
+    assert!(container.get("readinessProbe").is_none(), "{container}");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for mount in mounts {
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == mount),
+            "the volume {mount} is defined: {pod}"
+        );
+    }
+    let text = std::fs::read_to_string(out.join("migrate.yaml")).unwrap();
+    assert!(text.contains("# a job: a Kubernetes Job."), "{text}");
+}
+
+#[test]
 fn the_wiring_reads_back_right_and_the_output_is_the_same_every_time() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let files = export(a.path());

@@ -721,3 +721,63 @@ start_timeout = "30s"
         assert!(stderr.contains(said), "{program}: {stderr}");
     }
 }
+
+#[test]
+fn a_job_runs_to_its_end_before_what_depends_on_it_starts() {
+    // A migration: the service that needs its work refuses to start before it is done.
+    let p = TestProject::new(
+        r#"
+[services.migrate]
+command = ["sh", "-c", "sleep 0.3; echo migrated > migrated; echo migration done"]
+job = true
+[services.api]
+command = ["sh", "-c", "test -f migrated || { echo started too early; exit 3; }; exec {bin}/msctl-fixture"]
+depends_on = ["migrate"]
+"#,
+    );
+    let stderr = p.up();
+    assert!(stderr.contains("migrate-1 completed in"), "{stderr}");
+    assert!(
+        lines_index(&stderr, "migrate-1 completed") < lines_index(&stderr, "api-1 starting"),
+        "{stderr}"
+    );
+    assert_eq!(p.instance("migrate-1").unwrap()["state"], "completed");
+    assert_eq!(p.instance("api-1").unwrap()["state"], "healthy");
+    assert!(p.log_text("migrate-1").contains("migration done"));
+    // `health` counts a completed job as done, not as down.
+    let out = p.msctl().arg("health").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("migrate-1") && l.contains("completed")),
+        "{text}"
+    );
+    // Asked again, it runs again.
+    std::fs::remove_file(p.path().join("migrated")).unwrap();
+    p.msctl().args(["restart", "migrate"]).assert().success();
+    assert!(p.path().join("migrated").is_file());
+    p.msctl().arg("down").assert().success();
+
+    // A job that fails fails `up`, with its log, and what depends on it never starts.
+    p.write(
+        "msctl.toml",
+        r#"
+[services.migrate]
+command = ["sh", "-c", "echo no database here; exit 4"]
+job = true
+[services.api]
+command = ["sh", "-c", "echo api ran > api-ran; exec sleep 60"]
+depends_on = ["migrate"]
+"#,
+    );
+    let out = p.msctl().args(["up", "-d"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("error: `migrate-1` did not start: the job exited with code 4"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no database here"), "{stderr}");
+    assert!(!p.path().join("api-ran").exists());
+}

@@ -92,6 +92,8 @@ pub enum InstanceState {
     /// Exited or unhealthy, waiting before the next start.
     Restarting,
     Stopped,
+    /// A job (`job = true`) that ran to its end and exited 0.
+    Completed,
     /// Could not start, or crashed more often than allowed; left down.
     Failed,
     /// An optional service whose program is not installed: the rest runs without it.
@@ -107,6 +109,7 @@ impl std::fmt::Display for InstanceState {
             Self::Stopping => "stopping",
             Self::Restarting => "restarting",
             Self::Stopped => "stopped",
+            Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Absent => "absent",
         })
@@ -330,6 +333,7 @@ mod schema {
             InstanceState::Stopping,
             InstanceState::Restarting,
             InstanceState::Stopped,
+            InstanceState::Completed,
             InstanceState::Failed,
             InstanceState::Absent,
         ];

@@ -30,7 +30,16 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
             if i.state == msctl_contract::registry::InstanceState::Absent {
                 // Optional and not installed: said, and not counted against the system.
                 let reason = i.reason.clone().unwrap_or_else(|| "not installed".into());
-                absent.push((service.clone(), i.id.clone(), reason));
+                absent.push((service.clone(), i.id.clone(), reason, "absent"));
+                continue;
+            }
+            if i.state == msctl_contract::registry::InstanceState::Completed {
+                // A job that did its work: nothing answers there, as meant.
+                let reason = i
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "exited with code 0".into());
+                absent.push((service.clone(), i.id.clone(), reason, "completed"));
                 continue;
             }
             let prober = prober.clone();
@@ -59,8 +68,8 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
             .map(|(service, id, address, r)| {
                 json!({"service": service, "instance": id, "address": address, "healthy": r.is_ok(), "result": match r { Ok(s) | Err(s) => s }})
             })
-            .chain(absent.iter().map(|(service, id, reason)| {
-                json!({"service": service, "instance": id, "address": "", "healthy": null, "absent": true, "result": reason})
+            .chain(absent.iter().map(|(service, id, reason, state)| {
+                json!({"service": service, "instance": id, "address": "", "healthy": null, *state: true, "result": reason})
             }))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -74,8 +83,8 @@ pub async fn health(ctx: &Context, args: JsonArg) -> anyhow::Result<u8> {
                 };
                 vec![id.clone(), address.clone(), state.into(), detail]
             })
-            .chain(absent.iter().map(|(_, id, reason)| {
-                vec![id.clone(), "-".into(), "absent".into(), reason.clone()]
+            .chain(absent.iter().map(|(_, id, reason, state)| {
+                vec![id.clone(), "-".into(), state.to_string(), reason.clone()]
             }))
             .collect();
         outln!(

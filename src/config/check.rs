@@ -316,6 +316,19 @@ pub(super) fn check(
             },
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
             optional: s.optional.unwrap_or(false),
+            job: match &s.job {
+                Some(job) if *job.get_ref() && s.health.is_some() => {
+                    return Err(err(
+                        job.span(),
+                        format!(
+                            "service `{name}` is a job and has a `health`: a job is ready when it exits 0, and is never checked"
+                        ),
+                        Some("remove `health`, or `job`".into()),
+                    ));
+                }
+                Some(job) => *job.get_ref(),
+                None => false,
+            },
             install: s.install.clone(),
             image: s.image.clone(),
             kubernetes: s.kubernetes.clone().unwrap_or_default(),

@@ -51,6 +51,9 @@ pub struct Service {
     pub watch_ignore: Vec<String>,
     /// When its program is not installed, the rest of the system runs without it.
     pub optional: bool,
+    /// Runs to its end (a migration, a seed): ready when it exits 0, not health-checked;
+    /// what depends on it starts then.
+    pub job: bool,
     /// How to install its program, said when it is missing.
     pub install: Option<String>,
     /// The container image it runs on a cluster, for a service that is not a binary of the

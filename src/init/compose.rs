@@ -87,7 +87,24 @@ pub fn import(root: &Path, file_name: &str, text: &str) -> Result<Found, String>
             None => continue,
         }
     }
+    // What others wait for to finish (`service_completed_successfully`) is a job here.
+    let awaited: Vec<String> = services
+        .values()
+        .filter_map(|spec| spec.get("depends_on")?.as_object())
+        .flat_map(|deps| deps.iter())
+        .filter(|(_, v)| {
+            v.get("condition").and_then(Value::as_str) == Some("service_completed_successfully")
+        })
+        .map(|(dep, _)| dep.clone())
+        .collect();
     for (compose_name, spec, mut draft) in drafts {
+        if awaited.contains(&compose_name) {
+            draft.job = true;
+            draft.notes.push(
+                "a job: others wait for it to finish with code 0 (compose's service_completed_successfully)"
+                    .into(),
+            );
+        }
         dependencies(&compose_name, &spec, &imported, &mut draft, &mut found);
         found.services.push(draft);
     }
@@ -570,9 +587,8 @@ fn dependencies(
         };
         match condition.as_deref() {
             None | Some("service_healthy") | Some("service_started") => {}
-            Some("service_completed_successfully") => draft.notes.push(format!(
-                "check: compose waited for `{dep}` to finish; msctl waits for it to be healthy"
-            )),
+            // The dependency became a job, which is ready when it has finished.
+            Some("service_completed_successfully") => {}
             Some(other) => found.unmapped.push(format!(
                 "services.{compose_name}.depends_on.{dep}.condition: `{other}` is not a condition msctl knows"
             )),
@@ -757,6 +773,33 @@ services:
         assert_eq!(
             crate::config::expand_vars(arg, |_| None).unwrap(),
             "exec server --port ${PORT}"
+        );
+    }
+
+    #[test]
+    fn what_others_wait_to_finish_becomes_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let compose = r#"
+services:
+  migrate:
+    command: ["./migrate.sh"]
+    healthcheck: {test: ["CMD", "curl", "-f", "http://localhost/health"]}
+  api:
+    command: ["./api"]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+"#;
+        let found = import(dir.path(), "compose.yaml", compose).unwrap();
+        let by_name = |n: &str| found.services.iter().find(|d| d.name == n).unwrap();
+        assert!(by_name("migrate").job && !by_name("api").job);
+        assert_eq!(by_name("api").depends_on, ["migrate"]);
+        let text = crate::init::render(&found);
+        let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
+            .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
+        assert!(config.services["migrate"].job, "{text}");
+        assert!(
+            text.contains("# a job: others wait for it to finish with code 0"),
+            "{text}"
         );
     }
 

@@ -23,6 +23,8 @@ pub struct Draft {
     pub env: BTreeMap<String, String>,
     /// `env_file`: files of `NAME=value` lines, relative to the project.
     pub env_files: Vec<String>,
+    /// Runs to its end; what depends on it waits for that (`job = true`).
+    pub job: bool,
     pub replicas: u32,
     pub restart: Option<String>,
     pub health_interval: Option<String>,
@@ -41,6 +43,7 @@ impl Draft {
             depends_on: Vec::new(),
             env: BTreeMap::new(),
             env_files: Vec::new(),
+            job: false,
             replicas: 1,
             restart: None,
             health_interval: None,
@@ -221,12 +224,17 @@ pub fn render(found: &Found) -> String {
             out.push_str(&format!("build = {}\n", toml_list(build)));
         }
         out.push_str("port = \"auto\"\n");
-        out.push_str(&format!("health = {}\n", toml_string(&s.health)));
-        if let Some(i) = &s.health_interval {
-            out.push_str(&format!("health_interval = {}\n", toml_string(i)));
-        }
-        if let Some(n) = s.unhealthy_after {
-            out.push_str(&format!("unhealthy_after = {n}\n"));
+        if s.job {
+            // Ready when it exits 0: a job has no health to check.
+            out.push_str("job = true\n");
+        } else {
+            out.push_str(&format!("health = {}\n", toml_string(&s.health)));
+            if let Some(i) = &s.health_interval {
+                out.push_str(&format!("health_interval = {}\n", toml_string(i)));
+            }
+            if let Some(n) = s.unhealthy_after {
+                out.push_str(&format!("unhealthy_after = {n}\n"));
+            }
         }
         if let Some(t) = &s.start_timeout {
             out.push_str(&format!("start_timeout = {}\n", toml_string(t)));

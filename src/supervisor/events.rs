@@ -15,6 +15,11 @@ pub enum Event {
         address: String,
         startup_ms: f64,
     },
+    /// A job ran to its end and exited 0.
+    Completed {
+        instance: String,
+        took_ms: f64,
+    },
     /// The instance did not become healthy: `up` fails.
     Failed {
         instance: String,

@@ -134,7 +134,7 @@ impl InstanceHandle {
             .map(|s| s.clone())
             .map_err(|_| "the supervisor is shutting down".to_string())?;
         match status.machine.state {
-            State::Healthy { .. } | State::Unhealthy { .. } => {
+            State::Healthy { .. } | State::Unhealthy { .. } | State::Completed { .. } => {
                 Ok(status.startup.unwrap_or_default())
             }
             State::Failed { reason } | State::Stopped { reason } => Err(reason),
@@ -208,6 +208,7 @@ fn policy_of(service: &Service) -> Policy {
         start_timeout: service.start_timeout,
         stop_timeout: service.stop_timeout,
         auto_port: service.port == Port::Auto,
+        job: service.job,
     }
 }
 
@@ -247,7 +248,9 @@ impl Runner {
     async fn run(mut self) {
         loop {
             let deadline = self.machine.state.deadline();
+            // A job's readiness is its exit: it is never probed.
             let probing = self.machine.state.probing()
+                && !self.policy.job
                 && (matches!(self.machine.state, State::Starting { .. })
                     || self.service.health != Health::None);
             let event = tokio::select! {
@@ -359,6 +362,7 @@ impl Runner {
                 )),
             ),
             State::Stopped { reason } => (R::Stopped, None, Some(reason.clone())),
+            State::Completed { reason } => (R::Completed, None, Some(reason.clone())),
             State::Failed { reason } => (R::Failed, None, Some(reason.clone())),
         };
         Some(Instance {
@@ -389,6 +393,13 @@ impl Runner {
                     instance,
                     address: self.last_addr.map(|a| a.to_string()).unwrap_or_default(),
                     startup_ms: startup.as_secs_f64() * 1000.0,
+                }
+            }
+            Report::Completed { took } => {
+                self.status.send_modify(|s| s.startup = Some(took));
+                Progress::Completed {
+                    instance,
+                    took_ms: took.as_secs_f64() * 1000.0,
                 }
             }
             Report::Failed { reason } => Progress::Failed {
@@ -744,6 +755,7 @@ fn describe(state: &State) -> &'static str {
         State::Stopping { .. } => "stopping",
         State::BackingOff { .. } => "restarting",
         State::Stopped { .. } => "stopped",
+        State::Completed { .. } => "completed",
         State::Failed { .. } => "failed",
     }
 }

@@ -57,6 +57,8 @@ pub enum State {
     BackingOff { until: Instant, reason: String },
     /// Stopped on request, or exited under a policy that does not restart it.
     Stopped { reason: String },
+    /// A job that ran to its end and exited 0: what depends on it may start.
+    Completed { reason: String },
     /// Could not start, or crashed more often than `max_restarts` allows.
     Failed { reason: String },
 }
@@ -146,6 +148,10 @@ pub enum Report {
     Healthy {
         startup: Duration,
     },
+    /// A job ran to its end, successfully, in this long.
+    Completed {
+        took: Duration,
+    },
     /// A start asked for did not succeed: `up` fails with this.
     Failed {
         reason: String,
@@ -179,6 +185,8 @@ pub struct Policy {
     pub stop_timeout: Duration,
     /// Whether the port is picked anew on each start, so that a lost port can be retried.
     pub auto_port: bool,
+    /// A job: it is ready when it exits 0, not when a health check passes.
+    pub job: bool,
 }
 
 /// A healthy spell this long forgives earlier crashes: the backoff starts over.
@@ -260,7 +268,10 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
     use State as S;
     match (&m.state, event) {
         // --- asked to run ---
-        (S::Idle | S::Stopped { .. } | S::Failed { .. }, E::Start | E::Restart) => {
+        (
+            S::Idle | S::Stopped { .. } | S::Failed { .. } | S::Completed { .. },
+            E::Start | E::Restart,
+        ) => {
             next.in_a_row = 0;
             launch(&mut next, &mut actions, true, 1, now);
         }
@@ -298,7 +309,9 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
         }
 
         // --- asked to stop ---
-        (S::Idle | S::Stopped { .. } | S::Failed { .. }, E::Stop) => actions.push(Action::AckStops),
+        (S::Idle | S::Stopped { .. } | S::Failed { .. } | S::Completed { .. }, E::Stop) => {
+            actions.push(Action::AckStops)
+        }
         (S::BackingOff { .. }, E::Stop) => {
             next.state = S::Stopped {
                 reason: "stopped on request".into(),
@@ -369,7 +382,12 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
         ) => {
             let then = Then::NotReady {
                 reason: format!(
-                    "not healthy within {}{}",
+                    "{} within {}{}",
+                    if policy.job {
+                        "did not finish"
+                    } else {
+                        "not healthy"
+                    },
                     super::health::ms(policy.start_timeout),
                     last_check
                         .as_ref()
@@ -426,10 +444,32 @@ pub fn step(m: &Machine, event: Event, policy: &Policy, now: Instant) -> (Machin
             let reason = "its port was taken by another process".to_string();
             not_ready(&mut next, &mut actions, reason, *requested, policy, now);
         }
+        (
+            S::Starting { pid, .. },
+            E::Exited {
+                reason,
+                success: true,
+            },
+        ) if policy.job => {
+            // Whatever the job left running in its group goes with it.
+            actions.push(Action::Kill { pid: *pid });
+            let took = m.launched.map(|t| now - t).unwrap_or_default();
+            next.state = S::Completed { reason };
+            next.in_a_row = 0;
+            actions.extend([
+                Action::Report(Report::Completed { took }),
+                Action::Settle,
+                Action::AckStops,
+            ]);
+        }
         (S::Starting { pid, requested, .. }, E::Exited { reason, .. }) => {
             // Whatever the service left running in its group goes with it.
             actions.push(Action::Kill { pid: *pid });
-            let reason = format!("{reason} before it was healthy");
+            let reason = if policy.job {
+                format!("the job {reason}")
+            } else {
+                format!("{reason} before it was healthy")
+            };
             not_ready(&mut next, &mut actions, reason, *requested, policy, now);
         }
 
@@ -697,6 +737,7 @@ mod tests {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(5),
             auto_port: true,
+            job: false,
         }
     }
 
@@ -736,6 +777,77 @@ mod tests {
         assert_eq!(actions[0], Action::Spawn);
         assert!(actions.contains(&Action::Settle));
         m
+    }
+
+    #[test]
+    fn a_job_is_ready_when_it_exits_0_and_runs_again_when_asked() {
+        let job = Policy {
+            job: true,
+            ..policy()
+        };
+        let (m, actions) = run(Machine::default(), vec![Event::Start, spawned(10)], &job);
+        assert!(matches!(m.state, State::Starting { .. }), "{m:?}");
+        assert!(
+            !actions.contains(&Action::Settle),
+            "not ready while it runs"
+        );
+        let (m, actions) = run(m, vec![exit_0()], &job);
+        assert!(matches!(&m.state, State::Completed { reason } if reason == "exited with code 0"));
+        assert_eq!(actions[0], Action::Kill { pid: 10 }, "what it left goes");
+        assert!(matches!(
+            actions[1],
+            Action::Report(Report::Completed { .. })
+        ));
+        assert!(actions.contains(&Action::Settle));
+        assert_eq!((m.restarts, m.state.pid()), (0, None));
+        // `msctl restart` (or a watch rebuild) runs it again; a stop has nothing to stop.
+        let (again, actions) = run(m.clone(), vec![Event::Restart], &job);
+        assert!(matches!(
+            again.state,
+            State::Launching {
+                requested: true,
+                ..
+            }
+        ));
+        assert_eq!(actions, [Action::Spawn]);
+        let (_, actions) = run(m, vec![Event::Stop], &job);
+        assert_eq!(actions, [Action::AckStops]);
+    }
+
+    #[test]
+    fn a_job_that_fails_or_overruns_fails_its_start() {
+        let job = Policy {
+            job: true,
+            ..policy()
+        };
+        let (m, actions) = run(
+            Machine::default(),
+            vec![Event::Start, spawned(10), crash()],
+            &job,
+        );
+        assert!(
+            matches!(&m.state, State::Failed { reason } if reason == "the job exited with code 1"),
+            "{m:?}"
+        );
+        assert!(actions.contains(&Action::Report(Report::Failed {
+            reason: "the job exited with code 1".into()
+        })));
+        let (m, _) = run(
+            Machine::default(),
+            vec![Event::Start, spawned(10), Event::Deadline],
+            &job,
+        );
+        assert!(
+            matches!(&m.state, State::Stopping { then: Then::NotReady { reason, .. }, .. } if reason == "did not finish within 30000 ms"),
+            "{m:?}"
+        );
+        // A service that is not a job and exits 0 while starting did not start.
+        let (m, _) = run(
+            Machine::default(),
+            vec![Event::Start, spawned(10), exit_0()],
+            &policy(),
+        );
+        assert!(matches!(m.state, State::Failed { .. }), "{m:?}");
     }
 
     fn crash() -> Event {

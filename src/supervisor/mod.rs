@@ -747,10 +747,12 @@ impl Supervisor {
             return self.start(&[name.to_string()]).await;
         }
         let fresh = spec.clone().unwrap_or_else(|| handles[0].spec.clone());
+        // A job serves nothing to keep serving: it is run again in place.
         let surge = match handles.first() {
             Some(h)
                 if h.spec.port == crate::config::Port::Auto
-                    && fresh.port == crate::config::Port::Auto =>
+                    && fresh.port == crate::config::Port::Auto
+                    && !fresh.job =>
             {
                 let index = handles.iter().map(|h| h.index).max().unwrap_or(0) + 1;
                 Some(InstanceHandle::create(
