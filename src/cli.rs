@@ -57,6 +57,12 @@ pub enum Command {
     /// Send one HTTP request into the system: through the gateway, or straight to the service
     /// the path names when there is no gateway, unless --service says otherwise
     Call(CallArgs),
+    /// Run a one-off command with the environment an instance of a service gets (as `docker
+    /// compose run`): a migration, a shell, a script that calls the running system
+    #[command(
+        after_help = "Examples:\n  msctl run users -- sqlite3 .msctl/data/users/users.db\n  msctl run api -- python manage.py migrate\n  msctl run worker              the service's own command, once, in the foreground"
+    )]
+    Run(RunArgs),
     /// List recent traces, newest first; or export them as OTLP
     Traces(TracesArgs),
     /// Show one trace as a waterfall
@@ -422,6 +428,16 @@ pub struct InitArgs {
 
 fn parse_concurrency(s: &str) -> Result<Vec<(String, u32)>, String> {
     crate::init::procfile::parse_concurrency(s)
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service whose environment (its `env`, `env_file`, data folder, registry and a free
+    /// port) the command gets
+    pub service: String,
+    /// The command and its arguments, after `--` [default: the service's own command]
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -476,3 +476,74 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service `zeta`"));
 }
+
+#[test]
+fn run_gives_a_one_off_command_the_services_environment_and_its_exit_code() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["sh", "-c", "echo own command of $MSCTL_INSTANCE; exit 4"]
+env = { GREETING = "hello {instance}" }
+env_file = ".env.a"
+"#,
+    );
+    p.write(".env.a", "FROM_FILE=yes\n");
+    let out = p
+        .msctl()
+        .args(["run", "a", "--", "sh", "-c"])
+        .arg("echo \"$MSCTL_SERVICE $MSCTL_INSTANCE $GREETING $FROM_FILE $PORT\"; test -d \"$MSCTL_DATA_DIR\" && exit 7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(
+        &words[..5],
+        ["a", "a-run", "hello", "a-run", "yes"],
+        "{said}"
+    );
+    assert!(words[5].parse::<u16>().is_ok_and(|p| p > 0), "{said}");
+    // With no command, the service's own, once, in the foreground.
+    let out = p.msctl().args(["run", "a"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "own command of a-run\n"
+    );
+    // A command killed by a signal exits as a shell says: 128 and the signal.
+    let out = p
+        .msctl()
+        .args(["run", "a", "--", "sh", "-c", "kill -TERM $$"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15), "{out:?}");
+    p.fails_saying(&["run", "nope", "--", "true"], 2);
+    let stderr = p.fails_saying(&["run", "a", "--", "no-such-program-here"], 2);
+    assert!(stderr.contains("no-such-program-here"), "{stderr}");
+
+    // With the system running, the command reaches it as its services do.
+    p.write(
+        "msctl.toml",
+        &format!(
+            "[services.a]\ncommand = [\"{}\"]\n",
+            common::bin("msctl-fixture").display()
+        ),
+    );
+    p.up();
+    let out = p
+        .msctl()
+        .args([
+            "run",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "echo $OTEL_EXPORTER_OTLP_ENDPOINT; grep -c a-1 \"$MSCTL_REGISTRY\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("http://127.0.0.1:"), "{said}");
+    assert!(said.lines().nth(1).is_some_and(|n| n != "0"), "{said}");
+}

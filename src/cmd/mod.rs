@@ -15,6 +15,7 @@ pub mod logs;
 pub mod open;
 pub mod ps;
 pub mod restart;
+pub mod run;
 pub mod scaffold;
 pub mod scale;
 pub mod start;
@@ -129,6 +130,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Watch(args) => watch::watch(&ctx, args).await,
         Command::Health(args) => health::health(&ctx, args).await,
         Command::Call(args) => call::call(&ctx, args).await,
+        Command::Run(args) => run::run(&ctx, args).await,
         Command::Traces(args) => traces::traces(&ctx, args).await,
         Command::Trace(args) => trace::trace(&ctx, args).await,
         Command::Events(args) => events::events(&ctx, args).await,

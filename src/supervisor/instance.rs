@@ -4,6 +4,7 @@
 
 use super::events::Event as Progress;
 use super::health::{ProbeError, Prober, ms};
+use super::launch::Launch;
 use super::lifecycle::{self, Action, Event, Machine, Policy, Report, State};
 use super::logs::{LogFile, pump};
 use super::process;
@@ -167,7 +168,7 @@ pub fn find_program(program: &str, root: &std::path::Path) -> Option<PathBuf> {
 }
 
 /// Why `program` could not be started, and what to do about it.
-fn cannot_run(program: &std::path::Path, e: &std::io::Error, root: &std::path::Path) -> String {
+pub fn cannot_run(program: &std::path::Path, e: &std::io::Error, root: &std::path::Path) -> String {
     let shown = program.display();
     let bare = !program.to_string_lossy().contains('/');
     // Relative to the project folder, where the service runs, whichever folder msctl ran in.
@@ -490,12 +491,13 @@ impl Runner {
             Port::Auto => crate::ports::pick().ok_or("no free loopback port")?,
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let (program, args) = self.program(addr)?;
+        let launch = self.launch(addr);
+        let (program, args) = launch.program()?;
         let mut child = process::spawn(
             &program,
             &args,
-            &self.env(addr)?,
-            &self.unset(),
+            &launch.env(|line| self.note(&line))?,
+            &launch.unset(),
             &self.shared.project.root,
         )
         .map_err(|e| cannot_run(&program, &e, &self.shared.project.root))?;
@@ -548,133 +550,15 @@ impl Runner {
         self.stop_leftovers();
     }
 
-    /// The instance's environment: msctl's variables, then the service's own `env`, with
-    /// `${VAR}` expanded from msctl's environment and the placeholders filled in, as in `command`.
-    fn env(&self, addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
-        use msctl_contract::env as var;
-        let p = &self.shared.project;
-        let mut env: Vec<(String, String)> = [
-            (var::SERVICE, self.service.name.clone()),
-            (var::INSTANCE, self.id.clone()),
-            (var::PORT, addr.port().to_string()),
-            (var::ADDR, addr.to_string()),
-            (var::REGISTRY, p.registry().display().to_string()),
-            (
-                var::DATA_DIR,
-                p.data_dir(&self.service.name).display().to_string(),
-            ),
-            (var::OTEL_SERVICE_NAME, self.service.name.clone()),
-            (
-                var::OTEL_RESOURCE_ATTRIBUTES,
-                format!("service.instance.id={}", self.id),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        // A service whose msctl.toml table names its own collector exports there, and is not
-        // given msctl's receiver or its token.
-        let own_collector = self
-            .service
-            .env
-            .contains_key(var::OTEL_EXPORTER_OTLP_ENDPOINT);
-        if let (Some((endpoint, token)), false) = (&self.shared.otlp, own_collector) {
-            let delay = EXPORT_DELAY_MS.to_string();
-            env.extend(
-                [
-                    (var::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.clone()),
-                    (
-                        var::OTEL_EXPORTER_OTLP_PROTOCOL,
-                        "http/protobuf".to_string(),
-                    ),
-                    (
-                        var::OTEL_EXPORTER_OTLP_HEADERS,
-                        format!("Authorization=Bearer%20{token}"),
-                    ),
-                    (var::OTEL_BSP_SCHEDULE_DELAY, delay.clone()),
-                    (var::OTEL_BLRP_SCHEDULE_DELAY, delay),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v)),
-            );
+    /// What this instance is started with, on `addr`.
+    fn launch(&self, addr: SocketAddr) -> Launch<'_> {
+        Launch {
+            service: &self.service,
+            id: &self.id,
+            addr,
+            project: &self.shared.project,
+            otlp: self.shared.otlp.as_ref(),
         }
-        // `env_file`s, read at each start as compose reads them at each container's creation;
-        // one that cannot be read whole fails the start, rather than run it half configured.
-        let own: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-        for file in &self.service.env_files {
-            let path = p.root.join(file);
-            let vars = match crate::dotenv::parse(&path) {
-                (vars, None) => vars,
-                (_, Some(problem)) => return Err(format!("env_file: {problem}")),
-            };
-            // A `PORT` in a file shared with other tools must not move the instance off the
-            // port msctl gave it: msctl's own variables win (the `env` table may still set them).
-            let (theirs, ours): (Vec<_>, Vec<_>) =
-                vars.into_iter().partition(|(k, _)| !own.contains(k));
-            if !ours.is_empty() {
-                let names: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
-                self.note(&format!(
-                    "{file} sets {}, which msctl sets itself; msctl's value is used",
-                    names.join(", ")
-                ));
-            }
-            env.extend(theirs);
-        }
-        for (name, value) in &self.service.env {
-            let value = self
-                .resolve(value, addr)
-                .map_err(|e| format!("env {name}: {e}"))?;
-            env.push((name.clone(), value));
-        }
-        Ok(env)
-    }
-
-    /// Variables of msctl's own environment that an instance must not inherit: per-signal OTLP
-    /// endpoints would send its telemetry past msctl, which forwards them there itself.
-    fn unset(&self) -> Vec<&'static str> {
-        use msctl_contract::env as var;
-        let own = |k: &str| self.service.env.contains_key(k);
-        if self.shared.otlp.is_none() {
-            return Vec::new();
-        }
-        [
-            var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-            var::OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
-        ]
-        .into_iter()
-        .filter(|k| !own(k))
-        .collect()
-    }
-
-    /// The program and its arguments: `${VAR}` expanded, placeholders filled in, and a bare
-    /// program name found on PATH (or in the sbin folders, where Debian puts daemons such as
-    /// nats-server, which a user's PATH often lacks).
-    fn program(&self, addr: SocketAddr) -> Result<(PathBuf, Vec<String>), String> {
-        let mut argv = self
-            .service
-            .command
-            .iter()
-            .map(|a| self.resolve(a, addr))
-            .collect::<Result<Vec<_>, _>>()?;
-        let program = argv.remove(0);
-        Ok((
-            find_program(&program, &self.shared.project.root).unwrap_or_else(|| program.into()),
-            argv,
-        ))
-    }
-
-    /// A `command` argument or an `env` value as this instance gets it: `${VAR}` expanded from
-    /// msctl's environment, then `{port}`, `{addr}`, `{data_dir}` and `{instance}` filled in.
-    fn resolve(&self, text: &str, addr: SocketAddr) -> Result<String, String> {
-        let expanded = crate::config::expand_vars(text, |k| std::env::var(k).ok())?;
-        let data_dir = self.shared.project.data_dir(&self.service.name);
-        Ok(crate::config::fill_placeholders(
-            &expanded,
-            addr.port(),
-            &addr.to_string(),
-            &data_dir.display().to_string(),
-            &self.id,
-        ))
     }
 
     /// A line of msctl's own in the instance's log.

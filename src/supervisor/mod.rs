@@ -5,6 +5,7 @@ pub mod control;
 pub mod events;
 pub mod health;
 pub mod instance;
+pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 pub mod process;
