@@ -781,3 +781,61 @@ depends_on = ["migrate"]
     assert!(stderr.contains("no database here"), "{stderr}");
     assert!(!p.path().join("api-ran").exists());
 }
+
+#[test]
+fn profiles_leave_services_out_until_asked_for() {
+    let p = TestProject::new(
+        r#"
+[services.a]
+command = ["{bin}/msctl-fixture"]
+[services.tools]
+command = ["{bin}/msctl-fixture"]
+profiles = ["debug"]
+[services.c]
+command = ["{bin}/msctl-fixture"]
+profiles = ["extra", "debug"]
+depends_on = ["a"]
+"#,
+    );
+    let started = |p: &TestProject| -> Vec<String> {
+        let mut names: Vec<String> = p
+            .registry()
+            .map(|r| r["services"].as_object().unwrap().keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    p.up();
+    assert_eq!(started(&p), ["a"]);
+    // Every service, to `restart`, is every one that runs.
+    p.msctl().arg("restart").assert().success();
+    assert_eq!(started(&p), ["a"]);
+    // Named, a service starts whatever its profile.
+    p.msctl().args(["start", "tools"]).assert().success();
+    assert_eq!(started(&p), ["a", "tools"]);
+    p.msctl().arg("down").assert().success();
+
+    let out = p
+        .msctl()
+        .env("MSCTL_PROFILES", "extra")
+        .args(["up", "-d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(started(&p), ["a", "c"]);
+    p.msctl().arg("down").assert().success();
+    let out = p
+        .msctl()
+        .args(["up", "-d", "--profile", "debug"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(started(&p), ["a", "c", "tools"]);
+    p.msctl().arg("down").assert().success();
+
+    let stderr = p.fails_saying(&["up", "-d", "--profile", "nope"], 2);
+    assert!(
+        stderr.contains("--profile nope: no service has that profile; profiles: debug, extra"),
+        "{stderr}"
+    );
+}

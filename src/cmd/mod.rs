@@ -260,7 +260,12 @@ async fn act_on_services(
     if reverse {
         services.reverse();
     }
-    let (_, client) = crate::running::require(&project).await?;
+    let (registry, client) = crate::running::require(&project).await?;
+    // Every service means every one the system has started: not those `up` left out (another
+    // profile, or `up SERVICE`), which `msctl start NAME` starts.
+    if named.is_empty() {
+        services.retain(|s| registry.services.contains_key(s));
+    }
     for service in services {
         let limit = call_limit(&config, std::slice::from_ref(&service));
         control(&project, &config, &client, request(service.clone()), limit).await?;

@@ -16,9 +16,25 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
-pub async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<u8> {
+pub async fn up(ctx: &Context, mut args: UpArgs) -> anyhow::Result<u8> {
     let (project, mut config) = ctx.load()?;
     config.scale(&args.scale).map_err(MsctlError::Usage)?;
+    // With no names, profiles decide: the services they leave out are named away, so that
+    // the supervisor, foreground or detached, starts exactly these and what they depend on.
+    if args.services.is_empty() {
+        let selected = config
+            .in_profiles(&args.profile)
+            .map_err(MsctlError::Usage)?;
+        if selected.is_empty() {
+            return Err(MsctlError::Usage(
+                "every service has a profile and none is asked for: give --profile NAME (or MSCTL_PROFILES), or name the services".into(),
+            )
+            .into());
+        }
+        if selected.len() < config.services.len() {
+            args.services = selected;
+        }
+    }
     if let Some(unknown) = args
         .services
         .iter()

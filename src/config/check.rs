@@ -316,6 +316,22 @@ pub(super) fn check(
             },
             max_restarts: s.max_restarts.or(defaults.max_restarts).unwrap_or(5),
             optional: s.optional.unwrap_or(false),
+            profiles: match &s.profiles {
+                Some(profiles) => {
+                    if let Some(bad) = profiles.iter().find(|p| !valid_service_name(p.get_ref())) {
+                        return Err(err(
+                            bad.span(),
+                            format!("profile name `{}` is not allowed", bad.get_ref()),
+                            Some(
+                                "use lowercase letters, digits and dashes, starting with a letter"
+                                    .into(),
+                            ),
+                        ));
+                    }
+                    profiles.iter().map(|p| p.get_ref().clone()).collect()
+                }
+                None => Vec::new(),
+            },
             job: match &s.job {
                 Some(job) if *job.get_ref() && s.health.is_some() => {
                     return Err(err(

@@ -54,6 +54,9 @@ pub struct Service {
     /// Runs to its end (a migration, a seed): ready when it exits 0, not health-checked;
     /// what depends on it starts then.
     pub job: bool,
+    /// Started by `up` only when one of these is asked for (`--profile`, `MSCTL_PROFILES`), or
+    /// when named or depended on; none: always.
+    pub profiles: Vec<String>,
     /// How to install its program, said when it is missing.
     pub install: Option<String>,
     /// The container image it runs on a cluster, for a service that is not a binary of the
@@ -150,6 +153,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// The services `up` starts with no names given, when `active` profiles are asked for:
+    /// those with no profile and those with one of them. A profile no service has is an error
+    /// that lists the ones there are.
+    pub fn in_profiles(&self, active: &[String]) -> Result<Vec<String>, String> {
+        let known: std::collections::BTreeSet<&String> =
+            self.services.values().flat_map(|s| &s.profiles).collect();
+        if let Some(unknown) = active.iter().find(|p| !known.contains(p)) {
+            return Err(if known.is_empty() {
+                format!("--profile {unknown}: no service in msctl.toml has a profile")
+            } else {
+                format!(
+                    "--profile {unknown}: no service has that profile; profiles: {}",
+                    known.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            });
+        }
+        Ok(self
+            .services
+            .values()
+            .filter(|s| s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p)))
+            .map(|s| s.name.clone())
+            .collect())
+    }
+
     /// Overrides `replicas` as `up --scale SERVICE=N` asks; a count below one, more than one on
     /// a fixed port, or an unknown service is refused with a sentence saying so.
     pub fn scale(

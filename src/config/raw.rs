@@ -55,6 +55,7 @@ pub(super) struct RawService {
     pub(super) watch_ignore: Option<Vec<Spanned<String>>>,
     pub(super) optional: Option<bool>,
     pub(super) job: Option<Spanned<bool>>,
+    pub(super) profiles: Option<Vec<Spanned<String>>>,
     pub(super) install: Option<String>,
     pub(super) image: Option<String>,
     pub(super) kubernetes: Option<super::Kubernetes>,

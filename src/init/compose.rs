@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Keys of a compose service that are mapped, or decide how it is mapped.
-const MAPPED: [&str; 11] = [
+const MAPPED: [&str; 12] = [
     "command",
+    "profiles",
     "entrypoint",
     "env_file",
     "build",
@@ -261,6 +262,17 @@ fn service(
             return None;
         }
     };
+    if let Some(profiles) = spec.get("profiles").and_then(Value::as_array) {
+        for p in profiles.iter().map(scalar) {
+            match service_name(&p) {
+                Some(name) => draft.profiles.push(name),
+                None => found.unmapped.push(format!(
+                    "{}: `{p}` is not a profile name msctl accepts",
+                    at("profiles")
+                )),
+            }
+        }
+    }
     if let Some(files) = spec.get("env_file") {
         env_files(root, files, &at("env_file"), &mut draft, found);
     }
@@ -797,6 +809,14 @@ services:
         let config = crate::config::parse(std::path::Path::new("/p/msctl.toml"), &text)
             .unwrap_or_else(|e| panic!("{}\n{text}", e.message));
         assert!(config.services["migrate"].job, "{text}");
+        // Profiles are kept.
+        let found = import(
+            dir.path(),
+            "compose.yaml",
+            "services:\n  adminer:\n    command: [\"adminer\"]\n    profiles: [debug, Tools_X]\n",
+        )
+        .unwrap();
+        assert_eq!(found.services[0].profiles, ["debug", "tools-x"]);
         assert!(
             text.contains("# a job: others wait for it to finish with code 0"),
             "{text}"

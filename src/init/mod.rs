@@ -25,6 +25,8 @@ pub struct Draft {
     pub env_files: Vec<String>,
     /// Runs to its end; what depends on it waits for that (`job = true`).
     pub job: bool,
+    /// `profiles`: started only when one is asked for.
+    pub profiles: Vec<String>,
     pub replicas: u32,
     pub restart: Option<String>,
     pub health_interval: Option<String>,
@@ -44,6 +46,7 @@ impl Draft {
             env: BTreeMap::new(),
             env_files: Vec::new(),
             job: false,
+            profiles: Vec::new(),
             replicas: 1,
             restart: None,
             health_interval: None,
@@ -244,6 +247,9 @@ pub fn render(found: &Found) -> String {
         }
         if !s.depends_on.is_empty() {
             out.push_str(&format!("depends_on = {}\n", toml_list(&s.depends_on)));
+        }
+        if !s.profiles.is_empty() {
+            out.push_str(&format!("profiles = {}\n", toml_list(&s.profiles)));
         }
         if let Some(r) = &s.restart {
             out.push_str(&format!("restart = {}\n", toml_string(r)));

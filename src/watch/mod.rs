@@ -247,11 +247,12 @@ async fn apply_manifest(sup: &Supervisor, debounce_ms: u64) -> Cycle {
         .filter(|n| !after.services.contains_key(*n))
         .cloned()
         .collect();
+    // A service added with a profile waits, as at `up`, until it is started by name.
     let added: Vec<String> = after
         .services
-        .keys()
-        .filter(|n| !before.services.contains_key(*n))
-        .cloned()
+        .values()
+        .filter(|s| !before.services.contains_key(&s.name) && s.profiles.is_empty())
+        .map(|s| s.name.clone())
         .collect();
     let changed: Vec<String> = after
         .services
