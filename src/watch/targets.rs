@@ -130,6 +130,9 @@ impl Plan {
                     continue;
                 }
             };
+            // Its `env_file`s are read at each start: a change is applied by replacing it.
+            let mut paths = paths;
+            paths.extend(service.env_files.iter().map(|f| root.join(f)));
             let mut ignore = GlobSetBuilder::new();
             for pattern in &service.watch_ignore {
                 // Checked when msctl.toml was read.
@@ -328,6 +331,20 @@ watch = ["web", "package.json"]
         );
         assert_eq!(plan.unwatched.len(), 1);
         assert_eq!(plan.unwatched[0].0, "script");
+    }
+
+    #[test]
+    fn an_env_file_is_watched_with_its_service() {
+        let config = crate::config::parse(
+            Path::new("/p/msctl.toml"),
+            "[services.web]\ncommand = [\"node\", \"web/server.js\"]\nwatch = [\"web\"]\nenv_file = [\"config/web.env\"]\n",
+        )
+        .unwrap();
+        let plan = Plan::new(&config, &[]);
+        assert_eq!(plan.affected(Path::new("/p/config/web.env")), ["web"]);
+        assert!(plan.affected(Path::new("/p/config/other.env")).is_empty());
+        let (_, shallow) = plan.roots();
+        assert!(shallow.contains(&PathBuf::from("/p/config")), "{shallow:?}");
     }
 
     #[test]
