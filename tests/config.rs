@@ -32,6 +32,12 @@ health = "tcp"
 optional = true
 install = "apt-get install nats-server"
 image = "nats:2.10"
+
+[services.migrate]
+command = ["{bin}/msctl-fixture"]
+job = true
+profiles = ["setup"]
+env_file = ["migrate.env"]
 "#;
 
 fn printed(p: &TestProject, args: &[&str]) -> String {
@@ -43,7 +49,10 @@ fn printed(p: &TestProject, args: &[&str]) -> String {
 #[test]
 fn config_prints_every_service_resolved_in_start_order_and_reads_back_the_same() {
     let p = TestProject::new(MANIFEST);
-    assert_eq!(printed(&p, &["--services"]), "users\nqueue\ngateway\n");
+    assert_eq!(
+        printed(&p, &["--services"]),
+        "users\nqueue\ngateway\nmigrate\n"
+    );
 
     let services = stdout_json(&p.msctl().args(["config", "--json"]).output().unwrap());
     let names: Vec<&str> = services
@@ -52,7 +61,7 @@ fn config_prints_every_service_resolved_in_start_order_and_reads_back_the_same()
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["users", "queue", "gateway"]);
+    assert_eq!(names, ["users", "queue", "gateway", "migrate"]);
     let gateway = &services[2];
     // The defaults are filled in, the variable's default taken, placeholders left for each
     // instance.
@@ -81,6 +90,10 @@ fn config_prints_every_service_resolved_in_start_order_and_reads_back_the_same()
     assert_eq!(queue["health"], "tcp");
     assert_eq!(queue["optional"], true);
     assert_eq!(queue["image"], "nats:2.10");
+    let migrate = &services[3];
+    assert_eq!(migrate["job"], true);
+    assert_eq!(migrate["profiles"], serde_json::json!(["setup"]));
+    assert_eq!(migrate["env_file"], serde_json::json!(["migrate.env"]));
 
     // The TOML is a manifest in its own right: read back, it is the same system.
     let toml = printed(&p, &[]);

@@ -104,6 +104,8 @@ fn as_json(s: &Service) -> Value {
         "watch": s.watch,
         "watch_ignore": s.watch_ignore,
         "optional": s.optional,
+        "job": s.job,
+        "profiles": s.profiles,
         "install": s.install,
         "image": s.image,
         "kubernetes": {
@@ -128,7 +130,12 @@ fn as_toml(s: &Service) -> toml_edit::Table {
         t.insert("port", value(i64::from(p)));
     }
     t.insert("replicas", value(i64::from(s.replicas)));
-    t.insert("health", value(health(&s.health)));
+    // A job is never checked: a `health` beside `job` is refused.
+    if s.job {
+        t.insert("job", value(true));
+    } else {
+        t.insert("health", value(health(&s.health)));
+    }
     if !s.depends_on.is_empty() {
         t.insert("depends_on", value(strings(&s.depends_on)));
     }
@@ -156,6 +163,9 @@ fn as_toml(s: &Service) -> toml_edit::Table {
     }
     if s.optional {
         t.insert("optional", value(true));
+    }
+    if !s.profiles.is_empty() {
+        t.insert("profiles", value(strings(&s.profiles)));
     }
     for (key, v) in [("install", &s.install), ("image", &s.image)] {
         if let Some(v) = v {
