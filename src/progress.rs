@@ -41,6 +41,17 @@ impl Progress {
         }
     }
 
+    /// The outcome of an instance's start: on its spinner's line, marked, or as a line.
+    fn settle(&self, instance: &str, mark: &impl std::fmt::Display, msg: String) {
+        match self.bars.get(instance) {
+            Some(bar) if !bar.is_finished() => {
+                bar.set_style(ProgressStyle::with_template("{msg}").expect("template is valid"));
+                bar.finish_with_message(format!("{mark} {msg}"));
+            }
+            _ => self.say(msg),
+        }
+    }
+
     pub fn handle(&mut self, event: &Event) {
         let ok = console::style("✔").green().for_stderr();
         let bad = console::style("✘").red().for_stderr();
@@ -74,44 +85,19 @@ impl Progress {
                 instance,
                 address,
                 startup_ms,
-            } => {
-                let msg = format!("{instance} healthy at {address} in {startup_ms:.1} ms");
-                match self.bars.get(instance) {
-                    Some(bar) if !bar.is_finished() => {
-                        bar.set_style(
-                            ProgressStyle::with_template("{msg}").expect("template is valid"),
-                        );
-                        bar.finish_with_message(format!("{ok} {msg}"));
-                    }
-                    _ => self.say(msg),
-                }
-            }
-            Event::Completed { instance, took_ms } => {
-                let msg = format!("{instance} completed in {took_ms:.1} ms");
-                match self.bars.get(instance) {
-                    Some(bar) if !bar.is_finished() => {
-                        bar.set_style(
-                            ProgressStyle::with_template("{msg}").expect("template is valid"),
-                        );
-                        bar.finish_with_message(format!("{ok} {msg}"));
-                    }
-                    _ => self.say(msg),
-                }
-            }
+            } => self.settle(
+                instance,
+                &ok,
+                format!("{instance} healthy at {address} in {startup_ms:.1} ms"),
+            ),
+            Event::Completed { instance, took_ms } => self.settle(
+                instance,
+                &ok,
+                format!("{instance} completed in {took_ms:.1} ms"),
+            ),
             Event::Failed {
                 instance, reason, ..
-            } => {
-                let msg = format!("{instance} failed: {reason}");
-                match self.bars.get(instance) {
-                    Some(bar) if !bar.is_finished() => {
-                        bar.set_style(
-                            ProgressStyle::with_template("{msg}").expect("template is valid"),
-                        );
-                        bar.finish_with_message(format!("{bad} {msg}"));
-                    }
-                    _ => self.say(msg),
-                }
-            }
+            } => self.settle(instance, &bad, format!("{instance} failed: {reason}")),
             Event::Exited { instance, reason } => self.say(format!("{instance} {reason}")),
             Event::Unhealthy { instance, reason } => {
                 self.say(format!("{instance} unhealthy: {reason}"))
