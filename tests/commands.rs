@@ -546,4 +546,26 @@ env_file = ".env.a"
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("http://127.0.0.1:"), "{said}");
     assert!(said.lines().nth(1).is_some_and(|n| n != "0"), "{said}");
+    // A one-off command is the user's: `down` leaves it to them.
+    let mut cmd = p.msctl_process();
+    cmd.args([
+        "run",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ > run.pid; exec sleep 30",
+    ])
+    .stdout(Stdio::null());
+    let _run = common::Children(vec![cmd.spawn().unwrap()]);
+    let pid: u32 = p.wait_until("the one-off command to start", |p| {
+        std::fs::read_to_string(p.path().join("run.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let _pid = common::KillOnDrop(pid);
+    p.msctl().arg("down").assert().success();
+    assert!(alive(pid), "down killed the one-off command");
 }

@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
     let data_dir = project.data_dir(&service.name);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| MsctlError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
-    let id = format!("{}-run", service.name);
+    let id = format!("{}{}", service.name, process::RUN_SUFFIX);
     let launch = Launch {
         service,
         id: &id,

@@ -226,7 +226,8 @@ pub fn is_instance(pid: u32, instance: &str, registry: &Path) -> bool {
 
 /// Every process started for the registry at `registry`, found by the `MSCTL_REGISTRY` their
 /// environment inherited: instances and whatever they started in turn, even once their parent is
-/// gone. Each comes with its `MSCTL_INSTANCE`.
+/// gone. Each comes with its `MSCTL_INSTANCE`. A `msctl run` command (`<service>-run`) is the
+/// user's, in their terminal, and is left out: it ends when they end it.
 #[cfg(target_os = "linux")]
 pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
     scan()
@@ -236,8 +237,13 @@ pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
             let instance = p.env(msctl_contract::env::INSTANCE).unwrap_or_default();
             (p.pid, instance)
         })
+        .filter(|(_, instance)| !instance.ends_with(RUN_SUFFIX))
         .collect()
 }
+
+/// What ends the `MSCTL_INSTANCE` of a `msctl run` command: `users-run`. No instance's id ends
+/// so, since instance ids end in a number.
+pub const RUN_SUFFIX: &str = "-run";
 
 /// Words for how a process ended: `exited with code 1`, `killed by SIGSEGV`.
 pub fn describe_exit(status: &ExitStatus) -> String {
