@@ -109,13 +109,9 @@ pub struct UpArgs {
     /// Rebuild and replace services when their files change (see `msctl watch`)
     #[arg(short, long)]
     pub watch: bool,
-    /// Also start the services with this profile (repeatable, or comma-separated)
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "MSCTL_PROFILES",
-        value_delimiter = ','
-    )]
+    /// Also start the services with this profile (repeatable, or comma-separated) [default:
+    /// MSCTL_PROFILES, from the environment or the project's .env]
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub profile: Vec<String>,
 }
 

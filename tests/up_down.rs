@@ -832,6 +832,12 @@ depends_on = ["a"]
     assert!(out.status.success(), "{out:?}");
     assert_eq!(started(&p), ["a", "c", "tools"]);
     p.msctl().arg("down").assert().success();
+    // The project's .env may ask for them too, as COMPOSE_PROFILES in compose's.
+    p.write(".env", "MSCTL_PROFILES=extra\n");
+    p.up();
+    assert_eq!(started(&p), ["a", "c"]);
+    p.msctl().arg("down").assert().success();
+    std::fs::remove_file(p.path().join(".env")).unwrap();
 
     let stderr = p.fails_saying(&["up", "-d", "--profile", "nope"], 2);
     assert!(

@@ -21,6 +21,18 @@ pub async fn up(ctx: &Context, mut args: UpArgs) -> anyhow::Result<u8> {
     config.scale(&args.scale).map_err(MsctlError::Usage)?;
     // With no names, profiles decide: the services they leave out are named away, so that
     // the supervisor, foreground or detached, starts exactly these and what they depend on.
+    // Read here rather than by clap, so that the project's `.env` (loaded after the command
+    // line is parsed, once the project is known) can set it, as COMPOSE_PROFILES can.
+    if args.profile.is_empty()
+        && let Ok(profiles) = std::env::var("MSCTL_PROFILES")
+    {
+        args.profile = profiles
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+    }
     if args.services.is_empty() {
         let selected = config
             .in_profiles(&args.profile)
