@@ -699,8 +699,14 @@ start_timeout = "30s"
     std::fs::create_dir(p.path().join("folder")).unwrap();
     std::fs::write(p.path().join("script.sh"), "echo hi\n").unwrap();
     std::fs::write(p.path().join("local"), "#!/bin/sh\n").unwrap();
-    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(p.path().join("local"), executable).unwrap();
+    // Scripts whose `#!` names an interpreter that is not there: exec says "no such file"
+    // of a file that plainly is.
+    std::fs::write(p.path().join("crlf.sh"), "#!/bin/sh\r\necho hi\r\n").unwrap();
+    std::fs::write(p.path().join("old.py"), "#!/usr/bin/python0\nprint(1)\n").unwrap();
+    for script in ["local", "crlf.sh", "old.py"] {
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(p.path().join(script), executable).unwrap();
+    }
     for (program, said) in [
         (
             "msctl-no-such-program",
@@ -711,6 +717,14 @@ start_timeout = "30s"
         (
             "local",
             "a bare name is looked for on PATH; for the one in the project folder write `./local`",
+        ),
+        (
+            "./crlf.sh",
+            "its first line, `#!/bin/sh`, ends in a Windows line ending (CR)",
+        ),
+        (
+            "./old.py",
+            "the interpreter its first line names, `/usr/bin/python0`, is not installed",
         ),
     ] {
         p.write(

@@ -183,6 +183,18 @@ pub fn cannot_run(program: &std::path::Path, e: &std::io::Error, root: &std::pat
         std::io::ErrorKind::NotFound if bare => {
             "it is not on PATH (nor in /usr/local/sbin, /usr/sbin, /sbin); install it, or give its path in msctl.toml".into()
         }
+        // The file is there: what is missing is the interpreter its `#!` line names.
+        std::io::ErrorKind::NotFound if resolved.is_file() => match interpreter(&resolved) {
+            Some(line) if line.ends_with('\r') => format!(
+                "its first line, `{}`, ends in a Windows line ending (CR), so it names an interpreter that does not exist; convert the file to Unix line endings (`sed -i 's/\\r$//' {shown}`, or dos2unix)",
+                line.trim_end()
+            ),
+            Some(line) => format!(
+                "the interpreter its first line names, `{}`, is not installed; install it, or correct that line",
+                line.trim_start_matches("#!").trim()
+            ),
+            None => format!("{e}"),
+        },
         std::io::ErrorKind::NotFound => {
             "no such file; build it first (`msctl build`), or correct the path in msctl.toml".into()
         }
@@ -194,6 +206,19 @@ pub fn cannot_run(program: &std::path::Path, e: &std::io::Error, root: &std::pat
         _ => return format!("cannot run {shown}: {e}"),
     };
     format!("cannot run {shown}: {fix}")
+}
+
+/// The `#!` line a script starts with, as written (a CR at its end kept).
+fn interpreter(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let head = &head[..n];
+    if !head.starts_with(b"#!") {
+        return None;
+    }
+    let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    Some(String::from_utf8_lossy(&head[..end]).into_owned())
 }
 
 fn is_executable(path: &std::path::Path) -> bool {
