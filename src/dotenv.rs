@@ -36,10 +36,13 @@ pub fn read(manifest: &Path) -> (Vec<(String, String)>, Option<String>) {
 /// and why it could not be read to its end. A bad line stops the reading there.
 pub fn parse(path: &Path) -> (Vec<(String, String)>, Option<String>) {
     let shown = path.display();
-    let iter = match dotenvy::from_path_iter(path) {
-        Ok(iter) => iter,
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) => return (Vec::new(), Some(format!("cannot read {shown}: {e}"))),
     };
+    // Windows editors start a file with a byte order mark, which is no part of the first name.
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&text);
+    let iter = dotenvy::from_read_iter(text);
     let mut vars: Vec<(String, String)> = Vec::new();
     for item in iter {
         match item {
@@ -110,6 +113,20 @@ mod tests {
                 ("REF", "hello world!"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn a_file_from_a_windows_editor_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.env");
+        std::fs::write(&path, "\u{feff}A=1\r\nB=\"two\"\r\n").unwrap();
+        assert_eq!(
+            parse(&path),
+            (
+                vec![("A".into(), "1".into()), ("B".into(), "two".into())],
+                None
+            )
         );
     }
 
