@@ -5,15 +5,6 @@
 
 use std::path::Path;
 
-/// What loading `.env` beside `manifest` did, to be said once the command runs.
-#[derive(Debug, Default, PartialEq)]
-pub struct Loaded {
-    /// Variables taken from the file.
-    pub set: Vec<String>,
-    /// Why part of it was not read: its first bad line, with where it is.
-    pub problem: Option<String>,
-}
-
 /// Reads the `.env` beside `manifest`, if any: the variables that are not set already, and the
 /// first problem. A bad line stops the reading there: what came before is used.
 pub fn read(manifest: &Path) -> (Vec<(String, String)>, Option<String>) {
@@ -42,9 +33,8 @@ pub fn parse(path: &Path) -> (Vec<(String, String)>, Option<String>) {
     };
     // Windows editors start a file with a byte order mark, which is no part of the first name.
     let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&text);
-    let iter = dotenvy::from_read_iter(text);
     let mut vars: Vec<(String, String)> = Vec::new();
-    for item in iter {
+    for item in dotenvy::from_read_iter(text) {
         match item {
             Ok((key, value)) => {
                 if !vars.iter().any(|(k, _)| *k == key) {
@@ -53,7 +43,7 @@ pub fn parse(path: &Path) -> (Vec<(String, String)>, Option<String>) {
             }
             Err(dotenvy::Error::LineParse(fragment, _)) => {
                 // The error holds what was left of the line where reading failed.
-                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let text = String::from_utf8_lossy(text);
                 let found = text
                     .lines()
                     .enumerate()
@@ -73,20 +63,19 @@ pub fn parse(path: &Path) -> (Vec<(String, String)>, Option<String>) {
     (vars, None)
 }
 
-/// Loads the `.env` beside `manifest` into this process's environment.
+/// Loads the `.env` beside `manifest` into this process's environment; why part of it could
+/// not be read, to be said.
 ///
 /// # Safety
 /// No other thread may be running: changing the environment races with any thread that reads
 /// it. msctl calls this before it starts its runtime.
-pub unsafe fn load(manifest: &Path) -> Loaded {
+pub unsafe fn load(manifest: &Path) -> Option<String> {
     let (vars, problem) = read(manifest);
-    let mut set = Vec::new();
     for (key, value) in vars {
         // SAFETY: the caller guarantees that this thread is the only one.
         unsafe { std::env::set_var(&key, value) };
-        set.push(key);
     }
-    Loaded { set, problem }
+    problem
 }
 
 #[cfg(test)]

@@ -61,8 +61,7 @@ pub fn run() -> ExitCode {
     .manifest()
     {
         // SAFETY: no other thread runs yet.
-        let loaded = unsafe { dotenv::load(&manifest) };
-        if let Some(problem) = loaded.problem {
+        if let Some(problem) = unsafe { dotenv::load(&manifest) } {
             say!("warning: {problem}");
         }
     }

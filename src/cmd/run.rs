@@ -53,22 +53,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
             .program()
             .map_err(|e| MsctlError::Usage(format!("service `{}`: {e}", service.name)))?,
     };
-    let mut command = tokio::process::Command::new(&program);
-    process::forget_cargo_run(&mut command);
-    for name in launch.unset() {
-        command.env_remove(name);
-    }
-    command.env_remove(crate::limits::ORIGINAL_ENV);
+    // In msctl's own process group, so that Ctrl-C at the terminal reaches it as it would
+    // reach the command run by hand; and gone with msctl if msctl is killed.
+    let mut command = process::command(&program, &argv, &env, &launch.unset(), &project.root);
     command
-        .args(&argv)
-        .envs(env)
-        .current_dir(&project.root)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
-    // In msctl's own process group, so that Ctrl-C at the terminal reaches it as it would
-    // reach the command run by hand; and gone with msctl if msctl is killed.
-    process::die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| {
         MsctlError::Usage(crate::supervisor::instance::cannot_run(
             &program,

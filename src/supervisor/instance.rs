@@ -547,13 +547,8 @@ impl Runner {
         };
         #[cfg(unix)]
         process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-        #[cfg(target_os = "linux")]
         if self.shared.store.phase() != SupervisorPhase::Stopping {
-            let left = process::started_for(&self.shared.project.registry())
-                .into_iter()
-                .filter(|(_, id)| *id == self.id)
-                .map(|(pid, _)| pid);
-            let killed = process::kill_all(left);
+            let killed = process::kill_left_behind(&self.shared.project.registry(), Some(&self.id));
             if killed > 0 {
                 self.note(&format!(
                     "killed {killed} process(es) it left running outside its process group"

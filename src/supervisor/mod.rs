@@ -315,7 +315,6 @@ pub async fn run(
     }
     // A second signal while stopping gives up on grace; the registry still says what happened.
     let force_store = store.clone();
-    #[cfg(target_os = "linux")]
     let registry_path = sup.project().registry();
     let force = tokio::spawn(async move {
         let name = signals.next().await;
@@ -324,26 +323,17 @@ pub async fn run(
             #[cfg(unix)]
             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        #[cfg(target_os = "linux")]
-        process::kill_all(
-            process::started_for(&registry_path)
-                .into_iter()
-                .map(|(pid, _)| pid),
-        );
+        process::kill_left_behind(&registry_path, None);
         force_store.remove();
         std::process::exit(130);
     });
     sup.stop_all(&store).await;
     // What the instances left running outside their groups, found in one look for all of them.
-    #[cfg(target_os = "linux")]
-    {
-        let left = process::started_for(&sup.project().registry());
-        let killed = process::kill_all(left.into_iter().map(|(pid, _)| pid));
-        if killed > 0 {
-            say!(
-                "msctl: killed {killed} process(es) the services left running outside their process groups"
-            );
-        }
+    let killed = process::kill_left_behind(&sup.project().registry(), None);
+    if killed > 0 {
+        say!(
+            "msctl: killed {killed} process(es) the services left running outside their process groups"
+        );
     }
     force.abort();
     #[cfg(unix)]

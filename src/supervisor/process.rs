@@ -15,6 +15,25 @@ pub fn spawn(
     unset: &[&str],
     cwd: &Path,
 ) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = command(program, args, env, unset, cwd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd.spawn()
+}
+
+/// `program` with `args`, in `cwd`, with msctl's environment less what `cargo run` gave it and
+/// `unset`, plus `env`, and the open-file limit msctl started with; killed with msctl. What an
+/// instance and a `msctl run` command have in common.
+pub fn command(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    unset: &[&str],
+    cwd: &Path,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
     forget_cargo_run(&mut cmd);
     for name in unset {
@@ -23,16 +42,9 @@ pub fn spawn(
     cmd.env_remove(crate::limits::ORIGINAL_ENV);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    {
-        cmd.process_group(0);
-        die_with_parent(&mut cmd);
-    }
-    cmd.spawn()
+        .current_dir(cwd);
+    die_with_parent(&mut cmd);
+    cmd
 }
 
 /// Leaves out of `cmd`'s environment what `cargo run` gave msctl itself (`cargo run -- up`, the
@@ -239,6 +251,24 @@ pub fn started_for(registry: &Path) -> Vec<(u32, String)> {
         })
         .filter(|(_, instance)| !instance.ends_with(RUN_SUFFIX))
         .collect()
+}
+
+/// SIGKILLs what was started for the registry at `registry` (of one `instance`, or of all) and
+/// is still running; how many. Nothing where there is no /proc to look in.
+pub fn kill_left_behind(registry: &Path, instance: Option<&str>) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let left = started_for(registry)
+            .into_iter()
+            .filter(|(_, id)| instance.is_none_or(|i| i == id))
+            .map(|(pid, _)| pid);
+        kill_all(left)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (registry, instance);
+        0
+    }
 }
 
 /// What ends the `MSCTL_INSTANCE` of a `msctl run` command: `users-run`. No instance's id ends
