@@ -4,12 +4,13 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures_util::StreamExt;
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
+use msctl_kit::proxy::end_to_end;
 use msctl_kit::server::RouteName;
 use msctl_kit::{ApiError, PeerError, PeerRequest, Peers};
 use serde_json::json;
@@ -41,44 +42,6 @@ pub fn app(state: Gateway) -> Router {
         .route("/{service}/", any(proxy))
         .route("/{service}/{*rest}", any(proxy))
         .with_state(state)
-}
-
-/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// The headers of `headers` that belong to the message. A request's length is left to the
-/// client that sends it on; an answer's is kept, since its body passes through unchanged.
-fn end_to_end(headers: &HeaderMap, keep_length: bool) -> HeaderMap {
-    // Names are lowercase in a `HeaderMap`; the `Connection` header's list may be in any case.
-    let connection = headers.get_all(header::CONNECTION);
-    let listed = |n: &str| {
-        connection
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(n))
-    };
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let n = name.as_str();
-        let drop = HOP_BY_HOP.contains(&n)
-            || listed(n)
-            || name == header::HOST
-            || (name == header::CONTENT_LENGTH && !keep_length);
-        if !drop {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out
 }
 
 fn unknown_service(service: &str, known: &[String]) -> ApiError {
@@ -190,6 +153,14 @@ async fn forward(
         body,
     };
     match gw.peers.forward(request, stream).await {
+        Err(_)
+            if over_limit
+                .as_ref()
+                .is_some_and(|o| o.load(Ordering::Relaxed)) =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(gw.failure(e)),
         Ok(answer) => {
             let mut response = Response::new(answer.body);
             *response.status_mut() = answer.status;
@@ -199,12 +170,59 @@ async fn forward(
             *response.headers_mut() = headers;
             Ok(response)
         }
-        Err(_) if over_limit.is_some_and(|o| o.load(Ordering::Relaxed)) => Err(too_large()),
-        Err(PeerError::Discovery(DiscoveryError::Unknown { service, known })) => {
-            let known: Vec<String> = known.into_iter().filter(|s| *s != gw.own_name).collect();
-            Err(unknown_service(&service, &known))
+    }
+}
+
+impl Gateway {
+    /// The answer to a call that failed: an unknown service is named among those this gateway
+    /// routes to.
+    fn failure(&self, e: PeerError) -> ApiError {
+        match e {
+            PeerError::Discovery(DiscoveryError::Unknown { service, known }) => {
+                let known: Vec<String> =
+                    known.into_iter().filter(|s| *s != self.own_name).collect();
+                unknown_service(&service, &known)
+            }
+            e => e.into(),
         }
-        Err(e) => Err(e.into()),
+    }
+}
+
+/// The proxy path takes what `proxy` would: `/{service}…` for any service but the gateway's own,
+/// except `GET /health` (the kit's) and `/users/{id}/posts` (this app's); those, and a service
+/// name written with escapes, go to the router.
+impl msctl_kit::proxy::Proxy for Gateway {
+    fn route(&self, _method: &Method, path: &str) -> Option<(String, String)> {
+        let rest = path.strip_prefix('/')?;
+        let (service, tail) = match rest.split_once('/') {
+            Some((service, tail)) => (service, tail),
+            None => (rest, ""),
+        };
+        if service.is_empty()
+            || service.contains('%')
+            || service == self.own_name
+            || path == "/health"
+        {
+            return None;
+        }
+        if service == "users"
+            && let Some(id) = tail.strip_suffix("/posts")
+            && !id.is_empty()
+            && !id.contains('/')
+        {
+            return None;
+        }
+        // As the router names them: `/users/{*rest}` when there is a rest, `/users` otherwise.
+        let route = if tail.is_empty() {
+            format!("/{service}")
+        } else {
+            format!("/{service}/{{*rest}}")
+        };
+        Some((service.to_string(), route))
+    }
+
+    fn failed(&self, e: PeerError) -> ApiError {
+        self.failure(e)
     }
 }
 

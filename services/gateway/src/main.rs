@@ -17,5 +17,6 @@ async fn main() -> ExitCode {
         peers: kit.peers.clone(),
         own_name: kit.env.service.clone(),
     };
-    kit.serve(gateway::app(state)).await
+    // Requests for other services take the kit's proxy path; the app answers the rest.
+    kit.serve_proxy(gateway::app(state.clone()), state).await
 }

@@ -1,9 +1,44 @@
-//! In-process tests of the gateway; users and posts are real in-process servers on loopback.
+//! In-process tests of the gateway; users and posts are real in-process servers on loopback, and
+//! so is the gateway, served as it runs: its proxy path, and its app for the rest.
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::get as route_get;
-use msctl_kit::testing::{call, dead_url, get, json_request, kit, kit_with_timeout, spawn};
+use msctl_kit::testing::{dead_url, get, json_request, kit, kit_with_timeout, spawn, spawn_proxy};
+use serde_json::Value;
 use std::time::Duration;
+
+/// Sends `req` over loopback to the gateway `k` and `app` make, served as `main` serves it.
+async fn call(
+    k: &msctl_kit::Kit,
+    app: Router,
+    req: Request<Body>,
+) -> (StatusCode, HeaderMap, Value) {
+    let state = gateway::Gateway {
+        peers: k.peers.clone(),
+        own_name: "gateway".into(),
+    };
+    let base = spawn_proxy(k, app, state).await;
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let response = reqwest::Client::new()
+        .request(parts.method, format!("{base}{}", parts.uri))
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.bytes().await.expect("the body arrives whole");
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, headers, json)
+}
 
 struct Upstreams {
     _dirs: (tempfile::TempDir, tempfile::TempDir),

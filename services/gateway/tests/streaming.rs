@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use msctl_kit::testing::{kit, kit_with_timeout, spawn};
+use msctl_kit::testing::{kit, kit_with_timeout, spawn, spawn_proxy};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -39,7 +39,11 @@ async fn through_gateway(app: Router, peer_timeout: Option<Duration>) -> String 
         peers: k.peers.clone(),
         own_name: "gateway".into(),
     });
-    spawn(&k, app).await
+    let state = gateway::Gateway {
+        peers: k.peers.clone(),
+        own_name: "gateway".into(),
+    };
+    spawn_proxy(&k, app, state).await
 }
 
 /// The process's peak resident memory, in bytes.

@@ -81,6 +81,48 @@ struct Fetched {
 enum Fetch {
     Whole(Bytes),
     Open(hyper::body::Incoming),
+    /// The answer's head read off an upstream connection, its body still to come.
+    Wire(Wire),
+}
+
+/// An answer on its way through a proxy: its head parsed on the connection it came on, the body
+/// after it in the connection's buffer and still to be read.
+#[derive(Debug)]
+pub struct Wire {
+    pub conn: crate::h1::Upstream,
+    pub head: crate::h1::AnswerHead,
+    /// Where the connection goes back to once the body is read whole.
+    pub addr: std::net::SocketAddr,
+}
+
+/// A relayed call's answer (`Peers::relay`).
+#[derive(Debug)]
+pub struct Relayed {
+    pub status: StatusCode,
+    pub instance: String,
+    pub answer: RelayedAnswer,
+}
+
+#[derive(Debug)]
+pub enum RelayedAnswer {
+    /// From the instance, to be passed on as it is.
+    Wire(Wire),
+    /// Made here: an answer `msctl fault` injected, or one read by the pooled client from a peer
+    /// not addressed by IP.
+    Made {
+        headers: HeaderMap,
+        body: axum::body::Body,
+    },
+}
+
+/// How a call is sent and its answer read.
+enum How<'a> {
+    /// The answer's body read whole.
+    Whole,
+    /// The answer's body passed on as it arrives; the request's, if given, streamed.
+    Open(Option<axum::body::Body>),
+    /// On a connection of `pool`'s, the answer left on the wire for a proxy.
+    Wire(&'a crate::h1::Pool),
 }
 
 impl Fetched {
@@ -88,7 +130,7 @@ impl Fetched {
         let body = match self.body {
             Fetch::Whole(bytes) => bytes,
             // `send` always reads the body whole; an open one cannot reach here.
-            Fetch::Open(_) => Bytes::new(),
+            Fetch::Open(_) | Fetch::Wire(_) => Bytes::new(),
         };
         PeerResponse {
             status: self.status,
@@ -98,10 +140,31 @@ impl Fetched {
         }
     }
 
+    fn relayed(self, idle: Duration) -> Relayed {
+        let answer = match self.body {
+            Fetch::Wire(wire) => RelayedAnswer::Wire(wire),
+            Fetch::Whole(bytes) => RelayedAnswer::Made {
+                headers: self.headers,
+                body: axum::body::Body::from(bytes),
+            },
+            Fetch::Open(incoming) => RelayedAnswer::Made {
+                headers: self.headers,
+                body: axum::body::Body::new(IdleBounded::new(incoming, idle)),
+            },
+        };
+        Relayed {
+            status: self.status,
+            instance: self.instance,
+            answer,
+        }
+    }
+
     fn streamed(self, idle: Duration) -> PeerStream {
         let body = match self.body {
             Fetch::Whole(bytes) => axum::body::Body::from(bytes),
             Fetch::Open(incoming) => axum::body::Body::new(IdleBounded::new(incoming, idle)),
+            // `forward` never reads on the wire.
+            Fetch::Wire(_) => axum::body::Body::empty(),
         };
         PeerStream {
             status: self.status,
@@ -292,7 +355,7 @@ impl Peers {
     /// failed), and an idempotent one without a body (GET, HEAD, PUT, DELETE, OPTIONS) that got no
     /// answer or a 502, 503 or 504. The retry's span carries `http.request.resend_count = 1`.
     pub async fn send(&self, req: PeerRequest) -> Result<PeerResponse, PeerError> {
-        self.call(&req, None, true).await.map(Fetched::whole)
+        self.call(&req, How::Whole).await.map(Fetched::whole)
     }
 
     /// As `send`, for a proxy: the answer's body is passed on as it arrives, and the request's
@@ -306,17 +369,28 @@ impl Peers {
         stream: Option<axum::body::Body>,
     ) -> Result<PeerStream, PeerError> {
         let idle = self.inner.timeout;
-        self.call(&req, stream, false)
+        self.call(&req, How::Open(stream))
             .await
             .map(|answer| answer.streamed(idle))
     }
 
-    async fn call(
+    /// As `send`, for a proxy that writes HTTP/1.1 itself: the call goes on a connection of
+    /// `pool` (the caller's worker's), and the answer's head is read there and its body left on
+    /// the wire, to be passed on as it is (`Relayed`). The request's headers are sent as they
+    /// are, with the trace context and the deadline added. A peer known by name, not IP, is
+    /// called with the pooled client instead, its answer `Made`.
+    pub async fn relay(
         &self,
-        req: &PeerRequest,
-        stream: Option<axum::body::Body>,
-        read_whole: bool,
-    ) -> Result<Fetched, PeerError> {
+        req: PeerRequest,
+        pool: &crate::h1::Pool,
+    ) -> Result<Relayed, PeerError> {
+        let idle = self.inner.timeout;
+        self.call(&req, How::Wire(pool))
+            .await
+            .map(|answer| answer.relayed(idle))
+    }
+
+    async fn call(&self, req: &PeerRequest, how: How<'_>) -> Result<Fetched, PeerError> {
         // The call's own timeout, or the request's remaining budget if that is shorter.
         let started = Instant::now();
         let deadline = crate::deadline::bound(started + self.inner.timeout);
@@ -328,10 +402,12 @@ impl Peers {
             }),
             other => other,
         };
-        let streamed = stream.is_some();
-        let (first, instance) = self
-            .attempt(req, stream, read_whole, 0, None, deadline)
-            .await;
+        let (streamed, second) = match &how {
+            How::Whole => (false, How::Whole),
+            How::Open(stream) => (stream.is_some(), How::Open(None)),
+            How::Wire(pool) => (false, How::Wire(pool)),
+        };
+        let (first, instance) = self.attempt(req, how, 0, None, deadline).await;
         let again = !streamed
             && match &first {
                 Err(PeerError::Unreachable { .. }) => true,
@@ -343,7 +419,7 @@ impl Peers {
             return budget(first);
         }
         budget(
-            self.attempt(req, None, read_whole, 1, instance.as_deref(), deadline)
+            self.attempt(req, second, 1, instance.as_deref(), deadline)
                 .await
                 .0,
         )
@@ -353,8 +429,7 @@ impl Peers {
     async fn attempt(
         &self,
         req: &PeerRequest,
-        stream: Option<axum::body::Body>,
-        read_whole: bool,
+        how: How<'_>,
         resend: u32,
         avoid: Option<&str>,
         deadline: Instant,
@@ -408,10 +483,26 @@ impl Peers {
         };
         let result = match injected {
             Some(answered_here) => answered_here,
-            None => {
-                self.exchange(req, stream, read_whole, &endpoint, &cx, deadline)
-                    .await
-            }
+            None => match how {
+                How::Wire(pool) => match endpoint.socket_addr() {
+                    Some(addr) => {
+                        self.exchange_wire(req, pool, addr, &endpoint, &cx, deadline)
+                            .await
+                    }
+                    None => {
+                        self.exchange(req, None, false, &endpoint, &cx, deadline)
+                            .await
+                    }
+                },
+                How::Whole => {
+                    self.exchange(req, None, true, &endpoint, &cx, deadline)
+                        .await
+                }
+                How::Open(stream) => {
+                    self.exchange(req, stream, false, &endpoint, &cx, deadline)
+                        .await
+                }
+            },
         };
         let outcome = match &result {
             Ok(answer) if answer.status.is_server_error() => Outcome::Failed,
@@ -586,6 +677,81 @@ impl Peers {
         }
     }
 
+    /// `exchange` on a connection of the proxy's own: the request written as HTTP/1.1 here, the
+    /// answer's head parsed, its body left on the connection.
+    async fn exchange_wire(
+        &self,
+        req: &PeerRequest,
+        pool: &crate::h1::Pool,
+        addr: std::net::SocketAddr,
+        endpoint: &Endpoint,
+        cx: &opentelemetry::Context,
+        deadline: Instant,
+    ) -> Result<Fetched, PeerError> {
+        let url = || format!("{}{}", endpoint.base_url, req.path_and_query);
+        let otel = cx.span();
+        if otel.is_recording() {
+            otel.set_attribute(KeyValue::new("server.address", addr.ip().to_string()));
+            otel.set_attribute(KeyValue::new("server.port", i64::from(addr.port())));
+            otel.set_attribute(KeyValue::new("url.full", url()));
+        }
+        let request = wire_request(req, addr, cx, deadline);
+        let head_request = req.method == Method::HEAD;
+        let call = async {
+            // A kept connection the peer closed just now fails before any answer; then, where
+            // the call may be sent again, it goes once more on a new one.
+            let mut fresh_allowed = may_resend(req);
+            loop {
+                let mut conn = match pool.take(addr) {
+                    Some(conn) => conn,
+                    None => crate::h1::Upstream::connect(addr).await.map_err(|e| {
+                        PeerError::Unreachable {
+                            service: req.service.clone(),
+                            url: url(),
+                            message: e.to_string(),
+                        }
+                    })?,
+                };
+                match conn.exchange(&request, head_request).await {
+                    Ok(head) => {
+                        return Ok(Fetched {
+                            status: StatusCode::from_u16(head.status)
+                                .unwrap_or(StatusCode::BAD_GATEWAY),
+                            headers: HeaderMap::new(),
+                            body: Fetch::Wire(Wire { conn, head, addr }),
+                            instance: endpoint.instance.clone(),
+                        });
+                    }
+                    Err(crate::h1::WireError::Closed | crate::h1::WireError::Io(_))
+                        if conn.reused && conn.buf.is_empty() && fresh_allowed =>
+                    {
+                        fresh_allowed = false;
+                    }
+                    Err(e) => {
+                        let mut message = e.to_string();
+                        if matches!(e, crate::h1::WireError::NotHttp(_)) {
+                            message = format!(
+                                "it does not speak HTTP/1.1 at {} ({message})",
+                                endpoint.base_url
+                            );
+                        }
+                        return Err(PeerError::BadAnswer {
+                            service: req.service.clone(),
+                            message,
+                        });
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(PeerError::Timeout {
+                service: req.service.clone(),
+                after: self.inner.timeout,
+            }),
+        }
+    }
+
     /// A call that failed: `connect` when it never reached the peer, so that it may be sent
     /// again anywhere.
     fn classify(
@@ -615,6 +781,50 @@ impl Peers {
             }
         }
     }
+}
+
+/// `req` as HTTP/1.1 bytes for `addr`: its headers, the trace context and the deadline, its
+/// length and its body.
+fn wire_request(
+    req: &PeerRequest,
+    addr: std::net::SocketAddr,
+    cx: &opentelemetry::Context,
+    deadline: Instant,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut added = HeaderMap::new();
+    crate::trace_context::inject(cx, &mut added);
+    crate::deadline::inject(deadline, &mut added);
+    let mut out = Vec::with_capacity(256 + req.body.len());
+    let _ = write!(
+        out,
+        "{} {} HTTP/1.1\r\nhost: {addr}\r\n",
+        req.method, req.path_and_query
+    );
+    let field = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in &req.headers {
+        let ours = matches!(
+            name.as_str(),
+            "host" | "content-length" | "traceparent" | "tracestate" | crate::deadline::HEADER
+        );
+        if !ours && !crate::h1::is(name.as_str().as_bytes(), "transfer-encoding") {
+            field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    for (name, value) in &added {
+        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !req.body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(&req.method) {
+        let _ = write!(out, "content-length: {}\r\n", req.body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&req.body);
+    out
 }
 
 /// Whether the peer's bytes were not HTTP: an answer that does not parse, or bytes sent before

@@ -15,6 +15,13 @@ pub struct Endpoint {
     pub base_url: String,
 }
 
+impl Endpoint {
+    /// The address `base_url` names, when it names one by IP and port.
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.base_url.strip_prefix("http://")?.parse().ok()
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscoveryError {
     #[error(

@@ -79,20 +79,29 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    if !needs_json(response.status(), content_type.map(HeaderValue::as_bytes)) {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 16 * 1024)
+    let text = axum::body::to_bytes(body, ERROR_TEXT_LIMIT)
         .await
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).trim().to_string();
+    as_json_error(parts, &method, &path, &text)
+}
+
+/// How much of an error answer that is not JSON is read to be its message.
+pub const ERROR_TEXT_LIMIT: usize = 16 * 1024;
+
+/// An error answer that was not JSON (`parts` and its body's `text`) as the JSON error shape.
+pub fn as_json_error(
+    mut parts: axum::http::response::Parts,
+    method: &axum::http::Method,
+    path: &str,
+    text: &[u8],
+) -> Response {
+    let status = parts.status;
+    let text = String::from_utf8_lossy(text).trim().to_string();
     let message = match (status, text.is_empty()) {
         (StatusCode::NOT_FOUND, true) => format!("no route for {method} {path}"),
         (StatusCode::METHOD_NOT_ALLOWED, true) => format!("{method} is not allowed on {path}"),
@@ -101,13 +110,17 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         (_, false) => text,
     };
     let body = json!({"error": {"code": code_for(status), "message": message}});
-    let mut out = Response::from_parts(parts, Body::from(body.to_string()));
     // The length was the replaced body's (a proxied answer keeps its own).
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out.headers_mut().insert(
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// Whether an answer with `status` and `content_type` is an error the JSON error shape must
+/// replace.
+pub fn needs_json(status: StatusCode, content_type: Option<&[u8]>) -> bool {
+    status.as_u16() >= 400 && !content_type.is_some_and(|v| v.starts_with(b"application/json"))
 }

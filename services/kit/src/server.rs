@@ -145,6 +145,40 @@ impl Kit {
         app: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), KitError> {
+        self.serve_inner(app, None, shutdown).await
+    }
+
+    /// As `serve`, for a gateway: the requests `proxy` routes to another service take the
+    /// kit's own HTTP/1.1 proxy path (docs/data-path.md), and `app` answers the rest.
+    pub async fn serve_proxy(self, app: Router, proxy: impl crate::proxy::Proxy) -> ExitCode {
+        match self
+            .serve_inner(app, Some(Arc::new(proxy)), shutdown_signal())
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// As `serve_until`, with the proxy path when `proxy` is given.
+    pub async fn serve_proxy_until(
+        self,
+        app: Router,
+        proxy: impl crate::proxy::Proxy,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), KitError> {
+        self.serve_inner(app, Some(Arc::new(proxy)), shutdown).await
+    }
+
+    async fn serve_inner(
+        self,
+        app: Router,
+        proxy: Option<Arc<dyn crate::proxy::Proxy>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), KitError> {
         let addr = self.env.addr;
         let listener =
             std::net::TcpListener::bind(addr).map_err(|source| KitError::Bind { addr, source })?;
@@ -154,11 +188,21 @@ impl Kit {
         let drain = self.env.drain_timeout;
         let telemetry = self.telemetry.clone();
         let router = self.router(app);
+        let kit = Arc::new(self);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
         for n in 0..worker_count() {
             let listener = listener.try_clone().map_err(KitError::Serve)?;
             let (router, mut stopping) = (router.clone(), stopping.clone());
+            let proxy = proxy.clone().map(|proxy| {
+                Arc::new(crate::proxy::Worker {
+                    kit: kit.clone(),
+                    proxy,
+                    router: router.clone(),
+                    pool: crate::h1::Pool::default(),
+                    stopping: stopping.clone(),
+                })
+            });
             let (done, finished) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("msctl-kit-serve-{n}"))
@@ -169,6 +213,10 @@ impl Kit {
                         .and_then(|runtime| {
                             runtime.block_on(async move {
                                 use axum::serve::ListenerExt as _;
+                                if let Some(worker) = proxy {
+                                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                                    return crate::proxy::serve(listener, worker).await;
+                                }
                                 // A streamed answer goes out as its head, then its body as it
                                 // arrives: with Nagle's algorithm the second write would wait
                                 // for the client's (delayed) acknowledgement of the first.
@@ -267,124 +315,173 @@ async fn observe(State(kit): State<Arc<Kit>>, mut req: Request, next: Next) -> R
         }
         return next.run(req).await;
     }
-    let clock = Instant::now();
-    let deadline = crate::deadline::from_headers(req.headers());
-    let parent = trace_context::extract(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
     let matched = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
-    let make_span = || {
-        // Named now by the router's route, so that a request its client gave up on (its span
-        // ends when the future is dropped) is still told apart; a handler's own name wins below.
-        tracing::info_span!(
-            "request",
-            otel.name = %format_args!("{method} {}", matched.as_deref().unwrap_or("unmatched")),
-            otel.kind = "server",
-            http.request.method = %method,
-            url.path = %path,
-            server.address = %kit.env.addr.ip(),
-            server.port = kit.env.addr.port(),
-        )
-    };
-    // `own`: this request's OpenTelemetry span, to be named and annotated. `outside`: the
-    // context the request runs in when it has no such span: the caller's with tracing off, or,
-    // in a trace the caller did not sample, one with this server's own span id, so that log
-    // lines and calls carry ids though nothing is recorded.
-    let traced = kit.trace_mode != Mode::Off;
-    // A request that starts a trace is decided here, so that a dropped one costs no more than
-    // one whose caller did not sample it.
-    let new_trace = (traced && !parent.span().span_context().is_valid())
-        .then(crate::sampling::NewTrace::decide)
-        .flatten();
-    let unsampled = match &new_trace {
-        Some(t) if !t.kept() => Some(own_unsampled(t.id, TraceState::default())),
-        _ if traced && not_sampled(&parent) => {
-            let span = parent.span();
-            let sc = span.span_context();
-            Some(own_unsampled(sc.trace_id(), sc.trace_state().clone()))
-        }
-        _ => None,
-    };
-    let (span, own, outside) = if let Some(cx) = unsampled {
-        // No layer records a span here (the span layer leaves unsampled traces alone; the
-        // others take events only), so none is made; the context carries the ids.
-        (tracing::Span::none(), None, Some(cx))
-    } else {
-        let span = make_span();
-        // Fails only where no OpenTelemetry layer is installed: then there are no spans to parent.
-        let _ = span.set_parent(parent.clone());
-        let cx = {
-            let _chosen = new_trace.map(crate::sampling::NewTrace::choose);
-            span.context()
-        };
-        if cx.span().span_context().is_valid() {
-            (span, Some(cx), None)
-        } else {
-            (span, None, Some(parent))
-        }
-    };
-    let ctx = RequestContext::of(own.as_ref().or(outside.as_ref()).expect("one is set"));
-    req.extensions_mut().insert(ctx.clone());
-
-    // Entered while the handler runs, so that its own spans and calls are children of the
-    // server span and its log lines carry the request's ids. With no span of its own, the
-    // outside context is the current one, and calls pass it on.
-    // The caller's remaining budget bounds every call this request makes.
-    let run = crate::deadline::within(deadline, next.run(req)).instrument(span.clone());
-    let mut response = match &outside {
-        None => run.await,
-        Some(cx) => run.with_context(cx.clone()).await,
-    };
+    let seen = Observation::begin(&kit, req.method(), req.uri().path(), req.headers(), matched);
+    req.extensions_mut().insert(seen.ctx.clone());
+    let mut response = seen.run(next.run(req)).await;
     let route = response
         .extensions()
         .get::<RouteName>()
-        .map(|r| r.0.clone())
-        .or(matched);
-    let status = response.status();
-    // A root the sampler dropped still has a span, but one that records nothing.
-    if let Some(cx) = own.as_ref().filter(|cx| cx.span().is_recording()) {
-        let otel = cx.span();
-        otel.update_name(format!(
-            "{method} {}",
-            route.as_deref().unwrap_or("unmatched")
-        ));
-        if let Some(route) = route {
-            otel.set_attribute(opentelemetry::KeyValue::new("http.route", route));
-        }
-        otel.set_attribute(opentelemetry::KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        // A server span is an error only when the server failed, not when the client did.
-        if status.is_server_error() {
-            otel.set_attribute(opentelemetry::KeyValue::new(
-                "error.type",
-                status.as_u16().to_string(),
-            ));
-            otel.set_status(Status::error(status.canonical_reason().unwrap_or_default()));
-        }
-    }
-    if let Some(trace) = ctx.trace
-        && let Ok(v) = HeaderValue::from_bytes(&trace.header_bytes())
-    {
-        response.headers_mut().insert("traceparent", v);
-    }
-    {
-        let _current = outside.map(opentelemetry::Context::attach);
-        span.in_scope(|| {
-            tracing::info!(
-                method = %method,
-                path = %path,
-                status = status.as_u16(),
-                ms = millis(clock.elapsed()),
-                "request"
-            );
-        });
+        .map(|r| r.0.clone());
+    if let Some(traceparent) = seen.finish(response.status(), route) {
+        response.headers_mut().insert("traceparent", traceparent);
     }
     response
+}
+
+/// One request as the kit observes it: its server span (or, where none is recorded, the trace
+/// context it runs in), its deadline, and its access log line once it is answered. Begun before
+/// the request is handled, finished once its answer's head is known.
+pub(crate) struct Observation {
+    clock: Instant,
+    method: axum::http::Method,
+    path: String,
+    matched: Option<String>,
+    span: tracing::Span,
+    /// This request's OpenTelemetry span, to be named and annotated.
+    own: Option<opentelemetry::Context>,
+    /// The context the request runs in when it has no such span: the caller's with tracing off,
+    /// or, in a trace the caller did not sample, one with this server's own span id, so that log
+    /// lines and calls carry ids though nothing is recorded.
+    outside: Option<opentelemetry::Context>,
+    deadline: Option<tokio::time::Instant>,
+    pub(crate) ctx: RequestContext,
+}
+
+impl Observation {
+    /// `matched` is the router's route for the request, if it has one.
+    pub(crate) fn begin(
+        kit: &Kit,
+        method: &axum::http::Method,
+        path: &str,
+        headers: &axum::http::HeaderMap,
+        matched: Option<String>,
+    ) -> Self {
+        let clock = Instant::now();
+        let deadline = crate::deadline::from_headers(headers);
+        let parent = trace_context::extract(headers);
+        let make_span = || {
+            // Named now by the router's route, so that a request its client gave up on (its
+            // span ends when the future is dropped) is still told apart; a handler's own name
+            // wins at the end.
+            tracing::info_span!(
+                "request",
+                otel.name = %format_args!("{method} {}", matched.as_deref().unwrap_or("unmatched")),
+                otel.kind = "server",
+                http.request.method = %method,
+                url.path = %path,
+                server.address = %kit.env.addr.ip(),
+                server.port = kit.env.addr.port(),
+            )
+        };
+        let traced = kit.trace_mode != Mode::Off;
+        // A request that starts a trace is decided here, so that a dropped one costs no more
+        // than one whose caller did not sample it.
+        let new_trace = (traced && !parent.span().span_context().is_valid())
+            .then(crate::sampling::NewTrace::decide)
+            .flatten();
+        let unsampled = match &new_trace {
+            Some(t) if !t.kept() => Some(own_unsampled(t.id, TraceState::default())),
+            _ if traced && not_sampled(&parent) => {
+                let span = parent.span();
+                let sc = span.span_context();
+                Some(own_unsampled(sc.trace_id(), sc.trace_state().clone()))
+            }
+            _ => None,
+        };
+        let (span, own, outside) = if let Some(cx) = unsampled {
+            // No layer records a span here (the span layer leaves unsampled traces alone; the
+            // others take events only), so none is made; the context carries the ids.
+            (tracing::Span::none(), None, Some(cx))
+        } else {
+            let span = make_span();
+            // Fails only where no OpenTelemetry layer is installed: then there are no spans to
+            // parent.
+            let _ = span.set_parent(parent.clone());
+            let cx = {
+                let _chosen = new_trace.map(crate::sampling::NewTrace::choose);
+                span.context()
+            };
+            if cx.span().span_context().is_valid() {
+                (span, Some(cx), None)
+            } else {
+                (span, None, Some(parent))
+            }
+        };
+        let ctx = RequestContext::of(own.as_ref().or(outside.as_ref()).expect("one is set"));
+        Self {
+            clock,
+            method: method.clone(),
+            path: path.to_string(),
+            matched,
+            span,
+            own,
+            outside,
+            deadline,
+            ctx,
+        }
+    }
+
+    /// Runs `work`, the handling of the request, in it: its own spans and calls are children of
+    /// the server span, its log lines carry the request's ids, and the caller's remaining
+    /// budget bounds every call it makes. With no span of its own, the outside context is the
+    /// current one, and calls pass it on.
+    pub(crate) async fn run<F: Future>(&self, work: F) -> F::Output {
+        let run = crate::deadline::within(self.deadline, work).instrument(self.span.clone());
+        match &self.outside {
+            None => run.await,
+            Some(cx) => run.with_context(cx.clone()).await,
+        }
+    }
+
+    /// Ends the server span with the answer's status and `route` (a handler's own name for it,
+    /// else the router's), writes the access log line, and gives the `traceparent` to answer
+    /// with.
+    pub(crate) fn finish(self, status: StatusCode, route: Option<String>) -> Option<HeaderValue> {
+        let route = route.or(self.matched);
+        let method = &self.method;
+        // A root the sampler dropped still has a span, but one that records nothing.
+        if let Some(cx) = self.own.as_ref().filter(|cx| cx.span().is_recording()) {
+            let otel = cx.span();
+            otel.update_name(format!(
+                "{method} {}",
+                route.as_deref().unwrap_or("unmatched")
+            ));
+            if let Some(route) = route {
+                otel.set_attribute(opentelemetry::KeyValue::new("http.route", route));
+            }
+            otel.set_attribute(opentelemetry::KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            // A server span is an error only when the server failed, not when the client did.
+            if status.is_server_error() {
+                otel.set_attribute(opentelemetry::KeyValue::new(
+                    "error.type",
+                    status.as_u16().to_string(),
+                ));
+                otel.set_status(Status::error(status.canonical_reason().unwrap_or_default()));
+            }
+        }
+        {
+            let _current = self.outside.map(opentelemetry::Context::attach);
+            self.span.in_scope(|| {
+                tracing::info!(
+                    method = %method,
+                    path = %self.path,
+                    status = status.as_u16(),
+                    ms = millis(self.clock.elapsed()),
+                    "request"
+                );
+            });
+        }
+        self.ctx
+            .trace
+            .and_then(|trace| HeaderValue::from_bytes(&trace.header_bytes()).ok())
+    }
 }
 
 /// Whether the caller sent a trace it did not sample.

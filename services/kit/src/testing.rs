@@ -86,6 +86,29 @@ pub async fn spawn(kit: &Kit, app: Router) -> String {
     format!("http://{addr}")
 }
 
+/// As [`spawn`], for a gateway: the requests `proxy` routes take the kit's proxy path, as
+/// `Kit::serve_proxy` serves them.
+pub async fn spawn_proxy(kit: &Kit, app: Router, proxy: impl crate::proxy::Proxy) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback binds");
+    let addr: SocketAddr = listener.local_addr().expect("bound");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let worker = std::sync::Arc::new(crate::proxy::Worker {
+        kit: std::sync::Arc::new(kit.clone()),
+        proxy: std::sync::Arc::new(proxy),
+        router: kit.router(app),
+        pool: crate::h1::Pool::default(),
+        stopping,
+    });
+    tokio::spawn(async move {
+        // Served for the rest of the test: the sender lives as long as the server.
+        let _stop = stop;
+        crate::proxy::serve(listener, worker).await
+    });
+    format!("http://{addr}")
+}
+
 /// A loopback address where nothing listens: bound, then released.
 pub fn dead_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");

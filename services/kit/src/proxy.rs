@@ -1,0 +1,776 @@
+//! The proxy path of a gateway: requests bound for another service are read, sent on and
+//! answered as HTTP/1.1 by the kit itself, in the task that holds the client's connection, with
+//! the same spans, access log, deadline, balancing, retry and faults as any call. Every other
+//! request, and the rest of its connection, goes to the full server (hyper and the app's router).
+//!
+//! Why: per proxied request, hyper's server, its pooled client and axum's layers cost more user
+//! time than nginx spends on the whole request (docs/data-path.md). Here a request is parsed in
+//! place, its answer's head is rewritten in one buffer, and a small answer goes out in one write.
+
+use crate::client::{PeerError, PeerRequest, Relayed, RelayedAnswer, Wire};
+use crate::error::ApiError;
+use crate::h1::{self, Framing};
+use crate::server::{Kit, Observation};
+use axum::Router;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Request bodies up to this size are taken on the proxy path, read whole so that a failed call
+/// may be sent again; a larger one (or one without a length) goes to the full server, which
+/// streams it.
+pub const WHOLE_UP_TO: usize = 64 * 1024;
+
+/// What a gateway tells the kit about its routes.
+pub trait Proxy: Send + Sync + 'static {
+    /// The service a request goes to and the route its span is named by (`/users/{*rest}`), or
+    /// `None` when the app answers it.
+    fn route(&self, method: &Method, path: &str) -> Option<(String, String)>;
+
+    /// The answer to a call that failed.
+    fn failed(&self, e: PeerError) -> ApiError;
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether a header is the connection's, not the message's: a hop-by-hop one, or one of those
+/// the `Connection` header's values (`connection`) list.
+fn hop_by_hop<'a>(name: &[u8], mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
+    HOP_BY_HOP.iter().any(|h| h1::is(name, h))
+        || connection.any(|v| std::str::from_utf8(name).is_ok_and(|name| h1::lists(v, name)))
+}
+
+/// The headers of `headers` that belong to the message. A request's length is left to the
+/// client that sends it on; an answer's is kept, since its body passes through unchanged.
+pub fn end_to_end(headers: &HeaderMap, keep_length: bool) -> HeaderMap {
+    let connection = || {
+        headers
+            .get_all(axum::http::header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes)
+    };
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str().as_bytes();
+        let drop = hop_by_hop(n, connection())
+            || h1::is(n, "host")
+            || (h1::is(n, "content-length") && !keep_length);
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// One worker's share of the proxy: what its connections need.
+pub(crate) struct Worker {
+    pub(crate) kit: Arc<Kit>,
+    pub(crate) proxy: Arc<dyn Proxy>,
+    /// The app with the kit's layers, for what the proxy path does not take.
+    pub(crate) router: Router,
+    pub(crate) pool: h1::Pool,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+/// Accepts on `listener` until told to stop, then waits for its connections to finish their
+/// requests.
+pub(crate) async fn serve(listener: TcpListener, worker: Arc<Worker>) -> std::io::Result<()> {
+    // Each connection's task holds a sender; when all are gone, every connection has ended.
+    let (alive, mut ended) = tokio::sync::mpsc::channel::<()>(1);
+    let mut stopping = worker.stopping.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // A connection reset while queued is that connection's problem, not the server's.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors, most likely: wait, as axum's server does, rather than spin.
+                tracing::warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (worker, alive) = (worker.clone(), alive.clone());
+        tokio::spawn(async move {
+            connection(stream, &worker).await;
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(alive);
+    let _ = ended.recv().await;
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// A request the proxy path takes, read off the connection.
+struct Incoming {
+    method: Method,
+    path_and_query: String,
+    path_len: usize,
+    service: String,
+    route: String,
+    headers: HeaderMap,
+    head_len: usize,
+    body_len: usize,
+    /// The client said `Connection: close`.
+    close: bool,
+}
+
+/// What the start of a connection's buffer holds.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request for the full server: not the proxy's, or one it leaves to it (a body without a
+    /// length or a large one, `Expect`, an upgrade, HTTP/1.0, anything malformed).
+    Other,
+    Proxied(Box<Incoming>),
+}
+
+fn parse_request(buf: &[u8], proxy: &dyn Proxy, body_limit: usize) -> Parsed {
+    let mut storage = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut storage);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < h1::MAX_HEAD => return Parsed::Partial,
+        _ => return Parsed::Other,
+    };
+    let (Some(1), Some(target), Some(method)) = (request.version, request.path, request.method)
+    else {
+        return Parsed::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if !target.starts_with('/') || method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    let Some((service, route)) = proxy.route(&method, path) else {
+        return Parsed::Other;
+    };
+    let connection = || {
+        request
+            .headers
+            .iter()
+            .filter(|f| h1::is(f.name.as_bytes(), "connection"))
+            .map(|f| f.value)
+    };
+    let mut close = false;
+    for value in connection() {
+        if h1::lists(value, "upgrade") {
+            return Parsed::Other;
+        }
+        close |= h1::lists(value, "close");
+    }
+    let mut length: Option<usize> = None;
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        if h1::is(name, "transfer-encoding") || h1::is(name, "expect") || h1::is(name, "upgrade") {
+            return Parsed::Other;
+        }
+        if h1::is(name, "content-length") {
+            let n = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok());
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(l)) if n == l => {}
+                _ => return Parsed::Other,
+            }
+            continue;
+        }
+        if hop_by_hop(name, connection()) || h1::is(name, "host") {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Parsed::Other;
+        };
+        headers.append(name, value);
+    }
+    let body_len = length.unwrap_or(0);
+    if body_len > WHOLE_UP_TO.min(body_limit) {
+        return Parsed::Other;
+    }
+    Parsed::Proxied(Box::new(Incoming {
+        method,
+        path_and_query: target.to_string(),
+        path_len: path.len(),
+        service,
+        route,
+        headers,
+        head_len,
+        body_len,
+        close,
+    }))
+}
+
+/// Serves one client connection: requests for the proxy here, one after another; from the
+/// first that is not, the full server has the connection.
+async fn connection(mut stream: TcpStream, worker: &Worker) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(8 * 1024);
+    let mut stopping = worker.stopping.clone();
+    loop {
+        let incoming = loop {
+            if !buf.is_empty() {
+                match parse_request(&buf, &*worker.proxy, worker.kit.body_limit) {
+                    Parsed::Proxied(incoming) => break incoming,
+                    Parsed::Other => return hand_over(stream, buf, worker).await,
+                    Parsed::Partial => {}
+                }
+            }
+            let read = if buf.is_empty() {
+                // Between requests the connection may be closed to stop; within one, not.
+                tokio::select! {
+                    read = stream.read_buf(&mut buf) => read,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
+            } else {
+                stream.read_buf(&mut buf).await
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        };
+        while buf.len() < incoming.head_len + incoming.body_len {
+            buf.reserve(incoming.head_len + incoming.body_len - buf.len());
+            if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
+        let _head = buf.split_to(incoming.head_len);
+        let body = buf.split_to(incoming.body_len).freeze();
+        let close = incoming.close;
+        match answer(&mut stream, &mut out, worker, *incoming, body, &stopping).await {
+            Ok(true) if !close && !*stopping.borrow() => {}
+            _ => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Handles one request and writes its answer; whether the connection may carry another.
+async fn answer(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    worker: &Worker,
+    incoming: Incoming,
+    body: Bytes,
+    stopping: &watch::Receiver<bool>,
+) -> std::io::Result<bool> {
+    let Incoming {
+        method,
+        path_and_query,
+        path_len,
+        service,
+        route,
+        headers,
+        close,
+        ..
+    } = incoming;
+    let path = &path_and_query[..path_len];
+    let seen = Observation::begin(&worker.kit, &method, path, &headers, Some(route.clone()));
+    let request = PeerRequest {
+        service,
+        method: method.clone(),
+        path_and_query: path_and_query.clone(),
+        route: route.clone(),
+        headers,
+        body,
+    };
+    let relayed = seen
+        .run(worker.kit.peers.relay(request, &worker.pool))
+        .await;
+    let head_request = method == Method::HEAD;
+    // Whether this answer closes the connection: the client asked, or the server is stopping.
+    let closing = close || *stopping.borrow();
+    match relayed {
+        Ok(Relayed {
+            status,
+            answer: RelayedAnswer::Wire(mut wire),
+            ..
+        }) => {
+            let content_type = wire
+                .head
+                .fields
+                .iter()
+                .find(|(n, _)| h1::is(&wire.conn.buf[n.clone()], "content-type"))
+                .map(|(_, v)| &wire.conn.buf[v.clone()]);
+            if crate::error::needs_json(status, content_type) {
+                // As the full server's layer does: an error that is not JSON is made JSON.
+                let made =
+                    as_json_error(&mut wire, &method, path, worker.kit.peers.timeout()).await;
+                let traceparent = seen.finish(status, Some(route));
+                return write_made(stream, out, made, traceparent, closing, head_request).await;
+            }
+            let traceparent = seen.finish(status, Some(route));
+            pass_on(stream, out, worker, wire, traceparent, closing).await
+        }
+        Ok(Relayed {
+            status,
+            answer: RelayedAnswer::Made { headers, body },
+            ..
+        }) => {
+            let mut made = Response::new(body);
+            *made.status_mut() = status;
+            *made.headers_mut() = end_to_end(&headers, true);
+            if crate::error::needs_json(
+                status,
+                made.headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .map(HeaderValue::as_bytes),
+            ) {
+                let (parts, body) = made.into_parts();
+                let text = axum::body::to_bytes(body, crate::error::ERROR_TEXT_LIMIT)
+                    .await
+                    .unwrap_or_default();
+                made = crate::error::as_json_error(parts, &method, path, &text);
+            }
+            let traceparent = seen.finish(status, Some(route));
+            write_made(stream, out, made, traceparent, closing, head_request).await
+        }
+        Err(e) => {
+            let made = worker.proxy.failed(e).into_response();
+            let traceparent = seen.finish(made.status(), Some(route));
+            write_made(stream, out, made, traceparent, closing, head_request).await
+        }
+    }
+}
+
+/// Writes a status line.
+fn status_line(out: &mut Vec<u8>, status: u16) {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Passes an instance's answer on: its head rewritten (the connection's headers dropped, the
+/// gateway's `traceparent` in place of the instance's), its body as it is, in as few writes as
+/// it arrives in. The upstream connection goes back to the pool once the body is read whole.
+async fn pass_on(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    worker: &Worker,
+    wire: Wire,
+    traceparent: Option<HeaderValue>,
+    closing: bool,
+) -> std::io::Result<bool> {
+    let Wire {
+        mut conn,
+        head,
+        addr,
+    } = wire;
+    out.clear();
+    status_line(out, head.status);
+    {
+        let buf = &conn.buf;
+        let connection = || {
+            head.fields
+                .iter()
+                .filter(|(n, _)| h1::is(&buf[n.clone()], "connection"))
+                .map(|(_, v)| &buf[v.clone()])
+        };
+        for (name, value) in &head.fields {
+            let name = &buf[name.clone()];
+            let length_of_another_framing = h1::is(name, "content-length")
+                && matches!(head.framing, Framing::Chunked | Framing::UntilClose);
+            if !(hop_by_hop(name, connection())
+                || h1::is(name, "traceparent")
+                || length_of_another_framing)
+            {
+                field(out, name, &buf[value.clone()]);
+            }
+        }
+    }
+    if head.framing == Framing::Chunked {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+    // Where the body ends with the connection, downstream as upstream.
+    if closing || head.framing == Framing::UntilClose {
+        field(out, b"connection", b"close");
+    }
+    if let Some(traceparent) = traceparent {
+        field(out, b"traceparent", traceparent.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    conn.buf.advance(head.len);
+    let idle = worker.kit.peers.timeout();
+    let complete = match head.framing {
+        Framing::Empty => true,
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = left.min(conn.buf.len() as u64) as usize;
+                out.extend_from_slice(&conn.buf[..take]);
+                conn.buf.advance(take);
+                left -= take as u64;
+                if left == 0 {
+                    break true;
+                }
+                stream.write_all(out).await?;
+                out.clear();
+                if !more(&mut conn, idle).await {
+                    break false;
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut chunks = h1::Chunks::default();
+            loop {
+                match chunks.scan(&conn.buf) {
+                    Ok(Some(end)) => {
+                        out.extend_from_slice(&conn.buf[..end]);
+                        conn.buf.advance(end);
+                        break true;
+                    }
+                    Ok(None) => {
+                        out.extend_from_slice(&conn.buf);
+                        conn.buf.clear();
+                    }
+                    Err(_) => break false,
+                }
+                stream.write_all(out).await?;
+                out.clear();
+                if !more(&mut conn, idle).await {
+                    break false;
+                }
+            }
+        }
+        Framing::UntilClose => {
+            loop {
+                out.extend_from_slice(&conn.buf);
+                conn.buf.clear();
+                stream.write_all(out).await?;
+                out.clear();
+                if !more(&mut conn, idle).await {
+                    break;
+                }
+            }
+            // The body ended as it should, and so does this connection.
+            return Ok(false);
+        }
+    };
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    if complete && head.keep_alive && conn.buf.is_empty() {
+        worker.pool.put(addr, conn);
+    }
+    Ok(complete && !closing)
+}
+
+/// Reads more of a body within the idle bound; `false` at its end, or at the peer's failure,
+/// which leaves the client's answer cut short (its connection is then closed).
+async fn more(conn: &mut h1::Upstream, idle: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(idle, conn.read_more()).await, Ok(Ok(n)) if n > 0)
+}
+
+/// An instance's error answer that is not JSON, as the JSON error shape: its text read (up to
+/// the limit, within the idle bound) and made its message.
+async fn as_json_error(
+    wire: &mut Wire,
+    method: &Method,
+    path: &str,
+    idle: std::time::Duration,
+) -> Response {
+    let conn = &mut wire.conn;
+    let head = &wire.head;
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in &head.fields {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&conn.buf[name.clone()]),
+            HeaderValue::from_bytes(&conn.buf[value.clone()]),
+        ) {
+            parts.headers.append(n, v);
+        }
+    }
+    parts.headers = end_to_end(&parts.headers, false);
+    parts.headers.remove("traceparent");
+    conn.buf.advance(head.len);
+    let limit = crate::error::ERROR_TEXT_LIMIT;
+    let wanted = match head.framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => (n as usize).min(limit),
+        // Chunk sizes would be read as text: read to the end, or the limit, and drop them.
+        Framing::Chunked | Framing::UntilClose => limit,
+    };
+    while conn.buf.len() < wanted {
+        if !more(conn, idle).await {
+            break;
+        }
+        if head.framing == Framing::Chunked
+            && h1::Chunks::default()
+                .scan(&conn.buf)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            break;
+        }
+    }
+    let mut text = conn.buf.split_to(conn.buf.len().min(wanted)).to_vec();
+    if head.framing == Framing::Chunked {
+        text = unchunk(&text);
+    }
+    // The connection is not used again: what is left of this body may be unread.
+    crate::error::as_json_error(parts, method, path, &text)
+}
+
+/// The data of a chunked body (whole or cut short), without its framing.
+fn unchunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let Some(line_end) = bytes.iter().position(|b| *b == b'\n') else {
+            return data;
+        };
+        let size = std::str::from_utf8(&bytes[..line_end])
+            .ok()
+            .map(|l| l.split(';').next().unwrap_or("").trim())
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .unwrap_or(0);
+        bytes = &bytes[line_end + 1..];
+        if size == 0 {
+            return data;
+        }
+        let take = size.min(bytes.len());
+        data.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        bytes = bytes.strip_prefix(b"\r\n").unwrap_or(bytes);
+    }
+}
+
+/// Writes an answer made here (an error, an injected fault, a JSON error shape) or read by the
+/// pooled client: its length when known, chunked otherwise.
+async fn write_made(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    made: Response,
+    traceparent: Option<HeaderValue>,
+    closing: bool,
+    head_request: bool,
+) -> std::io::Result<bool> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    let (parts, mut body) = made.into_parts();
+    out.clear();
+    status_line(out, parts.status.as_u16());
+    for (name, value) in &parts.headers {
+        let n = name.as_str().as_bytes();
+        // A HEAD's answer keeps the length the GET's would have.
+        let length = h1::is(n, "content-length") && !head_request;
+        if !(h1::is(n, "traceparent") || length || HOP_BY_HOP.iter().any(|h| h1::is(n, h))) {
+            field(out, n, value.as_bytes());
+        }
+    }
+    let length = body.size_hint().exact();
+    let chunked = !head_request && length.is_none();
+    if !head_request {
+        match length {
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            None => field(out, b"transfer-encoding", b"chunked"),
+        }
+    }
+    if closing {
+        field(out, b"connection", b"close");
+    }
+    if let Some(traceparent) = traceparent {
+        field(out, b"traceparent", traceparent.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    if head_request {
+        stream.write_all(out).await?;
+        out.clear();
+        return Ok(!closing);
+    }
+    let complete = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Err(_)) => break false,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if chunked {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.extend_from_slice(&data);
+                }
+                stream.write_all(out).await?;
+                out.clear();
+            }
+        }
+    };
+    if complete && chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(complete && !closing)
+}
+
+/// Gives the connection, and what was read from it, to the full server for the rest of its life.
+async fn hand_over(stream: TcpStream, read: BytesMut, worker: &Worker) {
+    let io = hyper_util::rt::TokioIo::new(Rewind {
+        read: read.freeze(),
+        inner: stream,
+    });
+    let service = hyper_util::service::TowerToHyperService::new(worker.router.clone());
+    // No timer, as axum's server has none: a timer would arm a head-read timeout per request.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut stopping = worker.stopping.clone();
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    // Finishes the request in flight, if any, then closes.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// A connection whose first bytes were read already: they are read again first.
+struct Rewind {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_of_a_chunked_body_is_read_whole_or_cut_short() {
+        assert_eq!(
+            unchunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"),
+            b"hello world"
+        );
+        assert_eq!(unchunk(b"5\r\nhel"), b"hel");
+        assert_eq!(unchunk(b""), b"");
+    }
+
+    #[test]
+    fn the_connections_own_headers_are_told_from_the_messages() {
+        let connection = [&b"X-Private, close"[..]];
+        for name in [
+            "Connection",
+            "te",
+            "Transfer-Encoding",
+            "x-private",
+            "KEEP-ALIVE",
+        ] {
+            assert!(
+                hop_by_hop(name.as_bytes(), connection.iter().copied()),
+                "{name}"
+            );
+        }
+        for name in ["x-custom", "traceparent", "content-type", "x-privat"] {
+            assert!(
+                !hop_by_hop(name.as_bytes(), connection.iter().copied()),
+                "{name}"
+            );
+        }
+    }
+}
