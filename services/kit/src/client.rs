@@ -381,11 +381,11 @@ impl Peers {
     /// called with the pooled client instead, its answer `Made`.
     pub async fn relay(
         &self,
-        req: PeerRequest,
+        req: &PeerRequest,
         pool: &crate::h1::Pool,
     ) -> Result<Relayed, PeerError> {
         let idle = self.inner.timeout;
-        self.call(&req, How::Wire(pool))
+        self.call(req, How::Wire(pool))
             .await
             .map(|answer| answer.relayed(idle))
     }
@@ -477,10 +477,18 @@ impl Peers {
             instance: &endpoint.instance,
             done: false,
         };
-        let injected = match self.inner.faults.for_call(&req.service, &endpoint.instance) {
-            Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
-            None => None,
-        };
+        // Discovery's look at the folder, just made in `choose`, says whether the fault file
+        // changed too.
+        let faults_changed = self.inner.discovery.faults_maybe_changed();
+        let injected =
+            match self
+                .inner
+                .faults
+                .for_call(&req.service, &endpoint.instance, faults_changed)
+            {
+                Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
+                None => None,
+            };
         let result = match injected {
             Some(answered_here) => answered_here,
             None => match how {
@@ -695,7 +703,7 @@ impl Peers {
             otel.set_attribute(KeyValue::new("server.port", i64::from(addr.port())));
             otel.set_attribute(KeyValue::new("url.full", url()));
         }
-        let request = wire_request(req, addr, cx, deadline);
+        let request = wire_request(req, endpoint, cx, deadline);
         let head_request = req.method == Method::HEAD;
         let call = async {
             // A kept connection the peer closed just now fails before any answer; then, where
@@ -787,26 +795,24 @@ impl Peers {
 /// length and its body.
 fn wire_request(
     req: &PeerRequest,
-    addr: std::net::SocketAddr,
+    endpoint: &Endpoint,
     cx: &opentelemetry::Context,
     deadline: Instant,
 ) -> Vec<u8> {
     use std::io::Write;
-    let mut added = HeaderMap::new();
-    crate::trace_context::inject(cx, &mut added);
-    crate::deadline::inject(deadline, &mut added);
     let mut out = Vec::with_capacity(256 + req.body.len());
-    let _ = write!(
-        out,
-        "{} {} HTTP/1.1\r\nhost: {addr}\r\n",
-        req.method, req.path_and_query
-    );
     let field = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = endpoint.base_url.trim_start_matches("http://");
+    field(&mut out, b"host", host.as_bytes());
     for (name, value) in &req.headers {
         let ours = matches!(
             name.as_str(),
@@ -816,9 +822,18 @@ fn wire_request(
             field(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    for (name, value) in &added {
-        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    // As `trace_context::inject` writes them, without a header map in between.
+    let context = crate::trace_context::RequestContext::of(cx);
+    if let Some(trace) = context.trace {
+        field(&mut out, b"traceparent", &trace.header_bytes());
+        if let Some(state) = context.tracestate {
+            field(&mut out, b"tracestate", state.as_bytes());
+        }
     }
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    let _ = write!(out, "{}: {left}\r\n", crate::deadline::HEADER);
     if !req.body.is_empty() || [Method::POST, Method::PUT, Method::PATCH].contains(&req.method) {
         let _ = write!(out, "content-length: {}\r\n", req.body.len());
     }

@@ -84,9 +84,15 @@ pub(crate) struct FileStamp {
 /// writer's own `rename` or `write`, so a check made after a change returned always sees it.
 /// Where no watch can be had (another system, the per-user limit of watches reached, no folder
 /// yet), every check answers "maybe", and the caller compares stamps as before.
+///
+/// It also keeps, for a second file in the folder (the fault file beside the registry), whether
+/// that one changed, seen in the same read: a call then asks the kernel once, not once a file.
 #[derive(Debug)]
 pub(crate) struct Freshness {
     name: std::ffi::OsString,
+    companion: Option<std::ffi::OsString>,
+    /// Whether the companion may have changed since `take_companion_change` last said.
+    companion_changed: bool,
     #[cfg(target_os = "linux")]
     watch: Option<inotify::Inotify>,
 }
@@ -112,10 +118,35 @@ impl Freshness {
                 inotify.watches().add(folder, mask).ok()?;
                 Some(inotify)
             });
-            Self { name, watch }
+            Self {
+                name,
+                companion: None,
+                companion_changed: true,
+                watch,
+            }
         }
         #[cfg(not(target_os = "linux"))]
-        Self { name }
+        Self {
+            name,
+            companion: None,
+            companion_changed: true,
+        }
+    }
+
+    /// Also notes changes to `name`, a file in the same folder.
+    pub(crate) fn with_companion(mut self, name: std::ffi::OsString) -> Self {
+        self.companion = Some(name);
+        self
+    }
+
+    /// False only when the companion has certainly not changed since last asked, as of the last
+    /// `maybe_changed`.
+    pub(crate) fn take_companion_change(&mut self) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.watch.is_none() {
+            return true;
+        }
+        std::mem::take(&mut self.companion_changed)
     }
 
     /// False only when the file has certainly not changed since the last call.
@@ -143,6 +174,9 @@ impl Freshness {
                                 lost = true;
                             }
                             changed |= event.name.is_none_or(|n| n == self.name.as_os_str());
+                            self.companion_changed |= event
+                                .name
+                                .is_none_or(|n| Some(n) == self.companion.as_deref());
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -270,13 +304,26 @@ impl Discovery {
             .unwrap_or_default()
     }
 
+    /// False only when the fault file beside the registry has certainly not changed since this
+    /// was last asked, as of the registry's last check (each call checks the registry first).
+    pub(crate) fn faults_maybe_changed(&self) -> bool {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .watch
+            .as_mut()
+            .is_none_or(Freshness::take_companion_change)
+    }
+
     /// The current registry, re-read only when the file changed. `None` when there is none.
     fn registry(&self, service: &str) -> Result<Option<Arc<Registry>>, DiscoveryError> {
         let Some(path) = &self.registry_path else {
             return Ok(None);
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let watch = cache.watch.get_or_insert_with(|| Freshness::of(path));
+        let watch = cache.watch.get_or_insert_with(|| {
+            let faults = msctl_contract::fault::path_beside(path);
+            Freshness::of(path).with_companion(faults.file_name().unwrap_or_default().into())
+        });
         if !watch.maybe_changed() && cache.checked {
             return Ok(cache.registry.clone());
         }

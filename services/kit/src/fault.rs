@@ -2,7 +2,7 @@
 //! kit looks up `msctl fault`'s file beside the registry, re-read only when it changed, and
 //! delays the call or answers it itself as that file says.
 
-use crate::discovery::{FileStamp, Freshness};
+use crate::discovery::FileStamp;
 use msctl_contract::fault::{Fault, Faults};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,7 +15,6 @@ pub struct FaultFile {
 
 #[derive(Debug, Default)]
 struct Cache {
-    watch: Option<Freshness>,
     /// Whether `stamp` and `faults` hold what was last found, the file's absence included.
     checked: bool,
     stamp: Option<FileStamp>,
@@ -31,12 +30,12 @@ impl FaultFile {
         }
     }
 
-    /// The fault for a call to `instance` of `service` now, if any.
-    pub fn for_call(&self, service: &str, instance: &str) -> Option<Fault> {
+    /// The fault for a call to `instance` of `service` now, if any. `maybe_changed`: whether
+    /// the file may have changed since the last call (discovery's watch of the folder says).
+    pub fn for_call(&self, service: &str, instance: &str, maybe_changed: bool) -> Option<Fault> {
         let path = self.path.as_ref()?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let watch = cache.watch.get_or_insert_with(|| Freshness::of(path));
-        if watch.maybe_changed() || !cache.checked {
+        if maybe_changed || !cache.checked {
             let stamp = FileStamp::of(path);
             if stamp.is_none() {
                 cache.faults = Faults::default();

@@ -305,19 +305,25 @@ async fn answer(
         close,
         ..
     } = incoming;
-    let path = &path_and_query[..path_len];
-    let seen = Observation::begin(&worker.kit, &method, path, &headers, Some(route.clone()));
+    let seen = Observation::begin(
+        &worker.kit,
+        &method,
+        &path_and_query[..path_len],
+        &headers,
+        Some(route.clone()),
+    );
     let request = PeerRequest {
         service,
         method: method.clone(),
-        path_and_query: path_and_query.clone(),
+        path_and_query,
         route: route.clone(),
         headers,
         body,
     };
     let relayed = seen
-        .run(worker.kit.peers.relay(request, &worker.pool))
+        .run(worker.kit.peers.relay(&request, &worker.pool))
         .await;
+    let path = &request.path_and_query[..path_len];
     let head_request = method == Method::HEAD;
     // Whether this answer closes the connection: the client asked, or the server is stopping.
     let closing = close || *stopping.borrow();
@@ -740,6 +746,78 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+
+    /// Routes every request to `slow`.
+    struct ToSlow;
+
+    impl Proxy for ToSlow {
+        fn route(&self, _: &Method, path: &str) -> Option<(String, String)> {
+            Some(("slow".into(), path.to_string()))
+        }
+
+        fn failed(&self, e: PeerError) -> ApiError {
+            e.into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_finishes_the_request_in_flight_then_closes() {
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let arrived = reached.clone();
+        let slow = Router::new().fallback(move || {
+            arrived.notify_one();
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                "late"
+            }
+        });
+        let slow_url = testing::spawn(&testing::kit("slow", &[]), slow).await;
+        let kit = testing::kit("front", &[("SLOW_URL", slow_url)]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopping) = watch::channel(false);
+        let worker = Arc::new(Worker {
+            router: kit.router(Router::new()),
+            kit: Arc::new(kit),
+            proxy: Arc::new(ToSlow),
+            pool: h1::Pool::default(),
+            stopping,
+        });
+        let server = tokio::spawn(serve(listener, worker));
+        // One connection idle, one with a request in flight.
+        let idle = TcpStream::connect(addr).await.unwrap();
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /x HTTP/1.1\r\nhost: f\r\n\r\n")
+            .await
+            .unwrap();
+        // Once the request is in flight: it has reached the instance.
+        reached.notified().await;
+        stop.send(true).unwrap();
+        let mut answer = Vec::new();
+        busy.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nlate"), "{answer}");
+        // The server is done once both connections are: the idle one was closed.
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+        let mut rest = Vec::new();
+        let mut idle = idle;
+        assert_eq!(
+            idle.read_to_end(&mut rest).await.unwrap(),
+            0,
+            "closed, unanswered"
+        );
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
 
     #[test]
     fn the_data_of_a_chunked_body_is_read_whole_or_cut_short() {
