@@ -266,3 +266,33 @@ async fn a_large_answer_with_a_length_arrives_whole() {
     assert_eq!(body.len(), 10_000_000);
     assert!(body.iter().enumerate().all(|(i, b)| *b as usize == i % 251));
 }
+
+#[tokio::test]
+async fn an_interim_answer_is_not_passed_on_and_an_unasked_switch_is_a_bad_answer() {
+    let early = raw(
+        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )
+    .await;
+    let gw = gateway_to(early).await;
+    let text = exchange(
+        &gw,
+        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&text), ["200"], "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+    let switching = raw(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+        false,
+    )
+    .await;
+    let gw = gateway_to(switching).await;
+    let text = exchange(
+        &gw,
+        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&text), ["502"], "{text}");
+    assert!(text.contains("switched protocols unasked"), "{text}");
+}
