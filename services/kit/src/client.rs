@@ -751,7 +751,7 @@ impl Peers {
                 }
             }
         };
-        match tokio::time::timeout_at(deadline, call).await {
+        match tokio::time::timeout_at(deadline, Box::pin(call)).await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout {
                 service: req.service.clone(),
