@@ -296,3 +296,47 @@ async fn an_interim_answer_is_not_passed_on_and_an_unasked_switch_is_a_bad_answe
     assert_eq!(statuses(&text), ["502"], "{text}");
     assert!(text.contains("switched protocols unasked"), "{text}");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_call_abandons_it_at_the_instance() {
+    // An instance that takes the request and never answers; it reports when its connection from
+    // the gateway closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed, mut seen_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let (arrived, mut seen_arrived) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        arrived.send(()).await.unwrap();
+        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        closed.send(()).await.unwrap();
+    });
+    // The call's own timeout is far away: only the client's leaving can end it soon.
+    let k = msctl_kit::testing::kit_with_timeout(
+        "gateway",
+        &[("ECHO_URL", url)],
+        Duration::from_secs(60),
+    );
+    let state = gateway::Gateway {
+        peers: k.peers.clone(),
+        own_name: "gateway".into(),
+    };
+    let gw = spawn_proxy(&k, gateway::app(state.clone()), state).await;
+    let mut client = TcpStream::connect(gw.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /echo/slow HTTP/1.1\r\nhost: g\r\n\r\n")
+        .await
+        .unwrap();
+    seen_arrived
+        .recv()
+        .await
+        .expect("the call reaches the instance");
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), seen_closed.recv())
+        .await
+        .expect("the gateway closes its connection to the instance when the client leaves");
+}

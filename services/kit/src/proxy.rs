@@ -320,11 +320,15 @@ async fn answer(
         headers,
         body,
     };
-    let relayed = seen
-        // Boxed: the call is a large future, and each layer `run` wraps it in would otherwise
-        // copy it whole (a twentieth of the gateway's time went to those copies).
-        .run(Box::pin(worker.kit.peers.relay(&request, &worker.pool)))
-        .await;
+    // Boxed: the call is a large future, and each layer `run` wraps it in would otherwise copy
+    // it whole (a twentieth of the gateway's time went to those copies).
+    let call = seen.run(Box::pin(worker.kit.peers.relay(&request, &worker.pool)));
+    // A client that goes away while its call is out abandons the call, as nginx and hyper do:
+    // the instance's connection is closed, and no answer is waited for that no one will read.
+    let relayed = tokio::select! {
+        relayed = call => relayed,
+        () = gone(stream) => return Ok(false),
+    };
     let path = &request.path_and_query[..path_len];
     let head_request = method == Method::HEAD;
     // Whether this answer closes the connection: the client asked, or the server is stopping.
@@ -379,6 +383,17 @@ async fn answer(
             let traceparent = seen.finish(made.status(), Some(route));
             write_made(stream, out, made, traceparent, closing, head_request).await
         }
+    }
+}
+
+/// Completes when the client closes its connection; never, once it sends more (a pipelined
+/// request, read after this answer).
+async fn gone(stream: &TcpStream) {
+    let mut byte = [0u8; 1];
+    // Costs no system call while nothing arrives: tokio knows the socket is not readable.
+    match stream.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
