@@ -801,12 +801,7 @@ fn wire_request(
 ) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(256 + req.body.len());
-    let field = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
+    let field = crate::h1::write_field;
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.path_and_query.as_bytes());

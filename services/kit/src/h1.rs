@@ -49,6 +49,14 @@ pub fn lists(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Writes one header field line.
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// An answer's head, read from an upstream connection: the positions of its parts in the
 /// connection's buffer, which still holds them.
 #[derive(Debug)]

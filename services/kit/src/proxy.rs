@@ -9,7 +9,7 @@
 
 use crate::client::{PeerError, PeerRequest, Relayed, RelayedAnswer, Wire};
 use crate::error::ApiError;
-use crate::h1::{self, Framing};
+use crate::h1::{self, Framing, write_field as field};
 use crate::server::{Kit, Observation};
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -404,13 +404,6 @@ fn status_line(out: &mut Vec<u8>, status: u16) {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
     let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Passes an instance's answer on: its head rewritten (the connection's headers dropped, the

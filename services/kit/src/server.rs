@@ -124,13 +124,7 @@ impl Kit {
 
     /// Serves `app` until SIGTERM or SIGINT, then drains; the exit code for `main`.
     pub async fn serve(self, app: Router) -> ExitCode {
-        match self.serve_until(app, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
-        }
+        exit_code(self.serve_until(app, shutdown_signal()).await)
     }
 
     /// Serves `app` until `shutdown` completes, then stops accepting and lets in-flight requests
@@ -151,26 +145,10 @@ impl Kit {
     /// As `serve`, for a gateway: the requests `proxy` routes to another service take the
     /// kit's own HTTP/1.1 proxy path (docs/data-path.md), and `app` answers the rest.
     pub async fn serve_proxy(self, app: Router, proxy: impl crate::proxy::Proxy) -> ExitCode {
-        match self
+        let served = self
             .serve_inner(app, Some(Arc::new(proxy)), shutdown_signal())
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
-        }
-    }
-
-    /// As `serve_until`, with the proxy path when `proxy` is given.
-    pub async fn serve_proxy_until(
-        self,
-        app: Router,
-        proxy: impl crate::proxy::Proxy,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), KitError> {
-        self.serve_inner(app, Some(Arc::new(proxy)), shutdown).await
+            .await;
+        exit_code(served)
     }
 
     async fn serve_inner(
@@ -263,6 +241,17 @@ impl Kit {
         tracing::info!("stopped");
         telemetry.flush(FLUSH_ON_EXIT).await;
         Ok(())
+    }
+}
+
+/// The exit code for `main` once serving ended: a failure is logged first.
+fn exit_code(served: Result<(), KitError>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
