@@ -340,3 +340,40 @@ async fn a_client_that_leaves_mid_call_abandons_it_at_the_instance() {
         .await
         .expect("the gateway closes its connection to the instance when the client leaves");
 }
+
+#[tokio::test]
+async fn an_answer_cut_short_by_the_instance_is_cut_short_for_the_client() {
+    // A length of 100 promised and 5 bytes sent; a chunked body with no last chunk; one that
+    // breaks off with a malformed chunk size. Each then closes.
+    for (answer, passed) in [
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort",
+            "\r\n\r\nshort",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nshort\r\n",
+            "5\r\nshort\r\n",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nshort\r\nzz\r\n",
+            "\r\n\r\n",
+        ),
+    ] {
+        let gw = gateway_to(raw(answer, true).await).await;
+        // The client asked to keep the connection: only its close says the body is incomplete.
+        let text = exchange(&gw, "GET /echo/x HTTP/1.1\r\nhost: g\r\n\r\n").await;
+        assert_eq!(statuses(&text), ["200"], "{answer:?}: {text}");
+        assert!(
+            text.ends_with(passed),
+            "what came whole is passed on, then the close: {text:?}"
+        );
+        assert!(!text.contains("zz"), "a malformed chunk is not: {text}");
+        // The gateway itself is unharmed.
+        let text = exchange(
+            &gw,
+            "GET /nothing HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(statuses(&text), ["404"], "{text}");
+    }
+}
