@@ -377,3 +377,49 @@ async fn an_answer_cut_short_by_the_instance_is_cut_short_for_the_client() {
         assert_eq!(statuses(&text), ["404"], "{text}");
     }
 }
+
+#[tokio::test]
+async fn mangled_requests_never_take_the_gateway_down() {
+    let gw = gateway_to(echo().await).await;
+    let base: &[u8] = b"POST /echo/a?x=1 HTTP/1.1\r\nhost: g\r\ncontent-length: 5\r\nconnection: keep-alive\r\nx-a: b\r\n\r\nhelloGET /echo/b HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    // A fixed sequence of mutations (xorshift), so that a failure is the same every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..400 {
+        let mut bytes = base.to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % bytes.len();
+            match next() % 4 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes.insert(at, b"\r\n: \0%/?x"[(next() % 9) as usize]),
+                2 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.truncate(at.max(1)),
+            }
+        }
+        let mut conn = TcpStream::connect(&gw).await.unwrap();
+        let _ = conn.write_all(&bytes).await;
+        // The client gives up on what never completes: the gateway must simply cope.
+        let _ = conn.shutdown().await;
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "case {case}: the gateway neither answered nor closed: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let text = exchange(
+        &gw,
+        "GET /echo/still HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.ends_with("\r\n\r\nstill"), "{text}");
+}
