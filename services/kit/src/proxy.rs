@@ -28,6 +28,11 @@ use tokio::sync::watch;
 /// streams it.
 pub const WHOLE_UP_TO: usize = 64 * 1024;
 
+/// How long a client has to send the rest of a request it has begun, head and body, as nginx's
+/// `client_header_timeout` gives it: past this the connection is closed, so that clients that
+/// send a little and stall cannot hold connections for ever.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a gateway tells the kit about its routes.
 pub trait Proxy: Send + Sync + 'static {
     /// The service a request goes to and the route its span is named by (`/users/{*rest}`), or
@@ -246,6 +251,8 @@ async fn connection(mut stream: TcpStream, worker: &Worker) {
     let mut out = Vec::with_capacity(8 * 1024);
     let mut stopping = worker.stopping.clone();
     loop {
+        // When the request now being read must be in whole: set by its first bytes.
+        let mut due = None;
         let incoming = loop {
             if !buf.is_empty() {
                 match parse_request(&buf, &*worker.proxy, worker.kit.body_limit) {
@@ -261,7 +268,11 @@ async fn connection(mut stream: TcpStream, worker: &Worker) {
                     _ = stopping.wait_for(|stop| *stop) => return,
                 }
             } else {
-                stream.read_buf(&mut buf).await
+                let due = *due.get_or_insert_with(|| tokio::time::Instant::now() + REQUEST_TIMEOUT);
+                match tokio::time::timeout_at(due, stream.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return,
+                }
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return;
@@ -269,7 +280,9 @@ async fn connection(mut stream: TcpStream, worker: &Worker) {
         };
         while buf.len() < incoming.head_len + incoming.body_len {
             buf.reserve(incoming.head_len + incoming.body_len - buf.len());
-            if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            let due = *due.get_or_insert_with(|| tokio::time::Instant::now() + REQUEST_TIMEOUT);
+            let read = tokio::time::timeout_at(due, stream.read_buf(&mut buf)).await;
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
                 return;
             }
         }
@@ -826,6 +839,55 @@ mod tests {
         assert!(
             TcpStream::connect(addr).await.is_err(),
             "no longer accepting"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_begins_a_request_and_stalls_is_closed_after_the_timeout() {
+        let kit = testing::kit("front", &[("SLOW_URL", testing::dead_url())]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        let worker = Arc::new(Worker {
+            router: kit.router(Router::new()),
+            kit: Arc::new(kit),
+            proxy: Arc::new(ToSlow),
+            pool: h1::Pool::default(),
+            stopping,
+        });
+        tokio::spawn(serve(listener, worker));
+        // Half a head; and a whole head whose body never comes.
+        for begun in [
+            &b"GET /x HTTP/1.1\r\nhost: f\r\n"[..],
+            b"POST /x HTTP/1.1\r\ncontent-length: 9\r\n\r\nabc",
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(begun).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let mut rest = Vec::new();
+            tokio::time::timeout(REQUEST_TIMEOUT * 3, client.read_to_end(&mut rest))
+                .await
+                .expect("the connection is closed")
+                .unwrap();
+            assert!(rest.is_empty(), "closed without an answer: {rest:?}");
+            assert!(
+                started.elapsed() >= REQUEST_TIMEOUT,
+                "not before the timeout"
+            );
+        }
+        // One that keeps its requests whole is never timed out, however long it idles between.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nhost: f\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 503 "),
+            "{}",
+            String::from_utf8_lossy(&answer)
         );
     }
 
