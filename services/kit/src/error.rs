@@ -78,7 +78,11 @@ pub fn code_for(status: StatusCode) -> &'static str {
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = next.run(req).await;
+    in_json(next.run(req).await, &method, &path).await
+}
+
+/// `response` as it is, or, if it is an error that is not JSON, as the JSON error shape.
+pub async fn in_json(response: Response, method: &axum::http::Method, path: &str) -> Response {
     let content_type = response.headers().get(header::CONTENT_TYPE);
     if !needs_json(response.status(), content_type.map(HeaderValue::as_bytes)) {
         return response;
@@ -87,7 +91,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let text = axum::body::to_bytes(body, ERROR_TEXT_LIMIT)
         .await
         .unwrap_or_default();
-    as_json_error(parts, &method, &path, &text)
+    as_json_error(parts, method, path, &text)
 }
 
 /// How much of an error answer that is not JSON is read to be its message.

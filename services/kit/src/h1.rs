@@ -57,6 +57,14 @@ pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A `Content-Length` value: digits only, no sign or space (RFC 9110 §8.6).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+}
+
 /// An answer's head, read from an upstream connection: the positions of its parts in the
 /// connection's buffer, which still holds them.
 #[derive(Debug)]
@@ -122,13 +130,9 @@ pub fn parse_answer(buf: &[u8], head_request: bool) -> Result<Option<AnswerHead>
     for field in answer.headers.iter() {
         let (name, value) = (field.name.as_bytes(), field.value);
         if is(name, "content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(WireError::Malformed(
-                    "a content-length that is not a number",
-                ))?;
+            let n = content_length(value).ok_or(WireError::Malformed(
+                "a content-length that is not a number",
+            ))?;
             if length.is_some_and(|l| l != n) {
                 return Err(WireError::Malformed("two different content-lengths"));
             }

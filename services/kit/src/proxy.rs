@@ -94,6 +94,25 @@ pub(crate) struct Worker {
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
+impl Worker {
+    /// A worker serving `router` (the app with the kit's layers) beside `proxy`'s routes, until
+    /// `stopping` turns true.
+    pub(crate) fn new(
+        kit: Arc<Kit>,
+        proxy: Arc<dyn Proxy>,
+        router: Router,
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            kit,
+            proxy,
+            router,
+            pool: h1::Pool::default(),
+            stopping,
+        })
+    }
+}
+
 /// Accepts on `listener` until told to stop, then waits for its connections to finish their
 /// requests.
 pub(crate) async fn serve(listener: TcpListener, worker: Arc<Worker>) -> std::io::Result<()> {
@@ -205,10 +224,7 @@ fn parse_request(buf: &[u8], proxy: &dyn Proxy, body_limit: usize) -> Parsed {
             return Parsed::Other;
         }
         if h1::is(name, "content-length") {
-            let n = std::str::from_utf8(field.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
+            let n = h1::content_length(field.value).and_then(|n| usize::try_from(n).ok());
             match (n, length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(l)) if n == l => {}
@@ -286,7 +302,7 @@ async fn connection(mut stream: TcpStream, worker: &Worker) {
                 return;
             }
         }
-        let _head = buf.split_to(incoming.head_len);
+        buf.advance(incoming.head_len);
         let body = buf.split_to(incoming.body_len).freeze();
         let close = incoming.close;
         match answer(&mut stream, &mut out, worker, *incoming, body, &stopping).await {
@@ -376,18 +392,7 @@ async fn answer(
             let mut made = Response::new(body);
             *made.status_mut() = status;
             *made.headers_mut() = end_to_end(&headers, true);
-            if crate::error::needs_json(
-                status,
-                made.headers()
-                    .get(axum::http::header::CONTENT_TYPE)
-                    .map(HeaderValue::as_bytes),
-            ) {
-                let (parts, body) = made.into_parts();
-                let text = axum::body::to_bytes(body, crate::error::ERROR_TEXT_LIMIT)
-                    .await
-                    .unwrap_or_default();
-                made = crate::error::as_json_error(parts, &method, path, &text);
-            }
+            let made = crate::error::in_json(made, &method, path).await;
             let traceparent = seen.finish(status, Some(route));
             write_made(stream, out, made, traceparent, closing, head_request).await
         }
@@ -784,6 +789,23 @@ mod tests {
         }
     }
 
+    /// The proxy path in front of `slow_url`, on a free port; the sender stops it.
+    async fn serve_to_slow(
+        slow_url: String,
+    ) -> (
+        std::net::SocketAddr,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let kit = testing::kit("front", &[("SLOW_URL", slow_url)]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopping) = watch::channel(false);
+        let router = kit.router(Router::new());
+        let worker = Worker::new(Arc::new(kit), Arc::new(ToSlow), router, stopping);
+        (addr, stop, tokio::spawn(serve(listener, worker)))
+    }
+
     #[tokio::test]
     async fn a_stopping_server_finishes_the_request_in_flight_then_closes() {
         let reached = Arc::new(tokio::sync::Notify::new());
@@ -796,18 +818,7 @@ mod tests {
             }
         });
         let slow_url = testing::spawn(&testing::kit("slow", &[]), slow).await;
-        let kit = testing::kit("front", &[("SLOW_URL", slow_url)]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopping) = watch::channel(false);
-        let worker = Arc::new(Worker {
-            router: kit.router(Router::new()),
-            kit: Arc::new(kit),
-            proxy: Arc::new(ToSlow),
-            pool: h1::Pool::default(),
-            stopping,
-        });
-        let server = tokio::spawn(serve(listener, worker));
+        let (addr, stop, server) = serve_to_slow(slow_url).await;
         // One connection idle, one with a request in flight.
         let idle = TcpStream::connect(addr).await.unwrap();
         let mut busy = TcpStream::connect(addr).await.unwrap();
@@ -844,18 +855,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_begins_a_request_and_stalls_is_closed_after_the_timeout() {
-        let kit = testing::kit("front", &[("SLOW_URL", testing::dead_url())]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_stop, stopping) = watch::channel(false);
-        let worker = Arc::new(Worker {
-            router: kit.router(Router::new()),
-            kit: Arc::new(kit),
-            proxy: Arc::new(ToSlow),
-            pool: h1::Pool::default(),
-            stopping,
-        });
-        tokio::spawn(serve(listener, worker));
+        let (addr, _stop, _server) = serve_to_slow(testing::dead_url()).await;
         // Half a head; and a whole head whose body never comes.
         for begun in [
             &b"GET /x HTTP/1.1\r\nhost: f\r\n"[..],

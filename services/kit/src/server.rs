@@ -173,13 +173,7 @@ impl Kit {
             let listener = listener.try_clone().map_err(KitError::Serve)?;
             let (router, mut stopping) = (router.clone(), stopping.clone());
             let proxy = proxy.clone().map(|proxy| {
-                Arc::new(crate::proxy::Worker {
-                    kit: kit.clone(),
-                    proxy,
-                    router: router.clone(),
-                    pool: crate::h1::Pool::default(),
-                    stopping: stopping.clone(),
-                })
+                crate::proxy::Worker::new(kit.clone(), proxy, router.clone(), stopping.clone())
             });
             let (done, finished) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()

@@ -94,13 +94,12 @@ pub async fn spawn_proxy(kit: &Kit, app: Router, proxy: impl crate::proxy::Proxy
         .expect("loopback binds");
     let addr: SocketAddr = listener.local_addr().expect("bound");
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let worker = std::sync::Arc::new(crate::proxy::Worker {
-        kit: std::sync::Arc::new(kit.clone()),
-        proxy: std::sync::Arc::new(proxy),
-        router: kit.router(app),
-        pool: crate::h1::Pool::default(),
+    let worker = crate::proxy::Worker::new(
+        std::sync::Arc::new(kit.clone()),
+        std::sync::Arc::new(proxy),
+        kit.router(app),
         stopping,
-    });
+    );
     tokio::spawn(async move {
         // Served for the rest of the test: the sender lives as long as the server.
         let _stop = stop;
