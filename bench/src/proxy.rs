@@ -265,6 +265,7 @@ pub fn run(_runs: usize) {
     };
     let (users, gateway) = (address("users"), address("gateway"));
     let (users_pid, gateway_pid, posts_pid) = (pid("users"), pid("gateway"), pid("posts"));
+    let (supervisor, _) = system.pids();
     let (_bare, bare_addr, bare_pid) = bare(&bins);
     let nginx_dir = tempfile::tempdir().expect("temp dir");
     let (_nginx, nginx_addr, nginx_pid) = nginx(nginx_dir.path(), users);
@@ -283,22 +284,34 @@ pub fn run(_runs: usize) {
         (
             "users direct, GET /users/1",
             format!("http://{users}/users/1"),
-            vec![("users", vec![users_pid])],
+            vec![("users", vec![users_pid]), ("msctl", vec![supervisor])],
         ),
         (
             "nginx → users, GET /users/1",
             format!("http://{nginx_addr}/users/1"),
-            vec![("nginx", nginx_pids), ("users", vec![users_pid])],
+            vec![
+                ("nginx", nginx_pids),
+                ("users", vec![users_pid]),
+                ("msctl", vec![supervisor]),
+            ],
         ),
         (
             "bare proxy → users, GET /users/1",
             format!("http://{bare_proxy_addr}/users/1"),
-            vec![("proxy", vec![bare_proxy_pid]), ("users", vec![users_pid])],
+            vec![
+                ("proxy", vec![bare_proxy_pid]),
+                ("users", vec![users_pid]),
+                ("msctl", vec![supervisor]),
+            ],
         ),
         (
             "gateway → users, GET /users/1",
             format!("http://{gateway}/users/1"),
-            vec![("gateway", vec![gateway_pid]), ("users", vec![users_pid])],
+            vec![
+                ("gateway", vec![gateway_pid]),
+                ("users", vec![users_pid]),
+                ("msctl", vec![supervisor]),
+            ],
         ),
         (
             "gateway, GET /users/1/posts",
@@ -307,6 +320,7 @@ pub fn run(_runs: usize) {
                 ("gateway", vec![gateway_pid]),
                 ("users", vec![users_pid]),
                 ("posts", vec![posts_pid]),
+                ("msctl", vec![supervisor]),
             ],
         ),
     ];

@@ -13,7 +13,7 @@ pub async fn supervise(ctx: &Context, args: SuperviseArgs) -> anyhow::Result<u8>
         .map_err(|e| MsctlError::Io(format!("cannot install signal handlers: {e}")))?;
     let (project, mut config) = ctx.load()?;
     config.scale(&args.scale).map_err(MsctlError::Usage)?;
-    let (tx, mut rx) = supervisor::events::channel();
+    let (tx, mut rx) = supervisor::events::channel(false);
     let forward = tokio::spawn(async move {
         let mut reporting = true;
         while let Some(event) = rx.recv().await {

@@ -233,7 +233,7 @@ async fn foreground(
     watch: bool,
     signals: supervisor::signals::Signals,
 ) -> anyhow::Result<u8> {
-    let (tx, mut rx) = crate::supervisor::events::channel();
+    let (tx, mut rx) = crate::supervisor::events::channel(true);
     let mut progress = Progress::new(instances.clone(), true);
     let started = Instant::now();
     let registry_path = project.registry();

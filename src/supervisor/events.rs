@@ -85,6 +85,10 @@ pub const LIVE_LINES: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Live {
+    /// Whether anyone shows log lines: a detached supervisor does not, and then making an event
+    /// of each line would cost it more than writing the line to its file (a gateway under load
+    /// writes tens of thousands a second).
+    wanted: bool,
     in_flight: std::sync::atomic::AtomicUsize,
     skipped: std::sync::atomic::AtomicU64,
 }
@@ -103,9 +107,13 @@ pub struct Receiver {
     live: std::sync::Arc<Live>,
 }
 
-pub fn channel() -> (Sender, Receiver) {
+/// A channel for the supervisor's events; log lines go on it only if `live_logs`.
+pub fn channel(live_logs: bool) -> (Sender, Receiver) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let live = std::sync::Arc::new(Live::default());
+    let live = std::sync::Arc::new(Live {
+        wanted: live_logs,
+        ..Live::default()
+    });
     (
         Sender {
             tx,
@@ -123,9 +131,13 @@ impl Sender {
         self.tx.send(event).map_err(Box::new)
     }
 
-    /// One line of `instance`'s output, unless the live view is that far behind.
+    /// One line of `instance`'s output, unless no one shows it or the live view is that far
+    /// behind.
     pub fn log(&self, instance: &str, line: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
+        if !self.live.wanted {
+            return;
+        }
         if self.live.in_flight.load(Relaxed) >= LIVE_LINES {
             self.live.skipped.fetch_add(1, Relaxed);
             return;
@@ -165,8 +177,26 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn without_a_live_view_log_lines_are_not_queued_and_progress_is() {
+        let (tx, mut rx) = channel(false);
+        tx.log("s-1", b"a line no one shows");
+        tx.send(Event::Stopped {
+            instance: "s-1".into(),
+        })
+        .unwrap();
+        drop(tx);
+        assert!(matches!(rx.recv().await, Some(Event::Stopped { .. })));
+        assert!(rx.recv().await.is_none(), "the log line was queued");
+        assert_eq!(
+            rx.skipped(),
+            0,
+            "a line not wanted is not counted as skipped"
+        );
+    }
+
+    #[tokio::test]
     async fn log_lines_past_the_live_cap_are_counted_not_queued() {
-        let (tx, mut rx) = channel();
+        let (tx, mut rx) = channel(true);
         for i in 0..LIVE_LINES + 100 {
             tx.log("s-1", format!("line {i}").as_bytes());
         }

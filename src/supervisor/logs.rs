@@ -420,7 +420,7 @@ mod tests {
         let path = dir.path().join("s-1.log");
         let file = Arc::new(Mutex::new(LogFile::open(&path).unwrap()));
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
-        let (events, _seen) = crate::supervisor::events::channel();
+        let (events, _seen) = crate::supervisor::events::channel(true);
         let pump = tokio::spawn(pump(rx, file, "s-1".into(), events));
         let full = "y".repeat(MAX_LINE);
         // Once with its newline in the same read, once with the newline arriving on its own.
@@ -449,7 +449,7 @@ mod tests {
         let path = dir.path().join("s-1.log");
         let file = Arc::new(Mutex::new(LogFile::open(&path).unwrap()));
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
-        let (events, mut seen) = crate::supervisor::events::channel();
+        let (events, mut seen) = crate::supervisor::events::channel(true);
         let pump = tokio::spawn(pump(rx, file, "s-1".into(), events));
         let many: String = (0..2000).map(|i| format!("line {i}\n")).collect();
         tx.write_all(many.as_bytes()).await.unwrap();

@@ -10,7 +10,7 @@ use axum::routing::{any, get};
 use futures_util::StreamExt;
 use msctl_kit::discovery::DiscoveryError;
 use msctl_kit::params::parse_id;
-use msctl_kit::proxy::end_to_end;
+use msctl_kit::proxy::{Route, end_to_end};
 use msctl_kit::server::RouteName;
 use msctl_kit::{ApiError, PeerError, PeerRequest, Peers};
 use serde_json::json;
@@ -189,10 +189,11 @@ impl Gateway {
 }
 
 /// The proxy path takes what `proxy` would: `/{service}…` for any service but the gateway's own,
-/// except `GET /health` (the kit's) and `/users/{id}/posts` (this app's); those, and a service
-/// name written with escapes, go to the router.
+/// except `GET /health` (the kit's), which goes to the router, as does a service name written
+/// with escapes. It also answers `GET /users/{id}/posts` as `user_posts` would, without the full
+/// server; that route's other methods are the router's (a 405).
 impl msctl_kit::proxy::Proxy for Gateway {
-    fn route(&self, _method: &Method, path: &str) -> Option<(String, String)> {
+    fn route(&self, method: &Method, path: &str) -> Option<Route> {
         let rest = path.strip_prefix('/')?;
         let (service, tail) = match rest.split_once('/') {
             Some((service, tail)) => (service, tail),
@@ -210,7 +211,18 @@ impl msctl_kit::proxy::Proxy for Gateway {
             && !id.is_empty()
             && !id.contains('/')
         {
-            return None;
+            if !matches!(*method, Method::GET | Method::HEAD) || id.contains('%') {
+                return None;
+            }
+            let (gw, id) = (self.clone(), id.to_string());
+            return Some(Route::Answer {
+                route: "/users/{id}/posts".into(),
+                answer: Box::pin(async move {
+                    compose_user_posts(&gw, &id)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }),
+            });
         }
         // As the router names them: `/users/{*rest}` when there is a rest, `/users` otherwise.
         let route = if tail.is_empty() {
@@ -218,7 +230,10 @@ impl msctl_kit::proxy::Proxy for Gateway {
         } else {
             format!("/{service}/{{*rest}}")
         };
-        Some((service.to_string(), route))
+        Some(Route::Relay {
+            service: service.to_string(),
+            route,
+        })
     }
 
     fn failed(&self, e: PeerError) -> ApiError {
@@ -231,7 +246,12 @@ async fn user_posts(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "user id")?;
+    compose_user_posts(&gw, &id).await
+}
+
+/// The answer to `GET /users/{id}/posts`, on either path.
+async fn compose_user_posts(gw: &Gateway, id: &str) -> Result<Response, ApiError> {
+    let id = parse_id(id, "user id")?;
     let (user, posts) = tokio::join!(
         gw.peers.send(PeerRequest::get(
             "users",

@@ -6,6 +6,8 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::get;
 use msctl_kit::testing::{kit, spawn, spawn_proxy};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,10 +62,18 @@ async fn echo() -> String {
 /// A raw instance: every connection gets `answer` to each request it sends, and is closed after
 /// it when `close` is set.
 async fn raw(answer: &'static str, close: bool) -> String {
+    raw_counted(answer, close).await.0
+}
+
+/// As `raw`, also counting the connections it accepts.
+async fn raw_counted(answer: &'static str, close: bool) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -85,7 +95,7 @@ async fn raw(answer: &'static str, close: bool) -> String {
             });
         }
     });
-    url
+    (url, accepted)
 }
 
 /// Sends `bytes` on a new connection to `addr` and reads until the gateway closes it.
@@ -422,4 +432,62 @@ async fn mangled_requests_never_take_the_gateway_down() {
     )
     .await;
     assert!(text.ends_with("\r\n\r\nstill"), "{text}");
+}
+
+#[tokio::test]
+async fn the_composed_route_is_answered_on_the_proxy_path_over_kept_connections() {
+    let user = r#"{"id":1,"name":"Ada"}"#;
+    let (users, to_users) = raw_counted(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n{\"id\":1,\"name\":\"Ada\"}",
+        false,
+    )
+    .await;
+    // Chunked, with an extension and a trailer: read whole and unframed before it is combined.
+    let (posts, to_posts) = raw_counted(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+         9;x=y\r\n{\"posts\":\r\n9\r\n[{\"id\":7}\r\n2\r\n]}\r\n0\r\nx-t: 1\r\n\r\n",
+        false,
+    )
+    .await;
+    let k = kit("gateway", &[("USERS_URL", users), ("POSTS_URL", posts)]);
+    let state = gateway::Gateway {
+        peers: k.peers.clone(),
+        own_name: "gateway".into(),
+    };
+    // No app behind the proxy path: whatever it does not answer itself is the router's 404.
+    let gw = spawn_proxy(&k, Router::new(), state.clone()).await;
+    let gw = gw.trim_start_matches("http://");
+    let text = exchange(
+        gw,
+        "GET /users/1/posts HTTP/1.1\r\nhost: g\r\n\r\n\
+         HEAD /users/1/posts HTTP/1.1\r\nhost: g\r\n\r\n\
+         GET /users/1/posts HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&text), ["200", "200", "200"], "{text}");
+    let body = format!(r#"{{"user":{user},"posts":[{{"id":7}}]}}"#);
+    assert_eq!(text.matches(&body).count(), 2, "{text}");
+    let length = format!("content-length: {}\r\n", body.len());
+    assert_eq!(
+        text.matches(&length).count(),
+        3,
+        "HEAD says the length too: {text}"
+    );
+    assert_eq!(text.matches("\r\ndate: ").count(), 3, "{text}");
+    assert!(text.ends_with(&body), "{text}");
+    // Three calls to each, one after another, on one kept connection each.
+    assert_eq!(to_users.load(Ordering::SeqCst), 1);
+    assert_eq!(to_posts.load(Ordering::SeqCst), 1);
+
+    // With the app behind it: other methods are the router's, and so is an escaped id.
+    let gw = spawn_proxy(&k, gateway::app(state.clone()), state).await;
+    let gw = gw.trim_start_matches("http://");
+    let text = exchange(
+        gw,
+        "POST /users/1/posts HTTP/1.1\r\nhost: g\r\ncontent-length: 0\r\n\r\n\
+         GET /users/%31/posts HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&text), ["405", "200"], "{text}");
+    assert!(text.ends_with(&body), "{text}");
 }

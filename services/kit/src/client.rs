@@ -116,13 +116,14 @@ pub enum RelayedAnswer {
 }
 
 /// How a call is sent and its answer read.
-enum How<'a> {
+enum How {
     /// The answer's body read whole.
     Whole,
     /// The answer's body passed on as it arrives; the request's, if given, streamed.
     Open(Option<axum::body::Body>),
-    /// On a connection of `pool`'s, the answer left on the wire for a proxy.
-    Wire(&'a crate::h1::Pool),
+    /// On a kept connection of this thread's, the answer's head read and its body left on the
+    /// wire for a proxy.
+    Wire,
 }
 
 impl Fetched {
@@ -307,6 +308,10 @@ struct Inner {
     /// task on the thread that opened it, so a request from another thread would have to wake
     /// that thread for every call.
     http: thread_local::ThreadLocal<Http>,
+    /// The connections calls to peers addressed by IP go on, also one pool per thread: HTTP/1.1
+    /// written and read by the kit (`h1`), without the pooled client's task and channel per
+    /// connection.
+    wire: thread_local::ThreadLocal<crate::h1::Pool>,
     discovery: Discovery,
     timeout: Duration,
     balancer: Mutex<Balancer>,
@@ -318,6 +323,7 @@ impl Peers {
         Self {
             inner: Arc::new(Inner {
                 http: thread_local::ThreadLocal::new(),
+                wire: thread_local::ThreadLocal::new(),
                 timeout,
                 balancer: Mutex::new(Balancer::default()),
                 faults: crate::fault::FaultFile::beside(discovery.registry_path()),
@@ -342,6 +348,12 @@ impl Peers {
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector)
         })
+    }
+
+    /// This thread's kept connections, to which a proxy gives back one whose answer it has
+    /// passed on whole.
+    pub(crate) fn pool(&self) -> &crate::h1::Pool {
+        self.inner.wire.get_or(crate::h1::Pool::default)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -374,23 +386,19 @@ impl Peers {
             .map(|answer| answer.streamed(idle))
     }
 
-    /// As `send`, for a proxy that writes HTTP/1.1 itself: the call goes on a connection of
-    /// `pool` (the caller's worker's), and the answer's head is read there and its body left on
-    /// the wire, to be passed on as it is (`Relayed`). The request's headers are sent as they
-    /// are, with the trace context and the deadline added. A peer known by name, not IP, is
-    /// called with the pooled client instead, its answer `Made`.
-    pub async fn relay(
-        &self,
-        req: &PeerRequest,
-        pool: &crate::h1::Pool,
-    ) -> Result<Relayed, PeerError> {
+    /// As `send`, for a proxy that writes HTTP/1.1 itself: the answer's head is read on this
+    /// thread's connection to the instance and its body left on the wire, to be passed on as it
+    /// is (`Relayed`); the proxy gives the connection back to `pool()` once it has. The
+    /// request's headers are sent as they are, with the trace context and the deadline added. A
+    /// peer known by name, not IP, is called with the pooled client instead, its answer `Made`.
+    pub async fn relay(&self, req: &PeerRequest) -> Result<Relayed, PeerError> {
         let idle = self.inner.timeout;
-        self.call(req, How::Wire(pool))
+        self.call(req, How::Wire)
             .await
             .map(|answer| answer.relayed(idle))
     }
 
-    async fn call(&self, req: &PeerRequest, how: How<'_>) -> Result<Fetched, PeerError> {
+    async fn call(&self, req: &PeerRequest, how: How) -> Result<Fetched, PeerError> {
         // The call's own timeout, or the request's remaining budget if that is shorter.
         let started = Instant::now();
         let deadline = crate::deadline::bound(started + self.inner.timeout);
@@ -405,7 +413,7 @@ impl Peers {
         let (streamed, second) = match &how {
             How::Whole => (false, How::Whole),
             How::Open(stream) => (stream.is_some(), How::Open(None)),
-            How::Wire(pool) => (false, How::Wire(pool)),
+            How::Wire => (false, How::Wire),
         };
         let (first, instance) = self.attempt(req, how, 0, None, deadline).await;
         let again = !streamed
@@ -429,7 +437,7 @@ impl Peers {
     async fn attempt(
         &self,
         req: &PeerRequest,
-        how: How<'_>,
+        how: How,
         resend: u32,
         avoid: Option<&str>,
         deadline: Instant,
@@ -491,22 +499,24 @@ impl Peers {
             };
         let result = match injected {
             Some(answered_here) => answered_here,
-            None => match how {
-                How::Wire(pool) => match endpoint.socket_addr() {
-                    Some(addr) => {
-                        self.exchange_wire(req, pool, addr, &endpoint, &cx, deadline)
-                            .await
-                    }
-                    None => {
-                        self.exchange(req, None, false, &endpoint, &cx, deadline)
-                            .await
-                    }
-                },
-                How::Whole => {
+            None => match (how, endpoint.socket_addr()) {
+                (How::Wire, Some(addr)) => {
+                    self.exchange_wire(req, addr, false, &endpoint, &cx, deadline)
+                        .await
+                }
+                (How::Whole, Some(addr)) => {
+                    self.exchange_wire(req, addr, true, &endpoint, &cx, deadline)
+                        .await
+                }
+                (How::Wire, None) => {
+                    self.exchange(req, None, false, &endpoint, &cx, deadline)
+                        .await
+                }
+                (How::Whole, None) => {
                     self.exchange(req, None, true, &endpoint, &cx, deadline)
                         .await
                 }
-                How::Open(stream) => {
+                (How::Open(stream), _) => {
                     self.exchange(req, stream, false, &endpoint, &cx, deadline)
                         .await
                 }
@@ -685,13 +695,14 @@ impl Peers {
         }
     }
 
-    /// `exchange` on a connection of the proxy's own: the request written as HTTP/1.1 here, the
-    /// answer's head parsed, its body left on the connection.
+    /// `exchange` on a kept connection of this thread's: the request written as HTTP/1.1 here,
+    /// the answer's head parsed, and its body read whole (`read_whole`, the connection then kept
+    /// again) or left on the connection for a proxy.
     async fn exchange_wire(
         &self,
         req: &PeerRequest,
-        pool: &crate::h1::Pool,
         addr: std::net::SocketAddr,
+        read_whole: bool,
         endpoint: &Endpoint,
         cx: &opentelemetry::Context,
         deadline: Instant,
@@ -705,6 +716,20 @@ impl Peers {
         }
         let request = wire_request(req, endpoint, cx, deadline);
         let head_request = req.method == Method::HEAD;
+        let pool = self.pool();
+        let bad_answer = |e: crate::h1::WireError| {
+            let mut message = e.to_string();
+            if matches!(e, crate::h1::WireError::NotHttp(_)) {
+                message = format!(
+                    "it does not speak HTTP/1.1 at {} ({message})",
+                    endpoint.base_url
+                );
+            }
+            PeerError::BadAnswer {
+                service: req.service.clone(),
+                message,
+            }
+        };
         let call = async {
             // A kept connection the peer closed just now fails before any answer; then, where
             // the call may be sent again, it goes once more on a new one.
@@ -722,11 +747,25 @@ impl Peers {
                 };
                 match conn.exchange(&request, head_request).await {
                     Ok(head) => {
+                        let status =
+                            StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        if !read_whole {
+                            return Ok(Fetched {
+                                status,
+                                headers: HeaderMap::new(),
+                                body: Fetch::Wire(Wire { conn, head, addr }),
+                                instance: endpoint.instance.clone(),
+                            });
+                        }
+                        let headers = head.header_map(&conn.buf);
+                        let body = conn.read_whole(&head).await.map_err(bad_answer)?;
+                        if head.keep_alive && conn.buf.is_empty() {
+                            pool.put(addr, conn);
+                        }
                         return Ok(Fetched {
-                            status: StatusCode::from_u16(head.status)
-                                .unwrap_or(StatusCode::BAD_GATEWAY),
-                            headers: HeaderMap::new(),
-                            body: Fetch::Wire(Wire { conn, head, addr }),
+                            status,
+                            headers,
+                            body: Fetch::Whole(body),
                             instance: endpoint.instance.clone(),
                         });
                     }
@@ -735,19 +774,7 @@ impl Peers {
                     {
                         fresh_allowed = false;
                     }
-                    Err(e) => {
-                        let mut message = e.to_string();
-                        if matches!(e, crate::h1::WireError::NotHttp(_)) {
-                            message = format!(
-                                "it does not speak HTTP/1.1 at {} ({message})",
-                                endpoint.base_url
-                            );
-                        }
-                        return Err(PeerError::BadAnswer {
-                            service: req.service.clone(),
-                            message,
-                        });
-                    }
+                    Err(e) => return Err(bad_answer(e)),
                 }
             }
         };

@@ -79,6 +79,24 @@ pub struct AnswerHead {
     pub keep_alive: bool,
 }
 
+impl AnswerHead {
+    /// Its header fields, still in `buf`, as a map; a field that is not a valid header is left
+    /// out.
+    pub fn header_map(&self, buf: &[u8]) -> axum::http::HeaderMap {
+        use axum::http::{HeaderName, HeaderValue};
+        let mut headers = axum::http::HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(&buf[name.clone()]),
+                HeaderValue::from_bytes(&buf[value.clone()]),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        headers
+    }
+}
+
 /// Why an answer could not be read: the words a 502 says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -284,6 +302,29 @@ impl Chunks {
     }
 }
 
+/// The data of a chunked body (whole or cut short), without its framing.
+pub fn unchunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let Some(line_end) = bytes.iter().position(|b| *b == b'\n') else {
+            return data;
+        };
+        let size = std::str::from_utf8(&bytes[..line_end])
+            .ok()
+            .map(|l| l.split(';').next().unwrap_or("").trim())
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .unwrap_or(0);
+        bytes = &bytes[line_end + 1..];
+        if size == 0 {
+            return data;
+        }
+        let take = size.min(bytes.len());
+        data.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        bytes = bytes.strip_prefix(b"\r\n").unwrap_or(bytes);
+    }
+}
+
 /// A connection to an upstream instance, with what has been read from it and not yet used.
 #[derive(Debug)]
 pub struct Upstream {
@@ -333,6 +374,49 @@ impl Upstream {
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(WireError::Closed);
+            }
+        }
+    }
+
+    /// Reads the body of the answer whose head is `head` whole, and gives its data (a chunked
+    /// body without its framing). Afterwards the connection may carry another request if
+    /// `head.keep_alive` and nothing is left in its buffer. Within a call's deadline, set by the
+    /// caller.
+    pub async fn read_whole(&mut self, head: &AnswerHead) -> Result<bytes::Bytes, WireError> {
+        use bytes::Buf;
+        self.buf.advance(head.len);
+        match head.framing {
+            Framing::Empty => Ok(bytes::Bytes::new()),
+            Framing::Length(n) => {
+                let n = usize::try_from(n).map_err(|_| WireError::BadBody("too large"))?;
+                if self.buf.len() < n {
+                    self.buf.reserve(n - self.buf.len());
+                }
+                while self.buf.len() < n {
+                    if self.stream.read_buf(&mut self.buf).await? == 0 {
+                        return Err(WireError::Closed);
+                    }
+                }
+                Ok(self.buf.split_to(n).freeze())
+            }
+            Framing::Chunked => {
+                let mut chunks = Chunks::default();
+                let mut scanned = 0;
+                let end = loop {
+                    if let Some(end) = chunks.scan(&self.buf[scanned..])? {
+                        break scanned + end;
+                    }
+                    scanned = self.buf.len();
+                    if self.read_more().await? == 0 {
+                        return Err(WireError::Closed);
+                    }
+                };
+                let framed = self.buf.split_to(end);
+                Ok(unchunk(&framed).into())
+            }
+            Framing::UntilClose => {
+                while self.read_more().await? > 0 {}
+                Ok(self.buf.split().freeze())
             }
         }
     }
@@ -508,5 +592,56 @@ mod tests {
             "a closed one is dropped, not used"
         );
         drop(kept);
+    }
+
+    /// The whole body of `answer`, sent by a peer that then closes, as `read_whole` reads it;
+    /// also whether the connection was left clean for another request.
+    async fn read_whole_of(answer: &'static [u8]) -> (Result<bytes::Bytes, WireError>, bool) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conn = Upstream::connect(addr).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            // The request read first: a socket closed with unread bytes is reset, not closed.
+            let mut request = [0u8; 64];
+            let _ = peer.read(&mut request).await;
+            // In two writes, so that the body is read in more than one piece.
+            let (a, b) = answer.split_at(answer.len() / 2);
+            peer.write_all(a).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            peer.write_all(b).await.unwrap();
+        });
+        let head = conn
+            .exchange(b"GET / HTTP/1.1\r\n\r\n", false)
+            .await
+            .unwrap();
+        let body = conn.read_whole(&head).await;
+        (body, head.keep_alive && conn.buf.is_empty())
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_by_each_framing_and_a_cut_one_is_refused() {
+        let (body, clean) =
+            read_whole_of(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world").await;
+        assert_eq!(body.unwrap(), "hello world");
+        assert!(clean);
+        let (body, clean) = read_whole_of(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nx: y\r\n\r\n",
+        )
+        .await;
+        assert_eq!(body.unwrap(), "hello world");
+        assert!(clean, "the trailer is read too");
+        let (body, clean) = read_whole_of(b"HTTP/1.1 200 OK\r\n\r\nuntil the close").await;
+        assert_eq!(body.unwrap(), "until the close");
+        assert!(!clean, "a body ended by the close ends the connection");
+        let (body, _) =
+            read_whole_of(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\nhello world").await;
+        assert_eq!(body.unwrap_err(), WireError::Closed);
+        let (body, _) =
+            read_whole_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel").await;
+        assert_eq!(body.unwrap_err(), WireError::Closed);
+        let (body, _) =
+            read_whole_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
+        assert!(matches!(body, Err(WireError::BadBody(_))), "{body:?}");
     }
 }

@@ -35,13 +35,26 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// What a gateway tells the kit about its routes.
 pub trait Proxy: Send + Sync + 'static {
-    /// The service a request goes to and the route its span is named by (`/users/{*rest}`), or
-    /// `None` when the app answers it.
-    fn route(&self, method: &Method, path: &str) -> Option<(String, String)>;
+    /// What the proxy path does with a request, or `None` to leave it to the app's router.
+    fn route(&self, method: &Method, path: &str) -> Option<Route>;
 
     /// The answer to a call that failed.
     fn failed(&self, e: PeerError) -> ApiError;
 }
+
+/// A request the proxy path takes, and how.
+pub enum Route {
+    /// Sent on to `service`; the request's span is named by `route` (`/users/{*rest}`).
+    Relay { service: String, route: String },
+    /// Answered here by the app, whose `answer` makes the whole answer, as a handler would,
+    /// from calls of its own (`Peers::send`, which then go on this worker's connections). The
+    /// span is named by `route`. For answers composed of other services' (`/users/{id}/posts`),
+    /// which would otherwise pay for the full server as well as for their calls.
+    Answer { route: String, answer: Answering },
+}
+
+/// An answer the app makes on the proxy path (`Route::Answer`).
+pub type Answering = Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 pub const HOP_BY_HOP: [&str; 8] = [
@@ -90,7 +103,6 @@ pub(crate) struct Worker {
     pub(crate) proxy: Arc<dyn Proxy>,
     /// The app with the kit's layers, for what the proxy path does not take.
     pub(crate) router: Router,
-    pub(crate) pool: h1::Pool,
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
@@ -107,7 +119,6 @@ impl Worker {
             kit,
             proxy,
             router,
-            pool: h1::Pool::default(),
             stopping,
         })
     }
@@ -161,8 +172,7 @@ struct Incoming {
     method: Method,
     path_and_query: String,
     path_len: usize,
-    service: String,
-    route: String,
+    route: Route,
     headers: HeaderMap,
     head_len: usize,
     body_len: usize,
@@ -199,7 +209,7 @@ fn parse_request(buf: &[u8], proxy: &dyn Proxy, body_limit: usize) -> Parsed {
         return Parsed::Other;
     }
     let path = target.split('?').next().unwrap_or(target);
-    let Some((service, route)) = proxy.route(&method, path) else {
+    let Some(route) = proxy.route(&method, path) else {
         return Parsed::Other;
     };
     let connection = || {
@@ -251,7 +261,6 @@ fn parse_request(buf: &[u8], proxy: &dyn Proxy, body_limit: usize) -> Parsed {
         method,
         path_and_query: target.to_string(),
         path_len: path.len(),
-        service,
         route,
         headers,
         head_len,
@@ -328,12 +337,15 @@ async fn answer(
         method,
         path_and_query,
         path_len,
-        service,
         route,
         headers,
         close,
         ..
     } = incoming;
+    let (service, route, answering) = match route {
+        Route::Relay { service, route } => (service, route, None),
+        Route::Answer { route, answer } => (String::new(), route, Some(answer)),
+    };
     let seen = Observation::begin(
         &worker.kit,
         &method,
@@ -341,6 +353,19 @@ async fn answer(
         &headers,
         Some(route.clone()),
     );
+    let head_request = method == Method::HEAD;
+    // Whether this answer closes the connection: the client asked, or the server is stopping.
+    let closing = |stopping: &watch::Receiver<bool>| close || *stopping.borrow();
+    if let Some(answering) = answering {
+        let made = tokio::select! {
+            made = seen.run(answering) => made,
+            () = gone(stream) => return Ok(false),
+        };
+        let made = crate::error::in_json(made, &method, &path_and_query[..path_len]).await;
+        let traceparent = seen.finish(made.status(), Some(route));
+        let closing = closing(stopping);
+        return write_made(stream, out, made, traceparent, closing, head_request).await;
+    }
     let request = PeerRequest {
         service,
         method: method.clone(),
@@ -351,7 +376,7 @@ async fn answer(
     };
     // Boxed: the call is a large future, and each layer `run` wraps it in would otherwise copy
     // it whole (a twentieth of the gateway's time went to those copies).
-    let call = seen.run(Box::pin(worker.kit.peers.relay(&request, &worker.pool)));
+    let call = seen.run(Box::pin(worker.kit.peers.relay(&request)));
     // A client that goes away while its call is out abandons the call, as nginx and hyper do:
     // the instance's connection is closed, and no answer is waited for that no one will read.
     let relayed = tokio::select! {
@@ -359,9 +384,7 @@ async fn answer(
         () = gone(stream) => return Ok(false),
     };
     let path = &request.path_and_query[..path_len];
-    let head_request = method == Method::HEAD;
-    // Whether this answer closes the connection: the client asked, or the server is stopping.
-    let closing = close || *stopping.borrow();
+    let closing = closing(stopping);
     match relayed {
         Ok(Relayed {
             status,
@@ -413,6 +436,24 @@ async fn gone(stream: &TcpStream) {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
     }
+}
+
+/// Writes a `Date` field for now: formatted once a second per thread, as hyper does.
+fn date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static NOW: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    NOW.with_borrow_mut(|(at, text)| {
+        if *at != second || text.is_empty() {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        field(out, b"date", text.as_bytes());
+    });
 }
 
 /// Writes a status line.
@@ -535,7 +576,7 @@ async fn pass_on(
         out.clear();
     }
     if complete && head.keep_alive && conn.buf.is_empty() {
-        worker.pool.put(addr, conn);
+        worker.kit.peers.pool().put(addr, conn);
     }
     Ok(complete && !closing)
 }
@@ -558,15 +599,7 @@ async fn as_json_error(
     let head = &wire.head;
     let mut parts = Response::new(()).into_parts().0;
     parts.status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    for (name, value) in &head.fields {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(&conn.buf[name.clone()]),
-            HeaderValue::from_bytes(&conn.buf[value.clone()]),
-        ) {
-            parts.headers.append(n, v);
-        }
-    }
-    parts.headers = end_to_end(&parts.headers, false);
+    parts.headers = end_to_end(&head.header_map(&conn.buf), false);
     parts.headers.remove("traceparent");
     conn.buf.advance(head.len);
     let limit = crate::error::ERROR_TEXT_LIMIT;
@@ -592,33 +625,10 @@ async fn as_json_error(
     }
     let mut text = conn.buf.split_to(conn.buf.len().min(wanted)).to_vec();
     if head.framing == Framing::Chunked {
-        text = unchunk(&text);
+        text = h1::unchunk(&text);
     }
     // The connection is not used again: what is left of this body may be unread.
     crate::error::as_json_error(parts, method, path, &text)
-}
-
-/// The data of a chunked body (whole or cut short), without its framing.
-fn unchunk(mut bytes: &[u8]) -> Vec<u8> {
-    let mut data = Vec::new();
-    loop {
-        let Some(line_end) = bytes.iter().position(|b| *b == b'\n') else {
-            return data;
-        };
-        let size = std::str::from_utf8(&bytes[..line_end])
-            .ok()
-            .map(|l| l.split(';').next().unwrap_or("").trim())
-            .and_then(|s| usize::from_str_radix(s, 16).ok())
-            .unwrap_or(0);
-        bytes = &bytes[line_end + 1..];
-        if size == 0 {
-            return data;
-        }
-        let take = size.min(bytes.len());
-        data.extend_from_slice(&bytes[..take]);
-        bytes = &bytes[take..];
-        bytes = bytes.strip_prefix(b"\r\n").unwrap_or(bytes);
-    }
 }
 
 /// Writes an answer made here (an error, an injected fault, a JSON error shape) or read by the
@@ -644,15 +654,23 @@ async fn write_made(
             field(out, n, value.as_bytes());
         }
     }
+    if !parts.headers.contains_key(axum::http::header::DATE) {
+        // As an origin server must (RFC 9110 §6.6.1): this answer was made here.
+        date(out);
+    }
     let length = body.size_hint().exact();
     let chunked = !head_request && length.is_none();
-    if !head_request {
-        match length {
-            Some(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
-            }
-            None => field(out, b"transfer-encoding", b"chunked"),
+    let length_said = head_request
+        && parts
+            .headers
+            .contains_key(axum::http::header::CONTENT_LENGTH);
+    match length {
+        _ if length_said => {}
+        Some(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
         }
+        None if !head_request => field(out, b"transfer-encoding", b"chunked"),
+        None => {}
     }
     if closing {
         field(out, b"connection", b"close");
@@ -780,8 +798,11 @@ mod tests {
     struct ToSlow;
 
     impl Proxy for ToSlow {
-        fn route(&self, _: &Method, path: &str) -> Option<(String, String)> {
-            Some(("slow".into(), path.to_string()))
+        fn route(&self, _: &Method, path: &str) -> Option<Route> {
+            Some(Route::Relay {
+                service: "slow".into(),
+                route: path.to_string(),
+            })
         }
 
         fn failed(&self, e: PeerError) -> ApiError {
@@ -894,11 +915,11 @@ mod tests {
     #[test]
     fn the_data_of_a_chunked_body_is_read_whole_or_cut_short() {
         assert_eq!(
-            unchunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"),
+            h1::unchunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"),
             b"hello world"
         );
-        assert_eq!(unchunk(b"5\r\nhel"), b"hel");
-        assert_eq!(unchunk(b""), b"");
+        assert_eq!(h1::unchunk(b"5\r\nhel"), b"hel");
+        assert_eq!(h1::unchunk(b""), b"");
     }
 
     #[test]
