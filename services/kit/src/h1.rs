@@ -389,10 +389,13 @@ impl Upstream {
             Framing::Empty => Ok(bytes::Bytes::new()),
             Framing::Length(n) => {
                 let n = usize::try_from(n).map_err(|_| WireError::BadBody("too large"))?;
-                if self.buf.len() < n {
-                    self.buf.reserve(n - self.buf.len());
-                }
                 while self.buf.len() < n {
+                    // Room for what is still to come, grown as it comes: a length is only what
+                    // the peer says.
+                    let wanted = (n - self.buf.len()).clamp(4096, 256 * 1024);
+                    if self.buf.capacity() - self.buf.len() < wanted {
+                        self.buf.reserve(wanted);
+                    }
                     if self.stream.read_buf(&mut self.buf).await? == 0 {
                         return Err(WireError::Closed);
                     }
@@ -636,6 +639,10 @@ mod tests {
         assert!(!clean, "a body ended by the close ends the connection");
         let (body, _) =
             read_whole_of(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\nhello world").await;
+        assert_eq!(body.unwrap_err(), WireError::Closed);
+        // A length no memory could hold is not made room for before the bytes come.
+        let (body, _) =
+            read_whole_of(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000000000\r\n\r\nhi").await;
         assert_eq!(body.unwrap_err(), WireError::Closed);
         let (body, _) =
             read_whole_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel").await;
