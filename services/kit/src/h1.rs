@@ -1,5 +1,6 @@
-//! HTTP/1.1 on the wire, for the proxy path: message heads parsed in place, bodies framed as
-//! RFC 9112 §6 says and passed on as they are, and idle upstream connections kept per worker.
+//! HTTP/1.1 on the wire, for calls to peers and the proxy path: message heads parsed in place,
+//! bodies framed as RFC 9112 §6 says (passed on as they are, or read whole), and idle upstream
+//! connections kept per thread.
 
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -444,8 +445,8 @@ impl Upstream {
     }
 }
 
-/// Idle upstream connections, by address. One per worker thread: a connection is driven by the
-/// runtime that opened it, and a worker's requests never wait on another thread.
+/// Idle upstream connections, by address. One per thread (`Peers` keeps them): a connection is
+/// driven by the runtime that opened it, and a worker's requests never wait on another thread.
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Upstream>>>,
