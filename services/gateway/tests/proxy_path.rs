@@ -110,6 +110,15 @@ async fn exchange(addr: &str, bytes: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// What a client gets for one `GET /echo/x` (asking to close) through the gateway `gw`.
+async fn get_once(gw: &str) -> String {
+    exchange(
+        gw,
+        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await
+}
+
 /// The status codes of the answers in `text`, in order.
 fn statuses(text: &str) -> Vec<&str> {
     text.match_indices("HTTP/1.1 ")
@@ -252,11 +261,7 @@ async fn a_malformed_request_is_refused_and_a_bad_answer_is_named() {
     )
     .await;
     assert_eq!(statuses(&text), ["400"], "{text}");
-    let text = exchange(
-        &gw,
-        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let text = get_once(&gw).await;
     assert_eq!(statuses(&text), ["502"], "{text}");
     assert!(
         text.contains("does not speak HTTP/1.1 at http://127.0.0.1:"),
@@ -284,12 +289,7 @@ async fn an_interim_answer_is_not_passed_on_and_an_unasked_switch_is_a_bad_answe
         false,
     )
     .await;
-    let gw = gateway_to(early).await;
-    let text = exchange(
-        &gw,
-        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let text = get_once(&gateway_to(early).await).await;
     assert_eq!(statuses(&text), ["200"], "{text}");
     assert!(text.ends_with("\r\n\r\nok"), "{text}");
     let switching = raw(
@@ -297,12 +297,7 @@ async fn an_interim_answer_is_not_passed_on_and_an_unasked_switch_is_a_bad_answe
         false,
     )
     .await;
-    let gw = gateway_to(switching).await;
-    let text = exchange(
-        &gw,
-        "GET /echo/x HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let text = get_once(&gateway_to(switching).await).await;
     assert_eq!(statuses(&text), ["502"], "{text}");
     assert!(text.contains("switched protocols unasked"), "{text}");
 }
