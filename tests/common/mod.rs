@@ -873,6 +873,9 @@ pub struct Browser {
     pub client: fantoccini::Client,
     runtime: tokio::runtime::Runtime,
     driver: Children,
+    /// Chromium's temporary files (its profile, its singleton socket): Chromium leaves some of
+    /// them behind when it ends, so they go here, removed after the browser.
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Browser {
@@ -883,9 +886,11 @@ impl Browser {
         });
         // Port 0: chromedriver binds a free port itself and names it, so that no other process
         // can take a port picked for it before it binds.
+        let scratch = tempfile::tempdir().expect("a folder for Chromium's temporary files");
         let mut driver = StdCommand::new(find("chromedriver").expect("chromedriver"))
             // A group of its own, so that the browsers it starts go with it.
             .process_group(0)
+            .env("TMPDIR", scratch.path())
             .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
             .stdout(std::process::Stdio::piped())
@@ -936,6 +941,7 @@ impl Browser {
             client,
             runtime,
             driver,
+            scratch: Some(scratch),
         }
     }
 
@@ -1018,6 +1024,11 @@ impl Drop for Browser {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // Removed once the browsers are gone, so that none writes into it again.
+        for child in &mut self.driver.0 {
+            let _ = child.wait();
+        }
+        drop(self.scratch.take());
     }
 }
 
