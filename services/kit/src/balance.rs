@@ -47,19 +47,20 @@ impl Balancer {
     /// this request) while another remains. `None` only when `candidates` is empty.
     pub fn pick(
         &mut self,
-        candidates: &[&str],
+        candidates: &[impl AsRef<str>],
         exclude: Option<&str>,
         now: Instant,
     ) -> Option<usize> {
         self.expire(now);
         let n = candidates.len();
+        let name = |i: usize| candidates[i].as_ref();
         // Chosen without building lists: this runs for every call a service makes.
-        let others = candidates.iter().any(|c| Some(*c) != exclude);
-        let usable = |i: usize| !others || Some(candidates[i]) != exclude;
+        let others = (0..n).any(|i| Some(name(i)) != exclude);
+        let usable = |i: usize| !others || Some(name(i)) != exclude;
         // Everything ejected (every instance failing): better to try one than to fail outright.
-        let rotating = (0..n).any(|i| usable(i) && !self.is_ejected(candidates[i]));
-        let eligible = |i: usize| usable(i) && (!rotating || !self.is_ejected(candidates[i]));
-        let load = |i: usize| self.stats.get(candidates[i]).map_or(0, |s| s.outstanding);
+        let rotating = (0..n).any(|i| usable(i) && !self.is_ejected(name(i)));
+        let eligible = |i: usize| usable(i) && (!rotating || !self.is_ejected(name(i)));
+        let load = |i: usize| self.stats.get(name(i)).map_or(0, |s| s.outstanding);
         let least = (0..n).filter(|&i| eligible(i)).map(load).min()?;
         let tied = || (0..n).filter(move |&i| eligible(i) && load(i) == least);
         let turn = self.turn.wrapping_add(1);
@@ -170,7 +171,7 @@ mod tests {
             picks.contains(&1) && picks.contains(&2) && !picks.contains(&0),
             "{picks:?}"
         );
-        assert_eq!(b.pick(&[], None, now), None);
+        assert_eq!(b.pick(&[] as &[&str], None, now), None);
     }
 
     #[test]

@@ -486,17 +486,16 @@ impl Peers {
             done: false,
         };
         // Discovery's look at the folder, just made in `choose`, says whether the fault file
-        // changed too.
-        let faults_changed = self.inner.discovery.faults_maybe_changed();
-        let injected =
-            match self
-                .inner
-                .faults
-                .for_call(&req.service, &endpoint.instance, faults_changed)
-            {
-                Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
-                None => None,
-            };
+        // may have changed too.
+        let folder = self.inner.discovery.folder_version();
+        let injected = match self
+            .inner
+            .faults
+            .for_call(&req.service, &endpoint.instance, folder)
+        {
+            Some(fault) => self.faulted(req, &endpoint, &cx, deadline, fault).await,
+            None => None,
+        };
         let result = match injected {
             Some(answered_here) => answered_here,
             None => match (how, endpoint.socket_addr()) {
@@ -603,17 +602,16 @@ impl Peers {
         service: &str,
         avoid: Option<&str>,
     ) -> Result<(Endpoint, usize), DiscoveryError> {
-        let mut healthy = self.inner.discovery.resolve(service)?;
-        let names: Vec<&str> = healthy.iter().map(|e| e.instance.as_str()).collect();
+        let healthy = self.inner.discovery.healthy(service)?;
         let mut balancer = self.lock_balancer();
-        let Some(i) = balancer.pick(&names, avoid, Instant::now()) else {
+        let Some(i) = balancer.pick(&healthy, avoid, Instant::now()) else {
             return Err(DiscoveryError::NoHealthy {
                 service: service.to_string(),
                 detail: "no instances".into(),
             });
         };
         let peers = healthy.len();
-        let endpoint = healthy.swap_remove(i);
+        let endpoint = healthy[i].clone();
         balancer.start(&endpoint.instance);
         Ok((endpoint, peers))
     }

@@ -2,10 +2,12 @@
 //! registry counts; a service run by hand finds a peer through that peer's `<NAME>_URL` variable.
 
 use crate::registry::{self, Registry, RegistryError};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use thread_local::ThreadLocal;
 
 /// One instance a caller may send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,13 @@ pub struct Endpoint {
     pub instance: String,
     /// `http://127.0.0.1:41233`, without a trailing slash.
     pub base_url: String,
+}
+
+/// An endpoint is known to the balancer by its instance's name.
+impl AsRef<str> for Endpoint {
+    fn as_ref(&self) -> &str {
+        &self.instance
+    }
 }
 
 impl Endpoint {
@@ -48,27 +57,39 @@ fn list(names: &[String], service: &str) -> String {
 
 pub use msctl_contract::env::url_variable;
 
-/// Finds instances of services. The registry is re-read only when its file changed, so a
-/// request costs one `stat`, not a parse.
+/// Finds instances of services. The registry is re-read only when its file changed, and a
+/// call learns that without a lock: see [`Freshness`].
 #[derive(Debug)]
 pub struct Discovery {
     registry_path: Option<PathBuf>,
     /// `<NAME>_URL` variables captured at start, consulted only without a registry and only for
     /// the service asked about: an unrelated `DATABASE_URL` is never taken for a service.
     vars: BTreeMap<String, String>,
+    /// The registry's folder, watched from the first look on.
+    freshness: OnceLock<Freshness>,
+    /// What was last found, for the threads whose own copy is out of date.
     cache: Mutex<Cache>,
+    /// Each thread's own copy: the gateway resolves on every request, on every worker.
+    local: ThreadLocal<RefCell<Local>>,
     next: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
-    /// Whether the file may have changed since `stamp` was taken.
-    watch: Option<Freshness>,
     /// Whether `stamp` and `registry` hold what was last found, the file's absence included.
     checked: bool,
     stamp: Option<FileStamp>,
-    /// Shared, not copied, by every call that reads it: the gateway resolves on each request.
+    /// Shared, not copied, by every thread that reads it.
     registry: Option<Arc<Registry>>,
+}
+
+/// A thread's copy of the registry, good while the folder's version is `version`, and the
+/// healthy endpoints of the services asked about, made from that registry once.
+#[derive(Debug, Default)]
+struct Local {
+    version: Option<u64>,
+    registry: Option<Arc<Registry>>,
+    healthy: Vec<(String, Arc<[Endpoint]>)>,
 }
 
 /// What tells a changed file from an unchanged one without reading it.
@@ -79,31 +100,46 @@ pub(crate) struct FileStamp {
     inode: u64,
 }
 
-/// Tells, without looking the file up by its path, whether it may have changed since last asked:
-/// an inotify watch on its folder, read without blocking. The kernel queues the event within the
-/// writer's own `rename` or `write`, so a check made after a change returned always sees it.
-/// Where no watch can be had (another system, the per-user limit of watches reached, no folder
-/// yet), every check answers "maybe", and the caller compares stamps as before.
+/// Tells, without looking the file up by its path and without a lock, whether a folder may
+/// have changed since a version it gave: an inotify watch on the folder, asked once a check how
+/// many bytes of events are queued (`FIONREAD`), which takes nothing off the queue. The kernel
+/// queues an event within the writer's own `rename` or `write`, so a check made after a change
+/// returned always sees it.
 ///
-/// It also keeps, for a second file in the folder (the fault file beside the registry), whether
-/// that one changed, seen in the same read: a call then asks the kernel once, not once a file.
+/// Only a check that finds events queued takes the lock and reads them, and it moves the version
+/// on *before* it takes them off the queue: a check on another thread that finds the queue
+/// emptied by it therefore finds the new version too. Every thread keeps its own copy of what
+/// it read at a version (`Discovery`'s per-thread cache), so the calls of a loaded service
+/// never wait on one another (the profile of the gateway showed a shared lock here as a third
+/// of its futex calls).
+///
+/// Any event in the folder moves the version on, for the registry and the fault file beside it
+/// alike; a reader then compares the file's stamp, which is cheap. Where no watch can be had
+/// (another system, the per-user limit of watches reached, no folder yet) or the folder went,
+/// there is no version, and the caller compares stamps at every call.
 #[derive(Debug)]
 pub(crate) struct Freshness {
-    name: std::ffi::OsString,
-    companion: Option<std::ffi::OsString>,
-    /// Whether the companion may have changed since `take_companion_change` last said.
-    companion_changed: bool,
     #[cfg(target_os = "linux")]
-    watch: Option<inotify::Inotify>,
+    watch: Option<Watch>,
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct Watch {
+    inotify: Mutex<inotify::Inotify>,
+    fd: std::os::fd::RawFd,
+    version: std::sync::atomic::AtomicU64,
+    /// The folder went or events were dropped: from then on, stamps only.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl Freshness {
     pub(crate) fn of(path: &std::path::Path) -> Self {
-        let name = path.file_name().unwrap_or_default().to_os_string();
         #[cfg(target_os = "linux")]
         {
             let watch = path.parent().and_then(|folder| {
                 use inotify::WatchMask;
+                use std::os::fd::AsRawFd;
                 let inotify = inotify::Inotify::init().ok()?;
                 // No MODIFY: the span store beside the registry changes all the time, and
                 // files written in place are seen when their writer closes them.
@@ -116,84 +152,77 @@ impl Freshness {
                     | WatchMask::DELETE_SELF
                     | WatchMask::MOVE_SELF;
                 inotify.watches().add(folder, mask).ok()?;
-                Some(inotify)
+                Some(Watch {
+                    fd: inotify.as_raw_fd(),
+                    inotify: Mutex::new(inotify),
+                    version: Default::default(),
+                    lost: Default::default(),
+                })
             });
-            Self {
-                name,
-                companion: None,
-                companion_changed: true,
-                watch,
-            }
+            Self { watch }
         }
         #[cfg(not(target_os = "linux"))]
-        Self {
-            name,
-            companion: None,
-            companion_changed: true,
+        {
+            let _ = path;
+            Self {}
         }
     }
 
-    /// Also notes changes to `name`, a file in the same folder.
-    pub(crate) fn with_companion(mut self, name: std::ffi::OsString) -> Self {
-        self.companion = Some(name);
-        self
-    }
-
-    /// False only when the companion has certainly not changed since last asked, as of the last
-    /// `maybe_changed`.
-    pub(crate) fn take_companion_change(&mut self) -> bool {
-        #[cfg(target_os = "linux")]
-        if self.watch.is_none() {
-            return true;
-        }
-        std::mem::take(&mut self.companion_changed)
-    }
-
-    /// False only when the file has certainly not changed since the last call.
-    pub(crate) fn maybe_changed(&mut self) -> bool {
+    /// The folder's version now: the same number at two checks means nothing in it changed
+    /// between them. `None` when that cannot be told.
+    pub(crate) fn version(&self) -> Option<u64> {
         #[cfg(target_os = "linux")]
         {
-            let Some(watch) = &mut self.watch else {
-                return true;
-            };
-            let mut changed = false;
-            let mut lost = false;
-            let mut buffer = [0u8; 4096];
-            // Every queued event is read, so that the next call finds the queue empty.
-            loop {
-                match watch.read_events(&mut buffer) {
-                    Ok(events) => {
-                        for event in events {
-                            use inotify::EventMask;
-                            if event.mask.intersects(
-                                EventMask::Q_OVERFLOW
-                                    | EventMask::IGNORED
-                                    | EventMask::DELETE_SELF
-                                    | EventMask::MOVE_SELF,
-                            ) {
-                                lost = true;
-                            }
-                            changed |= event.name.is_none_or(|n| n == self.name.as_os_str());
-                            self.companion_changed |= event
-                                .name
-                                .is_none_or(|n| Some(n) == self.companion.as_deref());
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        lost = true;
-                        break;
-                    }
-                }
+            use std::sync::atomic::Ordering::SeqCst;
+            let watch = self.watch.as_ref()?;
+            if watch.lost.load(SeqCst) {
+                return None;
             }
-            if lost {
-                // The folder went, or events were dropped: from now on, stamps only.
-                self.watch = None;
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int through the pointer, which points at `queued`;
+            // `fd` stays open as long as `watch.inotify`, which `self` owns.
+            if unsafe { libc::ioctl(watch.fd, libc::FIONREAD, &mut queued) } != 0 {
+                return None;
             }
-            changed || lost
+            if queued > 0 {
+                watch.take_events();
+            }
+            (!watch.lost.load(SeqCst)).then(|| watch.version.load(SeqCst))
         }
         #[cfg(not(target_os = "linux"))]
-        true
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Watch {
+    /// Moves the version on, then empties the queue.
+    fn take_events(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut inotify = self.inotify.lock().unwrap_or_else(|e| e.into_inner());
+        self.version.fetch_add(1, SeqCst);
+        let mut buffer = [0u8; 4096];
+        loop {
+            match inotify.read_events(&mut buffer) {
+                Ok(events) => {
+                    for event in events {
+                        use inotify::EventMask;
+                        if event.mask.intersects(
+                            // Dropped events (an overflow) are covered by the version moved on
+                            // above; a folder gone is not.
+                            EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF,
+                        ) {
+                            self.lost.store(true, SeqCst);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.lost.store(true, SeqCst);
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -225,7 +254,9 @@ impl Discovery {
         Self {
             registry_path,
             vars,
+            freshness: OnceLock::new(),
             cache: Mutex::new(Cache::default()),
+            local: ThreadLocal::new(),
             next: AtomicUsize::new(0),
         }
     }
@@ -237,13 +268,18 @@ impl Discovery {
 
     /// The healthy instances of `service`.
     pub fn resolve(&self, service: &str) -> Result<Vec<Endpoint>, DiscoveryError> {
+        self.healthy(service).map(|all| all.to_vec())
+    }
+
+    /// As `resolve`, shared: made once a registry, not once a call.
+    pub fn healthy(&self, service: &str) -> Result<Arc<[Endpoint]>, DiscoveryError> {
         if self.registry_path.is_none() {
             let variable = url_variable(service);
             return match self.vars.get(&variable) {
-                Some(url) => Ok(vec![Endpoint {
+                Some(url) => Ok(Arc::from([Endpoint {
                     instance: variable,
                     base_url: url.trim_end_matches('/').to_string(),
-                }]),
+                }])),
                 None => Err(DiscoveryError::Unknown {
                     service: service.to_string(),
                     known: Vec::new(),
@@ -251,13 +287,18 @@ impl Discovery {
             };
         }
         let registry = self.registry(service)?;
+        // `registry` is this thread's copy, which `healthy` was made from.
+        let local = self.local.get_or_default();
+        if let Some((_, found)) = local.borrow().healthy.iter().find(|(s, _)| s == service) {
+            return Ok(found.clone());
+        }
         let Some(entry) = registry.as_ref().and_then(|r| r.services.get(service)) else {
             return Err(DiscoveryError::Unknown {
                 service: service.to_string(),
                 known: self.known_in(registry.as_deref()),
             });
         };
-        let healthy: Vec<Endpoint> = entry
+        let healthy: Arc<[Endpoint]> = entry
             .instances
             .iter()
             .filter(|i| i.state == registry::InstanceState::Healthy)
@@ -282,6 +323,10 @@ impl Discovery {
                 detail,
             });
         }
+        local
+            .borrow_mut()
+            .healthy
+            .push((service.to_string(), healthy.clone()));
         Ok(healthy)
     }
 
@@ -304,14 +349,11 @@ impl Discovery {
             .unwrap_or_default()
     }
 
-    /// False only when the fault file beside the registry has certainly not changed since this
-    /// was last asked, as of the registry's last check (each call checks the registry first).
-    pub(crate) fn faults_maybe_changed(&self) -> bool {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .watch
-            .as_mut()
-            .is_none_or(Freshness::take_companion_change)
+    /// The version of the registry's folder as of this thread's last look (each call looks
+    /// first): the fault file beside the registry has not changed while it stays the same.
+    /// `None` when that cannot be told.
+    pub(crate) fn folder_version(&self) -> Option<u64> {
+        self.local.get().and_then(|local| local.borrow().version)
     }
 
     /// The current registry, re-read only when the file changed. `None` when there is none.
@@ -319,16 +361,43 @@ impl Discovery {
         let Some(path) = &self.registry_path else {
             return Ok(None);
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let watch = cache.watch.get_or_insert_with(|| {
-            let faults = msctl_contract::fault::path_beside(path);
-            Freshness::of(path).with_companion(faults.file_name().unwrap_or_default().into())
-        });
-        if !watch.maybe_changed() && cache.checked {
-            return Ok(cache.registry.clone());
+        // Taken before the file is looked at: a change after this moves it on, and the next
+        // call looks again.
+        let version = self.freshness.get_or_init(|| Freshness::of(path)).version();
+        let local = self.local.get_or_default();
+        if version.is_some() && local.borrow().version == version {
+            return Ok(local.borrow().registry.clone());
         }
+        let found = self.shared(path, service);
+        let mut local = local.borrow_mut();
+        match &found {
+            Ok(registry) => {
+                let same = match (registry, &local.registry) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                if !same {
+                    local.healthy.clear();
+                    local.registry = registry.clone();
+                }
+                local.version = version;
+            }
+            // Looked at again next time, whatever the version: the error is reported until
+            // the file is mended.
+            Err(_) => local.version = None,
+        }
+        found
+    }
+
+    /// The registry as the file now is, read again only when its stamp changed.
+    fn shared(
+        &self,
+        path: &std::path::Path,
+        service: &str,
+    ) -> Result<Option<Arc<Registry>>, DiscoveryError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let stamp = FileStamp::of(path);
-        if stamp.is_some() && cache.stamp == stamp {
+        if cache.checked && cache.stamp == stamp {
             return Ok(cache.registry.clone());
         }
         match registry::read(path) {
@@ -345,8 +414,6 @@ impl Discovery {
                 Ok(None)
             }
             Err(e) => {
-                // Read again next time, whatever the watch says: the error is reported until
-                // the file is mended.
                 cache.checked = false;
                 Err(DiscoveryError::Registry {
                     service: service.to_string(),
@@ -463,36 +530,76 @@ mod tests {
     }
 
     #[test]
-    fn a_change_is_seen_by_the_next_check_and_other_files_are_not() {
+    fn a_change_is_seen_by_the_next_check_on_any_thread() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.json");
-        let mut watch = Freshness::of(&path);
+        let watch = Freshness::of(&path);
         let linux = cfg!(target_os = "linux");
-        assert_eq!(watch.maybe_changed(), !linux, "nothing happened yet");
+        let first = watch.version();
+        assert_eq!(first.is_some(), linux);
+        assert_eq!(watch.version(), first, "nothing happened yet");
         let reg = Registry {
             version: 1,
             ..Default::default()
         };
-        for _ in 0..3 {
-            // Seen by the very next check: the event is queued within the write itself.
+        let mut last = first;
+        for round in 0..3 {
+            // Seen by the very next check: the event is queued within the write itself. Taken
+            // off the queue on one thread, it is seen on another as well.
             registry::write(&path, &reg).unwrap();
-            assert!(watch.maybe_changed());
-            assert_eq!(
-                watch.maybe_changed(),
-                !linux,
-                "each change is reported once"
-            );
+            let now = if round % 2 == 0 {
+                watch.version()
+            } else {
+                std::thread::scope(|s| s.spawn(|| watch.version()).join().unwrap())
+            };
+            if linux {
+                assert_ne!(now, last, "round {round}");
+                assert_eq!(watch.version(), now, "each change moves it on once");
+                assert_eq!(
+                    std::thread::scope(|s| s.spawn(|| watch.version()).join().unwrap()),
+                    now,
+                    "the same on another thread"
+                );
+            }
+            last = now;
         }
-        std::fs::write(dir.path().join("telemetry.db-wal"), b"spans").unwrap();
-        assert_eq!(watch.maybe_changed(), !linux, "another file in the folder");
-        std::fs::remove_file(&path).unwrap();
-        assert!(watch.maybe_changed(), "the file went");
-        // Without its folder, the watch is gone for good: every check says "maybe".
+        // The fault file beside the registry moves it on too.
+        std::fs::write(dir.path().join("faults.json"), b"{}").unwrap();
+        if linux {
+            assert_ne!(watch.version(), last, "a file beside it");
+        }
+        // Without its folder, the watch is gone for good: no version to go by.
         let gone = dir.path().to_path_buf();
         drop(dir);
         assert!(!gone.exists());
-        assert!(watch.maybe_changed());
-        assert!(watch.maybe_changed());
+        assert_eq!(watch.version(), None);
+        assert_eq!(watch.version(), None);
+    }
+
+    #[test]
+    fn every_thread_sees_each_change_at_its_next_call() {
+        let (_dir, path) = users_registry_file();
+        let d = Discovery::new(Some(path.clone()), []);
+        let port_seen = |d: &Discovery| {
+            std::thread::scope(|s| {
+                s.spawn(|| d.pick("users").unwrap().base_url)
+                    .join()
+                    .unwrap()
+            })
+        };
+        assert_eq!(d.pick("users").unwrap().base_url, "http://127.0.0.1:1001");
+        assert_eq!(port_seen(&d), "http://127.0.0.1:1001");
+        for port in [1002, 1003] {
+            registry::write(&path, &users_at(port)).unwrap();
+            let url = format!("http://127.0.0.1:{port}");
+            assert_eq!(d.pick("users").unwrap().base_url, url);
+            assert_eq!(port_seen(&d), url);
+        }
+        // Unchanged, a thread's copy is the same one: made once, not at every call.
+        assert!(Arc::ptr_eq(
+            &d.healthy("users").unwrap(),
+            &d.healthy("users").unwrap()
+        ));
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! line, so that `msctl logs` and scripts can parse them. A line written inside a request
 //! carries the `trace_id` and `span_id` of the span it was written in.
 //!
-//! A request only appends its line to a buffer. One writer thread writes the buffer out a few
-//! milliseconds after its first line, so that under load a batch of lines costs one `write` and
-//! one wake-up of the supervisor that reads the pipe, instead of one each per line (the profile
-//! of a loaded service showed those per-line writes and thread wake-ups as its largest cost).
+//! A request only appends its line to its thread's buffer. One writer thread writes the buffers
+//! out a few milliseconds after a batch's first line, so that under load a batch of lines costs
+//! one `write` and one wake-up of the supervisor that reads the pipe, instead of one each per
+//! line (the profile of a loaded service showed those per-line writes and thread wake-ups as its
+//! largest cost).
 
 use opentelemetry::trace::TraceContextExt;
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -48,31 +50,32 @@ impl JsonLines {
     }
 }
 
-/// The buffer between requests and the writer thread.
+/// The buffers between requests and the writer thread: one a thread, so that requests on two
+/// threads never wait on each other for a lock (the profile of a loaded gateway showed that
+/// lock's futex calls as a third of its system calls). A thread's lines keep their order;
+/// lines of different threads in one batch are written a thread after another.
 struct Sink {
-    state: Mutex<Buffered>,
-    /// Signalled when a batch starts (for the writer) and when one is taken (for requests
-    /// waiting for room).
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Buffered {
-    lines: Vec<u8>,
-    closing: bool,
+    threads: thread_local::ThreadLocal<Mutex<Vec<u8>>>,
+    /// Set by the line that starts a batch, cleared by the writer as it takes one.
+    pending: AtomicBool,
+    closing: AtomicBool,
+    writer: OnceLock<std::thread::Thread>,
 }
 
 impl Sink {
     fn start(out: Box<dyn Write + Send>) -> (Arc<Self>, LinesGuard) {
         let sink = Arc::new(Self {
-            state: Mutex::new(Buffered::default()),
-            changed: Condvar::new(),
+            threads: thread_local::ThreadLocal::new(),
+            pending: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            writer: OnceLock::new(),
         });
         let writer = sink.clone();
         let thread = std::thread::Builder::new()
             .name("msctl-kit-log".into())
             .spawn(move || writer.write_out(out))
             .expect("the log writer thread starts");
+        let _ = sink.writer.set(thread.thread().clone());
         let guard = LinesGuard {
             sink: sink.clone(),
             thread: Some(thread),
@@ -80,49 +83,71 @@ impl Sink {
         (sink, guard)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Buffered> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn wake_writer(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
     }
 
     fn push(&self, line: &[u8]) {
-        let mut state = self.lock();
-        while state.lines.len() >= BUFFERED && !state.closing {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        let mine = self.threads.get_or_default();
+        loop {
+            let mut lines = lock(mine);
+            if lines.len() < BUFFERED || self.closing.load(Ordering::Acquire) {
+                lines.extend_from_slice(line);
+                break;
+            }
+            // Full: the writer is behind (a stalled reader). Rare, so waiting by polling is
+            // enough.
+            drop(lines);
+            self.wake_writer();
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let first = state.lines.is_empty();
-        state.lines.extend_from_slice(line);
-        drop(state);
-        if first {
-            self.changed.notify_all();
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.wake_writer();
         }
+    }
+
+    /// Bytes waiting to be written, on every thread.
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.threads.iter().map(|t| lock(t).len()).sum()
     }
 
     /// The writer thread: sleeps until a batch starts, lets it gather, writes it in one go.
     fn write_out(&self, mut out: Box<dyn Write + Send>) {
-        let mut spare = Vec::new();
+        let mut batch = Vec::new();
         loop {
-            let mut state = self.lock();
-            while state.lines.is_empty() && !state.closing {
-                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            while !self.pending.load(Ordering::Acquire) && !self.closing.load(Ordering::Acquire) {
+                std::thread::park();
             }
-            if !state.closing {
-                drop(state);
+            let closing = self.closing.load(Ordering::Acquire);
+            if !closing {
                 std::thread::sleep(GATHER);
-                state = self.lock();
             }
-            std::mem::swap(&mut state.lines, &mut spare);
-            let closing = state.closing;
-            drop(state);
-            self.changed.notify_all();
+            // Cleared before the take, so that a line written after it starts the next batch.
+            self.pending.store(false, Ordering::Release);
+            for lines in self.threads.iter() {
+                let mut lines = lock(lines);
+                batch.extend_from_slice(&lines);
+                lines.clear();
+            }
             // A closed stdout (the supervisor went away) must not take the service down, nor
-            // make the buffer grow: the batch is dropped.
-            let _ = out.write_all(&spare).and_then(|()| out.flush());
-            spare.clear();
-            if closing && self.lock().lines.is_empty() {
+            // make the buffers grow: the batch is dropped.
+            if !batch.is_empty() {
+                let _ = out.write_all(&batch).and_then(|()| out.flush());
+            }
+            let wrote = !batch.is_empty();
+            batch.clear();
+            if closing && !wrote {
                 return;
             }
         }
     }
+}
+
+fn lock(lines: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
+    lines.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes out what is buffered when the process's telemetry goes.
@@ -139,8 +164,8 @@ impl std::fmt::Debug for LinesGuard {
 
 impl Drop for LinesGuard {
     fn drop(&mut self) {
-        self.sink.lock().closing = true;
-        self.sink.changed.notify_all();
+        self.sink.closing.store(true, Ordering::Release);
+        self.sink.wake_writer();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -405,7 +430,7 @@ mod tests {
         for _ in 0..4 * BUFFERED / 64 {
             sink.push(&[b'x'; 64]);
         }
-        assert!(sink.lock().lines.len() <= BUFFERED + 64);
+        assert!(sink.buffered() <= BUFFERED + 64);
         drop(guard);
     }
 
