@@ -279,7 +279,9 @@ pub async fn pump(
     instance: String,
     events: super::events::Sender,
 ) {
-    let mut reader = BufReader::new(stream);
+    // As large as a pipe holds: a busy service's batch of lines is read, and written to the file,
+    // in one go rather than in 8 KiB pieces.
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut buf = Vec::new();
     // The lines already read are written together: a busy service writes thousands a second,
     // and a write each would cost the supervisor more than the service spends making them.
