@@ -129,7 +129,7 @@ struct Watch {
     inotify: Mutex<inotify::Inotify>,
     fd: std::os::fd::RawFd,
     version: std::sync::atomic::AtomicU64,
-    /// The folder went or events were dropped: from then on, stamps only.
+    /// The folder went: from then on, stamps only.
     lost: std::sync::atomic::AtomicBool,
 }
 
