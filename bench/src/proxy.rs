@@ -1,9 +1,10 @@
 //! The data path against nginx and a bare server: `GET /users/1` on a bare axum server, on
 //! users directly, through nginx (a keep-alive reverse proxy to the same users instance),
-//! through a bare hyper proxy (the limit of the gateway's stack) and through the gateway, and
-//! `/users/1/posts` through the gateway; throughput, p50 and p99 by
-//! wrk, the CPU time each server on the path spends per request, and the services' peak
-//! memory. Tracing and access logs are on, as shipped.
+//! through a bare hyper proxy (the limit of the gateway's stack) and through the gateway;
+//! `/users/1/posts` through the gateway; and last through nginx with its access log on, as the
+//! gateway's is. It prints throughput, p50 and p99 by wrk, the CPU time each server on the path
+//! spends per request, and the services' peak memory. Tracing and access logs are on, as
+//! shipped.
 
 use crate::harness::*;
 use std::net::SocketAddr;
@@ -215,11 +216,17 @@ fn bare_proxy(bins: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
     serve(bins, "bare_proxy", &[("UPSTREAM", upstream.to_string())])
 }
 
-/// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`.
-fn nginx(dir: &Path, upstream: SocketAddr) -> (Killed, SocketAddr, u32) {
+/// nginx as a keep-alive reverse proxy to `upstream`, with its own files in `dir`; with its
+/// access log (the default format, a line a request, to a file in `dir`) when `logged`.
+fn nginx(dir: &Path, upstream: SocketAddr, logged: bool) -> (Killed, SocketAddr, u32) {
     let port = portpicker::pick_unused_port().expect("a free port");
+    let access_log = if logged {
+        format!("{}/access.log", dir.display())
+    } else {
+        "off".to_string()
+    };
     let conf = format!(
-        "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  upstream users {{ server {upstream}; keepalive 32; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://users;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {access_log};\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  upstream users {{ server {upstream}; keepalive 32; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://users;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
         dir = dir.display()
     );
     let path = dir.join("nginx.conf");
@@ -268,14 +275,17 @@ pub fn run(_runs: usize) {
     let (supervisor, _) = system.pids();
     let (_bare, bare_addr, bare_pid) = bare(&bins);
     let nginx_dir = tempfile::tempdir().expect("temp dir");
-    let (_nginx, nginx_addr, nginx_pid) = nginx(nginx_dir.path(), users);
+    let (_nginx, nginx_addr, nginx_pid) = nginx(nginx_dir.path(), users, false);
     let nginx_pids = with_children(nginx_pid);
+    let logged_dir = tempfile::tempdir().expect("temp dir");
+    let (_logged, logged_addr, logged_pid) = nginx(logged_dir.path(), users, true);
+    let logged_pids = with_children(logged_pid);
     let (_bare_proxy, bare_proxy_addr, bare_proxy_pid) = bare_proxy(&bins, users);
 
     println!(
         "the data path: wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s --latency on each path in turn, {ROUNDS} rounds (order reversed every other round), medians shown; release builds, one instance each, tracing and access logs on as shipped\n"
     );
-    let mut paths: [(&str, String, Servers); 6] = [
+    let mut paths: [(&str, String, Servers); 7] = [
         (
             "bare axum server, GET /users/1",
             format!("http://{bare_addr}/users/1"),
@@ -309,6 +319,11 @@ pub fn run(_runs: usize) {
                 ("users", vec![users_pid]),
                 ("posts", vec![posts_pid]),
             ],
+        ),
+        (
+            "nginx, access log on → users",
+            format!("http://{logged_addr}/users/1"),
+            vec![("nginx", logged_pids), ("users", vec![users_pid])],
         ),
     ];
     // msctl's supervisor takes the log lines and spans of every service on a path but the bare
@@ -396,6 +411,12 @@ pub fn run(_runs: usize) {
     let (gateway_proxy, each) = ratio(4, 3, |f| f.rps);
     println!(
         "gateway / bare proxy:       {gateway_proxy:.2}   (the gateway's own work; rounds: {each})"
+    );
+    // nginx as the target compares it writes no access log; the gateway writes one as shipped.
+    let (gateway_logged, each) = ratio(4, 6, |f| f.rps);
+    let (p50, _) = ratio(4, 6, |f| f.p50_ms);
+    println!(
+        "gateway / nginx logging:    {gateway_logged:.2}   (both write an access line a request; rounds: {each}; p50 {p50:.2})"
     );
     let rss: Vec<String> = registry["services"]
         .as_object()
