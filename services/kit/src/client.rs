@@ -499,24 +499,18 @@ impl Peers {
         let result = match injected {
             Some(answered_here) => answered_here,
             None => match (how, endpoint.socket_addr()) {
-                (How::Wire, Some(addr)) => {
-                    self.exchange_wire(req, addr, false, &endpoint, &cx, deadline)
-                        .await
-                }
-                (How::Whole, Some(addr)) => {
-                    self.exchange_wire(req, addr, true, &endpoint, &cx, deadline)
-                        .await
-                }
-                (How::Wire, None) => {
-                    self.exchange(req, None, false, &endpoint, &cx, deadline)
-                        .await
-                }
-                (How::Whole, None) => {
-                    self.exchange(req, None, true, &endpoint, &cx, deadline)
-                        .await
-                }
                 (How::Open(stream), _) => {
                     self.exchange(req, stream, false, &endpoint, &cx, deadline)
+                        .await
+                }
+                (how, Some(addr)) => {
+                    let whole = matches!(how, How::Whole);
+                    self.exchange_wire(req, addr, whole, &endpoint, &cx, deadline)
+                        .await
+                }
+                (how, None) => {
+                    let whole = matches!(how, How::Whole);
+                    self.exchange(req, None, whole, &endpoint, &cx, deadline)
                         .await
                 }
             },

@@ -598,6 +598,16 @@ mod tests {
         drop(kept);
     }
 
+    #[test]
+    fn the_data_of_a_chunked_body_is_read_whole_or_cut_short() {
+        assert_eq!(
+            unchunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"),
+            b"hello world"
+        );
+        assert_eq!(unchunk(b"5\r\nhel"), b"hel");
+        assert_eq!(unchunk(b""), b"");
+    }
+
     /// The whole body of `answer`, sent by a peer that then closes, as `read_whole` reads it;
     /// also whether the connection was left clean for another request.
     async fn read_whole_of(answer: &'static [u8]) -> (Result<bytes::Bytes, WireError>, bool) {

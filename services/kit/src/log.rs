@@ -134,10 +134,10 @@ impl Sink {
             }
             // A closed stdout (the supervisor went away) must not take the service down, nor
             // make the buffers grow: the batch is dropped.
-            if !batch.is_empty() {
+            let wrote = !batch.is_empty();
+            if wrote {
                 let _ = out.write_all(&batch).and_then(|()| out.flush());
             }
-            let wrote = !batch.is_empty();
             batch.clear();
             if closing && !wrote {
                 return;

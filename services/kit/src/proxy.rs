@@ -913,16 +913,6 @@ mod tests {
     }
 
     #[test]
-    fn the_data_of_a_chunked_body_is_read_whole_or_cut_short() {
-        assert_eq!(
-            h1::unchunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"),
-            b"hello world"
-        );
-        assert_eq!(h1::unchunk(b"5\r\nhel"), b"hel");
-        assert_eq!(h1::unchunk(b""), b"");
-    }
-
-    #[test]
     fn the_connections_own_headers_are_told_from_the_messages() {
         let connection = [&b"X-Private, close"[..]];
         for name in [
