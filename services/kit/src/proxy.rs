@@ -722,8 +722,13 @@ async fn hand_over(stream: TcpStream, read: BytesMut, worker: &Worker) {
         inner: stream,
     });
     let service = hyper_util::service::TowerToHyperService::new(worker.router.clone());
-    // No timer, as axum's server has none: a timer would arm a head-read timeout per request.
+    // The proxy path's bound on a request's head holds here too, or a client could hand a
+    // connection over with one whole request and then trickle the next head forever. hyper's
+    // bound also runs while the connection idles between requests: one left idle for as long
+    // is closed, as a keep-alive timeout would.
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -909,6 +914,51 @@ mod tests {
             answer.starts_with(b"HTTP/1.1 503 "),
             "{}",
             String::from_utf8_lossy(&answer)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_handed_to_the_full_server_is_closed_when_a_head_stalls() {
+        let (addr, _stop, _server) = serve_to_slow(testing::dead_url()).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        // A chunked body is the full server's: the connection is handed over with it.
+        client
+            .write_all(
+                b"POST /x HTTP/1.1\r\nhost: f\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // The router has no routes: a 404, read to its end.
+        let mut first = Vec::new();
+        while !first.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            client.read_exact(&mut byte).await.unwrap();
+            first.push(byte[0]);
+        }
+        let first = String::from_utf8_lossy(&first);
+        assert!(first.starts_with("HTTP/1.1 404 "), "{first}");
+        let length: usize = first
+            .split("content-length: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .expect("a length");
+        client.read_exact(&mut vec![0u8; length]).await.unwrap();
+        client.write_all(b"GET /y HTTP/1.1\r\nhost:").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(REQUEST_TIMEOUT * 3, client.read_to_end(&mut rest))
+            .await
+            .expect("the connection is closed")
+            .unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || rest.starts_with("HTTP/1.1 408 "),
+            "closed, at most with a 408: {rest}"
+        );
+        assert!(
+            started.elapsed() >= REQUEST_TIMEOUT,
+            "not before the timeout"
         );
     }
 
