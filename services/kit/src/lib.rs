@@ -8,7 +8,6 @@ pub use msctl_contract::{self as contract, registry};
 /// The OpenTelemetry API the kit's spans are made with, for services' and tests' own use.
 pub use opentelemetry;
 
-pub mod accept;
 pub mod balance;
 pub mod bus;
 pub mod client;

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Request bodies up to this size are taken on the proxy path, read whole so that a failed call
@@ -124,24 +124,21 @@ impl Worker {
     }
 }
 
-/// Accepts on `acceptor` until told to stop, then waits for its connections to finish their
+/// Accepts on `listener` until told to stop, then waits for its connections to finish their
 /// requests.
-pub(crate) async fn serve(
-    mut acceptor: crate::accept::Acceptor,
-    worker: Arc<Worker>,
-) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, worker: Arc<Worker>) -> std::io::Result<()> {
     // Each connection's task holds a sender; when all are gone, every connection has ended.
     let (alive, mut ended) = tokio::sync::mpsc::channel::<()>(1);
     let mut stopping = worker.stopping.clone();
     loop {
         let accepted = tokio::select! {
-            accepted = acceptor.next() => accepted,
+            accepted = listener.accept() => accepted,
             _ = stopping.wait_for(|stop| *stop) => break,
         };
-        let (stream, held) = match accepted {
-            Ok((stream, _, held)) => (stream, held),
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             // A connection reset while queued is that connection's problem, not the server's.
-            Err(e) if crate::accept::is_connection_error(&e) => continue,
+            Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of descriptors, most likely: wait, as axum's server does, rather than spin.
                 tracing::warn!("cannot accept a connection: {e}");
@@ -149,16 +146,25 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
         let (worker, alive) = (worker.clone(), alive.clone());
         tokio::spawn(async move {
             connection(stream, &worker).await;
-            drop((alive, held));
+            drop(alive);
         });
     }
-    drop(acceptor);
+    drop(listener);
     drop(alive);
     let _ = ended.recv().await;
     Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// A request the proxy path takes, read off the connection.
@@ -818,18 +824,12 @@ mod tests {
         tokio::task::JoinHandle<std::io::Result<()>>,
     ) {
         let kit = testing::kit("front", &[("SLOW_URL", slow_url)]);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = crate::accept::acceptors(&listener, 1).unwrap().remove(0);
         let (stop, stopping) = watch::channel(false);
         let router = kit.router(Router::new());
         let worker = Worker::new(Arc::new(kit), Arc::new(ToSlow), router, stopping);
-        (
-            addr,
-            stop,
-            tokio::spawn(serve(acceptor.start().unwrap(), worker)),
-        )
+        (addr, stop, tokio::spawn(serve(listener, worker)))
     }
 
     #[tokio::test]

@@ -169,9 +169,8 @@ impl Kit {
         let kit = Arc::new(self);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
-        let acceptors =
-            crate::accept::acceptors(&listener, worker_count()).map_err(KitError::Serve)?;
-        for (n, acceptor) in acceptors.into_iter().enumerate() {
+        for n in 0..worker_count() {
+            let listener = listener.try_clone().map_err(KitError::Serve)?;
             let (router, mut stopping) = (router.clone(), stopping.clone());
             let proxy = proxy.clone().map(|proxy| {
                 crate::proxy::Worker::new(kit.clone(), proxy, router.clone(), stopping.clone())
@@ -185,11 +184,19 @@ impl Kit {
                         .build()
                         .and_then(|runtime| {
                             runtime.block_on(async move {
-                                let acceptor = acceptor.start()?;
+                                use axum::serve::ListenerExt as _;
                                 if let Some(worker) = proxy {
-                                    return crate::proxy::serve(acceptor, worker).await;
+                                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                                    return crate::proxy::serve(listener, worker).await;
                                 }
-                                axum::serve(acceptor, router)
+                                // A streamed answer goes out as its head, then its body as it
+                                // arrives: with Nagle's algorithm the second write would wait
+                                // for the client's (delayed) acknowledgement of the first.
+                                let listener =
+                                    tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                                        let _ = tcp.set_nodelay(true);
+                                    });
+                                axum::serve(listener, router)
                                     .with_graceful_shutdown(async move {
                                         let _ = stopping.wait_for(|stop| *stop).await;
                                     })

@@ -89,12 +89,10 @@ pub async fn spawn(kit: &Kit, app: Router) -> String {
 /// As [`spawn`], for a gateway: the requests `proxy` routes take the kit's proxy path, as
 /// `Kit::serve_proxy` serves them.
 pub async fn spawn_proxy(kit: &Kit, app: Router, proxy: impl crate::proxy::Proxy) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback binds");
-    listener.set_nonblocking(true).expect("non-blocking");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback binds");
     let addr: SocketAddr = listener.local_addr().expect("bound");
-    let acceptor = crate::accept::acceptors(&listener, 1)
-        .and_then(|mut one| one.remove(0).start())
-        .expect("the listener registers");
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let worker = crate::proxy::Worker::new(
         std::sync::Arc::new(kit.clone()),
@@ -105,7 +103,7 @@ pub async fn spawn_proxy(kit: &Kit, app: Router, proxy: impl crate::proxy::Proxy
     tokio::spawn(async move {
         // Served for the rest of the test: the sender lives as long as the server.
         let _stop = stop;
-        crate::proxy::serve(acceptor, worker).await
+        crate::proxy::serve(listener, worker).await
     });
     format!("http://{addr}")
 }
