@@ -314,16 +314,59 @@ impl Drop for Running {
 /// CPU time (user + system) a process has used so far, from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    let hz = 100; // USER_HZ on Linux
-    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+    // The fields after the command name, which may itself hold spaces: utime and stime are
+    // the 14th and 15th of the whole line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    from_ticks(ticks)
+}
+
+/// The time every core of the machine has spent busy (anything but idle and waiting for disk),
+/// and the time they have existed, both summed over the cores, from `/proc/stat`.
+pub fn machine_time() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let (busy, all) = busy_and_all_ticks(&stat);
+    (from_ticks(busy), from_ticks(all))
+}
+
+/// The busy and all ticks of `/proc/stat`'s first line, the cores summed.
+fn busy_and_all_ticks(stat: &str) -> (u64, u64) {
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal, then guest time, already counted in user.
+    let all: u64 = ticks.iter().take(8).sum();
+    let waiting = ticks.get(3).unwrap_or(&0) + ticks.get(4).unwrap_or(&0);
+    (all - waiting, all)
+}
+
+/// Clock ticks as time.
+fn from_ticks(ticks: u64) -> Duration {
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machines_busy_time_leaves_out_idle_and_disk_waits_and_counts_guests_once() {
+        let stat = "cpu  100 5 40 800 20 3 2 1 50 0\ncpu0 50 2 20 400 10 1 1 0 25 0\n";
+        assert_eq!(busy_and_all_ticks(stat), (151, 971));
+        assert_eq!(busy_and_all_ticks(""), (0, 0));
+    }
 }

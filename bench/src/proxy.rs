@@ -126,24 +126,6 @@ impl Drop for Killed {
 }
 
 /// The CPU time, user and system, that process `pid` and its threads have used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which may itself hold spaces: utime and stime are
-    // the 14th and 15th of the whole line, in clock ticks.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse::<u64>().ok())
-        .sum();
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Duration::from_micros(ticks * 1_000_000 / per_second.max(1))
-}
-
 /// `pid` and its child processes: nginx's master and its workers.
 fn with_children(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];
@@ -163,14 +145,31 @@ fn with_children(pid: u32) -> Vec<u32> {
 /// The processes serving a path, each named, with its pids.
 type Servers<'a> = Vec<(&'a str, Vec<u32>)>;
 
-/// One wrk run on a path: its figures, and each server's CPU per request in µs.
-type Turn = (Figures, Vec<(String, f64)>);
+/// One wrk run on a path: its figures, each server's CPU per request in µs, and the machine's.
+type Turn = (Figures, Vec<(String, f64)>, Machine);
+
+/// What the whole machine spent during one wrk run: every process, wrk's and the kernel's
+/// included.
+#[derive(Clone, Copy)]
+struct Machine {
+    /// Busy CPU time per request, summed over the cores, in µs.
+    busy_us: f64,
+    /// The share of the cores' time that was busy.
+    busy_share: f64,
+}
 
 /// Runs wrk against `url` and also reads the CPU time each of `servers` spent per request.
-fn wrk_with_cpu(url: &str, servers: &Servers) -> (Figures, Vec<(String, f64)>) {
+fn wrk_with_cpu(url: &str, servers: &Servers) -> Turn {
     let spent = |pids: &[u32]| pids.iter().map(|p| cpu_time(*p)).sum::<Duration>();
     let before: Vec<Duration> = servers.iter().map(|(_, pids)| spent(pids)).collect();
+    let (busy_before, all_before) = machine_time();
     let figures = wrk(url);
+    let (busy, all) = machine_time();
+    let busy = (busy - busy_before).as_secs_f64();
+    let machine = Machine {
+        busy_us: busy * 1e6 / figures.requests,
+        busy_share: busy / (all - all_before).as_secs_f64().max(f64::MIN_POSITIVE),
+    };
     let per_request = servers
         .iter()
         .zip(before)
@@ -179,7 +178,7 @@ fn wrk_with_cpu(url: &str, servers: &Servers) -> (Figures, Vec<(String, f64)>) {
             (name.to_string(), micros)
         })
         .collect();
-    (figures, per_request)
+    (figures, per_request, machine)
 }
 
 fn wait_listening(addr: SocketAddr) {
@@ -347,17 +346,26 @@ pub fn run(_runs: usize) {
         xs[xs.len() / 2]
     };
     print_table(
-        &["path", "requests/s", "p50", "p99", "server CPU per request"],
+        &[
+            "path",
+            "requests/s",
+            "p50",
+            "p99",
+            "machine CPU",
+            "server CPU per request",
+        ],
         &paths
             .iter()
             .zip(&turns)
             .map(|((name, _, servers), turns)| {
                 let of =
-                    |f: fn(&Figures) -> f64| mid(turns.iter().map(|(fig, _)| f(fig)).collect());
+                    |f: fn(&Figures) -> f64| mid(turns.iter().map(|(fig, ..)| f(fig)).collect());
                 let cpu: Vec<(&str, f64)> = servers
                     .iter()
                     .enumerate()
-                    .map(|(i, (who, _))| (*who, mid(turns.iter().map(|(_, c)| c[i].1).collect())))
+                    .map(|(i, (who, _))| {
+                        (*who, mid(turns.iter().map(|(_, c, _)| c[i].1).collect()))
+                    })
                     .collect();
                 let each: Vec<String> = cpu
                     .iter()
@@ -374,13 +382,17 @@ pub fn run(_runs: usize) {
                     format!("{:.0}", of(|f| f.rps)),
                     format!("{:.2} ms", of(|f| f.p50_ms)),
                     format!("{:.2} ms", of(|f| f.p99_ms)),
+                    format!(
+                        "{:.0} µs",
+                        mid(turns.iter().map(|(.., m)| m.busy_us).collect())
+                    ),
                     format!("{total:.0} µs{split}"),
                 ]
             })
             .collect::<Vec<_>>(),
     );
     println!(
-        "(server CPU: user and system time of the processes serving the path, per request; wrk's own is not counted, and all share the machine's cores)"
+        "(server CPU: user and system time of the processes serving the path, per request; machine CPU: all the cores' busy time per request, wrk's and the kernel's included; all share the machine's cores)"
     );
     println!();
     // Each ratio is taken within a round, between turns seconds apart; the median is the figure.
@@ -388,7 +400,7 @@ pub fn run(_runs: usize) {
         let xs: Vec<f64> = turns[over]
             .iter()
             .zip(&turns[under])
-            .map(|((a, _), (b, _))| f(a) / f(b))
+            .map(|((a, ..), (b, ..))| f(a) / f(b))
             .collect();
         let mut each = xs.clone();
         each.sort_by(f64::total_cmp);
@@ -405,6 +417,29 @@ pub fn run(_runs: usize) {
     println!("users direct / bare:        {users_bare:.2}   (target >= 0.6; rounds: {each})");
     let (posts_users, each) = ratio(5, 1, |f| f.rps);
     println!("/users/1/posts / users:     {posts_users:.2}   (target >= 0.5; rounds: {each})");
+    // What the target would be with a gateway that cost nothing, on this machine: with its
+    // cores saturated, throughput is the cores over all that is spent per request, wrk's own
+    // and the kernel's included, and the gateway's part is taken away from the posts path's.
+    let ceilings: Vec<f64> = turns[5]
+        .iter()
+        .zip(&turns[1])
+        .map(|((_, servers, posts), (_, _, direct))| {
+            direct.busy_us / (posts.busy_us - servers[0].1).max(f64::MIN_POSITIVE)
+        })
+        .collect();
+    let busiest = turns[1]
+        .iter()
+        .chain(&turns[5])
+        .map(|(.., m)| m.busy_share)
+        .fold(1.0, f64::min);
+    println!(
+        "  ... with a gateway that cost nothing: {:.2}   (machine CPU per request, wrk's included: users direct {:.0} µs, /users/1/posts {:.0} µs less the gateway's {:.0}; cores at least {:.0} % busy in those runs, so this holds only near 100 %)",
+        mid(ceilings),
+        mid(turns[1].iter().map(|(.., m)| m.busy_us).collect()),
+        mid(turns[5].iter().map(|(.., m)| m.busy_us).collect()),
+        mid(turns[5].iter().map(|(_, s, _)| s[0].1).collect()),
+        busiest * 100.0,
+    );
     // Not targets: where a proxy on this stack stands, and how much of the gap is the gateway's.
     let (proxy_nginx, each) = ratio(3, 2, |f| f.rps);
     println!("bare proxy / nginx:         {proxy_nginx:.2}   (the stack's limit; rounds: {each})");
