@@ -2,6 +2,7 @@
 //! answered as HTTP/1.1 by the kit itself, in the task that holds the client's connection, with
 //! the same spans, access log, deadline, balancing, retry and faults as any call. Every other
 //! request, and the rest of its connection, goes to the full server (hyper and the app's router).
+//! A service that is no gateway is served by the same accept loop and full server alone.
 //!
 //! Why: per proxied request, hyper's server, its pooled client and axum's layers cost more user
 //! time than nginx spends on the whole request (docs/data-path.md). Here a request is parsed in
@@ -127,9 +128,40 @@ impl Worker {
 /// Accepts on `listener` until told to stop, then waits for its connections to finish their
 /// requests.
 pub(crate) async fn serve(listener: TcpListener, worker: Arc<Worker>) -> std::io::Result<()> {
+    let stopping = worker.stopping.clone();
+    accept(listener, stopping, move |stream| {
+        let worker = worker.clone();
+        async move { connection(stream, &worker).await }
+    })
+    .await
+}
+
+/// As [`serve`], for a service that is no gateway: every connection goes to the full server
+/// from its first byte, with the same bound on a request's head.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    accept(listener, stopping.clone(), move |stream| {
+        full_server(stream, Bytes::new(), router.clone(), stopping.clone())
+    })
+    .await
+}
+
+/// Accepts on `listener` and serves each connection in a task of its own until `stopping`
+/// turns true, then waits for the connections to end.
+async fn accept<S, F>(
+    listener: TcpListener,
+    mut stopping: watch::Receiver<bool>,
+    serve_one: S,
+) -> std::io::Result<()>
+where
+    S: Fn(TcpStream) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     // Each connection's task holds a sender; when all are gone, every connection has ended.
     let (alive, mut ended) = tokio::sync::mpsc::channel::<()>(1);
-    let mut stopping = worker.stopping.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -146,10 +178,13 @@ pub(crate) async fn serve(listener: TcpListener, worker: Arc<Worker>) -> std::io
                 continue;
             }
         };
+        // A streamed answer goes out as its head, then its body as it arrives: with Nagle's
+        // algorithm the second write would wait for the client's (delayed) acknowledgement of
+        // the first.
         let _ = stream.set_nodelay(true);
-        let (worker, alive) = (worker.clone(), alive.clone());
+        let (served, alive) = (serve_one(stream), alive.clone());
         tokio::spawn(async move {
-            connection(stream, &worker).await;
+            served.await;
             drop(alive);
         });
     }
@@ -717,22 +752,34 @@ async fn write_made(
 
 /// Gives the connection, and what was read from it, to the full server for the rest of its life.
 async fn hand_over(stream: TcpStream, read: BytesMut, worker: &Worker) {
+    let (router, stopping) = (worker.router.clone(), worker.stopping.clone());
+    full_server(stream, read.freeze(), router, stopping).await;
+}
+
+/// Serves a connection by hyper's HTTP/1.1 server and `router`, `read` being its first bytes,
+/// until it closes, or until `stopping` turns true and its request in flight is answered.
+async fn full_server(
+    stream: TcpStream,
+    read: Bytes,
+    router: Router,
+    mut stopping: watch::Receiver<bool>,
+) {
     let io = hyper_util::rt::TokioIo::new(Rewind {
-        read: read.freeze(),
+        read,
         inner: stream,
     });
-    let service = hyper_util::service::TowerToHyperService::new(worker.router.clone());
+    let service = hyper_util::service::TowerToHyperService::new(router);
     // The proxy path's bound on a request's head holds here too, or a client could hand a
-    // connection over with one whole request and then trickle the next head forever. hyper's
-    // bound also runs while the connection idles between requests: one left idle for as long
-    // is closed, as a keep-alive timeout would.
+    // connection over with one whole request and then trickle the next head forever (or, to a
+    // service listening beyond loopback, trickle its first). hyper's bound also runs while the
+    // connection idles between requests: one left idle for as long is closed, as a keep-alive
+    // timeout would.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
-    let mut stopping = worker.stopping.clone();
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = stopping.wait_for(|stop| *stop) => {}
@@ -937,6 +984,35 @@ mod tests {
         client.read_exact(&mut vec![0u8; length]).await.unwrap();
         client.write_all(b"GET /y HTTP/1.1\r\nhost:").await.unwrap();
         let rest = closed_by_the_timeout(&mut client).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || rest.starts_with("HTTP/1.1 408 "),
+            "closed, at most with a 408: {rest}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_is_no_gateway_closes_a_connection_whose_head_stalls() {
+        let kit = testing::kit("plain", &[]);
+        let app = Router::new().route("/x", axum::routing::get(|| async { "x" }));
+        let url = testing::spawn(&kit, app).await;
+        let addr = url.trim_start_matches("http://").to_string();
+        // A whole request is answered, and the connection kept.
+        let mut client = TcpStream::connect(&addr).await.unwrap();
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nhost: f\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 12];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        // A first head that never ends, on a connection of its own.
+        let mut stalled = TcpStream::connect(&addr).await.unwrap();
+        stalled
+            .write_all(b"GET /x HTTP/1.1\r\nhost:")
+            .await
+            .unwrap();
+        let rest = closed_by_the_timeout(&mut stalled).await;
         let rest = String::from_utf8_lossy(&rest);
         assert!(
             rest.is_empty() || rest.starts_with("HTTP/1.1 408 "),

@@ -171,7 +171,7 @@ impl Kit {
         let mut workers = Vec::new();
         for n in 0..worker_count() {
             let listener = listener.try_clone().map_err(KitError::Serve)?;
-            let (router, mut stopping) = (router.clone(), stopping.clone());
+            let (router, stopping) = (router.clone(), stopping.clone());
             let proxy = proxy.clone().map(|proxy| {
                 crate::proxy::Worker::new(kit.clone(), proxy, router.clone(), stopping.clone())
             });
@@ -184,23 +184,11 @@ impl Kit {
                         .build()
                         .and_then(|runtime| {
                             runtime.block_on(async move {
-                                use axum::serve::ListenerExt as _;
+                                let listener = tokio::net::TcpListener::from_std(listener)?;
                                 if let Some(worker) = proxy {
-                                    let listener = tokio::net::TcpListener::from_std(listener)?;
                                     return crate::proxy::serve(listener, worker).await;
                                 }
-                                // A streamed answer goes out as its head, then its body as it
-                                // arrives: with Nagle's algorithm the second write would wait
-                                // for the client's (delayed) acknowledgement of the first.
-                                let listener =
-                                    tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                                        let _ = tcp.set_nodelay(true);
-                                    });
-                                axum::serve(listener, router)
-                                    .with_graceful_shutdown(async move {
-                                        let _ = stopping.wait_for(|stop| *stop).await;
-                                    })
-                                    .await
+                                crate::proxy::serve_router(listener, router, stopping).await
                             })
                         });
                     let _ = done.send(served);

@@ -82,7 +82,12 @@ pub async fn spawn(kit: &Kit, app: Router) -> String {
         .expect("loopback binds");
     let addr: SocketAddr = listener.local_addr().expect("bound");
     let router = kit.router(app);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Served for the rest of the test: the sender lives as long as the server.
+        let _stop = stop;
+        crate::proxy::serve_router(listener, router, stopping).await
+    });
     format!("http://{addr}")
 }
 
