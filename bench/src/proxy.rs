@@ -3,7 +3,7 @@
 //! through a bare hyper proxy (the limit of the gateway's stack) and through the gateway;
 //! `/users/1/posts` through the gateway; and last through nginx with its access log on, as the
 //! gateway's is. It prints throughput, p50 and p99 by wrk, the CPU time each server on the path
-//! spends per request, and the services' peak memory. Tracing and access logs are on, as
+//! and the machine as a whole spend per request, and the services' peak memory. Tracing and access logs are on, as
 //! shipped.
 
 use crate::harness::*;
@@ -427,7 +427,7 @@ pub fn run(_runs: usize) {
             direct.busy_us / (posts.busy_us - servers[0].1).max(f64::MIN_POSITIVE)
         })
         .collect();
-    let busiest = turns[1]
+    let least_busy = turns[1]
         .iter()
         .chain(&turns[5])
         .map(|(.., m)| m.busy_share)
@@ -438,7 +438,7 @@ pub fn run(_runs: usize) {
         mid(turns[1].iter().map(|(.., m)| m.busy_us).collect()),
         mid(turns[5].iter().map(|(.., m)| m.busy_us).collect()),
         mid(turns[5].iter().map(|(_, s, _)| s[0].1).collect()),
-        busiest * 100.0,
+        least_busy * 100.0,
     );
     // Not targets: where a proxy on this stack stands, and how much of the gap is the gateway's.
     let (proxy_nginx, each) = ratio(3, 2, |f| f.rps);
