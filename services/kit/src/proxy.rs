@@ -317,7 +317,12 @@ async fn connection(mut stream: TcpStream, worker: &Worker) {
             if !buf.is_empty() {
                 match parse_request(&buf, &*worker.proxy, worker.kit.body_limit) {
                     Parsed::Proxied(incoming) => break incoming,
-                    Parsed::Other => return hand_over(stream, buf, worker).await,
+                    // The full server has the connection, with what was read, for the rest
+                    // of its life.
+                    Parsed::Other => {
+                        let (router, stopping) = (worker.router.clone(), worker.stopping.clone());
+                        return full_server(stream, buf.freeze(), router, stopping).await;
+                    }
                     Parsed::Partial => {}
                 }
             }
@@ -748,12 +753,6 @@ async fn write_made(
     stream.write_all(out).await?;
     out.clear();
     Ok(complete && !closing)
-}
-
-/// Gives the connection, and what was read from it, to the full server for the rest of its life.
-async fn hand_over(stream: TcpStream, read: BytesMut, worker: &Worker) {
-    let (router, stopping) = (worker.router.clone(), worker.stopping.clone());
-    full_server(stream, read.freeze(), router, stopping).await;
 }
 
 /// Serves a connection by hyper's HTTP/1.1 server and `router`, `read` being its first bytes,
